@@ -1,0 +1,507 @@
+"""Reading the files users bring (prompts, rankings, preference pairs) and writing exports.
+
+This module knows files, not the database. Every reader returns a DataFrame with a `line`
+column, so that checks made later (a ranking against its comparison's K, say) can still
+point at the source line, and every problem is a FormatError naming the file and, when one
+record is at fault, its line. Readers are all-or-nothing: the first bad line stops the read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import json
+import math
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PathLike = str | os.PathLike[str]
+Message = dict[str, str]
+Record = dict[str, Any]
+T = TypeVar("T")
+
+ROLES = ("user", "assistant", "system")
+
+_FORMAT_OF_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_PROMPT_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+_RANKING_SUFFIXES = (".jsonl", ".json")
+_PAIR_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+_TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+_HH_TURN = re.compile(r"(?:\A\s*|\n\n)(Human|Assistant):")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+_RANKING_FIELDS: dict[str, type] = {"comparison_id": int, "ranking": str, "user": str}
+
+
+class FormatError(ValueError):
+    """A file that cannot be used, in one plain sentence: '<file>, line <n>: <reason>.'
+
+    `line` is None when the problem is the whole file (empty, unknown type, unreadable).
+    """
+
+    def __init__(self, path: PathLike, line: int | None, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = self.path if line is None else f"{self.path}, line {line}"
+        super().__init__(f"{where}: {reason}.")
+
+    def __reduce__(self) -> tuple[type[FormatError], tuple[str, int | None, str]]:
+        # Exceptions are pickled through their args, which here is only the message; this
+        # error can cross a process boundary (a worker, a datasets map with num_proc).
+        return type(self), (self.path, self.line, self.reason)
+
+
+class _BadRecord(Exception):
+    """One record's problem; the caller adds the file and line to make a FormatError."""
+
+
+# --- public readers -------------------------------------------------------------------
+
+
+def read_prompt_file(path: PathLike) -> pd.DataFrame:
+    """Prompts from CSV, JSONL or Parquet (each optionally gzipped).
+
+    Columns: `prompt` (the text; for a conversation, its last user turn), `messages` (the
+    conversation as role/content dicts, None for a plain prompt) and `line`. Exact
+    duplicates are dropped, keeping the first.
+    """
+    rows = _parse_rows(Path(path), _PROMPT_SUFFIXES, _prompt_from_record)
+    seen: set[tuple[str, str]] = set()
+    unique_rows = []
+    for line, (prompt, messages) in rows:
+        key = (prompt, json.dumps(messages))
+        if key not in seen:
+            seen.add(key)
+            unique_rows.append((line, (prompt, messages)))
+    return _frame(unique_rows, ["prompt", "messages"])
+
+
+def read_ranking_file(path: PathLike) -> pd.DataFrame:
+    """Rankings from JSONL (optionally gzipped): comparison_id, ranking, user, line.
+
+    Only the types are checked here; the ranking grammar depends on the comparison's K
+    and is checked where that is known, using `line` to point back at the file.
+    """
+    rows = _parse_rows(Path(path), _RANKING_SUFFIXES, _ranking_from_record)
+    return _frame(rows, list(_RANKING_FIELDS))
+
+
+def read_preference_pairs(path: PathLike) -> pd.DataFrame:
+    """External preference data: TRL standard, conversational or implicit-prompt, or HH-RLHF.
+
+    Columns: `prompt` (last user turn), `messages` (the prompt conversation, ending with a
+    user turn), `chosen`, `rejected` (the two answers as text) and `line`.
+    """
+    rows = _parse_rows(Path(path), _PAIR_SUFFIXES, _pair_from_record)
+    return _frame(rows, ["prompt", "messages", "chosen", "rejected"])
+
+
+# --- tables: exports and snapshots ----------------------------------------------------
+
+
+def write_table(df: pd.DataFrame, path: PathLike) -> Path:
+    """Write `df` as Parquet (.parquet) or JSON Lines (.jsonl, .jsonl.gz); returns the path.
+
+    JSONL keeps nested lists and dicts as JSON and non-ASCII text as UTF-8, so that pandas
+    or `datasets.load_dataset("json")` read back the same structure.
+    """
+    path = Path(path)
+    suffix = _table_suffix(path)
+    if suffix == ".parquet":
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        _replace_atomically(path, lambda partial: pq.write_table(table, partial))
+    else:
+        records = df.to_dict(orient="records")
+        opener = gzip.open if suffix == ".jsonl.gz" else open
+        _replace_atomically(path, lambda partial: _write_jsonl(records, partial, opener))
+    return path
+
+
+def read_table(path: PathLike) -> pd.DataFrame:
+    """The inverse of write_table: nested values come back as plain lists and dicts."""
+    path = Path(path)
+    suffix = _table_suffix(path)
+    data = _read_bytes(path)
+    if suffix == ".parquet":
+        return _pandas_keeping_nesting(_parquet_table(path, data))
+    return pd.DataFrame([record for _, record in _jsonl_records(path, data)])
+
+
+def _table_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in _TABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise FormatError(
+        path, None, f"unsupported file type; supported: {', '.join(_TABLE_SUFFIXES)}"
+    )
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    # Readers (a training worker, an external pipeline) must never see a half-written file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_jsonl(records: list[Record], path: Path, opener: Callable[..., Any]) -> None:
+    with opener(path, "wt", encoding="utf-8", newline="\n") as out:
+        for record in records:
+            out.write(json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False))
+            out.write("\n")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values for what pandas hands out: numpy arrays, numpy scalars, NaN, times."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    return value
+
+
+def _pandas_keeping_nesting(table: pa.Table) -> pd.DataFrame:
+    # Arrow's own conversion turns nested lists into numpy arrays; plain lists and dicts
+    # compare and serialise like the JSON they came from.
+    return pd.DataFrame(
+        {
+            name: pd.Series(column.to_pylist(), dtype=object)
+            if pa.types.is_nested(column.type)
+            else column.to_pandas()
+            for name, column in zip(table.column_names, table.columns)
+        }
+    )
+
+
+# --- from a file to (line, record) ----------------------------------------------------
+
+
+def _parse_rows(
+    path: Path, suffixes: tuple[str, ...], parse: Callable[[Record], T]
+) -> list[tuple[int, T]]:
+    rows = []
+    for line, record in _records(path, suffixes):
+        try:
+            rows.append((line, parse(record)))
+        except _BadRecord as problem:
+            raise FormatError(path, line, str(problem)) from None
+    if not rows:
+        raise FormatError(path, None, "the file has no rows")
+    return rows
+
+
+def _frame(rows: list[tuple[int, tuple[Any, ...]]], columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame([values for _, values in rows], columns=columns)
+    frame["line"] = pd.Series([line for line, _ in rows], dtype="int64")
+    return frame
+
+
+def _records(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[int, Record]]:
+    name = path.name.lower().removesuffix(".gz")
+    suffix = Path(name).suffix
+    if suffix not in suffixes:
+        supported = ", ".join(suffixes)
+        raise FormatError(
+            path,
+            None,
+            f"unsupported file type '{suffix or name}'; supported: {supported} (each may be .gz)",
+        )
+    read = {"csv": _csv_records, "jsonl": _jsonl_records, "parquet": _parquet_records}
+    return read[_FORMAT_OF_SUFFIX[suffix]](path, _read_bytes(path))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FormatError(path, None, f"cannot be read ({error.strerror or error})") from None
+    # Decided by content, not name: uploads and downloads often gain or lose the .gz.
+    if not data.startswith(_GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise FormatError(path, None, f"not a readable gzip file ({error})") from None
+
+
+def _text(path: Path, data: bytes, first_line: int = 1) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = first_line + data.count(b"\n", 0, error.start)
+        raise FormatError(path, line, "not UTF-8 text") from None
+
+
+def _jsonl_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
+    # Split the bytes, not the text: str.splitlines would also break on U+2028 and other
+    # separators that JSON strings may contain raw.
+    raw_lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    for line, raw in enumerate(raw_lines, start=1):
+        text = _text(path, raw, line)
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            reason = f"not valid JSON ({error.msg} at column {error.colno})"
+            raise FormatError(path, line, reason) from None
+        if not isinstance(value, dict):
+            raise FormatError(path, line, f"expected a JSON object, got {_describe(value)}")
+        yield line, value
+
+
+def _csv_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
+    text = _text(path, data.removeprefix(codecs.BOM_UTF8))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    row_start = 1  # a quoted field may span lines; a row is numbered by its first line
+    try:
+        for row in reader:
+            line, row_start = row_start, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                continue
+            if len(row) != len(header):
+                reason = f"row has {len(row)} fields but the header has {len(header)}"
+                raise FormatError(path, line, reason)
+            yield line, dict(zip(header, row))
+    except csv.Error as error:
+        raise FormatError(path, row_start, f"not readable as CSV ({error})") from None
+
+
+def _parquet_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
+    table = _parquet_table(path, data)
+    records = (record for batch in table.to_batches() for record in batch.to_pylist())
+    return enumerate(records, start=1)
+
+
+def _parquet_table(path: Path, data: bytes) -> pa.Table:
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as error:
+        raise FormatError(path, None, f"not a readable Parquet file ({error})") from None
+
+
+# --- from a record to values ----------------------------------------------------------
+
+
+def _prompt_from_record(record: Record) -> tuple[str, list[Message] | None]:
+    if _present(record, "messages"):
+        messages = _checked_prompt(record["messages"], "messages")
+    elif _present(record, "prompt"):
+        if not isinstance(record["prompt"], list):
+            return _checked_text(record["prompt"], "prompt"), None
+        messages = _checked_prompt(record["prompt"], "prompt")  # TRL conversational
+    elif _present(record, "chosen") and _present(record, "rejected"):
+        messages = _split_pair(record)[0]
+    else:
+        raise _BadRecord(_unrecognised("prompt, messages, or chosen and rejected", record))
+    return messages[-1]["content"], messages
+
+
+def _ranking_from_record(record: Record) -> tuple[int, str, str]:
+    missing = [field for field in _RANKING_FIELDS if field not in record]
+    if missing:
+        raise _BadRecord(f"missing {', '.join(missing)}")
+    for field, kind in _RANKING_FIELDS.items():
+        value = record[field]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            wanted = "a whole number" if kind is int else "text"
+            raise _BadRecord(f"{field} must be {wanted}, got {_describe(value)}")
+    return record["comparison_id"], record["ranking"], record["user"]
+
+
+def _pair_from_record(record: Record) -> tuple[str, list[Message], str, str]:
+    if not (_present(record, "chosen") and _present(record, "rejected")):
+        raise _BadRecord(_unrecognised("chosen and rejected (with or without prompt)", record))
+    messages, chosen, rejected = _split_pair(record)
+    for field, text in (("chosen", chosen), ("rejected", rejected)):
+        if not text.strip():
+            raise _BadRecord(f"{field} is empty")
+    if chosen.strip() == rejected.strip():
+        raise _BadRecord("chosen and rejected are identical")
+    return messages[-1]["content"], messages, chosen, rejected
+
+
+def _split_pair(record: Record) -> tuple[list[Message], str, str]:
+    """The prompt conversation and the two answers, whatever the layout.
+
+    The answers are not checked here: a prompt file may reuse a pair whose answers would
+    not make a valid comparison.
+    """
+    chosen, rejected = record["chosen"], record["rejected"]
+    if _present(record, "prompt"):
+        prompt = record["prompt"]
+        if isinstance(prompt, list):
+            return (
+                _checked_prompt(prompt, "prompt"),
+                _single_answer(chosen, "chosen"),
+                _single_answer(rejected, "rejected"),
+            )
+        messages = [{"role": "user", "content": _checked_text(prompt, "prompt")}]
+        return messages, _text_answer(chosen, "chosen"), _text_answer(rejected, "rejected")
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return _split_shared_prefix(
+            _hh_messages(chosen, "chosen"), _hh_messages(rejected, "rejected")
+        )
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        return _split_shared_prefix(
+            _checked_turns(chosen, "chosen"), _checked_turns(rejected, "rejected")
+        )
+    if type(chosen) is not type(rejected):
+        raise _BadRecord(
+            f"mismatched layouts: chosen is {_describe(chosen)} "
+            f"but rejected is {_describe(rejected)}"
+        )
+    raise _BadRecord(
+        "without a prompt, chosen and rejected must be HH-RLHF transcripts or lists of "
+        f"messages, got {_describe(chosen)}"
+    )
+
+
+def _text_answer(value: Any, field: str) -> str:
+    if isinstance(value, list):
+        raise _BadRecord(f"mismatched layouts: prompt is text but {field} is a list of messages")
+    if not isinstance(value, str):
+        raise _BadRecord(f"{field} must be text, got {_describe(value)}")
+    return value
+
+
+def _single_answer(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        raise _BadRecord(f"mismatched layouts: prompt is a list of messages but {field} is text")
+    turns = _checked_turns(value, field)
+    roles = [turn["role"] for turn in turns]
+    if roles != ["assistant"]:
+        raise _BadRecord(
+            f"{field} must be one assistant message, got roles: {', '.join(roles) or 'none'}"
+        )
+    return turns[0]["content"]
+
+
+def _split_shared_prefix(
+    chosen: list[Message], rejected: list[Message]
+) -> tuple[list[Message], str, str]:
+    """Implicit prompt: the turns both conversations share, then one answer each."""
+    # Each side keeps at least its last turn as the answer, so that identical
+    # conversations still yield their prompt (the caller decides whether that is an error).
+    limit = min(len(chosen), len(rejected)) - 1
+    shared = 0
+    while shared < limit and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0:
+        raise _BadRecord("chosen and rejected share no prompt: they differ from turn 1")
+    prompt = _checked_prompt(chosen[:shared], "the shared prompt")
+    for field, turns in (("chosen", chosen), ("rejected", rejected)):
+        roles = [turn["role"] for turn in turns[shared:]]
+        if roles != ["assistant"]:
+            raise _BadRecord(
+                f"after the {shared} shared prompt turns, {field} must hold one assistant "
+                f"answer, but it holds: {', '.join(roles)}"
+            )
+    return prompt, chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _hh_messages(transcript: str, field: str) -> list[Message]:
+    """An Anthropic HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") as messages."""
+    before, *parts = _HH_TURN.split(transcript)
+    if not parts:
+        raise _BadRecord(f"{field} is not an HH-RLHF transcript (no Human:/Assistant: turns)")
+    if before.strip():
+        raise _BadRecord(f"{field} has text before its first Human:/Assistant: turn")
+    return [
+        {"role": _HH_ROLES[speaker], "content": text.strip()}
+        for speaker, text in zip(parts[::2], parts[1::2])
+    ]
+
+
+def _checked_prompt(value: Any, field: str) -> list[Message]:
+    turns = _checked_turns(value, field)
+    if not turns:
+        raise _BadRecord(f"{field} is empty")
+    last = turns[-1]
+    if last["role"] != "user":
+        raise _BadRecord(
+            f"{field} must end with a user turn, but turn {len(turns)} is {last['role']}"
+        )
+    if not last["content"].strip():
+        raise _BadRecord(f"{field} turn {len(turns)}, the prompt, is empty")
+    return turns
+
+
+def _checked_turns(value: Any, field: str) -> list[Message]:
+    if not isinstance(value, list):
+        raise _BadRecord(
+            f"{field} must be a list of {{role, content}} messages, got {_describe(value)}"
+        )
+    turns = []
+    for number, turn in enumerate(value, start=1):
+        where = f"{field} turn {number}"
+        if not isinstance(turn, dict):
+            raise _BadRecord(
+                f"{where} must be an object with role and content, got {_describe(turn)}"
+            )
+        role, content = turn.get("role"), turn.get("content")
+        if role not in ROLES:
+            raise _BadRecord(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise _BadRecord(f"{where} content must be text, got {_describe(content)}")
+        turns.append({"role": role, "content": content})
+    return turns
+
+
+def _checked_text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _BadRecord(f"{field} must be text, got {_describe(value)}")
+    if not value.strip():
+        raise _BadRecord(f"{field} is empty")
+    return value
+
+
+def _present(record: Record, field: str) -> bool:
+    return record.get(field) is not None
+
+
+def _unrecognised(expected: str, record: Record) -> str:
+    found = [str(field) for field, value in record.items() if value is not None]
+    return f"no recognised fields: looked for {expected}; found {', '.join(found) or 'none'}"
+
+
+def _describe(value: Any) -> str:
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -1,0 +1,77 @@
+"""Prompts and prompt sets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+
+
+def fingerprint(messages: list[dict]) -> str:
+    """Identity of a prompt: the same conversation is stored once per set."""
+    canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def ensure_set(cur, name: str, description: str | None = None) -> None:
+    cur.execute(
+        "INSERT INTO prompt_sets (name, description) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [name, description],
+    )
+
+
+def add_prompts(cur, prompt_set: str, rows: pd.DataFrame, source: str) -> int:
+    """Insert `rows` (columns `messages`, optional `category`) into a set; returns how many
+    were new. Prompts already in the set are left as they are."""
+    ensure_set(cur, prompt_set)
+    before = count(cur, prompt_set)
+    cur.executemany(
+        "INSERT INTO prompts (prompt_set, text, messages, fingerprint, category, source)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [
+            [
+                prompt_set,
+                messages[-1]["content"],
+                json.dumps(messages, ensure_ascii=False),
+                fingerprint(messages),
+                category,
+                source,
+            ]
+            for messages, category in zip(rows["messages"], rows.get("category", [None] * len(rows)))
+        ],
+    )
+    return count(cur, prompt_set) - before
+
+
+def count(cur, prompt_set: str | None = None) -> int:
+    if prompt_set is None:
+        return cur.execute("SELECT count(*) FROM prompts").fetchone()[0]
+    return cur.execute("SELECT count(*) FROM prompts WHERE prompt_set = ?", [prompt_set]).fetchone()[0]
+
+
+def set_names(cur) -> list[str]:
+    return [row[0] for row in cur.execute("SELECT name FROM prompt_sets ORDER BY name").fetchall()]
+
+
+def set_counts(cur) -> pd.DataFrame:
+    return cur.execute(
+        "SELECT s.name AS prompt_set, count(p.id) AS prompts"
+        " FROM prompt_sets s LEFT JOIN prompts p ON p.prompt_set = s.name"
+        " GROUP BY s.name ORDER BY s.name"
+    ).df()
+
+
+def not_compared_by(cur, model_version: str, prompt_set: str | None, limit: int) -> pd.DataFrame:
+    """Prompts (id, text, messages) that `model_version` has made no comparison for,
+    oldest first, so repeated calls walk through a set instead of resampling it."""
+    frame = cur.execute(
+        "SELECT p.id, p.text, p.messages FROM prompts p"
+        " WHERE (? IS NULL OR p.prompt_set = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM comparisons c JOIN completions m ON m.comparison_id = c.id"
+        "                 WHERE c.prompt_id = p.id AND m.model_version = ?)"
+        " ORDER BY p.id LIMIT ?",
+        [prompt_set, prompt_set, model_version, limit],
+    ).df()
+    frame["messages"] = frame["messages"].map(json.loads)
+    return frame
