@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from rlhf import home as home_module  # noqa
-from rlhf.generate import SamplingParams, sample
-from rlhf.models import load_policy
+from rlhf.home import Home, ensure_default_model
+from rlhf.generate import Sample, SamplingParams, to_sample, render_prompts, sample
+from rlhf.models import Policy, load_for_sampling, load_policy
 
 BENCH_PROMPTS = [
     "Explain why the sky is blue in two sentences.",
@@ -36,29 +36,47 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_generate(model_dir: str, repeats: int, max_new_tokens: int) -> list[dict]:
-    policy = load_policy(model_dir)
+def plain_generate(policy: Policy, conversations: list[list[dict]], k: int, params: SamplingParams) -> list[list[Sample]]:
+    """The reference: fp32 weights and transformers' own `do_sample=True` path."""
+    tokenizer = policy.tokenizer
+    inputs = tokenizer(render_prompts(policy, conversations), return_tensors="pt", padding=True,
+                       add_special_tokens=False).to(policy.model.device)
+    with torch.inference_mode():
+        output = policy.model.generate(**inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                                       top_k=None, max_new_tokens=params.max_new_tokens, num_return_sequences=k,
+                                       pad_token_id=tokenizer.pad_token_id)
+    eos = [tokenizer.eos_token_id]
+    rows = [to_sample(tokenizer, row, eos) for row in output[:, inputs["input_ids"].shape[1]:]]
+    return [rows[i : i + k] for i in range(0, len(rows), k)]
+
+
+def bench_generate(model_dir: str, repeats: int, max_new_tokens: int, with_reference: bool) -> list[dict]:
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens, seed=0)
-    sample(policy, [[{"role": "user", "content": BENCH_PROMPTS[0]}]], k=2, params=params)  # warm-up
+    paths = {"workbench (int8 on CPU, nucleus in-processor)": (load_for_sampling(model_dir), sample)}
+    if with_reference:
+        reference = load_policy(model_dir)
+        reference.tokenizer.padding_side = "left"
+        paths["plain generate (fp32, do_sample)"] = (reference, plain_generate)
     rows = []
-    for n_prompts in (1, 4, 8):
-        conversations = [[{"role": "user", "content": p}] for p in BENCH_PROMPTS[:n_prompts]]
-        rates, seconds = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = sample(policy, conversations, k=4, params=params, batch_prompts=n_prompts)
-            elapsed = time.perf_counter() - start
-            tokens = sum(s.num_tokens for samples in result for s in samples)
-            rates.append(tokens / elapsed)
-            seconds.append(elapsed)
-        rows.append(
-            {
+    for path_name, (policy, generate) in paths.items():
+        generate(policy, [[{"role": "user", "content": BENCH_PROMPTS[0]}]], 2, params)  # warm-up
+        for n_prompts in (1, 4, 8):
+            conversations = [[{"role": "user", "content": p}] for p in BENCH_PROMPTS[:n_prompts]]
+            rates, seconds = [], []
+            for repeat in range(repeats):
+                torch.manual_seed(repeat)
+                start = time.perf_counter()
+                result = generate(policy, conversations, 4, params)
+                elapsed = time.perf_counter() - start
+                rates.append(sum(s.num_tokens for samples in result for s in samples) / elapsed)
+                seconds.append(elapsed)
+            rows.append({
+                "path": path_name,
                 "case": f"{n_prompts} prompt{'s' if n_prompts > 1 else ''} x K=4",
                 "tokens_per_s": round(statistics.median(rates), 1),
                 "seconds": round(statistics.median(seconds), 2),
                 "repeats": repeats,
-            }
-        )
+            })
     return rows
 
 
@@ -70,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--model", default=None, help="model directory or hub id (default: the home's base)")
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--max-new-tokens", type=int, default=128)
+    generate.add_argument("--no-reference", action="store_true", help="skip the plain fp32 `generate` reference")
     generate.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    model = args.model or str(home_module.ensure_default_model(home_module.resolve(args.home)))
-    rows = bench_generate(model, args.repeats, args.max_new_tokens)
+    model = args.model or str(ensure_default_model(Home.resolve(args.home)))
+    rows = bench_generate(model, args.repeats, args.max_new_tokens, not args.no_reference)
     summary = {
         "model": model,
         "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
@@ -90,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model} on {summary['device']} ({summary['threads']} threads), "
           f"max_new_tokens {args.max_new_tokens}, median of {args.repeats}")
     for row in rows:
-        print(f"  {row['case']:<18} {row['tokens_per_s']:>8.1f} tokens/s  {row['seconds']:>7.2f} s")
+        print(f"  {row['path']:<48} {row['case']:<16} {row['tokens_per_s']:>7.1f} tokens/s {row['seconds']:>7.2f} s")
     print(f"  peak memory: {summary['peak_rss_mib']} MiB RSS"
           + (f", {summary['peak_cuda_mib']} MiB CUDA" if summary["peak_cuda_mib"] is not None else ""))
     return 0

@@ -121,7 +121,7 @@ def sample(
             pad_token_id=tokenizer.pad_token_id,
         )
         generated = output[:, inputs["input_ids"].shape[1] :]
-        samples = [_to_sample(tokenizer, row, eos_ids) for row in generated]
+        samples = [to_sample(tokenizer, row, eos_ids) for row in generated]
         results.extend(samples[i : i + k] for i in range(0, len(samples), k))
     return results
 
@@ -133,7 +133,7 @@ def _eos_ids(policy: Policy) -> list[int]:
     return ids or [policy.tokenizer.eos_token_id]
 
 
-def _to_sample(tokenizer, row: torch.Tensor, eos_ids: list[int]) -> Sample:
+def to_sample(tokenizer, row: torch.Tensor, eos_ids: list[int]) -> Sample:
     is_eos = torch.isin(row, torch.tensor(eos_ids, device=row.device))
     if is_eos.any():
         end = int(is_eos.nonzero()[0]) + 1

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from storage.db import first_row
+
 
 @dataclass(frozen=True)
 class NewCompletion:
@@ -34,7 +36,7 @@ def add(cur, prompt_id: int, completions: list[NewCompletion], source: str = "ge
     comparison_id = cur.execute(
         "INSERT INTO comparisons (prompt_id, k, round, source) VALUES (?, ?, ?, ?) RETURNING id",
         [prompt_id, len(completions), round, source],
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     cur.executemany(
         "INSERT INTO completions (comparison_id, letter, text, model_version, sampling, num_tokens, finish_reason)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -47,12 +49,47 @@ def add(cur, prompt_id: int, completions: list[NewCompletion], source: str = "ge
     return comparison_id
 
 
+def add_imported_pairs(cur, prompt_ids: list[int], chosen: list[str], rejected: list[str], annotator: str) -> int:
+    """Store external preference pairs as two-completion comparisons (A = chosen,
+    B = rejected) each ranked 'A > B' by `annotator` with source 'import'. Set-based
+    inserts, since public preference sets run to hundreds of thousands of rows."""
+    staged = pd.DataFrame({"prompt_id": prompt_ids, "chosen": chosen, "rejected": rejected})
+    cur.register("staged_pairs", staged)
+    try:
+        cur.execute(
+            "CREATE TEMP TABLE numbered_pairs AS SELECT nextval('comparison_id_seq') AS comparison_id,"
+            " nextval('ranking_id_seq') AS ranking_id, * FROM staged_pairs"
+        )
+        cur.execute(
+            "INSERT INTO comparisons (id, prompt_id, k, source) SELECT comparison_id, prompt_id, 2, 'import' FROM numbered_pairs"
+        )
+        cur.execute(
+            "INSERT INTO completions (comparison_id, letter, text, finish_reason)"
+            " SELECT comparison_id, 'A', chosen, 'import' FROM numbered_pairs"
+            " UNION ALL SELECT comparison_id, 'B', rejected, 'import' FROM numbered_pairs"
+        )
+        cur.execute(
+            "INSERT INTO rankings (id, comparison_id, annotator, source, ranking)"
+            " SELECT ranking_id, comparison_id, ?, 'import', 'A > B' FROM numbered_pairs",
+            [annotator],
+        )
+        cur.execute(
+            "INSERT INTO ranking_ranks (ranking_id, completion_id, rank)"
+            " SELECT n.ranking_id, m.id, CASE m.letter WHEN 'A' THEN 1 ELSE 2 END"
+            " FROM numbered_pairs n JOIN completions m ON m.comparison_id = n.comparison_id"
+        )
+        return cur.execute("SELECT count(*) FROM numbered_pairs").fetchall()[0][0]
+    finally:
+        cur.execute("DROP TABLE IF EXISTS numbered_pairs")
+        cur.unregister("staged_pairs")
+
+
 def get(cur, comparison_id: int) -> Comparison | None:
-    row = cur.execute(
+    row = first_row(cur.execute(
         "SELECT c.id, c.prompt_id, p.text, p.messages, c.k, c.round, c.source"
         " FROM comparisons c JOIN prompts p ON p.id = c.prompt_id WHERE c.id = ?",
         [comparison_id],
-    ).fetchone()
+    ))
     if row is None:
         return None
     comparison = Comparison(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
@@ -69,13 +106,15 @@ def list_comparisons(cur, pending: bool = False, limit: int | None = None) -> pd
     """One row per comparison with its completions (list of texts, A first) and how many
     rankings it has; `pending` keeps those nobody has ranked yet."""
     return cur.execute(
-        "SELECT c.id, c.prompt_id, p.prompt_set, p.text AS prompt, c.k, c.round, c.source, c.created_at,"
+        "WITH counted AS (SELECT comparison_id, count(*) AS rankings FROM rankings GROUP BY comparison_id)"
+        " SELECT c.id, c.prompt_id, p.prompt_set, p.text AS prompt, c.k, c.round, c.source, c.created_at,"
         "       list(m.text ORDER BY m.letter) AS completions,"
         "       list(DISTINCT m.model_version) FILTER (WHERE m.model_version IS NOT NULL) AS model_versions,"
-        "       (SELECT count(*) FROM rankings r WHERE r.comparison_id = c.id) AS rankings"
+        "       coalesce(any_value(n.rankings), 0) AS rankings"
         " FROM comparisons c JOIN prompts p ON p.id = c.prompt_id JOIN completions m ON m.comparison_id = c.id"
-        " GROUP BY ALL"
-        " HAVING NOT ? OR rankings = 0"
+        " LEFT JOIN counted n ON n.comparison_id = c.id"
+        " WHERE NOT ? OR n.rankings IS NULL"
+        " GROUP BY c.id, c.prompt_id, p.prompt_set, p.text, c.k, c.round, c.source, c.created_at"
         " ORDER BY c.id LIMIT ?",
         [pending, limit],
     ).df()

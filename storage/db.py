@@ -20,6 +20,13 @@ import duckdb
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>\S+) \(PID (?P<pid>\d+)\)")
 
 
+def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
+    """The first row of a query's result, or None. Reads the result to its end: DuckDB
+    refuses further work on a cursor whose last result was left half-read."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
 class StoreError(RuntimeError):
     """A problem with the database file, said in one sentence."""
 
@@ -80,8 +87,7 @@ class Store:
         cursor.commit()
 
     def schema_version(self) -> int:
-        row = self.cursor().execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-        return row[0]
+        return self.cursor().execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
 
     def migrate(self) -> list[int]:
         """Apply the migrations this file has not seen yet; returns their numbers."""

@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 
+from storage.db import first_row
+
 
 class DuplicateRanking(ValueError):
     pass
@@ -24,18 +26,16 @@ def add_ranking(
 ) -> int:
     """Store a validated, canonical ranking and one rank per completion (`ranks`: letter
     to 1-based rank). Raises DuplicateRanking when `annotator` already ranked it."""
-    existing = cur.execute(
-        "SELECT ranking FROM rankings WHERE comparison_id = ? AND annotator = ?", [comparison_id, annotator]
-    ).fetchone()
+    existing = ranking_by(cur, comparison_id, annotator)
     if existing:
         raise DuplicateRanking(
-            f"{annotator} already ranked comparison {comparison_id} as '{existing[0]}'; rankings are never overwritten."
+            f"{annotator} already ranked comparison {comparison_id} as '{existing}'; rankings are never overwritten."
         )
     ranking_id = cur.execute(
         "INSERT INTO rankings (comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer)"
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         [comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer],
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     cur.executemany(
         "INSERT INTO ranking_ranks (ranking_id, completion_id, rank)"
         " SELECT ?, id, ? FROM completions WHERE comparison_id = ? AND letter = ?",
@@ -44,8 +44,16 @@ def add_ranking(
     return ranking_id
 
 
+def ranking_by(cur, comparison_id: int, annotator: str) -> str | None:
+    """The ranking `annotator` gave this comparison, if any."""
+    row = first_row(cur.execute(
+        "SELECT ranking FROM rankings WHERE comparison_id = ? AND annotator = ?", [comparison_id, annotator]
+    ))
+    return row and row[0]
+
+
 def count(cur) -> int:
-    return cur.execute("SELECT count(*) FROM rankings").fetchone()[0]
+    return cur.execute("SELECT count(*) FROM rankings").fetchall()[0][0]
 
 
 def rankings_frame(cur) -> pd.DataFrame:

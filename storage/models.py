@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 
+from storage.db import first_row
+
 
 def register(
     cur,
@@ -38,9 +40,9 @@ def names(cur) -> list[str]:
 
 
 def active_policy(cur) -> str | None:
-    row = cur.execute(
+    row = first_row(cur.execute(
         "SELECT name FROM model_versions WHERE kind = 'policy' AND status = 'active'"
-    ).fetchone()
+    ))
     return row and row[0]
 
 

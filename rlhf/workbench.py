@@ -1,0 +1,255 @@
+"""The workbench's operations, shared by the CLI and the web app.
+
+A `Workbench` owns the open store of one home. Every operation that writes checks all
+of its input first and then writes in one transaction, so a refused operation leaves
+the store exactly as it was. Errors meant for people are `WorkbenchError`,
+`FormatError` or `RankingError`: one sentence each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from rlhf import formats, preferences
+from rlhf.formats import FormatError
+from rlhf.generate import MAX_K, MIN_K, SamplingParams, sample
+from rlhf.home import BASE_VERSION, Home, ensure_default_model
+from rlhf.models import DEFAULT_MODEL_NAME, Policy, load_for_sampling
+from rlhf.ranking import Ranking, RankingError, parse_ranking
+from storage import comparisons, feedback, models, prompts
+from storage.comparisons import NewCompletion
+from storage.db import Store, StoreLockedError
+from storage.feedback import DuplicateRanking
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT_SET = "default"
+EXPORT_FORMATS = ("preference", "unpaired", "rankings")
+
+
+class WorkbenchError(RuntimeError):
+    """A request the workbench refuses, in one sentence."""
+
+
+@dataclass(frozen=True)
+class InitReport:
+    home: Path
+    schema_version: int
+    base_model: Path
+    prompts_added: int
+    prompt_set: str
+
+
+def default_prompts() -> list[dict]:
+    """The prompt set shipped with the package: {"prompt", "category"} per line."""
+    text = (resources.files("rlhf") / "data" / "default_prompts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def open_store(home: Home) -> Store:
+    """Open (and upgrade) the home's database; a held lock becomes a plain sentence that
+    says how to reach the server holding it, when it is ours."""
+    home.prepare()
+    try:
+        return Store(home.db_path)
+    except StoreLockedError as error:
+        server = home.running_server()
+        if server and server.get("pid") == error.pid:
+            raise WorkbenchError(
+                f"A workbench server (PID {error.pid}) holds {home.db_path}: use it at {server['url']}"
+                " or through its API, or stop it before running this command."
+            ) from None
+        raise WorkbenchError(str(error)) from None
+
+
+class Workbench:
+    def __init__(self, home: Home, store: Store | None = None):
+        self.home = home
+        self.store = store or open_store(home)
+        self._samplers: dict[str, Policy] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Workbench":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- set-up -----------------------------------------------------------------
+
+    def init(self) -> InitReport:
+        """Create or upgrade the home: the database, the base model, the default prompts."""
+        base_dir = ensure_default_model(self.home)
+        with self.store.transaction() as cur:
+            if models.get(cur, BASE_VERSION) is None:
+                models.register(
+                    cur, BASE_VERSION, "policy", base_model=DEFAULT_MODEL_NAME,
+                    path=str(base_dir.relative_to(self.home.root)), method="import", status="active",
+                )
+            rows = default_prompts()
+            added = prompts.add_prompts(
+                cur, DEFAULT_PROMPT_SET, [[{"role": "user", "content": r["prompt"]}] for r in rows],
+                source="default", categories=[r.get("category") for r in rows],
+            )
+        return InitReport(self.home.root, self.store.schema_version(), base_dir, added, DEFAULT_PROMPT_SET)
+
+    # -- prompts ----------------------------------------------------------------
+
+    def import_prompts(self, path: str | Path, prompt_set: str | None = None) -> int:
+        """Import a prompt file (see `formats.read_prompt_file`); returns how many were new."""
+        frame = formats.read_prompt_file(path)
+        conversations = [
+            list(messages) if messages is not None else [{"role": "user", "content": text}]
+            for text, messages in zip(frame["prompt"], frame["messages"])
+        ]
+        with self.store.transaction() as cur:
+            return prompts.add_prompts(cur, prompt_set or Path(path).name.split(".")[0], conversations, source=str(path))
+
+    def prompt_sets(self) -> pd.DataFrame:
+        return prompts.set_counts(self.store.cursor())
+
+    # -- models -----------------------------------------------------------------
+
+    def model_version(self, name: str | None) -> dict:
+        """A registered version by name; None means the active policy."""
+        cur = self.store.cursor()
+        name = name or models.active_policy(cur)
+        version = models.get(cur, name) if name else None
+        if version is None:
+            known = ", ".join(models.names(cur)) or "none yet: run `rlhf init`"
+            raise WorkbenchError(f"There is no model version '{name}' (known versions: {known}).")
+        return version
+
+    def models(self) -> pd.DataFrame:
+        return models.list_versions(self.store.cursor())
+
+    def sampler(self, version: str) -> Policy:
+        """The version's policy prepared for sampling, loaded once per process."""
+        if version not in self._samplers:
+            self._samplers[version] = load_for_sampling(self.home.root / self.model_version(version)["path"])
+        return self._samplers[version]
+
+    # -- comparisons ------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_set: str | None = None,
+        n: int = 8,
+        k: int = 4,
+        model_version: str | None = None,
+        params: SamplingParams = SamplingParams(),
+    ) -> list[int]:
+        """Make comparisons of K completions for up to N prompts that this version has not
+        compared yet; returns the new comparison ids."""
+        if not MIN_K <= k <= MAX_K:
+            raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
+        version = self.model_version(model_version)["name"]
+        cur = self.store.cursor()
+        if prompt_set is not None and prompt_set not in prompts.set_names(cur):
+            raise WorkbenchError(
+                f"There is no prompt set '{prompt_set}' (known sets: {', '.join(prompts.set_names(cur)) or 'none'})."
+            )
+        todo = prompts.not_compared_by(cur, version, prompt_set, n)
+        if todo.empty:
+            return []
+        samples = sample(self.sampler(version), list(todo["messages"]), k=k, params=params)
+        created = []
+        with self.store.transaction() as tx:
+            for prompt_id, drawn in zip(todo["id"], samples):
+                completions = [
+                    NewCompletion(s.text, version, params.as_dict(), s.num_tokens, s.finish_reason) for s in drawn
+                ]
+                created.append(comparisons.add(tx, int(prompt_id), completions))
+        return created
+
+    def comparison(self, comparison_id: int) -> comparisons.Comparison:
+        found = comparisons.get(self.store.cursor(), comparison_id)
+        if found is None:
+            raise WorkbenchError(f"There is no comparison {comparison_id}.")
+        return found
+
+    def comparisons(self, pending: bool = False, limit: int | None = None) -> pd.DataFrame:
+        return comparisons.list_comparisons(self.store.cursor(), pending=pending, limit=limit)
+
+    # -- rankings ---------------------------------------------------------------
+
+    def rank(self, comparison_id: int, text: str, user: str, source: str = "human",
+             seconds_spent: float | None = None) -> Ranking:
+        """Validate and store one ranking; returns it in canonical form."""
+        if not user or not user.strip():
+            raise WorkbenchError("A ranking needs the name of the person who made it.")
+        ranking = parse_ranking(text, self.comparison(comparison_id).k)
+        try:
+            with self.store.transaction() as cur:
+                feedback.add_ranking(cur, comparison_id, user.strip(), ranking.canonical, ranking.ranks(),
+                                     source=source, seconds_spent=seconds_spent)
+        except DuplicateRanking as error:
+            raise WorkbenchError(str(error)) from None
+        return ranking
+
+    def import_rankings(self, path: str | Path) -> int:
+        """Import a JSONL file of {comparison_id, ranking, user}: every line is checked
+        (comparison exists, ranking valid for its K, not already ranked by that user)
+        before anything is stored."""
+        frame = formats.read_ranking_file(path)
+        cur = self.store.cursor()
+        checked, seen = [], set()
+        for row in frame.itertuples():
+            found = comparisons.get(cur, int(row.comparison_id))
+            if found is None:
+                raise FormatError(path, row.line, f"there is no comparison {row.comparison_id}")
+            if not row.user.strip():
+                raise FormatError(path, row.line, "the user is empty")
+            try:
+                ranking = parse_ranking(row.ranking, found.k)
+            except RankingError as error:
+                raise FormatError(path, row.line, str(error).rstrip(".")) from None
+            key = (found.id, row.user.strip())
+            if key in seen or feedback.ranking_by(cur, *key):
+                raise FormatError(path, row.line, f"{key[1]} has already ranked comparison {found.id}")
+            seen.add(key)
+            checked.append((found.id, key[1], ranking))
+        with self.store.transaction() as tx:
+            for comparison_id, user, ranking in checked:
+                feedback.add_ranking(tx, comparison_id, user, ranking.canonical, ranking.ranks(), source="human")
+        return len(checked)
+
+    def import_pairs(self, path: str | Path, prompt_set: str | None = None) -> int:
+        """Import external preference pairs as two-completion comparisons ranked 'A > B',
+        attributed to the file (source 'import'), not to a person."""
+        frame = formats.read_preference_pairs(path)
+        prompt_set = prompt_set or Path(path).name.split(".")[0]
+        conversations = [list(messages) for messages in frame["messages"]]
+        with self.store.transaction() as cur:
+            prompts.add_prompts(cur, prompt_set, conversations, source=str(path))
+            prompt_ids = prompts.ids_by_fingerprint(cur, prompt_set, [prompts.fingerprint(m) for m in conversations])
+            return comparisons.add_imported_pairs(
+                cur, prompt_ids, list(frame["chosen"]), list(frame["rejected"]), annotator=f"import:{Path(path).name}"
+            )
+
+    def rankings(self) -> pd.DataFrame:
+        return feedback.rankings_frame(self.store.cursor())
+
+    # -- exports ----------------------------------------------------------------
+
+    def export(self, format: str, out: str | Path, selection: str = "all") -> tuple[Path, int]:
+        """Write the rankings as TRL preference pairs, TRL unpaired (KTO) rows, or raw
+        rankings, to Parquet or JSONL by the file's extension; returns (path, rows)."""
+        if format not in EXPORT_FORMATS:
+            raise WorkbenchError(f"Unknown export format '{format}': choose {', '.join(EXPORT_FORMATS)}.")
+        rankings = self.rankings()
+        if format == "preference":
+            table = preferences.preference_pairs(rankings, selection)[["prompt", "chosen", "rejected", "margin"]]
+        elif format == "unpaired":
+            table = preferences.unpaired_examples(rankings)[["prompt", "completion", "label"]]
+        else:
+            table = rankings
+        return formats.write_table(table, out), len(table)
