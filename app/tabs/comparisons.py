@@ -1,0 +1,42 @@
+"""Comparisons tab: browse what the store holds, one comparison at a time."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.render import safe_markdown
+from rlhf.workbench import Workbench, WorkbenchError
+
+
+def comparison_markdown(wb: Workbench, comparison_id: int | None) -> str:
+    if comparison_id is None:
+        return "Pick a comparison."
+    try:
+        comparison = wb.comparison(int(comparison_id))
+    except WorkbenchError as error:
+        return str(error)
+    blocks = [f"### Prompt\n\n{safe_markdown(comparison.prompt)}"]
+    for completion in comparison.completions:
+        blocks.append(
+            f"### {completion['letter']}\n\n{safe_markdown(completion['text'])}"
+        )
+    return "\n\n---\n\n".join(blocks)
+
+
+def summary_table(wb: Workbench):
+    frame = wb.comparisons()
+    if frame.empty:
+        return frame
+    return frame.assign(prompt=frame["prompt"].str.slice(0, 80))[["id", "prompt_set", "prompt", "k", "rankings"]]
+
+
+def build(wb: Workbench) -> None:
+    with gr.Tab("Comparisons"):
+        gr.Markdown("Every comparison in the store. Type an id to read it; completions show as text, never as HTML.")
+        table = gr.Dataframe(value=lambda: summary_table(wb), interactive=False, label="Comparisons")
+        with gr.Row():
+            chosen = gr.Number(label="Comparison id", precision=0)
+            refresh = gr.Button("Refresh list")
+        shown = gr.Markdown(sanitize_html=True)
+        chosen.submit(lambda cid: comparison_markdown(wb, cid), chosen, shown, api_name="show_comparison")
+        refresh.click(lambda: summary_table(wb), None, table, api_name="list_comparisons")
