@@ -9,17 +9,16 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import transformers
 
 from rlhf.formats import FormatError
-from rlhf.generate import MAX_K, MIN_K, SamplingParams
-from rlhf.home import Home, HomeError
-from rlhf.models import ModelLoadError
+from rlhf.errors import UserError
+from rlhf.home import Home
 from rlhf.ranking import RankingError
-from rlhf.workbench import EXPORT_FORMATS, Workbench, WorkbenchError
+from rlhf.sampling import MAX_K, MIN_K, SamplingParams
+from rlhf.workbench import EXPORT_FORMATS, Workbench
 from storage.db import StoreError
 
-USER_ERRORS = (WorkbenchError, FormatError, RankingError, HomeError, StoreError, ModelLoadError)
+USER_ERRORS = (UserError, FormatError, RankingError, StoreError)
 
 
 def _print_table(frame: pd.DataFrame, as_json: bool, empty: str) -> None:
@@ -62,7 +61,8 @@ def cmd_generate(wb: Workbench, args) -> None:
     if args.json:
         print(json.dumps({"comparisons": created}))
     elif created:
-        print(f"Made {len(created)} comparisons of {args.k} completions: ids {created[0]}–{created[-1]}.")
+        ids = f"id {created[0]}" if len(created) == 1 else f"ids {created[0]}–{created[-1]}"
+        print(f"Made {len(created)} comparison{'s' if len(created) > 1 else ''} of {args.k} completions ({ids}).")
     else:
         print("Every prompt in the selection already has a comparison from this model; nothing to do.")
 
@@ -183,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     try:
         with Workbench(Home.resolve(args.home)) as wb:
             args.handler(wb, args)

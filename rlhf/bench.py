@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 from rlhf.home import Home, ensure_default_model
 from rlhf.generate import Sample, SamplingParams, to_sample, render_prompts, sample
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--no-reference", action="store_true", help="skip the plain fp32 `generate` reference")
     generate.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
     model = args.model or str(ensure_default_model(Home.resolve(args.home)))
     rows = bench_generate(model, args.repeats, args.max_new_tokens, not args.no_reference)

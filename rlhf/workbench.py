@@ -13,19 +13,23 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from rlhf import formats, preferences
 from rlhf.formats import FormatError
-from rlhf.generate import MAX_K, MIN_K, SamplingParams, sample
+from rlhf.errors import UserError
+from rlhf.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
-from rlhf.models import DEFAULT_MODEL_NAME, Policy, load_for_sampling
 from rlhf.ranking import Ranking, RankingError, parse_ranking
 from storage import comparisons, feedback, models, prompts
 from storage.comparisons import NewCompletion
 from storage.db import Store, StoreLockedError
 from storage.feedback import DuplicateRanking
+
+if TYPE_CHECKING:
+    from rlhf.models import Policy
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ DEFAULT_PROMPT_SET = "default"
 EXPORT_FORMATS = ("preference", "unpaired", "rankings")
 
 
-class WorkbenchError(RuntimeError):
+class WorkbenchError(UserError):
     """A request the workbench refuses, in one sentence."""
 
 
@@ -72,7 +76,7 @@ class Workbench:
     def __init__(self, home: Home, store: Store | None = None):
         self.home = home
         self.store = store or open_store(home)
-        self._samplers: dict[str, Policy] = {}
+        self._samplers: dict[str, "Policy"] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -87,6 +91,8 @@ class Workbench:
 
     def init(self) -> InitReport:
         """Create or upgrade the home: the database, the base model, the default prompts."""
+        from rlhf.models import DEFAULT_MODEL_NAME
+
         base_dir = ensure_default_model(self.home)
         with self.store.transaction() as cur:
             if models.get(cur, BASE_VERSION) is None:
@@ -121,18 +127,24 @@ class Workbench:
     def model_version(self, name: str | None) -> dict:
         """A registered version by name; None means the active policy."""
         cur = self.store.cursor()
+        known = ", ".join(models.names(cur))
+        if not known:
+            raise WorkbenchError("There are no model versions yet: run `rlhf init`.")
         name = name or models.active_policy(cur)
-        version = models.get(cur, name) if name else None
+        if name is None:
+            raise WorkbenchError(f"No policy is active (known versions: {known}): promote one or name a version.")
+        version = models.get(cur, name)
         if version is None:
-            known = ", ".join(models.names(cur)) or "none yet: run `rlhf init`"
             raise WorkbenchError(f"There is no model version '{name}' (known versions: {known}).")
         return version
 
     def models(self) -> pd.DataFrame:
         return models.list_versions(self.store.cursor())
 
-    def sampler(self, version: str) -> Policy:
+    def sampler(self, version: str) -> "Policy":
         """The version's policy prepared for sampling, loaded once per process."""
+        from rlhf.models import load_for_sampling  # torch is imported by the commands that sample
+
         if version not in self._samplers:
             self._samplers[version] = load_for_sampling(self.home.root / self.model_version(version)["path"])
         return self._samplers[version]
@@ -149,8 +161,12 @@ class Workbench:
     ) -> list[int]:
         """Make comparisons of K completions for up to N prompts that this version has not
         compared yet; returns the new comparison ids."""
+        from rlhf.generate import sample
+
         if not MIN_K <= k <= MAX_K:
             raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
+        if n < 1:
+            raise WorkbenchError(f"N must be at least 1, not {n}.")
         version = self.model_version(model_version)["name"]
         cur = self.store.cursor()
         if prompt_set is not None and prompt_set not in prompts.set_names(cur):
@@ -177,6 +193,8 @@ class Workbench:
         return found
 
     def comparisons(self, pending: bool = False, limit: int | None = None) -> pd.DataFrame:
+        if limit is not None and limit < 0:
+            raise WorkbenchError(f"The limit must be 0 or more, not {limit}.")
         return comparisons.list_comparisons(self.store.cursor(), pending=pending, limit=limit)
 
     # -- rankings ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import duckdb
 
-_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>\S+) \(PID (?P<pid>\d+)\)")
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 
 def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
