@@ -1,0 +1,59 @@
+"""What the Data tab shows: annotation activity, agreement between annotators on the
+orders themselves (ties included), and consensus orderings stored beside the raw
+rankings. Every figure can be restricted by prompt set, annotator and model version."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rlhf import agreement
+from rlhf.ranking import ranking_from_ranks
+from rlhf.workbench import Workbench
+from storage import activity, prompts
+from storage import models as model_versions
+from storage.activity import Filters
+
+__all__ = ["Filters", "Reports"]
+
+
+class Reports:
+    def __init__(self, wb: Workbench):
+        self.wb = wb
+
+    def choices(self) -> dict[str, list[str]]:
+        """The values each filter can take, for the page's dropdowns."""
+        cur = self.wb.store.cursor()
+        return {"prompt_sets": prompts.set_names(cur), "annotators": activity.annotator_names(cur),
+                "model_versions": model_versions.names(cur)}
+
+    def activity(self, filters: Filters) -> dict[str, pd.DataFrame]:
+        cur = self.wb.store.cursor()
+        return {"per_annotator": activity.counts_per_annotator(cur, filters),
+                "per_day": activity.counts_per_day(cur, filters),
+                "recent": activity.recent_rankings(cur, filters)}
+
+    def agreement(self, filters: Filters, method: str = "ranked_pairs") -> dict:
+        """Pairwise agreement, Kendall's tau-b, Krippendorff's alpha (ordinal) over the
+        comparisons ranked by two or more annotators, and each annotator's tau-b to the
+        consensus."""
+        return agreement.annotator_agreement(activity.rank_lists(self.wb.store.cursor(), filters), method)
+
+    def compute_consensus(self, filters: Filters, method: str) -> pd.DataFrame:
+        """Merge the rankings of every comparison ranked by two or more annotators with
+        `method`, store the result (replacing that method's earlier one) and return it."""
+        if method not in agreement.CONSENSUS_METHODS:
+            raise ValueError(f"Unknown consensus method '{method}': choose {', '.join(agreement.CONSENSUS_METHODS)}.")
+        ranks = activity.rank_lists(self.wb.store.cursor(), filters)
+        merged = [
+            {"comparison_id": int(comparison_id),
+             "ranking": ranking_from_ranks(agreement.consensus([list(r) for r in group["rank_list"]], method)).canonical,
+             "annotators": len(group)}
+            for comparison_id, group in ranks.groupby("comparison_id") if len(group) >= 2
+        ]
+        rows = pd.DataFrame(merged, columns=["comparison_id", "ranking", "annotators"])
+        with self.wb.store.transaction() as cur:
+            activity.replace_consensus(cur, method, rows)
+        return activity.consensus_rankings(self.wb.store.cursor(), method)
+
+    def consensus(self, method: str) -> pd.DataFrame:
+        return activity.consensus_rankings(self.wb.store.cursor(), method)
