@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rlhf import auth
 from rlhf.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.home import Home
@@ -37,6 +39,9 @@ def cmd_init(wb: Workbench, args) -> None:
     print(f"  database: {wb.home.db_path} (schema version {report.schema_version})")
     print(f"  base model: {report.base_model}")
     print(f"  prompt set '{report.prompt_set}': {report.prompts_added} new prompts")
+    if report.admin_password:
+        print(f"  first admin created: log in as 'admin' with password {report.admin_password}")
+        print("  (shown once; `rlhf users add NAME --role annotator|researcher|admin` adds people)")
     print("Next: `rlhf generate --n 8` to make comparisons, or `rlhf serve` to open the workbench.")
 
 
@@ -102,6 +107,28 @@ def cmd_models(wb: Workbench, args) -> None:
     if not args.json:
         frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", "created_at"]]
     _print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
+
+
+def _read_password() -> str:
+    """Typed twice at a terminal, unseen; else one line from stdin (for scripts), never
+    from argv, where other users of the machine could read it in the process list."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise UserError("The two passwords differ; nothing was stored.")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_users_add(wb: Workbench, args) -> None:
+    user = auth.create_user(wb.store, args.name, args.role, _read_password())
+    print(f"Added {user.role} {user.name}.")
+    if auth.count_admins(wb.store) == 0:
+        print("There is no admin yet: `rlhf users add NAME --role admin` makes one.")
+
+
+def cmd_users_list(wb: Workbench, args) -> None:
+    _print_table(auth.list_users(wb.store), args.json, "No users yet: `rlhf users add NAME --role admin` adds the first.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out")
 
     command("models", cmd_models, "list model versions with their lineage", parents=(home_option, json_option))
+
+    user_commands = commands.add_parser("users", help="add and list users").add_subparsers(
+        dest="users_command", required=True, metavar="COMMAND")
+    users_add = user_commands.add_parser(
+        "add", parents=[home_option], help="add a user",
+        description="The password is asked for at a terminal, else read as one line from stdin.")
+    users_add.add_argument("name")
+    users_add.add_argument("--role", default="annotator", choices=auth.ROLES, help="(default: annotator)")
+    users_add.set_defaults(handler=cmd_users_add)
+    user_commands.add_parser("list", parents=[home_option, json_option], help="users and their roles"
+                             ).set_defaults(handler=cmd_users_list)
     return parser
 
 

@@ -9,26 +9,64 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import gradio as gr  # noqa: E402
 
-from app.tabs import comparisons  # noqa: E402
+from app import api  # noqa: E402
+from app.tabs import annotate, comparisons, data, queue  # noqa: E402
+from rlhf.annotation import Annotation  # noqa: E402
+from rlhf.auth import authenticate, get_user  # noqa: E402
+from rlhf.pregenerate import PreGenerator  # noqa: E402
+from rlhf.reports import Reports  # noqa: E402
 from rlhf.workbench import Workbench  # noqa: E402
 
 TITLE = "RLHF Workbench"
+STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def build_app(wb: Workbench) -> gr.Blocks:
+def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
-        gr.Markdown(f"# {TITLE}\nHome: `{wb.home.root}`")
-        comparisons.build(wb)
+        with gr.Row():
+            gr.Markdown(f"## {TITLE}")
+            user_line = gr.Markdown(elem_id="user-line")
+            gr.Button("Log out", link="/logout", size="sm", scale=0)
+        with gr.Tabs():
+            load_item, item_outputs = annotate.build(service, pregenerator)
+            research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb))]
+            comparisons.build(wb)
+        api.register(service, pregenerator)
+
+        def who(request: gr.Request):
+            """Who is signed in; researchers' tabs are shown to researchers and admins (the
+            handlers behind them check the role again on every call)."""
+            user = get_user(wb.store, request.username)
+            staff = user is not None and user.role in ("researcher", "admin")
+            line = f"Signed in as **{user.name}** ({user.role})" if user else ""
+            return [line, *[gr.update(visible=staff) for _ in research_tabs]]
+
+        app.load(who, None, [user_line, *research_tabs], api_visibility="private")
+        app.load(load_item, None, item_outputs, api_visibility="private")
     return app
+
+
+def check_login(service: Annotation):
+    def login(name: str, password: str) -> bool:
+        return authenticate(service.wb.store, name, password) is not None
+    return login
 
 
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve until interrupted; server.json in the home tells other processes where."""
-    app = build_app(wb)
-    app.queue(default_concurrency_limit=8)
+    service = Annotation(wb)
+    pregenerator = PreGenerator(service)
+    app = build_app(wb, service, pregenerator)
+    app.queue(default_concurrency_limit=16)
     url = f"http://{host}:{port}"
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
+    pregenerator.start()
     try:
-        app.launch(server_name=host, server_port=port, show_error=True, quiet=True)
+        with open(os.path.join(STATIC, "shortcuts.js"), encoding="utf-8") as script:
+            shortcuts = script.read()
+        app.launch(server_name=host, server_port=port, show_error=True, quiet=True,
+                   auth=check_login(service), auth_message="Sign in to the RLHF Workbench.",
+                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
     finally:
+        pregenerator.stop()
         wb.home.server_file.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ import transformers
 
 from rlhf.home import Home, ensure_default_model
 from rlhf.generate import Sample, SamplingParams, to_sample, render_prompts, sample
-from rlhf.models import Policy, load_for_sampling, load_policy
+from rlhf.models import Policy, load_policy
 
 BENCH_PROMPTS = [
     "Explain why the sky is blue in two sentences.",
@@ -53,11 +53,11 @@ def plain_generate(policy: Policy, conversations: list[list[dict]], k: int, para
 
 def bench_generate(model_dir: str, repeats: int, max_new_tokens: int, with_reference: bool) -> list[dict]:
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens, seed=0)
-    paths = {"workbench (int8 on CPU, nucleus in-processor)": (load_for_sampling(model_dir), sample)}
+    paths = {"workbench sample() (nucleus in a logits processor)": (load_policy(model_dir), sample)}
     if with_reference:
         reference = load_policy(model_dir)
         reference.tokenizer.padding_side = "left"
-        paths["plain generate (fp32, do_sample)"] = (reference, plain_generate)
+        paths["plain generate(do_sample=True)"] = (reference, plain_generate)
     rows = []
     for path_name, (policy, generate) in paths.items():
         generate(policy, [[{"role": "user", "content": BENCH_PROMPTS[0]}]], 2, params)  # warm-up

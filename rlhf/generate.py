@@ -28,7 +28,7 @@ class NucleusSampling(LogitsProcessor):
     decoding carries it out: the returned scores are -inf everywhere but the drawn token.
 
     Why not `do_sample=True`: on the CPU, sorting a 49k vocabulary and drawing from it
-    cost more per step than the int8 forward pass. Here the nucleus is searched among
+    with `torch.multinomial` cost about as much per step as the forward pass of a 135M model. Here the nucleus is searched among
     the `candidates` most likely tokens (`topk`, exact whenever they hold top_p of the
     mass, else a full sort), and the draw is the Gumbel-max trick on those alone:
     argmax(logits + Gumbel noise) is a sample from softmax(logits). Same distribution
@@ -50,7 +50,9 @@ class NucleusSampling(LogitsProcessor):
             top_logits, top_ids = logits, torch.arange(logits.shape[-1], device=logits.device).expand_as(logits)
         probs = (top_logits - log_total).exp()
         mass_before = probs.cumsum(dim=-1) - probs
-        in_nucleus = mass_before < self.top_p  # the most likely token always qualifies
+        # the most likely token always qualifies; with top_p = 1 every token does (a float32
+        # running sum can reach 1 before the tail and would otherwise cut it off)
+        in_nucleus = mass_before < self.top_p if self.top_p < 1.0 else torch.ones_like(probs, dtype=torch.bool)
         gumbel = -torch.empty_like(top_logits).exponential_(generator=self.generator).log()
         choice = (top_logits.masked_fill(~in_nucleus, float("-inf")) + gumbel).argmax(dim=-1, keepdim=True)
         drawn = top_ids.gather(-1, choice)
@@ -61,7 +63,10 @@ def sampling_processors(params: SamplingParams, device: torch.device) -> LogitsP
     if params.temperature <= 0:
         return LogitsProcessorList()
     generator = torch.Generator(device=device)
-    generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+    if params.seed is not None:
+        generator.manual_seed(params.seed)
+    else:
+        generator.seed()  # fresh entropy, without re-seeding torch's global generator
     return LogitsProcessorList([NucleusSampling(params.temperature, params.top_p, generator)])
 
 

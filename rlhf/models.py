@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,19 +107,3 @@ def load_policy(source: str | Path, target: torch.device | None = None) -> Polic
         tokenizer.pad_token = tokenizer.eos_token
     return Policy(model.to(target).eval(), tokenizer, where)
 
-
-def load_for_sampling(source: str | Path) -> Policy:
-    """A policy for generation only. On the CPU its linear layers are quantised to int8
-    (dynamic quantisation: weights int8, activations quantised per batch), which makes a
-    decoding step three to four times faster than fp32 here, since decoding is bound by
-    reading the weights; `python -m rlhf.bench generate --precision` compares the two."""
-    policy = load_policy(source)
-    if policy.model.device.type == "cpu":
-        policy.model = quantize_int8(policy.model)
-    return policy
-
-
-def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch points eager quantisation users at torchao
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

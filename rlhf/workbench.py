@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_SET = "default"
+FIRST_ADMIN = "admin"
 EXPORT_FORMATS = ("preference", "unpaired", "rankings")
 
 
@@ -48,6 +50,7 @@ class InitReport:
     base_model: Path
     prompts_added: int
     prompt_set: str
+    admin_password: str | None  # set when init created the first admin
 
 
 def default_prompts() -> list[dict]:
@@ -105,7 +108,19 @@ class Workbench:
                 cur, DEFAULT_PROMPT_SET, [[{"role": "user", "content": r["prompt"]}] for r in rows],
                 source="default", categories=[r.get("category") for r in rows],
             )
-        return InitReport(self.home.root, self.store.schema_version(), base_dir, added, DEFAULT_PROMPT_SET)
+        return InitReport(self.home.root, self.store.schema_version(), base_dir, added, DEFAULT_PROMPT_SET,
+                          self._first_admin())
+
+    def _first_admin(self) -> str | None:
+        """Create the user `admin` with a random password when the store has no admin;
+        returns that password (shown once), or None when an admin exists."""
+        from rlhf import auth
+
+        if auth.count_admins(self.store) > 0:
+            return None
+        password = secrets.token_urlsafe(12)
+        auth.create_user(self.store, FIRST_ADMIN, "admin", password)
+        return password
 
     # -- prompts ----------------------------------------------------------------
 
@@ -143,10 +158,10 @@ class Workbench:
 
     def sampler(self, version: str) -> "Policy":
         """The version's policy prepared for sampling, loaded once per process."""
-        from rlhf.models import load_for_sampling  # torch is imported by the commands that sample
+        from rlhf.models import load_policy  # torch is imported by the commands that sample
 
         if version not in self._samplers:
-            self._samplers[version] = load_for_sampling(self.home.root / self.model_version(version)["path"])
+            self._samplers[version] = load_policy(self.home.root / self.model_version(version)["path"])
         return self._samplers[version]
 
     # -- comparisons ------------------------------------------------------------

@@ -58,7 +58,7 @@ def counts_per_annotator(cur, filters: Filters) -> pd.DataFrame:
 def counts_per_day(cur, filters: Filters) -> pd.DataFrame:
     where, params = _where(filters)
     return cur.execute(
-        "SELECT CAST(r.created_at AS DATE) AS day, r.annotator, count(*) AS rankings"
+        "SELECT strftime(r.created_at, '%Y-%m-%d') AS day, r.annotator, count(*) AS rankings"
         + _FROM + where + " GROUP BY ALL ORDER BY day DESC, r.annotator",
         params,
     ).df()

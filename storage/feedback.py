@@ -78,3 +78,62 @@ def rankings_frame(cur) -> pd.DataFrame:
     ).df()
     frame["messages"] = frame["messages"].map(json.loads)
     return frame
+
+
+# -- what comes with a ranking from the annotation page --------------------------------
+
+
+def set_ranking_context(cur, ranking_id: int, guidelines_version: int | None, none_acceptable: bool) -> None:
+    """Record the guidelines version the annotator worked under and whether they found
+    no completion acceptable (kept apart from add_ranking, which imports also use)."""
+    cur.execute(
+        "UPDATE rankings SET guidelines_version = ?, none_acceptable = ? WHERE id = ?",
+        [guidelines_version, none_acceptable, ranking_id],
+    )
+
+
+def add_labels(cur, ranking_id: int, comparison_id: int, labels: dict[str, dict]) -> None:
+    """Per-completion marks: {letter: {"good": bool | None, "flag": str | None}}. A letter
+    with neither a mark nor a flag says nothing and gets no row."""
+    rows = [
+        [ranking_id, label.get("good"), label.get("flag"), comparison_id, letter]
+        for letter, label in labels.items()
+        if label.get("good") is not None or label.get("flag") is not None
+    ]
+    if rows:
+        cur.executemany(
+            "INSERT INTO completion_labels (ranking_id, completion_id, good, flag)"
+            " SELECT ?, id, ?, ? FROM completions WHERE comparison_id = ? AND letter = ?",
+            rows,
+        )
+
+
+def add_ratings(cur, ranking_id: int, comparison_id: int, ratings: dict[str, dict[str, int]]) -> None:
+    """Per-completion scores on named dimensions: {letter: {dimension: score}}."""
+    rows = [
+        [ranking_id, dimension, score, comparison_id, letter]
+        for letter, scores in ratings.items()
+        for dimension, score in scores.items()
+    ]
+    if rows:
+        cur.executemany(
+            "INSERT INTO ratings (ranking_id, completion_id, dimension, score)"
+            " SELECT ?, id, ?, ? FROM completions WHERE comparison_id = ? AND letter = ?",
+            rows,
+        )
+
+
+def add_skip(cur, comparison_id: int, annotator: str, reason: str) -> None:
+    cur.execute(
+        "INSERT INTO skips (comparison_id, annotator, reason) VALUES (?, ?, ?)",
+        [comparison_id, annotator, reason],
+    )
+
+
+def skip_reason(cur, comparison_id: int, annotator: str) -> str | None:
+    """Why `annotator` skipped this comparison, or None if they did not."""
+    row = first_row(cur.execute(
+        "SELECT reason FROM skips WHERE comparison_id = ? AND annotator = ?", [comparison_id, annotator]
+    ))
+    return row and row[0]
+

@@ -1,0 +1,82 @@
+"""Named API endpoints for scripts using `gradio_client`: the annotation loop exactly as
+the page runs it, and the researcher's queue controls. Every endpoint reads the user
+from the login session and checks the role on the server."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.session import current_user, user_error
+from rlhf.annotation import Annotation, Item, Submission
+from rlhf.pregenerate import PreGenerator
+
+RESEARCH_ROLES = ("researcher", "admin")
+
+
+def item_payload(item: Item | None) -> dict:
+    if item is None:
+        return {"comparison_id": None, "message": "No comparison is waiting for you right now."}
+    return {
+        "comparison_id": item.comparison_id,
+        "prompt": item.prompt,
+        "messages": item.messages,
+        "letters": item.letters,
+        "completions": dict(zip(item.letters, item.completions)),
+        "guidelines_version": item.guidelines_version,
+        "dimensions": list(item.dimensions),
+        "progress": item.progress,
+    }
+
+
+def register(service: Annotation, pregenerator: PreGenerator) -> None:
+    """Declare the endpoints inside the app's Blocks context."""
+
+    def next_comparison(request: gr.Request) -> dict:
+        """The next comparison for the logged-in annotator (claimed for them), or
+        comparison_id null when none is waiting."""
+        user = current_user(service, request)
+        with user_error():
+            return item_payload(service.next_item(user))
+
+    def submit_ranking(comparison_id: int, ranking: str, seconds_spent: float | None = None,
+                       labels: dict | None = None, ratings: dict | None = None, none_acceptable: bool = False,
+                       better_answer: str | None = None, comment: str | None = None,
+                       request: gr.Request = None) -> dict:
+        """Store the logged-in user's ranking, e.g. 'C > B = D > A'. labels: {letter: {good, flag}};
+        ratings: {letter: {dimension: 1-5}}. Submitting the same ranking twice stores it once."""
+        user = current_user(service, request)
+        with user_error():
+            return service.submit(user, Submission(int(comparison_id), ranking, seconds_spent, labels, ratings,
+                                                   bool(none_acceptable), better_answer, comment))
+
+    def skip_comparison(comparison_id: int, reason: str, request: gr.Request = None) -> dict:
+        """Skip a comparison with a reason; it is not handed to this user again."""
+        user = current_user(service, request)
+        with user_error():
+            return service.skip(user, int(comparison_id), reason)
+
+    def progress(request: gr.Request) -> dict:
+        """Done today, done in total, and what is waiting, for the logged-in user."""
+        return service.progress(current_user(service, request))
+
+    def queue_settings(overlap: int | None = None, prompt_sets: list[str] | None = None,
+                       model_version: str | None = None, ready_target: int | None = None,
+                       gold_rate: float | None = None, request: gr.Request = None) -> dict:
+        """Researchers: change the queue (fields left null keep their value); returns it."""
+        user = current_user(service, request, *RESEARCH_ROLES)
+        changes = {name: value for name, value in dict(overlap=overlap, prompt_sets=prompt_sets,
+                   model_version=model_version, ready_target=ready_target, gold_rate=gold_rate).items()
+                   if value is not None}
+        with user_error():
+            config = service.set_config(user, **changes)
+        return {**vars(config), "dimensions": list(config.dimensions), "generation": pregenerator.status()}
+
+    def mark_gold(comparison_id: int, ranking: str | None, request: gr.Request = None) -> dict:
+        """Researchers: make a comparison a gold item with its expected ranking (null to unmark)."""
+        user = current_user(service, request, *RESEARCH_ROLES)
+        with user_error():
+            service.mark_gold(user, int(comparison_id), ranking)
+        return {"comparison_id": int(comparison_id), "gold": ranking}
+
+    for endpoint in (next_comparison, submit_ranking, skip_comparison, progress, queue_settings, mark_gold):
+        gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)

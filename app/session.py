@@ -1,0 +1,34 @@
+"""Who is asking, and how refusals reach the page: shared by every tab."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import gradio as gr
+
+from rlhf.annotation import Annotation
+from rlhf.auth import PermissionDenied, User, get_user, require_role
+from rlhf.errors import UserError
+from rlhf.formats import FormatError
+from rlhf.ranking import RankingError
+
+REFUSALS = (UserError, RankingError, FormatError, PermissionDenied)
+
+
+def current_user(service: Annotation, request: gr.Request | None, *roles: str) -> User:
+    """The logged-in user (from Gradio's auth cookie, never from the request body),
+    refused unless they hold one of `roles` (any role when none are named)."""
+    name = getattr(request, "username", None) if request is not None else None
+    user = get_user(service.wb.store, name) if name else None
+    with user_error():
+        require_role(user, *(roles or ("annotator", "researcher", "admin")))
+    return user
+
+
+@contextmanager
+def user_error():
+    """Refusals become a `gr.Error`: a toast on the page, an exception for API clients."""
+    try:
+        yield
+    except REFUSALS as error:
+        raise gr.Error(str(error), print_exception=False) from None

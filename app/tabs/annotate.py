@@ -1,0 +1,228 @@
+"""Annotate tab: one comparison at a time, ranked with per-completion selectors or typed
+as `C > B = D > A`, the two kept in sync.
+
+Handlers first, layout last (`build`). The user is always the logged-in one
+(`gr.Request.username`); nothing the browser sends names the annotator.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.render import safe_markdown
+from app.session import current_user, user_error
+from rlhf.annotation import Annotation, Item, Submission
+from rlhf.pregenerate import PreGenerator
+from rlhf.ranking import RankingError, letters, parse_ranking, ranking_from_ranks
+from rlhf.sampling import MAX_K
+
+FLAGS = {"—": None, "unsafe": "unsafe", "factually wrong": "factually_wrong", "nonsense": "nonsense"}
+MARKS = {"—": None, "good": True, "bad": False}
+SKIP_REASONS = ["I cannot judge this topic", "The prompt is unclear", "All completions are identical",
+                "Something is broken", "Other"]
+LIKERT = [1, 2, 3, 4, 5]
+
+SHORTCUTS = """**Keyboard** (outside a text field): `1`–`8` add completion A–H to the ranking
+(`1` = A) with `>`; `=` turns the last `>` into a tie; `Backspace` removes the last letter;
+`Enter` submits; `S` skips. In the ranking field type `c>b=d>a` (spaces optional) and press
+`Enter`."""
+
+
+@dataclass
+class Shown:
+    """What the page has on screen: the comparison and when it appeared."""
+
+    comparison_id: int
+    k: int
+    shown_at: float
+
+
+# -- handlers -----------------------------------------------------------------------
+
+
+def ranking_status(text: str, k: int | None) -> tuple[str, bool]:
+    """(message for the page, whether Submit is allowed) for what the annotator typed."""
+    if not k:
+        return "", False
+    try:
+        ranking = parse_ranking(text, k)
+    except RankingError as error:
+        return f"⚠️ {error}", False
+    return f"✅ **{ranking.canonical}**", True
+
+
+def typed_ranking(text: str, shown: Shown | None):
+    """The text field changed: update the rank selectors when it parses."""
+    k = shown.k if shown else None
+    message, valid = ranking_status(text, k)
+    ranks = parse_ranking(text, k).rank_list() if valid else None
+    selectors = [gr.update(value=ranks[i]) if ranks and i < k else gr.skip() for i in range(MAX_K)]
+    return [message, gr.update(interactive=valid), *selectors]
+
+
+def selected_ranks(shown: Shown | None, *ranks):
+    """A rank selector changed: rewrite the text field once every completion has a rank."""
+    if shown is None:
+        return [gr.skip(), "", gr.update(interactive=False)]
+    chosen = ranks[: shown.k]
+    if any(rank is None for rank in chosen):
+        missing = ", ".join(letters(shown.k)[i] for i, r in enumerate(chosen) if r is None)
+        return [gr.skip(), f"Give a rank to {missing}.", gr.update(interactive=False)]
+    canonical = ranking_from_ranks([int(r) for r in chosen]).canonical
+    return [canonical, f"✅ **{canonical}**", gr.update(interactive=True)]
+
+
+def cleared_details(service: Annotation) -> list:
+    """Marks, flags, ratings, 'none acceptable' and the comment, back to empty."""
+    ratings = [None] * (MAX_K * len(service.config.dimensions))
+    return [*["—"] * MAX_K, *["—"] * MAX_K, *ratings, False, ""]
+
+
+def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | None, notice: str = ""):
+    """Every component's new state for showing `item` (or the empty-queue message)."""
+    if item is None:
+        status = pregenerator.status()
+        waiting = (f"No comparison is waiting for you right now. Generation: **{status['state']}**, "
+                   f"{status['ready']} ready of {status['target']} wanted. This page checks again every few seconds.")
+        hidden = [gr.update(visible=False)] * MAX_K
+        return [None, notice or waiting, "", *hidden, *[gr.update(value=None) for _ in range(MAX_K)],
+                *[gr.update(value="") for _ in range(MAX_K)], "", "", gr.update(interactive=False),
+                gr.update(visible=False), "", *cleared_details(service)]
+    k = len(item.completions)
+    columns = [gr.update(visible=i < k) for i in range(MAX_K)]
+    selectors = [gr.update(choices=list(range(1, k + 1)), value=None, label=f"Rank of {letters(k)[i]}" if i < k
+                           else None) for i in range(MAX_K)]
+    texts = [gr.update(value=f"### {letters(k)[i]}\n\n{safe_markdown(item.completions[i])}" if i < k else "")
+             for i in range(MAX_K)]
+    progress = item.progress
+    header = (f"{notice}  \nDone today **{progress.get('done_today', 0)}** · total **{progress.get('done_total', 0)}** · "
+              f"waiting for you **{progress.get('remaining_for_me', '?')}** · comparison #{item.comparison_id} · "
+              f"guidelines v{item.guidelines_version}")
+    return [Shown(item.comparison_id, k, time.monotonic()), header, safe_markdown(item.prompt), *columns, *selectors,
+            *texts, "", f"Rank all {k} completions: type `{' > '.join(letters(k))}` or use the selectors.",
+            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service)]
+
+
+def load_next(service: Annotation, pregenerator: PreGenerator, request: gr.Request, notice: str = ""):
+    user = current_user(service, request)
+    with user_error():
+        return item_updates(service, pregenerator, service.next_item(user), notice)
+
+
+def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, text: str, none_acceptable: bool, better_answer: str,
+           comment: str, details: list, request: gr.Request):
+    user = current_user(service, request)
+    if shown is None:
+        raise gr.Error("There is nothing to submit: wait for the next comparison.")
+    k = shown.k
+    marks, flags, ratings = details[:MAX_K], details[MAX_K: 2 * MAX_K], details[2 * MAX_K:]
+    dimensions = service.config.dimensions
+    abc = letters(k)
+    submission = Submission(
+        comparison_id=shown.comparison_id,
+        ranking=text,
+        seconds_spent=round(time.monotonic() - shown.shown_at, 2),
+        labels={abc[i]: {"good": MARKS[marks[i] or "—"], "flag": FLAGS[flags[i] or "—"]} for i in range(k)
+                if MARKS[marks[i] or "—"] is not None or FLAGS[flags[i] or "—"] is not None} or None,
+        ratings={abc[i]: {d: int(ratings[i * len(dimensions) + j]) for j, d in enumerate(dimensions)
+                          if ratings[i * len(dimensions) + j] is not None} for i in range(k)} or None,
+        none_acceptable=bool(none_acceptable),
+        better_answer=better_answer.strip() or None,
+        comment=comment.strip() or None,
+    )
+    with user_error():
+        result = service.submit(user, submission)
+    return load_next(service, pregenerator, request,
+                     notice=f"Saved **{result['ranking']}** for #{shown.comparison_id}.")
+
+
+def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, reason: str | None, request: gr.Request):
+    user = current_user(service, request)
+    if shown is None:
+        raise gr.Error("There is nothing to skip.")
+    with user_error():
+        service.skip(user, shown.comparison_id, reason or SKIP_REASONS[-1])
+    return load_next(service, pregenerator, request, notice=f"Skipped #{shown.comparison_id}.")
+
+
+def guidelines_markdown(service: Annotation) -> str:
+    version, text = service.guidelines()
+    return f"*Guidelines version {version}*\n\n{text}"
+
+
+# -- layout -------------------------------------------------------------------------
+
+
+def build(service: Annotation, pregenerator: PreGenerator):
+    """Lay the tab out; returns (page-load handler, its outputs) for the app to wire."""
+    dimensions = service.config.dimensions
+    with gr.Tab("Annotate", id="annotate"):
+        shown = gr.State(None)
+        with gr.Row():
+            header = gr.Markdown(elem_id="progress")
+        with gr.Accordion("Guidelines and shortcuts", open=False, elem_id="guidelines"):
+            gr.Markdown(lambda: guidelines_markdown(service))
+            gr.Markdown(SHORTCUTS)
+        gr.Markdown("#### Prompt")
+        prompt = gr.Markdown(elem_id="prompt", sanitize_html=True)
+        columns, selectors, texts, marks, flags, ratings = [], [], [], [], [], []
+        with gr.Row(equal_height=False, elem_id="completions"):
+            for i in range(MAX_K):
+                with gr.Column(visible=False, min_width=260, elem_classes="completion") as column:
+                    texts.append(gr.Markdown(sanitize_html=True, elem_id=f"completion-{i}"))
+                    selectors.append(gr.Radio(choices=list(range(1, MAX_K + 1)), label="Rank",
+                                              elem_id=f"rank-{i}"))
+                    with gr.Accordion("Label and rate (optional)", open=False):
+                        marks.append(gr.Radio(list(MARKS), value="—", label="Good or bad", elem_id=f"mark-{i}"))
+                        flags.append(gr.Dropdown(list(FLAGS), value="—", label="Flag", elem_id=f"flag-{i}"))
+                        for dimension in dimensions:
+                            ratings.append(gr.Radio(LIKERT, label=dimension.capitalize(),
+                                                    elem_id=f"rate-{i}-{dimension}"))
+                columns.append(column)
+        with gr.Row():
+            ranking = gr.Textbox(label="Ranking", placeholder="C > B = D > A", scale=3, elem_id="ranking",
+                                 autofocus=True, max_lines=1)
+            status = gr.Markdown(elem_id="ranking-status")
+        with gr.Row():
+            submit_button = gr.Button("Submit (Enter)", variant="primary", interactive=False, elem_id="submit")
+            skip_reason = gr.Dropdown(SKIP_REASONS, label="Skip reason", value=None, scale=2)
+            skip_button = gr.Button("Skip (S)", elem_id="skip")
+        with gr.Accordion("More (optional)", open=False) as more:
+            none_acceptable = gr.Checkbox(label="None of these is acceptable", elem_id="none-acceptable")
+            better_answer = gr.Textbox(label="Write a better answer", lines=4, elem_id="better-answer")
+            comment = gr.Textbox(label="Comment", lines=2, elem_id="comment")
+        poll = gr.Timer(5.0)
+
+        details = [*marks, *flags, *ratings]
+        item_outputs = [shown, header, prompt, *columns, *selectors, *texts, ranking, status, submit_button, more,
+                        better_answer, *details, none_acceptable, comment]
+
+        def on_load(request: gr.Request):
+            return load_next(service, pregenerator, request)
+
+        def on_poll(current, request: gr.Request):
+            if current is not None:
+                return [gr.skip()] * len(item_outputs)
+            return load_next(service, pregenerator, request)
+
+        # the request comes first: Gradio cannot pass it after *rest
+        def on_submit(request: gr.Request, current, text, none_ok, better, note, *rest):
+            return submit(service, pregenerator, current, text, none_ok, better, note, list(rest), request)
+
+        def on_skip(current, reason, request: gr.Request):
+            return skip(service, pregenerator, current, reason, request)
+
+        gr.on([ranking.input], typed_ranking, [ranking, shown], [status, submit_button, *selectors],
+              api_visibility="private", show_progress="hidden")
+        for selector in selectors:
+            selector.input(selected_ranks, [shown, *selectors], [ranking, status, submit_button],
+                           api_visibility="private", show_progress="hidden")
+        gr.on([submit_button.click, ranking.submit], on_submit,
+              [shown, ranking, none_acceptable, better_answer, comment, *details], item_outputs,
+              api_visibility="private", concurrency_limit=None)
+        skip_button.click(on_skip, [shown, skip_reason], item_outputs, api_visibility="private")
+        poll.tick(on_poll, [shown], item_outputs, api_visibility="private", show_progress="hidden")
+        return on_load, item_outputs

@@ -1,0 +1,148 @@
+"""Data tab (researchers): activity, agreement, consensus, exports and prompt import.
+
+Handlers first, layout last. Every handler checks the role on the server; hiding the tab
+from annotators is only a convenience.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from app.session import current_user, user_error
+from rlhf.agreement import CONSENSUS_METHODS
+from rlhf.annotation import Annotation
+from rlhf.reports import Filters, Reports
+from rlhf.workbench import EXPORT_FORMATS
+
+RESEARCH_ROLES = ("researcher", "admin")
+EXPORT_SUFFIXES = (".jsonl", ".parquet")
+
+
+def _filters(prompt_sets, annotators, model_versions) -> Filters:
+    return Filters(tuple(prompt_sets or ()), tuple(annotators or ()), tuple(model_versions or ()))
+
+
+def _figure(value: float) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def agreement_summary(figures: dict) -> str:
+    if not figures["items"]:
+        return ("No comparison has been ranked by two or more annotators yet: set the queue's overlap above 1 "
+                "to measure agreement.")
+    return (f"Over **{figures['items']}** comparisons ranked by two or more annotators: pairwise agreement "
+            f"**{_figure(figures['pairwise_agreement'])}**, Kendall's tau-b **{_figure(figures['kendall_tau_b'])}**, "
+            f"Krippendorff's alpha (ordinal) **{_figure(figures['krippendorff_alpha'])}**.")
+
+
+def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, annotators, model_versions,
+            request: gr.Request):
+    user = current_user(service, request, *RESEARCH_ROLES)
+    filters = _filters(prompt_sets, annotators, model_versions)
+    activity = reports.activity(filters)
+    figures = reports.agreement(filters, method)
+    per_annotator = figures["per_annotator"]
+    choices = reports.choices()
+    return [
+        gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
+        gr.update(choices=choices["model_versions"]),
+        activity["per_annotator"], activity["per_day"], activity["recent"],
+        agreement_summary(figures), per_annotator,
+        per_annotator.dropna(subset=["tau_b_to_consensus"]) if not per_annotator.empty else per_annotator,
+        service.gold_agreement(user),
+    ]
+
+
+def compute_consensus(service: Annotation, reports: Reports, method: str, prompt_sets, annotators,
+                      model_versions, request: gr.Request) -> pd.DataFrame:
+    current_user(service, request, *RESEARCH_ROLES)
+    with user_error():
+        return reports.compute_consensus(_filters(prompt_sets, annotators, model_versions), method)
+
+
+def export(service: Annotation, format: str, selection: str, suffix: str, request: gr.Request):
+    current_user(service, request, *RESEARCH_ROLES)
+    out = Path(tempfile.mkdtemp(prefix="rlhf-export-")) / f"{format}{suffix}"
+    with user_error():
+        path, rows = service.wb.export(format, out, selection)
+    return str(path), f"{rows} {format} rows in `{path.name}`."
+
+
+def import_prompts(service: Annotation, upload: str | None, prompt_set: str, request: gr.Request) -> str:
+    current_user(service, request, *RESEARCH_ROLES)
+    if not upload:
+        raise gr.Error("Choose a file to import first.")
+    name = prompt_set.strip() or Path(upload).name.split(".")[0]
+    with user_error():
+        added = service.wb.import_prompts(upload, name)
+    return f"Imported **{added}** new prompts into set **{name}**."
+
+
+def build(service: Annotation, reports: Reports) -> gr.Tab:
+    with gr.Tab("Data", id="data", visible=False) as tab:
+        with gr.Row():
+            prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets")
+            annotators = gr.Dropdown([], multiselect=True, label="Annotators")
+            model_versions = gr.Dropdown([], multiselect=True, label="Model versions")
+            refresh_button = gr.Button("Refresh", scale=0)
+        gr.Markdown("### Activity")
+        with gr.Row():
+            per_annotator = gr.Dataframe(label="Per annotator", interactive=False)
+            per_day = gr.Dataframe(label="Per day", interactive=False)
+        recent = gr.Dataframe(label="Recent rankings", interactive=False, max_height=360)
+        gr.Markdown("### Agreement")
+        method = gr.Radio(list(CONSENSUS_METHODS), value="ranked_pairs", label="Consensus method")
+        summary = gr.Markdown()
+        with gr.Row():
+            to_consensus = gr.Dataframe(label="Each annotator's tau-b to the consensus", interactive=False)
+            plot = gr.BarPlot(x="user", y="tau_b_to_consensus", y_lim=[-1, 1], label="tau-b to consensus")
+        gold = gr.Dataframe(label="Agreement with gold items", interactive=False)
+        gr.Markdown("### Consensus orderings (stored beside the raw rankings)")
+        consensus_button = gr.Button("Compute and store the consensus with this method")
+        consensus = gr.Dataframe(interactive=False, max_height=360)
+        gr.Markdown("### Export")
+        with gr.Row():
+            export_format = gr.Dropdown(list(EXPORT_FORMATS), value="preference", label="Format")
+            selection = gr.Dropdown(["all", "best_vs_worst"], value="all", label="Pairs")
+            suffix = gr.Dropdown(list(EXPORT_SUFFIXES), value=".jsonl", label="File type")
+            export_button = gr.Button("Export", scale=0)
+        export_file = gr.File(label="Download", interactive=False)
+        export_note = gr.Markdown()
+        gr.Markdown("### Import prompts\nCSV, JSONL or Parquet with a `prompt` or `messages` column, or the "
+                    "HH-RLHF layout; gzip accepted. A bad row names its line and nothing is imported.")
+        with gr.Row():
+            upload = gr.File(label="Prompt file", type="filepath")
+            prompt_set = gr.Textbox(label="Prompt set (default: the file name)")
+            import_button = gr.Button("Import", scale=0)
+        import_note = gr.Markdown()
+        timer = gr.Timer(15.0)
+
+        filters = [prompt_sets, annotators, model_versions]
+        outputs = [*filters, per_annotator, per_day, recent, summary, to_consensus, plot, gold]
+
+        # the request comes first: Gradio cannot pass it after *chosen
+        def on_refresh(request: gr.Request, chosen_method, *chosen):
+            return refresh(service, reports, chosen_method, *chosen, request)
+
+        gr.on([refresh_button.click, timer.tick, method.change, *(f.change for f in filters)], on_refresh,
+              [method, *filters], outputs, api_visibility="private", show_progress="hidden")
+        def on_consensus(request: gr.Request, chosen_method, *chosen):
+            return compute_consensus(service, reports, chosen_method, *chosen, request)
+
+        def on_export(chosen_format, chosen_selection, chosen_suffix, request: gr.Request):
+            return export(service, chosen_format, chosen_selection, chosen_suffix, request)
+
+        def on_import(path, name, request: gr.Request):
+            return import_prompts(service, path, name, request)
+
+        consensus_button.click(on_consensus, [method, *filters], consensus, api_visibility="private")
+        export_button.click(on_export, [export_format, selection, suffix], [export_file, export_note],
+                            api_visibility="private")
+        import_button.click(on_import, [upload, prompt_set], import_note, api_visibility="private")
+        tab.select(on_refresh, [method, *filters], outputs, api_visibility="private")
+    return tab

@@ -1,0 +1,115 @@
+"""Queue tab (researchers): what annotators are handed, the guidelines, gold items."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.session import current_user, user_error
+from rlhf.annotation import Annotation
+from rlhf.pregenerate import PreGenerator
+
+RESEARCH_ROLES = ("researcher", "admin")
+ACTIVE_POLICY = "(the active policy)"
+
+
+def generation_line(pregenerator: PreGenerator) -> str:
+    status = pregenerator.status()
+    line = (f"Pre-generation: **{status['state']}** · {status['ready']} comparisons ready of "
+            f"{status['target']} wanted · {status['generated_total']} generated since start")
+    return line + (f"  \nLast error: {status['last_error']}" if status.get("last_error") else "")
+
+
+def current_settings(service: Annotation, pregenerator: PreGenerator, request: gr.Request):
+    current_user(service, request, *RESEARCH_ROLES)
+    config = service.config
+    versions = list(service.wb.models()["name"])
+    version, text = service.guidelines()
+    return [
+        gr.update(choices=list(service.wb.prompt_sets()["prompt_set"]), value=config.prompt_sets or []),
+        gr.update(choices=[ACTIVE_POLICY, *versions], value=config.model_version or ACTIVE_POLICY),
+        config.overlap, config.ready_target, config.gold_rate, config.k, config.max_new_tokens,
+        generation_line(pregenerator), text, f"Editing guidelines version {version}.",
+    ]
+
+
+def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, model_version, overlap,
+                  ready_target, gold_rate, k, max_new_tokens, request: gr.Request) -> str:
+    user = current_user(service, request, *RESEARCH_ROLES)
+    with user_error():
+        config = service.set_config(
+            user, prompt_sets=prompt_sets or None,
+            model_version=None if model_version in (None, ACTIVE_POLICY) else model_version,
+            overlap=int(overlap), ready_target=int(ready_target), gold_rate=float(gold_rate), k=int(k),
+            max_new_tokens=int(max_new_tokens))
+    pregenerator.wake()
+    sets = ", ".join(config.prompt_sets) if config.prompt_sets else "all sets"
+    return f"Saved: {config.overlap} annotator(s) per comparison, {sets}, K={config.k}."
+
+
+def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
+    user = current_user(service, request, *RESEARCH_ROLES)
+    with user_error():
+        version = service.save_guidelines(user, text)
+    return f"Saved as guidelines version {version}; new rankings record it."
+
+
+def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Request) -> str:
+    user = current_user(service, request, *RESEARCH_ROLES)
+    if comparison_id is None:
+        raise gr.Error("Give the id of the comparison to mark.")
+    with user_error():
+        stored = service.mark_gold(user, int(comparison_id), ranking)
+    if stored is None:
+        return f"Comparison {int(comparison_id)} is no longer a gold item."
+    return f"Comparison {int(comparison_id)} is a gold item, expected **{stored}**."
+
+
+def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
+    with gr.Tab("Queue", id="queue", visible=False) as tab:
+        status = gr.Markdown()
+        gr.Markdown("### What annotators are handed")
+        with gr.Row():
+            prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
+            model_version = gr.Dropdown([ACTIVE_POLICY], label="Generating model version")
+        with gr.Row():
+            overlap = gr.Number(label="Annotators per comparison (overlap)", precision=0, minimum=1)
+            ready_target = gr.Number(label="Comparisons kept ready", precision=0, minimum=0)
+            gold_rate = gr.Slider(0, 1, step=0.05, label="Share of gold items")
+            k = gr.Slider(2, 8, step=1, label="Completions per comparison (K)")
+            max_new_tokens = gr.Number(label="Max new tokens", precision=0, minimum=1)
+        save_button = gr.Button("Save queue settings", variant="primary")
+        saved = gr.Markdown()
+        gr.Markdown("### Gold items\nMixed into the queue unannounced; each annotator's agreement with them "
+                    "is on the Data tab.")
+        with gr.Row():
+            gold_id = gr.Number(label="Comparison id", precision=0)
+            gold_ranking = gr.Textbox(label="Expected ranking (empty: unmark)", placeholder="B > A = C > D")
+            gold_button = gr.Button("Mark", scale=0)
+        gold_note = gr.Markdown()
+        gr.Markdown("### Annotation guidelines (Markdown, versioned)")
+        guidelines_note = gr.Markdown()
+        guidelines = gr.Textbox(lines=14, show_label=False)
+        guidelines_button = gr.Button("Save as a new version")
+        timer = gr.Timer(5.0)
+
+        fields = [prompt_sets, model_version, overlap, ready_target, gold_rate, k, max_new_tokens]
+
+        def on_open(request: gr.Request):
+            return current_settings(service, pregenerator, request)
+
+        def on_save(request: gr.Request, *values):
+            return save_settings(service, pregenerator, *values, request)
+
+        def on_gold(comparison_id, ranking, request: gr.Request):
+            return mark_gold(service, comparison_id, ranking, request)
+
+        def on_guidelines(text, request: gr.Request):
+            return save_guidelines(service, text, request)
+
+        tab.select(on_open, None, [*fields, status, guidelines, guidelines_note], api_visibility="private")
+        save_button.click(on_save, fields, saved, api_visibility="private")
+        gold_button.click(on_gold, [gold_id, gold_ranking], gold_note, api_visibility="private")
+        guidelines_button.click(on_guidelines, guidelines, guidelines_note, api_visibility="private")
+        timer.tick(lambda: generation_line(pregenerator), None, status, api_visibility="private",
+                   show_progress="hidden")
+    return tab

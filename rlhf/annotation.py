@@ -1,0 +1,363 @@
+"""Annotation: the service behind the annotation page and its API.
+
+Annotators ask for the next item, rank it (with optional labels, ratings, a better
+answer), or skip it. Researchers configure the queue, edit the guidelines and mark gold
+items. Every call names the `User` making it, and every stored row is attributed to that
+user's name: never to a name sent by the client.
+
+Thread safety: the server's handlers run in threads, each with its own cursor, and one
+server process owns the database. Choosing a comparison and claiming it, and checking a
+submission and storing it, each happen under one process-wide lock and in one
+transaction, so two annotators are never handed the same last slot and a retried
+submission never stores twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from rlhf.auth import ROLES, STAFF, User, require_role
+from rlhf.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
+from rlhf.workbench import Workbench, WorkbenchError
+from storage import comparisons, feedback, guidelines, prompts, queue
+
+SETTINGS_KEY = "annotation.queue"
+FLAGS = ("unsafe", "factually_wrong", "nonsense")
+LIKERT = range(1, 6)
+MAX_TEXT = 20_000  # characters in a better answer or a comment; more is a pasted mistake
+
+# One lock for the process: all writes of the annotation flow go through it, whichever
+# Annotation object (page, API) makes them.
+_WRITE_LOCK = threading.Lock()
+
+
+@dataclass
+class QueueConfig:
+    overlap: int = 1  # how many different annotators rank each comparison
+    prompt_sets: list[str] | None = None  # None: any set
+    model_version: str | None = None  # None: comparisons from any model; generation uses the active policy
+    ready_target: int = 16  # comparisons with a free slot the pre-generator keeps ready
+    gold_rate: float = 0.1  # share of handed-out items that are gold items
+    claim_ttl_s: int = 900  # a handed-out item returns to the queue after this long
+    dimensions: tuple[str, ...] = ("helpfulness", "harmlessness", "honesty")
+    k: int = 4  # completions per generated comparison
+    max_new_tokens: int = 256
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "QueueConfig":
+        """From its JSON form; keys this release does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        config = cls(**{key: value for key, value in stored.items() if key in known})
+        config.dimensions = tuple(config.dimensions)
+        return config
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"dimensions": list(self.dimensions)}
+
+
+@dataclass
+class Item:
+    comparison_id: int
+    prompt: str
+    messages: list[dict]
+    letters: str
+    completions: list[str]
+    guidelines_version: int
+    dimensions: tuple[str, ...]
+    progress: dict = field(default_factory=dict)
+
+
+@dataclass
+class Submission:
+    comparison_id: int
+    ranking: str
+    seconds_spent: float | None = None
+    labels: dict | None = None  # {letter: {"good": bool | None, "flag": str | None}}
+    ratings: dict | None = None  # {letter: {dimension: 1..5}}
+    none_acceptable: bool = False
+    better_answer: str | None = None
+    comment: str | None = None
+
+
+class Annotation:
+    def __init__(self, wb: Workbench, rng: random.Random | None = None):
+        self.wb = wb
+        self.rng = rng or random.Random()  # decides when a gold item is mixed in
+
+    # -- configuration ------------------------------------------------------------
+
+    @property
+    def config(self) -> QueueConfig:
+        """The stored queue configuration (read each time: another Annotation object in
+        this process may have changed it)."""
+        stored = queue.get_setting(self.wb.store.cursor(), SETTINGS_KEY, {})
+        return QueueConfig.from_dict(stored)
+
+    def set_config(self, user: User, **changes) -> QueueConfig:
+        """Change some settings (researchers and admins); all are checked before any is stored."""
+        require_role(user, *STAFF)
+        known = {f.name for f in dataclasses.fields(QueueConfig)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise WorkbenchError(f"Unknown queue setting '{unknown[0]}': use {', '.join(sorted(known))}.")
+        config = self._checked_config(dataclasses.replace(self.config, **changes))
+        with _WRITE_LOCK, self.wb.store.transaction() as cur:
+            queue.set_setting(cur, SETTINGS_KEY, config.as_dict())
+        return config
+
+    def _checked_config(self, config: QueueConfig) -> QueueConfig:
+        _require_int("overlap", config.overlap, 1, 100)
+        _require_int("ready_target", config.ready_target, 0, 10_000)
+        _require_int("claim_ttl_s", config.claim_ttl_s, 10, 7 * 24 * 3600)
+        _require_int("k", config.k, MIN_K, MAX_K)
+        _require_int("max_new_tokens", config.max_new_tokens, 1, 8192)
+        if isinstance(config.gold_rate, bool) or not isinstance(config.gold_rate, (int, float)) \
+                or not 0 <= config.gold_rate <= 1:
+            raise WorkbenchError(f"gold_rate must be a number from 0 to 1, not {config.gold_rate!r}.")
+        config.gold_rate = float(config.gold_rate)
+        config.prompt_sets = self._checked_prompt_sets(config.prompt_sets)
+        config.model_version = self.wb.model_version(config.model_version)["name"] if config.model_version else None
+        config.dimensions = _checked_dimensions(config.dimensions)
+        return config
+
+    def _checked_prompt_sets(self, chosen) -> list[str] | None:
+        if chosen is None or len(chosen) == 0:
+            return None  # no restriction
+        if isinstance(chosen, str):
+            chosen = [chosen]
+        known = prompts.set_names(self.wb.store.cursor())
+        for name in chosen:
+            if name not in known:
+                raise WorkbenchError(f"There is no prompt set '{name}' (known sets: {', '.join(known) or 'none'}).")
+        return list(dict.fromkeys(chosen))
+
+    # -- handing out items --------------------------------------------------------
+
+    def next_item(self, user: User) -> Item | None:
+        """The item this user should work on now, claimed for them; None when the queue
+        holds nothing for them. A reload gives back the item they already hold."""
+        require_role(user, *ROLES)
+        config = self.config
+        with _WRITE_LOCK, self.wb.store.transaction() as cur:
+            comparison_id = self._choose(cur, user.name, config)
+        if comparison_id is None:
+            return None
+        return self._item(comparison_id, user, config)
+
+    def _choose(self, cur, annotator: str, config: QueueConfig) -> int | None:
+        held = queue.own_claim(cur, annotator, config.claim_ttl_s)
+        if held is not None:
+            queue.claim(cur, held, annotator)  # refresh: they are still on it
+            return held
+        # Gold items come unannounced, at about gold_rate among the items handed out.
+        if config.gold_rate > 0 and self.rng.random() < config.gold_rate:
+            gold = queue.next_gold(cur, annotator)
+            if gold is not None:
+                queue.claim(cur, gold, annotator)
+                return gold
+        return queue.next_for(cur, annotator, config.overlap, config.prompt_sets, config.model_version,
+                              config.claim_ttl_s)
+
+    def _item(self, comparison_id: int, user: User, config: QueueConfig) -> Item:
+        comparison = self.wb.comparison(comparison_id)
+        version, _ = self.guidelines()
+        return Item(
+            comparison_id=comparison.id,
+            prompt=comparison.prompt,
+            messages=comparison.messages,
+            letters=letters(comparison.k),
+            completions=[c["text"] for c in comparison.completions],
+            guidelines_version=version,
+            dimensions=config.dimensions,
+            progress=self.progress(user),
+        )
+
+    # -- rankings and skips -------------------------------------------------------
+
+    def submit(self, user: User, s: Submission) -> dict:
+        """Check and store one ranking with everything that came with it, in one
+        transaction. The same ranking sent again is answered 'already_stored' and stores
+        nothing; a different ranking of a comparison this user already ranked is refused."""
+        require_role(user, *ROLES)
+        config = self.config
+        comparison = self.wb.comparison(s.comparison_id)
+        ranking = parse_ranking(s.ranking, comparison.k)
+        labels = _checked_labels(s.labels, comparison.k)
+        ratings = _checked_ratings(s.ratings, comparison.k, config.dimensions)
+        seconds_spent = _checked_seconds(s.seconds_spent)
+        better_answer, comment = _clean_text("better answer", s.better_answer), _clean_text("comment", s.comment)
+        with _WRITE_LOCK:
+            existing = feedback.ranking_by(self.wb.store.cursor(), comparison.id, user.name)
+            if existing is not None:
+                return self._already_ranked(user, comparison.id, existing, ranking)
+            with self.wb.store.transaction() as cur:
+                ranking_id = feedback.add_ranking(
+                    cur, comparison.id, user.name, ranking.canonical, ranking.ranks(), source="human",
+                    seconds_spent=seconds_spent, comment=comment, better_answer=better_answer,
+                )
+                feedback.set_ranking_context(cur, ranking_id, guidelines.current(cur)[0], bool(s.none_acceptable))
+                feedback.add_labels(cur, ranking_id, comparison.id, labels)
+                feedback.add_ratings(cur, ranking_id, comparison.id, ratings)
+                queue.release(cur, comparison.id, user.name)
+        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id,
+                "progress": self.progress(user)}
+
+    def _already_ranked(self, user: User, comparison_id: int, existing: str, ranking: Ranking) -> dict:
+        if existing != ranking.canonical:
+            raise WorkbenchError(
+                f"You already ranked comparison {comparison_id} as '{existing}'; rankings are never overwritten."
+            )
+        return {"status": "already_stored", "ranking": existing, "progress": self.progress(user)}
+
+    def skip(self, user: User, comparison_id: int, reason: str) -> dict:
+        """Pass on a comparison, saying why; it is not offered to this user again."""
+        require_role(user, *ROLES)
+        comparison = self.wb.comparison(comparison_id)
+        reason = _clean_text("reason", reason)
+        if reason is None:
+            raise WorkbenchError("Say why you skip this comparison (for example: 'I cannot judge code').")
+        with _WRITE_LOCK:
+            cur = self.wb.store.cursor()
+            ranked = feedback.ranking_by(cur, comparison.id, user.name)
+            if ranked is not None:
+                raise WorkbenchError(f"You already ranked comparison {comparison.id} as '{ranked}'; it cannot be skipped.")
+            if feedback.skip_reason(cur, comparison.id, user.name) is not None:
+                return {"status": "already_skipped", "progress": self.progress(user)}
+            with self.wb.store.transaction() as tx:
+                feedback.add_skip(tx, comparison.id, user.name, reason)
+                queue.release(tx, comparison.id, user.name)
+        return {"status": "skipped", "progress": self.progress(user)}
+
+    # -- guidelines and gold ------------------------------------------------------
+
+    def guidelines(self) -> tuple[int, str]:
+        """(version, Markdown text) of the current guidelines; version 0 is the built-in text."""
+        return guidelines.current(self.wb.store.cursor())
+
+    def save_guidelines(self, user: User, text: str) -> int:
+        """Store a new version of the guidelines (researchers and admins); returns its number."""
+        require_role(user, *STAFF)
+        if not text or not text.strip():
+            raise WorkbenchError("The guidelines cannot be empty.")
+        with _WRITE_LOCK, self.wb.store.transaction() as cur:
+            return guidelines.save(cur, text.strip() + "\n", user.name)
+
+    def mark_gold(self, user: User, comparison_id: int, ranking: str | None) -> str | None:
+        """Make a comparison a gold item with its expected ranking, or (None) unmark it;
+        returns the canonical ranking stored."""
+        require_role(user, *STAFF)
+        comparison = self.wb.comparison(comparison_id)
+        canonical = parse_ranking(ranking, comparison.k).canonical if ranking and ranking.strip() else None
+        with _WRITE_LOCK, self.wb.store.transaction() as cur:
+            queue.set_gold(cur, comparison.id, canonical)
+        return canonical
+
+    def gold_ids(self) -> list[int]:
+        return queue.gold_ids(self.wb.store.cursor())
+
+    def gold_agreement(self, user: User) -> pd.DataFrame:
+        """Per annotator: gold items ranked and exact matches (researchers and admins)."""
+        require_role(user, *STAFF)
+        return queue.gold_agreement(self.wb.store.cursor())
+
+    # -- figures ------------------------------------------------------------------
+
+    def progress(self, user: User) -> dict:
+        """{done_today, done_total, skipped, remaining_for_me} for this user."""
+        config = self.config
+        return queue.progress(self.wb.store.cursor(), user.name, config.overlap, config.prompt_sets,
+                              config.model_version, config.claim_ttl_s)
+
+    def ready(self) -> int:
+        """Comparisons that still have a free slot for someone (the pre-generator's gauge)."""
+        config = self.config
+        return queue.ready_count(self.wb.store.cursor(), config.overlap, config.prompt_sets,
+                                 config.model_version, config.claim_ttl_s)
+
+
+# -- checks on what a client sends ----------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
+
+
+def _require_int(name: str, value, low: int, high: int) -> None:
+    if not _is_int(value) or not low <= value <= high:
+        raise WorkbenchError(f"{name} must be a whole number from {low} to {high}, not {value!r}.")
+
+
+def _checked_dimensions(dimensions) -> tuple[str, ...]:
+    if isinstance(dimensions, str) or not all(isinstance(d, str) and d.strip() for d in dimensions):
+        raise WorkbenchError("dimensions must be a list of non-empty names, such as ['helpfulness', 'honesty'].")
+    cleaned = tuple(d.strip() for d in dimensions)
+    if len(set(cleaned)) != len(cleaned):
+        raise WorkbenchError("dimensions must not name the same dimension twice.")
+    return cleaned
+
+
+def _checked_letter(letter, k: int) -> str:
+    if not isinstance(letter, str) or letter.upper() not in letters(k):
+        raise WorkbenchError(f"'{letter}' is not one of the shown completions {letters(k)}.")
+    return letter.upper()
+
+
+def _checked_labels(labels: dict | None, k: int) -> dict[str, dict]:
+    """{letter: {"good": bool | None, "flag": str | None}}; an empty flag means none."""
+    checked = {}
+    for letter, label in (labels or {}).items():
+        letter = _checked_letter(letter, k)
+        if not isinstance(label, dict) or set(label) - {"good", "flag"}:
+            raise WorkbenchError(f"The label of {letter} must have only 'good' and 'flag'.")
+        good, flag = label.get("good"), label.get("flag") or None
+        if good is not None and not isinstance(good, bool):
+            raise WorkbenchError(f"'good' for {letter} must be true, false or empty, not {good!r}.")
+        if flag is not None and flag not in FLAGS:
+            raise WorkbenchError(f"'{flag}' is not a flag: use {', '.join(FLAGS)}.")
+        checked[letter] = {"good": good, "flag": flag}
+    return checked
+
+
+def _checked_ratings(ratings: dict | None, k: int, dimensions: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """{letter: {dimension: 1..5}} for the configured dimensions only; an empty score means unrated."""
+    checked = {}
+    for letter, scores in (ratings or {}).items():
+        letter = _checked_letter(letter, k)
+        if not isinstance(scores, dict):
+            raise WorkbenchError(f"The ratings of {letter} must map dimensions to scores.")
+        checked[letter] = {}
+        for dimension, score in scores.items():
+            if dimension not in dimensions:
+                raise WorkbenchError(f"'{dimension}' is not a rated dimension: use {', '.join(dimensions)}.")
+            if score is None:
+                continue
+            if not _is_int(score) or score not in LIKERT:
+                raise WorkbenchError(f"The {dimension} score of {letter} must be a whole number from 1 to 5, not {score!r}.")
+            checked[letter][dimension] = score
+    return checked
+
+
+def _checked_seconds(seconds) -> float | None:
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise WorkbenchError(f"The time spent must be a number of seconds, not {seconds!r}.")
+    return float(seconds)
+
+
+def _clean_text(what: str, text) -> str | None:
+    """Stripped text, None when empty; refuses what is not text or is absurdly long."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise WorkbenchError(f"The {what} must be text.")
+    text = text.strip()
+    if len(text) > MAX_TEXT:
+        raise WorkbenchError(f"The {what} is longer than {MAX_TEXT} characters.")
+    return text or None

@@ -1,0 +1,112 @@
+"""Background pre-generation: keep enough comparisons ready that an annotator never waits
+for sampling.
+
+A `PreGenerator` thread checks every few seconds how many comparisons still have a free
+slot (`Annotation.ready()`); below the configured target it samples K completions for
+up to `batch_prompts` new prompts in one batched call. It reports what it is doing
+through `status()` and never lets an error escape: a failing model must not take the
+server down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rlhf.annotation import Annotation, QueueConfig
+from rlhf.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+STATES = ("idle", "generating", "exhausted", "error")
+
+
+class PreGenerator(threading.Thread):
+    def __init__(self, annotation: Annotation, interval_s: float = 3.0, batch_prompts: int = 8):
+        super().__init__(name="pregenerate", daemon=True)
+        self.annotation = annotation
+        self.interval_s = interval_s
+        self.batch_prompts = batch_prompts
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the status fields, read from other threads
+        self._state, self._last_error, self._generated_total, self._ready = "idle", None, 0, 0
+
+    # -- control ------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            more_at_once = False
+            try:
+                more_at_once = self.fill_once()
+            except Exception as error:  # noqa: BLE001 - reported, never fatal
+                log.exception("Pre-generation failed")
+                self._set(state="error", last_error=f"{type(error).__name__}: {error}")
+            if not more_at_once:
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
+
+    def stop(self, timeout: float | None = 30) -> None:
+        """Ask the thread to end after its current batch, and wait for it up to `timeout`."""
+        self._stopping.set()
+        self._wake.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def wake(self) -> None:
+        """Check the queue now rather than at the next tick (say, after a setting changed)."""
+        self._wake.set()
+
+    # -- work ---------------------------------------------------------------------
+
+    def fill_once(self) -> bool:
+        """One check and, if the queue is short, one batch. True when it made comparisons
+        and the queue may still be short (check again at once)."""
+        config = self.annotation.config
+        ready = self.annotation.ready()
+        self._set(ready=ready)
+        if ready >= config.ready_target:
+            self._set(state="idle")
+            return False
+        self._set(state="generating")
+        made = self._generate(config, min(self.batch_prompts, config.ready_target - ready))
+        if not made:
+            # every prompt of the chosen sets already has a comparison from this model
+            self._set(state="exhausted")
+            return False
+        with self._lock:
+            self._generated_total += len(made)
+        log.info("Pre-generated %d comparisons (ids %d-%d)", len(made), made[0], made[-1])
+        self._set(state="idle", ready=self.annotation.ready())
+        return True
+
+    def _generate(self, config: QueueConfig, wanted: int) -> list[int]:
+        """Up to `wanted` new comparisons, taking the chosen prompt sets in turn."""
+        params = SamplingParams(max_new_tokens=config.max_new_tokens)
+        made: list[int] = []
+        for prompt_set in config.prompt_sets or [None]:  # None: every set
+            made += self.annotation.wb.generate(
+                prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
+            )
+            if len(made) >= wanted:
+                break
+        return made
+
+    # -- reporting ----------------------------------------------------------------
+
+    def _set(self, **fields) -> None:
+        with self._lock:
+            for name, value in fields.items():
+                setattr(self, f"_{name}", value)
+
+    def status(self) -> dict:
+        """{state: idle | generating | exhausted | error, ready, target, last_error, generated_total};
+        `ready` is counted now, or the last count when the store cannot be read."""
+        try:
+            target, ready = self.annotation.config.ready_target, self.annotation.ready()
+            self._set(ready=ready)
+        except Exception:  # noqa: BLE001 - a status call must answer even when the store does not
+            target = None
+        with self._lock:
+            return {"state": self._state, "ready": self._ready, "target": target,
+                    "last_error": self._last_error, "generated_total": self._generated_total}

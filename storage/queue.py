@@ -1,0 +1,199 @@
+"""The annotation queue: which comparison an annotator gets next, claims on handed-out
+comparisons, gold items, and the JSON settings the queue is configured by.
+
+A comparison has `overlap` slots: that many different annotators should rank it. A slot
+is used by a ranking (any source but 'simulated': simulated annotators are for demos and
+must not starve people of work) or by a live claim, one not older than the claim TTL.
+Skips use no slot: whoever skipped is simply never offered that comparison again.
+
+Claim times are given by the caller (`now`, naive local time) rather than read from the
+database's clock, so that a claim's age is measured with one clock and tests can move it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from storage.db import first_row
+
+# Comparisons with a free slot for `me` ($me NULL: for anyone), restricted to prompt sets
+# and to a generating model version when those are given. `mine` marks the annotator's
+# own live claim; `rankings` is how close the comparison is to complete.
+_OPEN_SLOTS = """
+WITH ranked AS (
+    SELECT comparison_id, count(*) AS n FROM rankings
+    WHERE source <> 'simulated' GROUP BY comparison_id
+), held_by_others AS (
+    SELECT comparison_id, count(*) AS n FROM claims
+    WHERE claimed_at > $cutoff AND annotator IS DISTINCT FROM $me GROUP BY comparison_id
+)
+SELECT c.id, c.created_at, coalesce(r.n, 0) AS rankings,
+       EXISTS (SELECT 1 FROM claims own WHERE own.comparison_id = c.id AND own.annotator = $me
+               AND own.claimed_at > $cutoff) AS mine
+FROM comparisons c
+JOIN prompts p ON p.id = c.prompt_id
+LEFT JOIN ranked r ON r.comparison_id = c.id
+LEFT JOIN held_by_others h ON h.comparison_id = c.id
+WHERE coalesce(r.n, 0) + coalesce(h.n, 0) < $overlap
+  AND NOT EXISTS (SELECT 1 FROM rankings x WHERE x.comparison_id = c.id AND x.annotator = $me)
+  AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.comparison_id = c.id AND s.annotator = $me)
+  AND ($prompt_sets IS NULL OR list_contains($prompt_sets, p.prompt_set))
+  AND ($model_version IS NULL OR EXISTS (
+        SELECT 1 FROM completions m WHERE m.comparison_id = c.id AND m.model_version = $model_version))
+"""
+
+
+def _slot_params(annotator, overlap, prompt_sets, model_version, claim_ttl_s, now) -> dict:
+    now = now or datetime.now()
+    return {
+        "me": annotator,
+        "overlap": overlap,
+        "prompt_sets": list(prompt_sets) if prompt_sets is not None else None,
+        "model_version": model_version,
+        "cutoff": now - timedelta(seconds=claim_ttl_s),
+    }
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def get_setting(cur, key: str, default=None):
+    """The JSON value stored under `key`, decoded; `default` when there is none."""
+    row = first_row(cur.execute("SELECT value FROM settings WHERE key = ?", [key]))
+    return json.loads(row[0]) if row else default
+
+
+def set_setting(cur, key: str, value) -> None:
+    cur.execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, json.dumps(value)],
+    )
+
+
+# -- handing out comparisons --------------------------------------------------------------
+
+
+def next_for(
+    cur,
+    annotator: str,
+    overlap: int,
+    prompt_sets: list[str] | None,
+    model_version: str | None,
+    claim_ttl_s: int,
+    now: datetime | None = None,
+) -> int | None:
+    """Claim the next comparison for `annotator` and return its id; None when there is
+    none. Their own live claim comes first (a reloaded page resumes the same item), then
+    the comparisons closest to complete (so finished data arrives early), then the oldest.
+    Call inside a transaction, under the caller's lock: choosing and claiming belong together."""
+    params = _slot_params(annotator, overlap, prompt_sets, model_version, claim_ttl_s, now)
+    cur.execute("DELETE FROM claims WHERE claimed_at <= $cutoff", {"cutoff": params["cutoff"]})
+    row = first_row(cur.execute(
+        f"{_OPEN_SLOTS} ORDER BY mine DESC, rankings DESC, c.created_at, c.id LIMIT 1", params
+    ))
+    if row is None:
+        return None
+    claim(cur, row[0], annotator, now)
+    return row[0]
+
+
+def own_claim(cur, annotator: str, claim_ttl_s: int, now: datetime | None = None) -> int | None:
+    """The comparison `annotator` holds a live claim on and has not ranked or skipped yet."""
+    cutoff = (now or datetime.now()) - timedelta(seconds=claim_ttl_s)
+    row = first_row(cur.execute(
+        "SELECT k.comparison_id FROM claims k WHERE k.annotator = ? AND k.claimed_at > ?"
+        " AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.comparison_id = k.comparison_id AND r.annotator = k.annotator)"
+        " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.comparison_id = k.comparison_id AND s.annotator = k.annotator)"
+        " ORDER BY k.claimed_at DESC LIMIT 1",
+        [annotator, cutoff],
+    ))
+    return row and row[0]
+
+
+def claim(cur, comparison_id: int, annotator: str, now: datetime | None = None) -> None:
+    """Hand `comparison_id` to `annotator`, or refresh the time of their claim on it."""
+    cur.execute(
+        "INSERT INTO claims (comparison_id, annotator, claimed_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (comparison_id, annotator) DO UPDATE SET claimed_at = excluded.claimed_at",
+        [comparison_id, annotator, now or datetime.now()],
+    )
+
+
+def release(cur, comparison_id: int, annotator: str) -> None:
+    """Give the annotator's slot on this comparison back (done with it, or skipped)."""
+    cur.execute("DELETE FROM claims WHERE comparison_id = ? AND annotator = ?", [comparison_id, annotator])
+
+
+def ready_count(
+    cur,
+    overlap: int,
+    prompt_sets: list[str] | None,
+    model_version: str | None,
+    claim_ttl_s: int = 900,
+    now: datetime | None = None,
+) -> int:
+    """How many comparisons still have a free slot for someone."""
+    params = _slot_params(None, overlap, prompt_sets, model_version, claim_ttl_s, now)
+    return cur.execute(f"SELECT count(*) FROM ({_OPEN_SLOTS})", params).fetchall()[0][0]
+
+
+def progress(
+    cur,
+    annotator: str,
+    overlap: int = 1,
+    prompt_sets: list[str] | None = None,
+    model_version: str | None = None,
+    claim_ttl_s: int = 900,
+    now: datetime | None = None,
+) -> dict:
+    """{done_today, done_total, skipped, remaining_for_me} for one annotator; 'today' is
+    the database's calendar day, the one its created_at defaults are written in."""
+    done_today, done_total = cur.execute(
+        "SELECT count(*) FILTER (WHERE created_at >= CAST(current_date AS TIMESTAMP)), count(*)"
+        " FROM rankings WHERE annotator = ?",
+        [annotator],
+    ).fetchall()[0]
+    skipped = cur.execute("SELECT count(*) FROM skips WHERE annotator = ?", [annotator]).fetchall()[0][0]
+    params = _slot_params(annotator, overlap, prompt_sets, model_version, claim_ttl_s, now)
+    remaining = cur.execute(f"SELECT count(*) FROM ({_OPEN_SLOTS})", params).fetchall()[0][0]
+    return {"done_today": done_today, "done_total": done_total, "skipped": skipped, "remaining_for_me": remaining}
+
+
+# -- gold items ---------------------------------------------------------------------------
+
+
+def set_gold(cur, comparison_id: int, canonical_ranking: str | None) -> None:
+    """Mark a comparison as a gold item with its expected (canonical) ranking, or unmark it."""
+    cur.execute("UPDATE comparisons SET gold_ranking = ? WHERE id = ?", [canonical_ranking, comparison_id])
+
+
+def gold_ids(cur) -> list[int]:
+    return [row[0] for row in cur.execute(
+        "SELECT id FROM comparisons WHERE gold_ranking IS NOT NULL ORDER BY id").fetchall()]
+
+
+def next_gold(cur, annotator: str) -> int | None:
+    """A gold comparison `annotator` has neither ranked nor skipped, oldest first. Gold
+    items ignore the overlap: their point is that everybody does them."""
+    row = first_row(cur.execute(
+        "SELECT c.id FROM comparisons c WHERE c.gold_ranking IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.comparison_id = c.id AND r.annotator = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.comparison_id = c.id AND s.annotator = ?)"
+        " ORDER BY c.created_at, c.id LIMIT 1",
+        [annotator, annotator],
+    ))
+    return row and row[0]
+
+
+def gold_agreement(cur) -> pd.DataFrame:
+    """Per annotator: how many gold items they ranked and how many exactly as expected."""
+    return cur.execute(
+        "SELECT r.annotator, count(*) AS gold_items,"
+        "       count(*) FILTER (WHERE r.ranking = c.gold_ranking) AS exact_matches"
+        " FROM rankings r JOIN comparisons c ON c.id = r.comparison_id"
+        " WHERE c.gold_ranking IS NOT NULL AND r.source = 'human'"
+        " GROUP BY r.annotator ORDER BY r.annotator"
+    ).df()
