@@ -81,6 +81,78 @@ def bench_generate(model_dir: str, repeats: int, max_new_tokens: int, with_refer
     return rows
 
 
+def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict:
+    """Latency of the annotation loop through a real server: an annotator's client submits a
+    ranking and asks for the next comparison, while the server's pre-generator samples
+    new comparisons with the default model in the background (the worst case on 2 cores)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    from gradio_client import Client
+
+    from rlhf.annotation import Annotation
+    from rlhf.auth import User, create_user
+    from rlhf.home import BASE_VERSION
+    from rlhf.workbench import Workbench, default_prompts
+    from storage import comparisons
+    from storage.comparisons import NewCompletion
+
+    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    home = Home(root)
+    home.prepare()
+    shutil.copytree(model_dir, home.model_dir(BASE_VERSION))
+    with Workbench(home) as wb:
+        wb.init()
+        create_user(wb.store, "bench", "annotator", "bench-password")
+        Annotation(wb).set_config(User("admin", "admin"), ready_target=ready_target, max_new_tokens=128)
+        texts = [row["prompt"] for row in default_prompts()]
+        with wb.store.transaction() as cur:  # a full queue of realistic texts, without waiting for sampling
+            prompt_ids = [row[0] for row in cur.execute("SELECT id FROM prompts ORDER BY id DESC").fetchall()]
+            for i, prompt_id in enumerate(prompt_ids[: submissions + 5]):
+                comparisons.add(cur, prompt_id, [NewCompletion(texts[(i + j) % len(texts)] * 3, BASE_VERSION)
+                                                 for j in range(4)])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--home", str(root), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}", auth=("bench", "bench-password"), verbose=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        item = client.predict(api_name="/next_comparison")
+        loop_ms, submit_ms, next_ms = [], [], []
+        for _ in range(submissions):
+            start = time.perf_counter()
+            client.predict(item["comparison_id"], "B > A = C > D", api_name="/submit_ranking")
+            submitted = time.perf_counter()
+            item = client.predict(api_name="/next_comparison")
+            done = time.perf_counter()
+            assert item["comparison_id"] is not None, "the queue ran dry during the benchmark"
+            submit_ms.append((submitted - start) * 1000)
+            next_ms.append((done - submitted) * 1000)
+            loop_ms.append((done - start) * 1000)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+    def quantiles(values: list[float]) -> dict:
+        cuts = statistics.quantiles(values, n=20)
+        return {"p50_ms": round(statistics.median(values), 1), "p95_ms": round(cuts[18], 1)}
+
+    return {"submissions": submissions, "pregeneration_target": ready_target,
+            "submit_then_next": quantiles(loop_ms), "submit": quantiles(submit_ms), "next": quantiles(next_ms)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhf.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -91,10 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--max-new-tokens", type=int, default=128)
     generate.add_argument("--no-reference", action="store_true", help="skip the plain fp32 `generate` reference")
     generate.add_argument("--json", action="store_true")
+    annotate = sub.add_parser("annotate", help="submit-to-next-comparison latency through a served workbench")
+    annotate.add_argument("--home", default=None, help="workbench home whose base model to use")
+    annotate.add_argument("--submissions", type=int, default=40)
+    annotate.add_argument("--ready-target", type=int, default=64,
+                          help="comparisons the pre-generator keeps ready (it samples during the run)")
     args = parser.parse_args(argv)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
+    if args.what == "annotate":
+        result = bench_annotate(ensure_default_model(Home.resolve(args.home)), args.submissions, args.ready_target)
+        print(json.dumps(result, indent=2))
+        return 0
     model = args.model or str(ensure_default_model(Home.resolve(args.home)))
     rows = bench_generate(model, args.repeats, args.max_new_tokens, not args.no_reference)
     summary = {

@@ -11,6 +11,7 @@ server down with it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from rlhf.annotation import Annotation, QueueConfig
@@ -19,6 +20,7 @@ from rlhf.sampling import SamplingParams
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "generating", "exhausted", "error")
+PREGENERATION_NICENESS = 10
 
 
 class PreGenerator(threading.Thread):
@@ -35,6 +37,13 @@ class PreGenerator(threading.Thread):
     # -- control ------------------------------------------------------------------
 
     def run(self) -> None:
+        # Sampling must not starve the annotators' requests of CPU: lower this thread's
+        # priority (Linux schedules threads on their own; torch's worker threads, started
+        # from here, inherit it). Best effort: other systems keep the default.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PREGENERATION_NICENESS)
+        except (AttributeError, OSError):
+            pass
         while not self._stopping.is_set():
             more_at_once = False
             try:

@@ -93,12 +93,11 @@ def get(cur, comparison_id: int) -> Comparison | None:
     if row is None:
         return None
     comparison = Comparison(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
-    completions = cur.execute(
-        "SELECT letter, id, text, model_version, sampling, num_tokens, finish_reason"
-        " FROM completions WHERE comparison_id = ? ORDER BY letter",
-        [comparison_id],
-    ).df()
-    comparison.completions = completions.to_dict("records")
+    columns = ("letter", "id", "text", "model_version", "sampling", "num_tokens", "finish_reason")
+    rows = cur.execute(
+        f"SELECT {', '.join(columns)} FROM completions WHERE comparison_id = ? ORDER BY letter", [comparison_id]
+    ).fetchall()
+    comparison.completions = [dict(zip(columns, row)) for row in rows]
     return comparison
 
 
