@@ -7,10 +7,10 @@ from __future__ import annotations
 import gradio as gr
 
 from app.session import current_user, user_error
+from rlhf.auth import STAFF
 from rlhf.annotation import Annotation, Item, Submission
 from rlhf.pregenerate import PreGenerator
 
-RESEARCH_ROLES = ("researcher", "admin")
 
 
 def item_payload(item: Item | None) -> dict:
@@ -63,7 +63,7 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
                        model_version: str | None = None, ready_target: int | None = None,
                        gold_rate: float | None = None, request: gr.Request = None) -> dict:
         """Researchers: change the queue (fields left null keep their value); returns it."""
-        user = current_user(service, request, *RESEARCH_ROLES)
+        user = current_user(service, request, *STAFF)
         changes = {name: value for name, value in dict(overlap=overlap, prompt_sets=prompt_sets,
                    model_version=model_version, ready_target=ready_target, gold_rate=gold_rate).items()
                    if value is not None}
@@ -73,7 +73,7 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
 
     def mark_gold(comparison_id: int, ranking: str | None, request: gr.Request = None) -> dict:
         """Researchers: make a comparison a gold item with its expected ranking (null to unmark)."""
-        user = current_user(service, request, *RESEARCH_ROLES)
+        user = current_user(service, request, *STAFF)
         with user_error():
             service.mark_gold(user, int(comparison_id), ranking)
         return {"comparison_id": int(comparison_id), "gold": ranking}

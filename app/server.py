@@ -12,7 +12,7 @@ import gradio as gr  # noqa: E402
 from app import api  # noqa: E402
 from app.tabs import annotate, comparisons, data, queue  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
-from rlhf.auth import authenticate, get_user  # noqa: E402
+from rlhf.auth import STAFF, authenticate, get_user  # noqa: E402
 from rlhf.pregenerate import PreGenerator  # noqa: E402
 from rlhf.reports import Reports  # noqa: E402
 from rlhf.workbench import Workbench  # noqa: E402
@@ -37,7 +37,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator) ->
             """Who is signed in; researchers' tabs are shown to researchers and admins (the
             handlers behind them check the role again on every call)."""
             user = get_user(wb.store, request.username)
-            staff = user is not None and user.role in ("researcher", "admin")
+            staff = user is not None and user.role in STAFF
             line = f"Signed in as **{user.name}** ({user.role})" if user else ""
             return [line, *[gr.update(visible=staff) for _ in research_tabs]]
 

@@ -15,11 +15,11 @@ import pandas as pd
 
 from app.session import current_user, user_error
 from rlhf.agreement import CONSENSUS_METHODS
+from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
 from rlhf.reports import Filters, Reports
 from rlhf.workbench import EXPORT_FORMATS
 
-RESEARCH_ROLES = ("researcher", "admin")
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 
 
@@ -42,7 +42,7 @@ def agreement_summary(figures: dict) -> str:
 
 def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, annotators, model_versions,
             request: gr.Request):
-    user = current_user(service, request, *RESEARCH_ROLES)
+    user = current_user(service, request, *STAFF)
     filters = _filters(prompt_sets, annotators, model_versions)
     activity = reports.activity(filters)
     figures = reports.agreement(filters, method)
@@ -60,13 +60,13 @@ def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, ann
 
 def compute_consensus(service: Annotation, reports: Reports, method: str, prompt_sets, annotators,
                       model_versions, request: gr.Request) -> pd.DataFrame:
-    current_user(service, request, *RESEARCH_ROLES)
+    current_user(service, request, *STAFF)
     with user_error():
         return reports.compute_consensus(_filters(prompt_sets, annotators, model_versions), method)
 
 
 def export(service: Annotation, format: str, selection: str, suffix: str, request: gr.Request):
-    current_user(service, request, *RESEARCH_ROLES)
+    current_user(service, request, *STAFF)
     out = Path(tempfile.mkdtemp(prefix="rlhf-export-")) / f"{format}{suffix}"
     with user_error():
         path, rows = service.wb.export(format, out, selection)
@@ -74,7 +74,7 @@ def export(service: Annotation, format: str, selection: str, suffix: str, reques
 
 
 def import_prompts(service: Annotation, upload: str | None, prompt_set: str, request: gr.Request) -> str:
-    current_user(service, request, *RESEARCH_ROLES)
+    current_user(service, request, *STAFF)
     if not upload:
         raise gr.Error("Choose a file to import first.")
     name = prompt_set.strip() or Path(upload).name.split(".")[0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from app.session import current_user, user_error
+from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
 from rlhf.pregenerate import PreGenerator
 
-RESEARCH_ROLES = ("researcher", "admin")
 ACTIVE_POLICY = "(the active policy)"
 
 
@@ -20,7 +20,7 @@ def generation_line(pregenerator: PreGenerator) -> str:
 
 
 def current_settings(service: Annotation, pregenerator: PreGenerator, request: gr.Request):
-    current_user(service, request, *RESEARCH_ROLES)
+    current_user(service, request, *STAFF)
     config = service.config
     versions = list(service.wb.models()["name"])
     version, text = service.guidelines()
@@ -34,7 +34,7 @@ def current_settings(service: Annotation, pregenerator: PreGenerator, request: g
 
 def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, model_version, overlap,
                   ready_target, gold_rate, k, max_new_tokens, request: gr.Request) -> str:
-    user = current_user(service, request, *RESEARCH_ROLES)
+    user = current_user(service, request, *STAFF)
     with user_error():
         config = service.set_config(
             user, prompt_sets=prompt_sets or None,
@@ -47,14 +47,14 @@ def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, 
 
 
 def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
-    user = current_user(service, request, *RESEARCH_ROLES)
+    user = current_user(service, request, *STAFF)
     with user_error():
         version = service.save_guidelines(user, text)
     return f"Saved as guidelines version {version}; new rankings record it."
 
 
 def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Request) -> str:
-    user = current_user(service, request, *RESEARCH_ROLES)
+    user = current_user(service, request, *STAFF)
     if comparison_id is None:
         raise gr.Error("Give the id of the comparison to mark.")
     with user_error():
