@@ -75,8 +75,8 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
         """Researchers: make a comparison a gold item with its expected ranking (null to unmark)."""
         user = current_user(service, request, *STAFF)
         with user_error():
-            service.mark_gold(user, int(comparison_id), ranking)
-        return {"comparison_id": int(comparison_id), "gold": ranking}
+            stored = service.mark_gold(user, int(comparison_id), ranking)
+        return {"comparison_id": int(comparison_id), "gold": stored}  # canonical, as stored
 
     for endpoint in (next_comparison, submit_ranking, skip_comparison, progress, queue_settings, mark_gold):
         gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)

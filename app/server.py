@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline lab
 
@@ -52,6 +53,11 @@ def check_login(service: Annotation):
     return login
 
 
+def _stop_on_sigterm(signum, frame):
+    """A service manager's stop is treated like Ctrl-C, so the clean-up below runs."""
+    raise KeyboardInterrupt
+
+
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve until interrupted; server.json in the home tells other processes where."""
     service = Annotation(wb)
@@ -61,6 +67,7 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     url = f"http://{host}:{port}"
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
     pregenerator.start()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with open(os.path.join(STATIC, "shortcuts.js"), encoding="utf-8") as script:
             shortcuts = script.read()

@@ -1,11 +1,20 @@
 """Shared fixtures: a tiny random Llama for fast tests, the real default model for the
-few integration tests, and workbench homes built on either."""
+few integration tests, workbench homes built on either, and a served workbench
+(`rlhf serve` in a subprocess) for the API and browser tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -64,3 +73,131 @@ def tiny_home(tmp_path, tiny_model_dir) -> Home:
 def workbench(tiny_home):
     with Workbench(tiny_home) as wb:
         yield wb
+
+
+# -- a served workbench: `rlhf serve` in a subprocess -----------------------------------
+
+RLHF = Path(sys.executable).with_name("rlhf")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def placeholder_model_dir(directory: Path) -> Path:
+    """A base 'model' that is only a config: enough for `init` and for a server that never
+    samples (queue ready_target 0), and no GGUF conversion (half a minute) to pay for it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    return directory
+
+
+class ServedWorkbench:
+    """`rlhf serve --home H` in a subprocess, started when `url` is first asked for.
+
+    The server owns the DuckDB lock, so looking at stored rows goes through `stopped()`:
+    it stops the server and opens the home; the next `url` starts a fresh server on the
+    same home. Stopping is SIGTERM, an abrupt end: what the server committed must be in the
+    file all the same (and a clean SIGINT stop waits 5 s for open client connections).
+    Each start takes about five seconds, so a test groups its checks of stored rows."""
+
+    def __init__(self, home: Home, log_path: Path):
+        self.home, self.log_path = home, log_path
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def url(self) -> str:
+        self.start()
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 90) -> None:
+        if self.running:
+            return
+        self.port = free_port()
+        with open(self.log_path, "a") as log:
+            log.write(f"\n=== start {self.starts + 1} on port {self.port} ===\n")
+            log.flush()
+            self.process = subprocess.Popen(
+                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"rlhf serve exited with {self.process.returncode}:\n{self.log()}")
+            try:  # the login page answers once Gradio is up
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"rlhf serve did not answer within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self.process = None
+
+    @contextmanager
+    def stopped(self) -> Iterator[Workbench]:
+        """The server stopped and the home opened, to read (or change) what is stored."""
+        self.stop()
+        with Workbench(self.home) as wb:
+            yield wb
+
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        with self.stopped() as wb:
+            return wb.store.cursor().execute(sql, params or []).fetchall()
+
+
+@pytest.fixture(scope="module")
+def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedWorkbench]]:
+    """Make a home, fill it with `setup(wb)` (users, prompts, comparisons) while no server
+    holds it, configure the queue, and return a `ServedWorkbench` for it (started lazily).
+
+    The queue keeps nothing ready (ready_target 0: the pre-generator never samples) and
+    mixes in no gold items unless `queue` says otherwise; `with_model=True` gives the home
+    the tiny random Llama instead of a config-only placeholder (for a test that samples).
+    Every server made is stopped at the end of the module."""
+    from rlhf.annotation import Annotation
+    from rlhf.auth import User
+
+    made: list[ServedWorkbench] = []
+
+    def serve(setup: Callable[[Workbench], None] | None = None, queue: dict | None = None,
+              with_model: bool = False) -> ServedWorkbench:
+        root = tmp_path_factory.mktemp("served")
+        model_dir = (request.getfixturevalue("tiny_model_dir") if with_model
+                     else placeholder_model_dir(root / "placeholder-model"))
+        home = make_home(root / "home", model_dir)
+        with Workbench(home) as wb:
+            if setup is not None:
+                setup(wb)
+            Annotation(wb).set_config(User("admin", "admin"), **{"ready_target": 0, "gold_rate": 0.0, **(queue or {})})
+        served = ServedWorkbench(home, root / "serve.log")
+        made.append(served)
+        return served
+
+    yield serve
+    for served in made:
+        served.stop()

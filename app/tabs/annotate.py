@@ -43,10 +43,16 @@ class Shown:
 # -- handlers -----------------------------------------------------------------------
 
 
+def ranking_hint(k: int) -> str:
+    return f"Rank all {k} completions: type `{' > '.join(letters(k))}` or use the selectors."
+
+
 def ranking_status(text: str, k: int | None) -> tuple[str, bool]:
     """(message for the page, whether Submit is allowed) for what the annotator typed."""
     if not k:
         return "", False
+    if not (text or "").strip():
+        return ranking_hint(k), False  # a fresh item, or everything deleted: nothing wrong yet
     try:
         ranking = parse_ranking(text, k)
     except RankingError as error:
@@ -54,11 +60,14 @@ def ranking_status(text: str, k: int | None) -> tuple[str, bool]:
     return f"✅ **{ranking.canonical}**", True
 
 
-def typed_ranking(text: str, shown: Shown | None):
-    """The text field changed: update the rank selectors when it parses."""
+def typed_ranking(text: str, shown: Shown | None, *chosen):
+    """The text field changed (typed, pasted, set by a shortcut or by the selectors):
+    update the rank selectors when it parses to a ranking they do not show already."""
     k = shown.k if shown else None
     message, valid = ranking_status(text, k)
     ranks = parse_ranking(text, k).rank_list() if valid else None
+    if ranks and None not in chosen[:k] and ranking_from_ranks([int(r) for r in chosen[:k]]).rank_list() == ranks:
+        ranks = None  # the selectors wrote this text: leave them as the annotator set them
     selectors = [gr.update(value=ranks[i]) if ranks and i < k else gr.skip() for i in range(MAX_K)]
     return [message, gr.update(interactive=valid), *selectors]
 
@@ -102,7 +111,7 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
               f"waiting for you **{progress.get('remaining_for_me', '?')}** · comparison #{item.comparison_id} · "
               f"guidelines v{item.guidelines_version}")
     return [Shown(item.comparison_id, k, time.monotonic()), header, safe_markdown(item.prompt), *columns, *selectors,
-            *texts, "", f"Rank all {k} completions: type `{' > '.join(letters(k))}` or use the selectors.",
+            *texts, "", ranking_hint(k),
             gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service)]
 
 
@@ -215,8 +224,11 @@ def build(service: Annotation, pregenerator: PreGenerator):
         def on_skip(current, reason, request: gr.Request):
             return skip(service, pregenerator, current, reason, request)
 
-        gr.on([ranking.input], typed_ranking, [ranking, shown], [status, submit_button, *selectors],
-              api_visibility="private", show_progress="hidden")
+        # .change, not .input: Gradio's Textbox fires .input on keypress only (Backspace, a
+        # paste and the keyboard shortcuts of shortcuts.js went unseen) and drops keystrokes
+        # made while one is handled; .change always ends on the field's last value
+        ranking.change(typed_ranking, [ranking, shown, *selectors], [status, submit_button, *selectors],
+                       api_visibility="private", show_progress="hidden")
         for selector in selectors:
             selector.input(selected_ranks, [shown, *selectors], [ranking, status, submit_button],
                            api_visibility="private", show_progress="hidden")
