@@ -38,7 +38,9 @@ test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/rlhf init >/dev/null
 	$(BIN)/python -m rlhf.bench generate
+	$(BIN)/python -m rlhf.bench annotate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -25,7 +25,7 @@ import pandas as pd
 from rlhf.auth import ROLES, STAFF, User, require_role
 from rlhf.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
 from rlhf.workbench import Workbench, WorkbenchError
-from storage import comparisons, feedback, guidelines, prompts, queue
+from storage import feedback, guidelines, prompts, queue
 
 SETTINGS_KEY = "annotation.queue"
 FLAGS = ("unsafe", "factually_wrong", "nonsense")

@@ -18,8 +18,8 @@ import torch
 import transformers
 
 from rlhf.home import Home, ensure_default_model
-from rlhf.generate import Sample, SamplingParams, to_sample, render_prompts, sample
-from rlhf.models import Policy, load_policy
+from rlhf.generate import SamplingParams, sample
+from rlhf.models import load_policy
 
 BENCH_PROMPTS = [
     "Explain why the sky is blue in two sentences.",
@@ -37,37 +37,26 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def plain_generate(policy: Policy, conversations: list[list[dict]], k: int, params: SamplingParams) -> list[list[Sample]]:
-    """The reference: fp32 weights and transformers' own `do_sample=True` path."""
-    tokenizer = policy.tokenizer
-    inputs = tokenizer(render_prompts(policy, conversations), return_tensors="pt", padding=True,
-                       add_special_tokens=False).to(policy.model.device)
-    with torch.inference_mode():
-        output = policy.model.generate(**inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                                       top_k=None, max_new_tokens=params.max_new_tokens, num_return_sequences=k,
-                                       pad_token_id=tokenizer.pad_token_id)
-    eos = [tokenizer.eos_token_id]
-    rows = [to_sample(tokenizer, row, eos) for row in output[:, inputs["input_ids"].shape[1]:]]
-    return [rows[i : i + k] for i in range(0, len(rows), k)]
-
-
 def bench_generate(model_dir: str, repeats: int, max_new_tokens: int, with_reference: bool) -> list[dict]:
+    """tokens/s of `sample` batched across prompts, beside the same prompts sampled one
+    prompt per `generate` call (the reference), in one run."""
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens, seed=0)
-    paths = {"workbench sample() (nucleus in a logits processor)": (load_policy(model_dir), sample)}
+    policy = load_policy(model_dir)
+    sample(policy, [[{"role": "user", "content": BENCH_PROMPTS[0]}]], 2, params)  # warm-up
+    paths = {"batched across prompts": None}
     if with_reference:
-        reference = load_policy(model_dir)
-        reference.tokenizer.padding_side = "left"
-        paths["plain generate(do_sample=True)"] = (reference, plain_generate)
+        paths["one prompt per call"] = 1
     rows = []
-    for path_name, (policy, generate) in paths.items():
-        generate(policy, [[{"role": "user", "content": BENCH_PROMPTS[0]}]], 2, params)  # warm-up
+    for path_name, batch_prompts in paths.items():
         for n_prompts in (1, 4, 8):
+            if batch_prompts == 1 and n_prompts == 1:
+                continue  # the same call as batched
             conversations = [[{"role": "user", "content": p}] for p in BENCH_PROMPTS[:n_prompts]]
             rates, seconds = [], []
             for repeat in range(repeats):
-                torch.manual_seed(repeat)
                 start = time.perf_counter()
-                result = generate(policy, conversations, 4, params)
+                result = sample(policy, conversations, 4, SamplingParams(**{**params.as_dict(), "seed": repeat}),
+                                batch_prompts=batch_prompts or n_prompts)
                 elapsed = time.perf_counter() - start
                 rates.append(sum(s.num_tokens for samples in result for s in samples) / elapsed)
                 seconds.append(elapsed)
@@ -129,17 +118,17 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
                     raise
                 time.sleep(1)
         item = client.predict(api_name="/next_comparison")
-        loop_ms, submit_ms, next_ms = [], [], []
-        for _ in range(submissions):
+        submit_ms, next_ms = [], []
+        for i in range(submissions):
+            # as the page does: one request stores the ranking and brings the next comparison
             start = time.perf_counter()
-            client.predict(item["comparison_id"], "B > A = C > D", api_name="/submit_ranking")
-            submitted = time.perf_counter()
-            item = client.predict(api_name="/next_comparison")
-            done = time.perf_counter()
+            item = client.predict(item["comparison_id"], "B > A = C > D", api_name="/submit_ranking")["next"]
+            submit_ms.append((time.perf_counter() - start) * 1000)
             assert item["comparison_id"] is not None, "the queue ran dry during the benchmark"
-            submit_ms.append((submitted - start) * 1000)
-            next_ms.append((done - submitted) * 1000)
-            loop_ms.append((done - start) * 1000)
+            if i % 4 == 0:  # a reload now and then: the page asks for its item again
+                start = time.perf_counter()
+                item = client.predict(api_name="/next_comparison")
+                next_ms.append((time.perf_counter() - start) * 1000)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -150,7 +139,7 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
         return {"p50_ms": round(statistics.median(values), 1), "p95_ms": round(cuts[18], 1)}
 
     return {"submissions": submissions, "pregeneration_target": ready_target,
-            "submit_then_next": quantiles(loop_ms), "submit": quantiles(submit_ms), "next": quantiles(next_ms)}
+            "submit_to_next_comparison": quantiles(submit_ms), "next_comparison_alone": quantiles(next_ms)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--model", default=None, help="model directory or hub id (default: the home's base)")
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--max-new-tokens", type=int, default=128)
-    generate.add_argument("--no-reference", action="store_true", help="skip the plain fp32 `generate` reference")
+    generate.add_argument("--no-reference", action="store_true", help="skip the one-prompt-per-call reference")
     generate.add_argument("--json", action="store_true")
     annotate = sub.add_parser("annotate", help="submit-to-next-comparison latency through a served workbench")
     annotate.add_argument("--home", default=None, help="workbench home whose base model to use")
@@ -193,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model} on {summary['device']} ({summary['threads']} threads), "
           f"max_new_tokens {args.max_new_tokens}, median of {args.repeats}")
     for row in rows:
-        print(f"  {row['path']:<48} {row['case']:<16} {row['tokens_per_s']:>7.1f} tokens/s {row['seconds']:>7.2f} s")
+        print(f"  {row['path']:<24} {row['case']:<16} {row['tokens_per_s']:>7.1f} tokens/s {row['seconds']:>7.2f} s")
     print(f"  peak memory: {summary['peak_rss_mib']} MiB RSS"
           + (f", {summary['peak_cuda_mib']} MiB CUDA" if summary["peak_cuda_mib"] is not None else ""))
     return 0

@@ -14,6 +14,8 @@ import logging
 import os
 import threading
 
+import torch
+
 from rlhf.annotation import Annotation, QueueConfig
 from rlhf.sampling import SamplingParams
 
@@ -44,6 +46,9 @@ class PreGenerator(threading.Thread):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PREGENERATION_NICENESS)
         except (AttributeError, OSError):
             pass
+        # and leave a core to the request handlers: sampling is the only torch work in the
+        # server process, so this setting is in effect this thread's
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         while not self._stopping.is_set():
             more_at_once = False
             try:
