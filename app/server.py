@@ -30,8 +30,8 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator) ->
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tabs():
             load_item, item_outputs = annotate.build(service, pregenerator)
-            research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb))]
-            comparisons.build(wb)
+            research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb)),
+                             comparisons.build(service)]
         api.register(service, pregenerator)
 
         def who(request: gr.Request):

@@ -22,6 +22,7 @@ HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwne
 
 def fill(wb) -> None:
     create_user(wb.store, "ana", "annotator", "ana-secret-pw")
+    create_user(wb.store, "rita", "researcher", "rita-secret-pw")
     with wb.store.transaction() as cur:
         prompt_id = cur.execute("SELECT min(id) FROM prompts").fetchall()[0][0]
         comparisons.add(cur, prompt_id, [NewCompletion(HOSTILE, "base"), NewCompletion("plain `<b>` text", "base")])
@@ -44,7 +45,10 @@ def test_server_announces_itself_and_cli_points_there(served):
 def test_api_client_logs_in_and_reads_a_comparison(served):
     with pytest.raises(ValueError, match="credentials were not provided"):
         Client(served.url, verbose=False)
-    client = Client(served.url, auth=("ana", "ana-secret-pw"), verbose=False)
+    annotator = Client(served.url, auth=("ana", "ana-secret-pw"), verbose=False)
+    with pytest.raises(Exception, match="Only researchers or admins"):  # no reading ahead in the queue
+        annotator.predict(1, api_name="/show_comparison")
+    client = Client(served.url, auth=("rita", "rita-secret-pw"), verbose=False)
     text = client.predict(1, api_name="/show_comparison")
     assert "&lt;script&gt;" in text and "<script>" not in text and "<img" not in text
     assert "**bold**" in text and "### B" in text and "`<b>`" in text  # code keeps its characters

@@ -56,8 +56,8 @@ def ranking_status(text: str, k: int | None) -> tuple[str, bool]:
     try:
         ranking = parse_ranking(text, k)
     except RankingError as error:
-        return f"⚠️ {error}", False
-    return f"✅ **{ranking.canonical}**", True
+        return f"Not valid yet: {error}", False
+    return f"Ranking: `{ranking.canonical}`", True
 
 
 def typed_ranking(text: str, shown: Shown | None, *chosen):
@@ -81,7 +81,7 @@ def selected_ranks(shown: Shown | None, *ranks):
         missing = ", ".join(letters(shown.k)[i] for i, r in enumerate(chosen) if r is None)
         return [gr.skip(), f"Give a rank to {missing}.", gr.update(interactive=False)]
     canonical = ranking_from_ranks([int(r) for r in chosen]).canonical
-    return [canonical, f"✅ **{canonical}**", gr.update(interactive=True)]
+    return [canonical, f"Ranking: `{canonical}`", gr.update(interactive=True)]
 
 
 def cleared_details(service: Annotation) -> list:

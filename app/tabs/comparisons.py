@@ -1,10 +1,14 @@
-"""Comparisons tab: browse what the store holds, one comparison at a time."""
+"""Comparisons tab (researchers): browse what the store holds, one comparison at a time.
+Annotators do not get it: reading ahead in the queue would colour their rankings."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from app.render import safe_markdown
+from app.session import current_user
+from rlhf.annotation import Annotation
+from rlhf.auth import STAFF
 from rlhf.workbench import Workbench, WorkbenchError
 
 
@@ -30,13 +34,24 @@ def summary_table(wb: Workbench):
     return frame.assign(prompt=frame["prompt"].str.slice(0, 80))[["id", "prompt_set", "prompt", "k", "rankings"]]
 
 
-def build(wb: Workbench) -> None:
-    with gr.Tab("Comparisons"):
+def build(service: Annotation) -> gr.Tab:
+    wb = service.wb
+
+    def on_show(comparison_id, request: gr.Request) -> str:
+        current_user(service, request, *STAFF)
+        return comparison_markdown(wb, comparison_id)
+
+    def on_list(request: gr.Request):
+        current_user(service, request, *STAFF)
+        return summary_table(wb)
+
+    with gr.Tab("Comparisons", id="comparisons", visible=False) as tab:
         gr.Markdown("Every comparison in the store. Type an id to read it; completions show as text, never as HTML.")
-        table = gr.Dataframe(value=lambda: summary_table(wb), interactive=False, label="Comparisons")
+        table = gr.Dataframe(interactive=False, label="Comparisons")
         with gr.Row():
             chosen = gr.Number(label="Comparison id", precision=0)
             refresh = gr.Button("Refresh list")
         shown = gr.Markdown(sanitize_html=True)
-        chosen.submit(lambda cid: comparison_markdown(wb, cid), chosen, shown, api_name="show_comparison")
-        refresh.click(lambda: summary_table(wb), None, table, api_name="list_comparisons")
+        chosen.submit(on_show, chosen, shown, api_name="show_comparison")
+        gr.on([refresh.click, tab.select], on_list, None, table, api_name="list_comparisons")
+    return tab
