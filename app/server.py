@@ -68,6 +68,7 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
     pregenerator.start()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
     try:
         with open(os.path.join(STATIC, "shortcuts.js"), encoding="utf-8") as script:
             shortcuts = script.read()
