@@ -40,16 +40,17 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
 
     def submit_ranking(comparison_id: int, ranking: str, seconds_spent: float | None = None,
                        labels: dict | None = None, ratings: dict | None = None, none_acceptable: bool = False,
-                       better_answer: str | None = None, comment: str | None = None,
+                       better_answer: str | None = None, comment: str | None = None, fetch_next: bool = False,
                        request: gr.Request = None) -> dict:
-        """Store the logged-in user's ranking, e.g. 'C > B = D > A', and hand them the next
-        comparison in the same reply ('next'), as the page does. labels: {letter: {good, flag}};
-        ratings: {letter: {dimension: 1-5}}. Submitting the same ranking twice stores it once."""
+        """Store the logged-in user's ranking, e.g. 'C > B = D > A'. labels: {letter: {good, flag}};
+        ratings: {letter: {dimension: 1-5}}. Submitting the same ranking twice stores it once.
+        With fetch_next, the reply also hands over the next comparison ('next'), as the page does
+        (it is then claimed for this user)."""
         user = current_user(service, request)
         with user_error():
             result = service.submit(user, Submission(int(comparison_id), ranking, seconds_spent, labels, ratings,
                                                      bool(none_acceptable), better_answer, comment))
-            return {**result, "next": item_payload(service.next_item(user))}
+            return {**result, "next": item_payload(service.next_item(user))} if fetch_next else result
 
     def skip_comparison(comparison_id: int, reason: str, request: gr.Request = None) -> dict:
         """Skip a comparison with a reason; it is not handed to this user again."""

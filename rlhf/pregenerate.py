@@ -11,18 +11,15 @@ server down with it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
-import torch
-
 from rlhf.annotation import Annotation, QueueConfig
+from rlhf.sampler_process import SamplerProcess
 from rlhf.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "generating", "exhausted", "error")
-PREGENERATION_NICENESS = 10
 
 
 class PreGenerator(threading.Thread):
@@ -31,6 +28,7 @@ class PreGenerator(threading.Thread):
         self.annotation = annotation
         self.interval_s = interval_s
         self.batch_prompts = batch_prompts
+        self.sampler = SamplerProcess()  # sampling off the server's interpreter lock
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards the status fields, read from other threads
@@ -39,16 +37,6 @@ class PreGenerator(threading.Thread):
     # -- control ------------------------------------------------------------------
 
     def run(self) -> None:
-        # Sampling must not starve the annotators' requests of CPU: lower this thread's
-        # priority (Linux schedules threads on their own; torch's worker threads, started
-        # from here, inherit it). Best effort: other systems keep the default.
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PREGENERATION_NICENESS)
-        except (AttributeError, OSError):
-            pass
-        # and leave a core to the request handlers: sampling is the only torch work in the
-        # server process, so this setting is in effect this thread's
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         while not self._stopping.is_set():
             more_at_once = False
             try:
@@ -66,6 +54,7 @@ class PreGenerator(threading.Thread):
         self._wake.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
+        self.sampler.close()
 
     def wake(self) -> None:
         """Check the queue now rather than at the next tick (say, after a setting changed)."""
@@ -101,6 +90,7 @@ class PreGenerator(threading.Thread):
         for prompt_set in config.prompt_sets or [None]:  # None: every set
             made += self.annotation.wb.generate(
                 prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
+                sampler=self.sampler.sample,
             )
             if len(made) >= wanted:
                 break

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -79,7 +79,7 @@ class Workbench:
     def __init__(self, home: Home, store: Store | None = None):
         self.home = home
         self.store = store or open_store(home)
-        self._samplers: dict[str, "Policy"] = {}
+        self._policies: dict[Path, "Policy"] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -156,13 +156,14 @@ class Workbench:
     def models(self) -> pd.DataFrame:
         return models.list_versions(self.store.cursor())
 
-    def sampler(self, version: str) -> "Policy":
-        """The version's policy prepared for sampling, loaded once per process."""
-        from rlhf.models import load_policy  # torch is imported by the commands that sample
+    def _sample_here(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
+        """Sample in this process, loading each model once."""
+        from rlhf.generate import sample  # torch is imported by the commands that sample
+        from rlhf.models import load_policy
 
-        if version not in self._samplers:
-            self._samplers[version] = load_policy(self.home.root / self.model_version(version)["path"])
-        return self._samplers[version]
+        if model_dir not in self._policies:
+            self._policies[model_dir] = load_policy(model_dir)
+        return sample(self._policies[model_dir], conversations, k=k, params=params)
 
     # -- comparisons ------------------------------------------------------------
 
@@ -173,10 +174,11 @@ class Workbench:
         k: int = 4,
         model_version: str | None = None,
         params: SamplingParams = SamplingParams(),
+        sampler: Callable | None = None,
     ) -> list[int]:
         """Make comparisons of K completions for up to N prompts that this version has not
-        compared yet; returns the new comparison ids."""
-        from rlhf.generate import sample
+        compared yet; returns the new comparison ids. `sampler(model_dir, conversations,
+        k, params)` draws the samples (default: in this process)."""
 
         if not MIN_K <= k <= MAX_K:
             raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
@@ -191,7 +193,8 @@ class Workbench:
         todo = prompts.not_compared_by(cur, version, prompt_set, n)
         if todo.empty:
             return []
-        samples = sample(self.sampler(version), list(todo["messages"]), k=k, params=params)
+        model_dir = self.home.root / self.model_version(version)["path"]
+        samples = (sampler or self._sample_here)(model_dir, list(todo["messages"]), k, params)
         created = []
         with self.store.transaction() as tx:
             for prompt_id, drawn in zip(todo["id"], samples):

@@ -1,0 +1,82 @@
+"""Sampling in a child process, for the server's pre-generator.
+
+In the server process, `generate`'s Python-side loop would hold the interpreter lock in
+slices and keep the annotators' requests waiting (on 2 cores, p95 over 300 ms). A child
+process samples instead, at lower CPU priority and on one core fewer than the machine
+has; the pre-generator thread only waits on a pipe, which holds no lock.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+from rlhf.sampling import SamplingParams
+
+SAMPLER_NICENESS = 10
+
+
+def _serve(connection) -> None:
+    """The child: load each model once, answer sampling requests until the pipe closes."""
+    import torch
+
+    from rlhf.generate import sample
+    from rlhf.models import load_policy
+
+    try:
+        os.nice(SAMPLER_NICENESS)
+    except OSError:
+        pass
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    policies = {}
+    while True:
+        try:
+            model_dir, conversations, k, params = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if model_dir not in policies:
+                policies[model_dir] = load_policy(model_dir)
+            connection.send((True, sample(policies[model_dir], conversations, k=k, params=params)))
+        except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it
+            connection.send((False, f"{type(error).__name__}: {error}"))
+
+
+class SamplerProcess:
+    """`sample(model_dir, conversations, k, params)` answered by a child process, started
+    on first use (spawned: a forked copy of a threaded server is unsafe) and restarted
+    if it died."""
+
+    def __init__(self):
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._process = None
+        self._connection = None
+
+    def sample(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
+        with self._lock:
+            if self._process is None or not self._process.is_alive():
+                self._connection, child = self._context.Pipe()
+                self._process = self._context.Process(target=_serve, args=(child,), name="rlhf-sampler", daemon=True)
+                self._process.start()
+                child.close()
+            try:
+                self._connection.send((str(model_dir), conversations, k, params))
+                ok, payload = self._connection.recv()
+            except (EOFError, OSError):
+                raise RuntimeError("The sampling process ended unexpectedly; it restarts on the next batch.") from None
+        if not ok:
+            raise RuntimeError(payload)
+        return payload
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+            if self._process is not None:
+                self._process.join(timeout=10)
+                if self._process.is_alive():
+                    self._process.terminate()
+            self._process = self._connection = None
