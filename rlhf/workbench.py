@@ -184,7 +184,8 @@ class Workbench:
             raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
         if n < 1:
             raise WorkbenchError(f"N must be at least 1, not {n}.")
-        version = self.model_version(model_version)["name"]
+        chosen = self.model_version(model_version)
+        version = chosen["name"]
         cur = self.store.cursor()
         if prompt_set is not None and prompt_set not in prompts.set_names(cur):
             raise WorkbenchError(
@@ -193,7 +194,7 @@ class Workbench:
         todo = prompts.not_compared_by(cur, version, prompt_set, n)
         if todo.empty:
             return []
-        model_dir = self.home.root / self.model_version(version)["path"]
+        model_dir = self.home.root / chosen["path"]
         samples = (sampler or self._sample_here)(model_dir, list(todo["messages"]), k, params)
         created = []
         with self.store.transaction() as tx:
