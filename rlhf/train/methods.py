@@ -222,7 +222,7 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
             raise SettingsError(str(error)) from None
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            config_class(spec)(output_dir=scratch, **_buildable(config))
+            config_class(spec)(**_buildable(config, fields, scratch))
         except (ValueError, TypeError) as error:
             raise SettingsError(f"Invalid {name} setting: {str(error).strip().splitlines()[0]}") from None
     return config, options
@@ -244,6 +244,7 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise SettingsError(f"lora_dropout must be in [0, 1), not {values['lora_dropout']}.")
 
 
-def _buildable(config: dict[str, Any]) -> dict[str, Any]:
+def _buildable(config: dict[str, Any], fields: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """The config as the CPU can build it: the job sets precision for its own device."""
-    return {**config, "bf16": False, "fp16": False, "use_cpu": True}
+    cpu = {"bf16": False, "fp16": False, "use_cpu": True, "output_dir": output_dir}
+    return {**config, **{key: value for key, value in cpu.items() if key in fields}}
