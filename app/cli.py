@@ -17,13 +17,13 @@ from rlhf.errors import UserError
 from rlhf.home import Home
 from rlhf.ranking import RankingError
 from rlhf.sampling import MAX_K, MIN_K, SamplingParams
-from rlhf.workbench import EXPORT_FORMATS, Workbench
+from rlhf.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
 from storage.db import StoreError
 
 USER_ERRORS = (UserError, FormatError, RankingError, StoreError)
 
 
-def _print_table(frame: pd.DataFrame, as_json: bool, empty: str) -> None:
+def print_table(frame: pd.DataFrame, as_json: bool, empty: str) -> None:
     if as_json:
         print(frame.to_json(orient="records", date_format="iso", force_ascii=False))
     elif frame.empty:
@@ -57,7 +57,7 @@ def cmd_prompts_import(wb: Workbench, args) -> None:
 
 
 def cmd_prompts_list(wb: Workbench, args) -> None:
-    _print_table(wb.prompt_sets(), args.json, "No prompt sets yet: run `rlhf init`.")
+    print_table(wb.prompt_sets(), args.json, "No prompt sets yet: run `rlhf init`.")
 
 
 def cmd_generate(wb: Workbench, args) -> None:
@@ -77,7 +77,7 @@ def cmd_comparisons(wb: Workbench, args) -> None:
     if not args.json:
         frame = frame.assign(completions=frame["completions"].map(lambda c: " | ".join(t[:40] for t in c)))
         frame = frame.assign(prompt=frame["prompt"].str.slice(0, 60))[["id", "prompt_set", "prompt", "k", "rankings", "completions"]]
-    _print_table(frame, args.json, "No comparisons yet: `rlhf generate` makes some.")
+    print_table(frame, args.json, "No comparisons yet: `rlhf generate` makes some.")
 
 
 def cmd_rank(wb: Workbench, args) -> None:
@@ -106,7 +106,7 @@ def cmd_models(wb: Workbench, args) -> None:
     frame = wb.models()
     if not args.json:
         frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", "created_at"]]
-    _print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
+    print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
 
 
 def _read_password() -> str:
@@ -128,7 +128,7 @@ def cmd_users_add(wb: Workbench, args) -> None:
 
 
 def cmd_users_list(wb: Workbench, args) -> None:
-    _print_table(auth.list_users(wb.store), args.json, "No users yet: `rlhf users add NAME --role admin` adds the first.")
+    print_table(auth.list_users(wb.store), args.json, "No users yet: `rlhf users add NAME --role admin` adds the first.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_add.set_defaults(handler=cmd_users_add)
     user_commands.add_parser("list", parents=[home_option, json_option], help="users and their roles"
                              ).set_defaults(handler=cmd_users_list)
+
+    from app.cli_jobs import add_commands
+
+    add_commands(command, commands, home_option, json_option)
     return parser
 
 
@@ -221,13 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    home = Home.resolve(args.home)
     try:
-        with Workbench(Home.resolve(args.home)) as wb:
-            args.handler(wb, args)
+        if getattr(args, "without_store", False):
+            return args.handler(home, args) or 0
+        try:
+            wb = Workbench(home)
+        except ServerHoldsStore as held:
+            if getattr(args, "via_server", None) is None:
+                raise
+            return args.via_server(home, args, held.url) or 0
+        with wb:
+            return args.handler(wb, args) or 0
     except USER_ERRORS as error:
         print(f"rlhf: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

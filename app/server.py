@@ -11,9 +11,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from app import api  # noqa: E402
-from app.tabs import annotate, comparisons, data, queue  # noqa: E402
+from app.tabs import annotate, comparisons, data, queue, train  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
 from rlhf.auth import STAFF, authenticate, get_user  # noqa: E402
+from rlhf.jobs import JobRunner, Jobs  # noqa: E402
 from rlhf.pregenerate import PreGenerator  # noqa: E402
 from rlhf.reports import Reports  # noqa: E402
 from rlhf.workbench import Workbench  # noqa: E402
@@ -22,7 +23,7 @@ TITLE = "RLHF Workbench"
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator) -> gr.Blocks:
+def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
             gr.Markdown(f"## {TITLE}")
@@ -31,7 +32,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator) ->
         with gr.Tabs():
             load_item, item_outputs = annotate.build(service, pregenerator)
             research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb)),
-                             comparisons.build(service)]
+                             comparisons.build(service), train.build(service, jobs)]
         api.register(service, pregenerator)
 
         def who(request: gr.Request):
@@ -62,11 +63,14 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve until interrupted; server.json in the home tells other processes where."""
     service = Annotation(wb)
     pregenerator = PreGenerator(service)
-    app = build_app(wb, service, pregenerator)
+    jobs = Jobs(wb.home, wb.store)
+    runner = JobRunner(jobs)
+    app = build_app(wb, service, pregenerator, jobs)
     app.queue(default_concurrency_limit=16)
     url = f"http://{host}:{port}"
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
     pregenerator.start()
+    runner.start()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
     try:
@@ -76,5 +80,6 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
                    auth=check_login(service), auth_message="Sign in to the RLHF Workbench.",
                    css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
     finally:
+        runner.stop()
         pregenerator.stop()
         wb.home.server_file.unlink(missing_ok=True)

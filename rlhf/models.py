@@ -98,8 +98,13 @@ def load_policy(source: str | Path, target: torch.device | None = None) -> Polic
     tried = f"the directory {local}" if local.exists() else f"'{source}' as a local path (no such directory) and as a Hugging Face hub id"
     try:
         where = str(local) if local.exists() else str(source)
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype_for(target))
+        if (local / "adapter_config.json").is_file():  # a trained version: an adapter over its parent
+            from rlhf.train.common import load_adapted_policy, load_tokenizer
+
+            tokenizer, model = load_tokenizer(local), load_adapted_policy(local)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype_for(target))
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"Could not load a model from {tried}: {reason}") from None

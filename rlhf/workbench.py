@@ -43,6 +43,14 @@ class WorkbenchError(UserError):
     """A request the workbench refuses, in one sentence."""
 
 
+class ServerHoldsStore(WorkbenchError):
+    """Our own server owns the database; `url` says where it serves."""
+
+    def __init__(self, message: str, url: str):
+        super().__init__(message)
+        self.url = url
+
+
 @dataclass(frozen=True)
 class InitReport:
     home: Path
@@ -68,9 +76,9 @@ def open_store(home: Home) -> Store:
     except StoreLockedError as error:
         server = home.running_server()
         if server and server.get("pid") == error.pid:
-            raise WorkbenchError(
+            raise ServerHoldsStore(
                 f"A workbench server (PID {error.pid}) holds {home.db_path}: use it at {server['url']}"
-                " or through its API, or stop it before running this command."
+                " or through its API, or stop it before running this command.", server["url"]
             ) from None
         raise WorkbenchError(str(error)) from None
 
@@ -155,6 +163,45 @@ class Workbench:
 
     def models(self) -> pd.DataFrame:
         return models.list_versions(self.store.cursor())
+
+    def promote(self, name: str) -> None:
+        """Make a policy version the active one: the queue's new comparisons come from it."""
+        version = self.model_version(name)
+        if version["kind"] != "policy":
+            raise WorkbenchError(f"'{name}' is a reward model; only a policy can be active.")
+        with self.store.transaction() as cur:
+            models.promote(cur, name)
+
+    def reward_model(self, name: str | None) -> dict:
+        """A reward version by name; None means the newest."""
+        from rlhf.jobs import newest_reward
+
+        name = name or newest_reward(self.store.cursor())
+        if name is None:
+            raise WorkbenchError("There is no reward model yet: train one with `rlhf train reward`.")
+        version = self.model_version(name)
+        if version["kind"] != "reward":
+            raise WorkbenchError(f"'{name}' is a policy, not a reward model.")
+        return version
+
+    def score(self, reward: str | None, comparison_ids: list[int] | None = None, limit: int = 10) -> pd.DataFrame:
+        """Reward-model scores of stored completions: one row per completion (comparison_id,
+        letter, model_version, score, text), the named comparisons or the newest `limit`."""
+        from rlhf.scoring import RewardScorer
+
+        version = self.reward_model(reward)
+        ids = comparison_ids or list(self.comparisons(limit=limit)["id"])
+        rows = []
+        for comparison_id in ids:
+            found = self.comparison(int(comparison_id))
+            rows += [{"comparison_id": found.id, "letter": c["letter"], "model_version": c["model_version"],
+                      "text": c["text"], "messages": found.messages} for c in found.completions]
+        frame = pd.DataFrame(rows, columns=["comparison_id", "letter", "model_version", "text", "messages"])
+        if frame.empty:
+            return frame.drop(columns=["messages"]).assign(score=[])
+        scorer = RewardScorer(self.home.root / version["path"])
+        frame["score"] = scorer.score(list(frame["messages"]), list(frame["text"]))
+        return frame[["comparison_id", "letter", "model_version", "score", "text"]]
 
     def _sample_here(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
         """Sample in this process, loading each model once."""

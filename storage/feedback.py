@@ -68,7 +68,8 @@ def rankings_frame(cur) -> pd.DataFrame:
         "       list(m.text ORDER BY m.letter) AS completions,"
         "       list(m.model_version ORDER BY m.letter) AS model_versions,"
         "       r.ranking, list(rr.rank ORDER BY m.letter) AS ranks,"
-        "       r.annotator AS user, r.source, r.seconds_spent, r.better_answer, r.comment, r.created_at"
+        "       r.annotator AS user, r.source, r.seconds_spent, r.none_acceptable, r.better_answer, r.comment,"
+        "       r.created_at"
         " FROM rankings r"
         " JOIN comparisons c ON c.id = r.comparison_id"
         " JOIN prompts p ON p.id = c.prompt_id"
@@ -78,6 +79,15 @@ def rankings_frame(cur) -> pd.DataFrame:
     ).df()
     frame["messages"] = frame["messages"].map(json.loads)
     return frame
+
+
+def labels_frame(cur) -> pd.DataFrame:
+    """Explicit good/bad marks: comparison_id, letter, good, user (one row per mark)."""
+    return cur.execute(
+        "SELECT r.comparison_id, m.letter, l.good, r.annotator AS user"
+        " FROM completion_labels l JOIN rankings r ON r.id = l.ranking_id"
+        " JOIN completions m ON m.id = l.completion_id WHERE l.good IS NOT NULL ORDER BY r.id, m.letter"
+    ).df()
 
 
 # -- what comes with a ranking from the annotation page --------------------------------

@@ -88,3 +88,14 @@ def not_compared_by(cur, model_version: str, prompt_set: str | None, limit: int)
     ).df()
     frame["messages"] = frame["messages"].map(json.loads)
     return frame
+
+
+def in_sets(cur, prompt_sets: list[str] | None) -> pd.DataFrame:
+    """Prompts (id, prompt_set, messages) of the given sets, or of every set."""
+    frame = cur.execute(
+        "SELECT p.id, p.prompt_set, p.messages FROM prompts p"
+        " WHERE ? IS NULL OR list_contains(?, p.prompt_set) ORDER BY p.id",
+        [prompt_sets, prompt_sets],
+    ).df()
+    frame["messages"] = frame["messages"].map(json.loads)
+    return frame

@@ -4,6 +4,7 @@ saving the result."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -52,6 +53,8 @@ class Reporter:
         self.cancel_requested = False
         self.started = time.monotonic()
         self.step, self.total = 0, None
+        # under `accelerate launch` every process trains; only the first one reports
+        self.is_main = job_dir is not None and os.environ.get("RANK", "0") == "0"
 
     def progress(self, step: int, total: int | None, state: str = "running", message: str = "") -> None:
         self.step, self.total = step, total
@@ -68,12 +71,12 @@ class Reporter:
             return
         row = {"step": int(step), **numbers}
         self.history.append(row)
-        if self.job_dir is not None:
+        if self.is_main:
             with open(self.job_dir / "metrics.jsonl", "a", encoding="utf-8") as out:
                 out.write(json.dumps(row) + "\n")
 
     def write_status(self, status: dict) -> None:
-        if self.job_dir is None:
+        if not self.is_main:
             return
         staging = self.job_dir / "status.json.tmp"
         staging.write_text(json.dumps(status))
@@ -223,6 +226,17 @@ def load_causal_lm(path: Path, quantize_4bit: bool = False) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
 
 
+def load_adapted_policy(path: Path) -> PreTrainedModel:
+    """A policy version for sampling: LoRA merged into its base, a soft prompt kept as a
+    PEFT model (it cannot be merged)."""
+    from peft import PeftModel
+
+    config = json.loads((Path(path) / ADAPTER_CONFIG).read_text())
+    if config.get("peft_type") == "LORA":
+        return load_causal_lm(path)
+    return PeftModel.from_pretrained(load_causal_lm(adapter_base(path)), str(path))
+
+
 def load_reward_model(path: Path) -> PreTrainedModel:
     """A scalar-head sequence classifier saved by the reward trainer (full weights)."""
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=model_dtype())
@@ -249,10 +263,8 @@ def check_adapter(options: dict[str, Any]) -> None:
     if adapter == "qlora":
         if not on_gpu():
             raise TrainingError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use adapter=lora on the CPU.")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.") from None
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.")
 
 
 def peft_config(options: dict[str, Any], task_type: str):
