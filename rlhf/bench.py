@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate [--model DIR] [--repeats N]`.
+"""Benchmarks: `python -m rlhf.bench generate|annotate|train` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -175,10 +175,25 @@ def main(argv: list[str] | None = None) -> int:
     annotate.add_argument("--ready-target", type=int, default=64,
                           help="comparisons the pre-generator wants beyond the pre-filled queue, so that it samples "
                           "all through the run (0: it stays idle)")
+    train = sub.add_parser("train", help="each training method on the default model: s/step, examples/s, memory")
+    train.add_argument("--methods", default="reward,sft,dpo,kto,ppo,grpo,rloo",
+                       help="comma-separated; ppo/grpo/rloo use the reward model trained first")
+    train.add_argument("--pairs", type=int, default=200, help="preference pairs in the standard offline job")
+    train.add_argument("--home", default=None, help="keep the bench home here (default: a temporary directory)")
+    train.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
+    if args.what == "train":
+        from rlhf.bench_train import bench_train, print_table
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        rows = bench_train(methods, args.pairs, args.home, keep=bool(args.home))
+        print(json.dumps(rows, indent=2) if args.json else "")
+        if not args.json:
+            print_table(rows)
+        return 0
     if args.what == "annotate":
         result = bench_annotate(ensure_default_model(Home.resolve(args.home)), args.submissions, args.ready_target)
         print(json.dumps(result, indent=2))

@@ -137,7 +137,8 @@ def demonstrations(rankings: pd.DataFrame, source: str) -> pd.DataFrame:
     rows = []
     for row in rankings.to_dict("records"):
         prompt = preferences.prompt_messages(row)
-        answer = (row.get("better_answer") or "").strip()
+        answer = row.get("better_answer")
+        answer = answer.strip() if isinstance(answer, str) else ""
         if source in ("both", "better_answers") and answer:
             rows.append({"prompt": prompt, "text": answer, "comparison_id": row["comparison_id"]})
         ranking = parse_ranking(row["ranking"], len(row["completions"]))

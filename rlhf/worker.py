@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -62,8 +63,9 @@ def run(job_dir: Path) -> int:
         return 1
     seconds = round(time.monotonic() - started, 1)
     log.info("Succeeded in %.1f s: %s", seconds, json.dumps(metrics))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     reporter.write_status({"state": "succeeded", "step": reporter.step, "total": reporter.total,
-                           "metrics": metrics, "seconds": seconds})
+                           "metrics": metrics, "seconds": seconds, "peak_rss_mib": round(peak_mib, 1)})
     return 0
 
 
