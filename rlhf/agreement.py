@@ -109,9 +109,10 @@ def pairwise_wins(rank_lists: Sequence[Sequence[int]]) -> np.ndarray:
     return (ranks[:, :, None] < ranks[:, None, :]).sum(axis=0)
 
 
-def _dense_ranks(scores: np.ndarray, tolerance: float = 0.0) -> list[int]:
+def dense_ranks(scores: Sequence[float], tolerance: float = 0.0) -> list[int]:
     """Dense ranks from scores, higher score better; scores within ``tolerance`` of the
-    next better one share its rank."""
+    next better one share its rank (so ties chain: 0, 0.6, 1.2 with tolerance 1 all tie)."""
+    scores = np.asarray(scores, dtype=float)
     order = np.argsort(-scores, kind="stable")
     ranks = np.empty(len(scores), dtype=int)
     rank = 1
@@ -226,21 +227,50 @@ def bradley_terry_strengths(
     strict_wins = pairwise_wins(rank_lists)
     ties = len(rank_lists) - strict_wins - strict_wins.T
     wins = strict_wins + 0.5 * ties + 0.5 * prior_ties * len(rank_lists)
-    np.fill_diagonal(wins, 0.0)
-    comparisons = wins + wins.T
-    total_wins = wins.sum(axis=1)
-    log_strengths = np.zeros(len(wins))
-    for _ in range(_BRADLEY_TERRY_MAX_ITERATIONS):
+    return np.exp(fit_bradley_terry(wins))
+
+
+def fit_bradley_terry(
+    wins: np.ndarray,
+    tolerance: float = _BRADLEY_TERRY_TOLERANCE,
+    max_iterations: int = _BRADLEY_TERRY_MAX_ITERATIONS,
+) -> np.ndarray:
+    """Maximum likelihood Bradley-Terry log-strengths from a matrix of (fractional) wins.
+
+    The MM iteration of Hunter (2004), eq. (3): ``g_i <- W_i / sum_j N_ij / (g_i + g_j)``
+    with ``W_i`` the wins of i and ``N_ij = wins[i, j] + wins[j, i]``. Batched: any leading
+    axes are independent fits done together (bootstrap rounds, see ``rlhf.arena``).
+
+    A finite maximum exists only when every item has wins and losses along a strongly
+    connected comparison graph (Ford 1957), so callers add virtual ties first, as
+    :func:`bradley_terry_strengths` and ``rlhf.arena.bradley_terry`` do.
+
+    Args:
+        wins (np.ndarray): ``wins[..., i, j]`` = how often i beat j (ties as half a win each
+            way), shape ``(..., M, M)``; the diagonal is ignored.
+        tolerance (float): stop when no log-strength changes by more than this.
+        max_iterations (int): give up (RuntimeError) after this many updates.
+
+    Returns:
+        np.ndarray: log-strengths with mean 0 over the last axis, shape ``(..., M)``.
+    """
+    wins = np.array(wins, dtype=float)  # a copy: the diagonal is cleared below
+    diagonal = np.arange(wins.shape[-1])
+    wins[..., diagonal, diagonal] = 0.0
+    comparisons = wins + np.swapaxes(wins, -1, -2)
+    total_wins = wins.sum(axis=-1)
+    log_strengths = np.zeros(wins.shape[:-1])
+    for _ in range(max_iterations):
         strengths = np.exp(log_strengths)
-        updated = np.log(total_wins / (comparisons / (strengths[:, None] + strengths)).sum(axis=1))
-        updated -= updated.mean()
-        converged = np.max(np.abs(updated - log_strengths)) < _BRADLEY_TERRY_TOLERANCE
+        updated = np.log(
+            total_wins / (comparisons / (strengths[..., :, None] + strengths[..., None, :])).sum(axis=-1)
+        )
+        updated -= updated.mean(axis=-1, keepdims=True)
+        converged = np.max(np.abs(updated - log_strengths), initial=0.0) < tolerance
         log_strengths = updated
         if converged:
-            return np.exp(log_strengths)
-    raise RuntimeError(
-        f"Bradley-Terry did not converge in {_BRADLEY_TERRY_MAX_ITERATIONS} iterations."
-    )
+            return log_strengths
+    raise RuntimeError(f"Bradley-Terry did not converge in {max_iterations} iterations.")
 
 
 def consensus(rank_lists: Sequence[Sequence[int]], method: str = "ranked_pairs") -> list[int]:
@@ -260,10 +290,10 @@ def consensus(rank_lists: Sequence[Sequence[int]], method: str = "ranked_pairs")
     if method == "ranked_pairs":
         return _ranks_from_locks(ranked_pairs_locks(rank_lists))
     if method == "borda":
-        return _dense_ranks(borda_scores(rank_lists))
+        return dense_ranks(borda_scores(rank_lists))
     if method == "bradley_terry":
         log_strengths = np.log(bradley_terry_strengths(rank_lists))
-        return _dense_ranks(log_strengths, tolerance=_EQUAL_LOG_STRENGTH)
+        return dense_ranks(log_strengths, tolerance=_EQUAL_LOG_STRENGTH)
     raise ValueError(f"method must be one of {', '.join(CONSENSUS_METHODS)}, not {method!r}.")
 
 

@@ -23,7 +23,7 @@ from rlhf.jobs import JobError, JobRequest, JobRunner, Jobs
 from rlhf.train.methods import METHODS, SettingsError, parse_assignments, resolve
 from rlhf.training_data import DataError, Selection, build
 from rlhf.workbench import Workbench
-from storage import comparisons, feedback
+from storage import comparisons
 from storage.comparisons import NewCompletion
 
 RLHF = Path(sys.executable).parent / "rlhf"
@@ -297,3 +297,20 @@ def test_rlhf_train_hands_the_job_to_the_server_holding_the_store(tiny_home):
 
         listing = subprocess.run([str(RLHF), "jobs", "--home", str(tiny_home.root)], capture_output=True, text=True)
         assert listing.returncode == 0 and "sft" in listing.stdout and "queued" in listing.stdout
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_no_job(workbench, monkeypatch):
+    import errno
+
+    from rlhf.worker import failure_reason
+
+    add_ranked(workbench)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    with pytest.raises(JobError, match="Cannot write the job's snapshot .*No space left on device"):
+        Jobs(workbench.home, workbench.store).submit(JobRequest("sft"))
+    assert job_count(workbench) == 0 and list(workbench.home.jobs_dir.iterdir()) == []
+    assert failure_reason(OSError(errno.ENOSPC, "No space left on device")).startswith("The disk is full")
