@@ -1,14 +1,17 @@
 """Named API endpoints for scripts using `gradio_client`: the annotation loop exactly as
-the page runs it, and the researcher's queue controls. Every endpoint reads the user
-from the login session and checks the role on the server."""
+the page runs it, the researcher's queue controls, and training jobs and model versions
+(`register_jobs`). Every endpoint reads the user from the login session and checks the
+role on the server."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from app.session import current_user, user_error
+from rlhf import job_views
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation, Item, Submission
+from rlhf.jobs import Jobs
 from rlhf.pregenerate import PreGenerator
 
 
@@ -82,4 +85,61 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
         return {"comparison_id": int(comparison_id), "gold": stored}  # canonical, as stored
 
     for endpoint in (next_comparison, submit_ranking, skip_comparison, progress, queue_settings, mark_gold):
+        gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)
+
+
+def register_jobs(service: Annotation, jobs: Jobs) -> None:
+    """Researchers' training-job endpoints (declared inside the app's Blocks context).
+    settings: {name: value} (config fields under TRL's names, or workbench options);
+    selection: {prompt_sets, annotators, since, until, min_agreement}. A refusal is one
+    sentence and creates no job."""
+
+    def preview_job(method: str, base: str | None = None, reward: str | None = None, settings: dict | None = None,
+                    selection: dict | None = None, request: gr.Request = None) -> dict:
+        """Researchers: how many rows (pairs, rankings, prompts...) a job would train on,
+        without making it; the settings and data are checked as for submit_job."""
+        user = current_user(service, request, *STAFF)
+        with user_error():
+            preview = jobs.preview(job_views.job_request(method, base, reward, settings, selection, user.name))
+        return {**job_views.jsonable(preview), "message": job_views.preview_sentence(preview)}
+
+    def submit_job(method: str, base: str | None = None, reward: str | None = None, settings: dict | None = None,
+                   selection: dict | None = None, request: gr.Request = None) -> dict:
+        """Researchers: queue a training job (the server runs one at a time); returns its status."""
+        user = current_user(service, request, *STAFF)
+        with user_error():
+            job_id = jobs.submit(job_views.job_request(method, base, reward, settings, selection, user.name))
+            return job_views.job_status(jobs, job_id)
+
+    def job_status(job_id: int, log_lines: int = job_views.LOG_LINES, request: gr.Request = None) -> dict:
+        """Researchers: a job's status, step/total, progress (0-1), ETA, latest metrics and log tail."""
+        current_user(service, request, *STAFF)
+        with user_error():
+            return job_views.job_status(jobs, int(job_id), max(0, int(log_lines)))
+
+    def cancel_job(job_id: int, request: gr.Request = None) -> dict:
+        """Researchers: cancel a queued job, or ask a running one to stop at its next step."""
+        current_user(service, request, *STAFF)
+        with user_error():
+            message = jobs.cancel(int(job_id))
+        return {"job_id": int(job_id), "message": message}
+
+    def list_jobs(limit: int | None = 20, request: gr.Request = None) -> list[dict]:
+        """Researchers: the jobs, newest first."""
+        current_user(service, request, *STAFF)
+        return job_views.job_list(jobs.list(int(limit) if limit is not None else None))
+
+    def list_models(request: gr.Request) -> list[dict]:
+        """Researchers: every model version with its lineage (parent, method, job) and metrics."""
+        current_user(service, request, *STAFF)
+        return job_views.model_list(service.wb.models())
+
+    def promote_model(version: str, request: gr.Request = None) -> dict:
+        """Researchers: make a policy version the active one (new comparisons come from it)."""
+        current_user(service, request, *STAFF)
+        with user_error():
+            service.wb.promote(version)
+        return {"name": version, "status": "active"}
+
+    for endpoint in (preview_job, submit_job, job_status, cancel_job, list_jobs, list_models, promote_model):
         gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)

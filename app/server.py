@@ -34,6 +34,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
             research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb)),
                              comparisons.build(service), train.build(service, jobs)]
         api.register(service, pregenerator)
+        api.register_jobs(service, jobs)
 
         def who(request: gr.Request):
             """Who is signed in; researchers' tabs are shown to researchers and admins (the

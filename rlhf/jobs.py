@@ -130,9 +130,10 @@ class Jobs:
         if name is None:
             name = models.active_policy(cur) if kind == "policy" else newest_reward(cur)
             if name is None:
-                raise JobError("No policy is active: promote one or pass --base VERSION." if kind == "policy" else
-                               "This method needs a reward model and there is none yet: train one with"
-                               " `rlhf train reward` (or pass --reward VERSION).")
+                raise JobError("No policy is active: promote one, or name the base version to train from."
+                               if kind == "policy" else
+                               "This method needs a reward model and there is none yet: train one first"
+                               " (method reward), or name a reward version.")
         version = models.get(cur, name)
         if version is None:
             known = ", ".join(models.names(cur)) or "none"
@@ -166,8 +167,9 @@ class Jobs:
         job = self.get(job_id)
         if job["status"] == "queued":
             with self.store.transaction() as cur:
-                job_rows.finish(cur, job_id, "cancelled", "Cancelled before it started.")
-            return f"Job {job_id} was queued and is cancelled."
+                if job_rows.cancel_queued(cur, job_id, "Cancelled before it started."):
+                    return f"Job {job_id} was queued and is cancelled."
+            job = self.get(job_id)  # the runner took it meanwhile: stop it as a running job
         if job["status"] != "running":
             raise JobError(f"Job {job_id} has already ended ({job['status']}).")
         if not signal_worker(self.job_dir(job_id), signal.SIGTERM):
@@ -317,7 +319,8 @@ class JobRunner:
         jobs = self.jobs
         job_dir = jobs.job_dir(job_id)
         with jobs.store.transaction() as cur:
-            job_rows.mark_running(cur, job_id)
+            if not job_rows.mark_running(cur, job_id):
+                return jobs.get(job_id)  # cancelled while it waited
         self.current = job_id
         (job_dir / "metrics.jsonl").touch()
         with open(job_dir / "log.txt", "ab") as log_file:

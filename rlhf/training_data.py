@@ -101,9 +101,9 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
         where = "" if selection == Selection() else " for this selection"
         raise DataError(f"There are no rankings to train {spec.name} on{where}: rank some comparisons first"
                         " (the Annotate tab, `rlhf rank` or `rlhf rankings import`).")
-    rankings = rankings.assign(prompt=rankings["messages"]).drop(columns=["messages"])
     if spec.data == "rankings":
-        rows = rankings[["ranking_id", "comparison_id", "prompt", "completions", "ranking", "user", "model_versions"]]
+        rows = rankings.assign(prompt=rankings["messages"])[
+            ["ranking_id", "comparison_id", "prompt", "completions", "ranking", "user", "model_versions"]]
         if options.get("loss", "bradley_terry") == "bradley_terry" and all(
             parse_ranking(r, len(c)).is_full_tie for r, c in zip(rows["ranking"], rows["completions"])
         ):

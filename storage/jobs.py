@@ -51,8 +51,18 @@ def ids_with_status(cur, status: str) -> list[int]:
     return [row[0] for row in cur.execute("SELECT id FROM jobs WHERE status = ? ORDER BY id", [status]).fetchall()]
 
 
-def mark_running(cur, job_id: int) -> None:
-    cur.execute("UPDATE jobs SET status = 'running', started_at = current_timestamp WHERE id = ?", [job_id])
+def mark_running(cur, job_id: int) -> bool:
+    """Queued -> running; False when the job is no longer queued (cancelled meanwhile)."""
+    return bool(cur.execute(
+        "UPDATE jobs SET status = 'running', started_at = current_timestamp WHERE id = ? AND status = 'queued'"
+        " RETURNING id", [job_id]).fetchall())
+
+
+def cancel_queued(cur, job_id: int, error: str) -> bool:
+    """Queued -> cancelled; False when the runner has started it meanwhile."""
+    return bool(cur.execute(
+        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = current_timestamp"
+        " WHERE id = ? AND status = 'queued' RETURNING id", [error, job_id]).fetchall())
 
 
 def set_progress(cur, job_id: int, step: int, total: int | None) -> None:

@@ -1,14 +1,354 @@
-"""Train tab (researchers): launch and watch training jobs, the models table."""
+"""Train tab (researchers): launch training jobs and watch them, the model versions with
+their lineage, promotion.
+
+Handlers first, layout last (`build`). Every handler checks the role on the server;
+hiding the tab from annotators is only a convenience. A job runs in the server's job
+runner, not in the page: a reloaded page picks up the newest running job again. Log
+lines, errors and anything a worker wrote are shown as text, never as HTML.
+"""
 
 from __future__ import annotations
 
-import gradio as gr
+import html
 
+import gradio as gr
+import pandas as pd
+
+from app.render import safe_markdown
+from app.session import REFUSALS, current_user, user_error
+from rlhf import job_views
 from rlhf.annotation import Annotation
+from rlhf.auth import STAFF
 from rlhf.jobs import Jobs
+from rlhf.reports import Reports
+from rlhf.train.methods import METHODS, method
+
+DEFAULT_METHOD = "dpo"
+NEWEST_REWARD = "(the newest reward model)"
+FAST_SECONDS, IDLE_SECONDS = 2.0, 10.0  # refresh while a job is queued or running / otherwise
+JOBS_SHOWN = 100                        # the newest jobs in the table and the job chooser
+SETTINGS = job_views.all_settings()     # every setting any method shows: one widget each
+KEYS = list(SETTINGS)
+
+
+# -- handlers -----------------------------------------------------------------------
+
+
+def setting_info(setting: job_views.Setting, default) -> str:
+    return f"{setting.help} (default {default!r})" if setting.kind == "str" else f"{setting.help} (default {default})"
+
+
+def method_changed(name: str):
+    """Show the chosen method's settings with its defaults, and the reward model only for
+    the methods that use one (nothing is read from the store: no role to check)."""
+    spec = method(name)
+    defaults = {setting.key: setting.default for setting in job_views.method_settings(name)}
+    widgets = [gr.update(visible=key in defaults, value=defaults.get(key, SETTINGS[key].default),
+                         info=setting_info(SETTINGS[key], defaults.get(key, SETTINGS[key].default)))
+               for key in KEYS]
+    config_class = spec.config_class.rpartition(".")[2]
+    return [job_views.method_help(name), gr.update(visible=spec.needs_reward),
+            gr.update(label=f"More settings: key=value lines, any field of {config_class}"), *widgets]
+
+
+def _version_choices(frame: pd.DataFrame, base, reward):
+    policies = job_views.versions_of(frame, "policy")
+    active = job_views.active_policy(frame)
+    rewards = [NEWEST_REWARD, *reversed(job_views.versions_of(frame, "reward"))]
+    promotable = [name for name in policies if name != active]
+    return [gr.update(choices=policies, value=base if base in policies else active),
+            gr.update(choices=rewards, value=reward if reward in rewards else NEWEST_REWARD),
+            gr.update(choices=promotable, value=None)]
+
+
+def _request_parts(chosen_method, base, reward, prompt_sets, annotators, since, until, min_agreement, more,
+                   values):
+    """(settings, selection, reward) from the form: the settings that differ from the
+    method's defaults, then the More settings lines (which win)."""
+    settings = job_views.changed_settings(chosen_method, dict(zip(KEYS, values)))
+    settings.update(job_views.parse_more_settings(more))
+    selection = {"prompt_sets": prompt_sets or [], "annotators": annotators or [],
+                 "since": (since or "").strip() or None, "until": (until or "").strip() or None,
+                 "min_agreement": float(min_agreement or 0.0)}
+    return settings, selection, (None if reward in (None, NEWEST_REWARD) else reward)
+
+
+def preview_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, since,
+                until, min_agreement, more, values, request: gr.Request) -> str:
+    """How much the selection yields, or why the job would be refused (one sentence)."""
+    user = current_user(service, request, *STAFF)
+    try:
+        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, since,
+                                                     until, min_agreement, more, values)
+        preview = jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
+    except REFUSALS as error:
+        return safe_markdown(f"Refused: {error}")
+    changed = ", ".join(f"{key}={value}" for key, value in settings.items())
+    return safe_markdown(job_views.preview_sentence(preview) + (f" Settings changed: {changed}." if changed else
+                                                                  " Default settings."))
+
+
+def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, since,
+               until, min_agreement, more, values, request: gr.Request):
+    """Queue the job as the signed-in user; returns (status line, the job to watch or None)."""
+    user = current_user(service, request, *STAFF)
+    try:
+        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, since,
+                                                     until, min_agreement, more, values)
+        job_id = jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
+    except REFUSALS as error:
+        gr.Warning(str(error))
+        return safe_markdown(f"Refused: {error}"), None
+    rows = jobs.get(job_id)["spec"].get("rows")
+    return safe_markdown(f"Queued job {job_id} ({chosen_method} on {rows} rows); it starts when the runner is free."), job_id
+
+
+def progress_html(status: dict | None) -> str:
+    """A progress bar from numbers only (nothing a worker wrote goes into this HTML)."""
+    if not status:
+        return '<div id="train-progress-bar" class="train-progress"><span>No job selected.</span></div>'
+    step, total = int(status.get("step") or 0), status.get("total")
+    state = html.escape(str(status["status"]))
+    if total:
+        total = int(total)
+        done = total if status["status"] == "succeeded" else min(step, total)
+        label = f"{done}/{total} steps · {round(100 * done / total)}%"
+        bar = f'<progress max="{total}" value="{done}"></progress>'
+    else:
+        label, bar = f"step {step}", "<progress></progress>" if status["status"] == "running" else ""
+    eta = f" · ETA {html.escape(status['eta'])}" if status.get("eta") else ""
+    return (f'<div id="train-progress-bar" class="train-progress" data-state="{state}">{bar}'
+            f"<span>{label}{eta} · {state}</span></div>")
+
+
+def _job_id(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None  # typed into the job box: not a job id
+
+
+def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | None, request: gr.Request,
+          pick_default: bool = False):
+    """Everything the tab shows about jobs and versions. `seen` remembers what the page
+    shows already, so a quiet tick sends nothing new (and a log being read does not jump).
+    With `pick_default` (or no job chosen) the newest running job is chosen."""
+    current_user(service, request, *STAFF)
+    seen = dict(seen or {})
+    frame = jobs.list(JOBS_SHOWN)
+    job_id = None if pick_default else _job_id(job_id)
+    status = None
+    if job_id is not None:
+        try:
+            status = job_views.job_status(jobs, job_id, job_views.LOG_LINES)
+        except REFUSALS:  # gone, or never was
+            job_id = None
+    if job_id is None:
+        job_id = job_views.default_job(frame)
+        status = job_views.job_status(jobs, job_id, job_views.LOG_LINES) if job_id is not None else None
+    metrics = jobs.metrics(job_id) if job_id is not None else pd.DataFrame(columns=["step", "name", "value"])
+    names = job_views.metric_names(metrics)
+    if seen.get("job") != job_id:
+        chosen_metrics = []  # another job: its own key metrics
+    chosen = [name for name in (chosen_metrics or []) if name in names]
+
+    def fresh(key: str, value) -> bool:
+        """Whether `value` differs from what the page was last sent under `key`."""
+        changed = seen.get(key) != value
+        seen[key] = value
+        return changed
+
+    jobs_changed = fresh("jobs", job_views.jobs_signature(frame))
+    plots_changed = fresh("plots", [job_id, len(metrics), status and status["status"], chosen])
+    line = safe_markdown(job_views.status_sentence(status)) if status else "No jobs yet: launch one above."
+    bar, log = progress_html(status), (status or {}).get("log_tail", "")
+    seen["job"] = job_id
+    losses, others = job_views.plot_frames(metrics, chosen)
+    active = job_views.anything_active(frame)
+    return [
+        gr.update(choices=job_views.job_choices(frame), value=job_id) if jobs_changed or pick_default
+        else gr.update(value=job_id),
+        line if fresh("line", line) else gr.skip(),
+        bar if fresh("bar", bar) else gr.skip(),
+        losses if plots_changed else gr.skip(),
+        others if plots_changed else gr.skip(),
+        gr.update(choices=names, value=chosen) if plots_changed else gr.skip(),
+        log if fresh("log", log) else gr.skip(),
+        job_views.jobs_table(frame) if jobs_changed else gr.skip(),
+        job_views.models_table(service.wb.models()) if jobs_changed else gr.skip(),
+        gr.update(interactive=bool(status) and status["status"] in job_views.ACTIVE),
+        gr.Timer(FAST_SECONDS if active else IDLE_SECONDS, active=True),
+        seen,
+    ]
+
+
+def open_tab(service: Annotation, jobs: Jobs, base, reward, job_id, chosen_metrics, request: gr.Request):
+    """The tab was opened (or the page reloaded): fresh choices, and the newest running job."""
+    current_user(service, request, *STAFF)
+    choices = Reports(service.wb).choices()
+    return [*_version_choices(service.wb.models(), base, reward),
+            gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
+            *watch(service, jobs, job_id, chosen_metrics, None, request, pick_default=True)]
+
+
+def cancel_job(service: Annotation, jobs: Jobs, job_id, request: gr.Request) -> str:
+    current_user(service, request, *STAFF)
+    if _job_id(job_id) is None:
+        raise gr.Error("Choose a job to cancel.")
+    with user_error():
+        return safe_markdown(jobs.cancel(_job_id(job_id)))
+
+
+def promote_version(service: Annotation, name, request: gr.Request):
+    current_user(service, request, *STAFF)
+    if not name:
+        raise gr.Error("Choose a policy version to promote.")
+    with user_error():
+        service.wb.promote(name)
+    frame = service.wb.models()
+    return [safe_markdown(f"{name} is now the active policy: new comparisons come from it."),
+            job_views.models_table(frame), *_version_choices(frame, name, None)[::2]]
+
+
+def job_from_table(frame: pd.DataFrame, event: gr.SelectData):
+    """A click on a row of the jobs table watches that job."""
+    row = event.row_value if getattr(event, "row_value", None) else None
+    if not row:
+        try:
+            row = list(frame.iloc[event.index[0]])
+        except (IndexError, TypeError, AttributeError):
+            return gr.skip()
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        return gr.skip()
+
+
+# -- layout ---------------------------------------------------------------------------
+
+
+def _setting_widget(key: str, default_method: dict):
+    setting = SETTINGS[key]
+    visible = key in default_method
+    value = default_method.get(key, setting.default)
+    common = dict(label=setting.key, info=setting_info(setting, value), visible=visible,
+                  elem_id=f"setting-{key}", min_width=180)
+    if setting.choices:
+        return gr.Dropdown(list(setting.choices), value=value, **common)
+    if setting.kind == "bool":
+        return gr.Checkbox(value=value, **common)
+    if setting.kind == "int":
+        return gr.Number(value=value, precision=0, **common)
+    if setting.kind == "float":
+        return gr.Number(value=value, **common)
+    return gr.Textbox(value=value, **common)
 
 
 def build(service: Annotation, jobs: Jobs) -> gr.Tab:
-    with gr.Tab("Train", visible=False) as tab:
-        gr.Markdown("Training jobs (being built).")
+    defaults = {s.key: s.default for s in job_views.method_settings(DEFAULT_METHOD)}
+    first = method_changed(DEFAULT_METHOD)
+    with gr.Tab("Train", id="train", visible=False) as tab:
+        gr.Markdown("### Launch a training job")
+        with gr.Row():
+            chosen_method = gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="Method", elem_id="train-method")
+            base = gr.Dropdown([], label="Base (parent) policy version", elem_id="train-base")
+            reward = gr.Dropdown([NEWEST_REWARD], value=NEWEST_REWARD, label="Reward model",
+                                 visible=method(DEFAULT_METHOD).needs_reward, elem_id="train-reward")
+        help_line = gr.Markdown(first[0], elem_id="train-method-help")
+        gr.Markdown("#### Data")
+        with gr.Row():
+            prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
+            annotators = gr.Dropdown([], multiselect=True, label="Annotators (none chosen: all)")
+            since = gr.Textbox(label="Since (YYYY-MM-DD)", placeholder="any date")
+            until = gr.Textbox(label="Until (YYYY-MM-DD)", placeholder="any date")
+            min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Minimum agreement",
+                                      info="comparisons whose annotators agree less are left out")
+        gr.Markdown("#### Settings (the method's defaults; only changed values are sent)")
+        with gr.Row(elem_id="train-settings"):
+            widgets = [_setting_widget(key, defaults) for key in KEYS]
+        more = gr.Textbox(lines=3, label=first[2]["label"], elem_id="train-more",
+                          placeholder="max_steps=50\nweight_decay=0.01")
+        with gr.Row():
+            preview_button = gr.Button("Preview data", elem_id="train-preview")
+            launch_button = gr.Button("Launch", variant="primary", elem_id="train-launch")
+        launch_note = gr.Markdown(elem_id="train-status")
+
+        gr.Markdown("### Jobs")
+        with gr.Row():
+            job_choice = gr.Dropdown([], label="Job", allow_custom_value=True, elem_id="train-job")
+            cancel_button = gr.Button("Cancel job", variant="stop", interactive=False, scale=0,
+                                      elem_id="train-cancel")
+            refresh_button = gr.Button("Refresh", scale=0)
+        job_line = gr.Markdown(elem_id="train-job-line")
+        progress = gr.HTML(progress_html(None), elem_id="train-progress")
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="value", color="name", label="Loss",
+                                    elem_id="train-loss-plot")
+            metrics_plot = gr.LinePlot(x="step", y="value", color="name", label="Metrics",
+                                       elem_id="train-metrics-plot")
+        metric_choice = gr.Dropdown([], multiselect=True, allow_custom_value=True, elem_id="train-metric-names",
+                                    label="Metrics to plot (none chosen: the method's key ones)")
+        log_box = gr.Textbox(label=f"Log (last {job_views.LOG_LINES} lines)", lines=12, max_lines=12,
+                             interactive=False, autoscroll=True, elem_id="train-log")
+        jobs_table = gr.Dataframe(label="Jobs (newest first; click a row to watch it)", interactive=False,
+                                  max_height=300, elem_id="train-jobs")
+
+        gr.Markdown("### Model versions")
+        models_table = gr.Dataframe(label="Versions and their lineage (newest first)", interactive=False,
+                                    max_height=360, elem_id="train-models")
+        with gr.Row():
+            promote_choice = gr.Dropdown([], label="Policy version to make active", elem_id="train-promote-version")
+            promote_button = gr.Button("Promote", scale=0, elem_id="train-promote")
+        promote_note = gr.Markdown(elem_id="train-promote-status")
+        timer = gr.Timer(FAST_SECONDS, active=False)
+        seen = gr.State({})
+
+        form = [chosen_method, base, reward, prompt_sets, annotators, since, until, min_agreement, more]
+        watched = [job_choice, job_line, progress, loss_plot, metrics_plot, metric_choice, log_box, jobs_table,
+                   models_table, cancel_button, timer, seen]
+
+        # the request comes first: Gradio cannot pass it after *values
+        def on_open(request: gr.Request, base_value, reward_value, job_id, chosen):
+            return open_tab(service, jobs, base_value, reward_value, job_id, chosen, request)
+
+        def on_method(name):
+            return method_changed(name)
+
+        def on_preview(request: gr.Request, *values):
+            return preview_job(service, jobs, *values[: len(form)], values[len(form):], request)
+
+        def on_launch(request: gr.Request, chosen, seen_now, *values):
+            note, job_id = launch_job(service, jobs, *values[: len(form)], values[len(form):], request)
+            if job_id is None:
+                return [note, *[gr.skip()] * len(watched)]
+            return [note, *watch(service, jobs, job_id, chosen, None, request)]
+
+        def on_watch(request: gr.Request, job_id, chosen, seen_now):
+            return watch(service, jobs, job_id, chosen, seen_now, request)
+
+        def on_refresh(request: gr.Request, job_id, chosen):
+            return watch(service, jobs, job_id, chosen, None, request)
+
+        def on_cancel(job_id, request: gr.Request):
+            return cancel_job(service, jobs, job_id, request)
+
+        def on_promote(name, request: gr.Request):
+            return promote_version(service, name, request)
+
+        private = dict(api_visibility="private")
+        quiet = dict(api_visibility="private", show_progress="hidden")
+        tab.select(on_open, [base, reward, job_choice, metric_choice],
+                   [base, reward, promote_choice, prompt_sets, annotators, *watched], **private)
+        chosen_method.change(on_method, chosen_method, [help_line, reward, more, *widgets], **private)
+        preview_button.click(on_preview, [*form, *widgets], launch_note, **private)
+        launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched], **private)
+        timer.tick(on_watch, [job_choice, metric_choice, seen], watched, **quiet)
+        gr.on([job_choice.input, metric_choice.input], on_watch, [job_choice, metric_choice, seen], watched, **quiet)
+        refresh_button.click(on_refresh, [job_choice, metric_choice], watched, **private)
+        jobs_table.select(job_from_table, jobs_table, job_choice, **private).then(
+            on_watch, [job_choice, metric_choice, seen], watched, **quiet)
+        cancel_button.click(on_cancel, job_choice, launch_note, **private).then(
+            on_watch, [job_choice, metric_choice, seen], watched, **quiet)
+        promote_button.click(on_promote, promote_choice, [promote_note, models_table, base, promote_choice],
+                             **private)
     return tab
