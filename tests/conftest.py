@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach a model hub
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when the 2 cores are oversubscribed
 
 from rlhf.home import BASE_VERSION, Home, ensure_default_model  # noqa: E402
 from rlhf.workbench import Workbench  # noqa: E402

@@ -139,13 +139,13 @@ def common_trainer_args(out_dir: Path, seed: int) -> dict[str, Any]:
     """TrainingArguments every job uses: no checkpoints (the worker saves the result
     once), no external loggers, precision explicit, logging every step."""
     return {
-        "output_dir": str(out_dir / "trainer"),
+        "output_dir": str(out_dir.parent / "trainer"),  # the Trainer's scratch, kept out of the model
         "save_strategy": "no",
         "report_to": "none",
         "logging_steps": 1,
         "disable_tqdm": True,
         "seed": seed,
-        "gradient_checkpointing": False,  # TRL turns it on; on the CPU it only costs time
+        "activation_checkpointing": False,  # TRL turns it on; for a small model it only costs time
         "remove_unused_columns": True,
         **precision_args(),
     }

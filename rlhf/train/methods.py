@@ -75,6 +75,8 @@ METHODS: dict[str, Method] = {
             "margin_scale": Option(1.0, "reward units per rank of distance when use_margin is on"),
             "grouping": Option("pairs", "pairs: each pair is an example; ranking: all pairs of one ranking in one"
                                " batch element weighted 1/C(K,2), as InstructGPT", ("pairs", "ranking")),
+            "tie_param": Option(0.0, "tie parameter of the tie-aware losses, Rao-Kupper theta (> 1) or Davidson"
+                                " nu (> 0); 0 learns it with the model, starting from theta=3 / nu=2"),
             "normalize": Option(True, "shift rewards to mean 0 on the base policy's completions after training"),
         },
     ),
@@ -246,5 +248,6 @@ def _check_ranges(values: dict[str, Any]) -> None:
 
 def _buildable(config: dict[str, Any], fields: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """The config as the CPU can build it: the job sets precision for its own device."""
-    cpu = {"bf16": False, "fp16": False, "use_cpu": True, "output_dir": output_dir}
+    cpu = {"bf16": False, "fp16": False, "use_cpu": True, "output_dir": output_dir,
+           "activation_checkpointing": config.get("activation_checkpointing", False)}
     return {**config, **{key: value for key, value in cpu.items() if key in fields}}
