@@ -48,6 +48,11 @@ class QueueConfig:
     dimensions: tuple[str, ...] = ("helpfulness", "harmlessness", "honesty")
     k: int = 4  # completions per generated comparison
     max_new_tokens: int = 256
+    # Where a generated comparison's completions come from (None: all K from the generating
+    # version), e.g. [{"version": "active", "count": 2}, {"version": "previous", "count": 1},
+    # {"version": "base", "count": 1, "temperature": 1.0}]: version is 'active', 'previous'
+    # (active in the round before), 'base' or a version name; K is the sum of the counts.
+    sources: list[dict] | None = None
 
     @classmethod
     def from_dict(cls, stored: dict) -> "QueueConfig":
@@ -123,6 +128,9 @@ class Annotation:
         config.gold_rate = float(config.gold_rate)
         config.prompt_sets = self._checked_prompt_sets(config.prompt_sets)
         config.model_version = self.wb.model_version(config.model_version)["name"] if config.model_version else None
+        config.sources = self.wb.check_sources(config.sources)
+        if config.sources is not None:
+            config.k = sum(source["count"] for source in config.sources)
         config.dimensions = _checked_dimensions(config.dimensions)
         return config
 

@@ -3,9 +3,10 @@ for sampling.
 
 A `PreGenerator` thread checks every few seconds how many comparisons still have a free
 slot (`Annotation.ready()`); below the configured target it samples K completions for
-up to `batch_prompts` new prompts in one batched call. It reports what it is doing
-through `status()` and never lets an error escape: a failing model must not take the
-server down with it.
+up to `batch_prompts` new prompts in one batched call per source (the queue's
+`sources` setting can mix the active policy with the previous round's, the base, or
+other temperatures). It reports what it is doing through `status()` and never lets an
+error escape: a failing model must not take the server down with it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class PreGenerator(threading.Thread):
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards the status fields, read from other threads
         self._state, self._last_error, self._generated_total, self._ready = "idle", None, 0, 0
+        self._note = None  # a fallback worth telling (say, no previous round to sample from yet)
+        self._round = None
 
     # -- control ------------------------------------------------------------------
 
@@ -86,11 +89,17 @@ class PreGenerator(threading.Thread):
     def _generate(self, config: QueueConfig, wanted: int) -> list[int]:
         """Up to `wanted` new comparisons, taking the chosen prompt sets in turn."""
         params = SamplingParams(max_new_tokens=config.max_new_tokens)
+        wb = self.annotation.wb
+        plan = wb.plan_sources(config.sources, config.model_version, config.k, params)
+        note = " ".join(plan.notes) or None
+        if note and note != self._note:
+            log.warning("Pre-generation: %s", note)
+        self._set(note=note, round=plan.round)
         made: list[int] = []
         for prompt_set in config.prompt_sets or [None]:  # None: every set
-            made += self.annotation.wb.generate(
+            made += wb.generate(
                 prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
-                sampler=self.sampler.sample,
+                sampler=self.sampler.sample, sources=config.sources,
             )
             if len(made) >= wanted:
                 break
@@ -104,8 +113,10 @@ class PreGenerator(threading.Thread):
                 setattr(self, f"_{name}", value)
 
     def status(self) -> dict:
-        """{state: idle | generating | exhausted | error, ready, target, last_error, generated_total};
-        `ready` is counted now, or the last count when the store cannot be read."""
+        """{state: idle | generating | exhausted | error, ready, target, last_error, generated_total,
+        round, note}; `ready` is counted now, or the last count when the store cannot be read;
+        `round` is the round of the last batch and `note` says what stood in for a missing
+        source (None when nothing did)."""
         try:
             target, ready = self.annotation.config.ready_target, self.annotation.ready()
             self._set(ready=ready)
@@ -113,4 +124,5 @@ class PreGenerator(threading.Thread):
             target = None
         with self._lock:
             return {"state": self._state, "ready": self._ready, "target": target,
-                    "last_error": self._last_error, "generated_total": self._generated_total}
+                    "last_error": self._last_error, "generated_total": self._generated_total,
+                    "round": self._round, "note": self._note}

@@ -1,6 +1,8 @@
 """What the Data tab shows: annotation activity, agreement between annotators on the
 orders themselves (ties included), and consensus orderings stored beside the raw
-rankings. Every figure can be restricted by prompt set, annotator and model version."""
+rankings. Every figure can be restricted by prompt set, annotator, model version and
+round of data collection (one round per active policy), and `by_round` splits the counts
+and agreement figures by round."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pandas as pd
 from rlhf import agreement
 from rlhf.ranking import ranking_from_ranks
 from rlhf.workbench import Workbench
-from storage import activity, prompts
+from storage import activity, prompts, rounds
 from storage import models as model_versions
 from storage.activity import Filters
 
@@ -20,11 +22,37 @@ class Reports:
     def __init__(self, wb: Workbench):
         self.wb = wb
 
-    def choices(self) -> dict[str, list[str]]:
-        """The values each filter can take, for the page's dropdowns."""
+    def choices(self) -> dict[str, list]:
+        """The values each filter can take, for the page's dropdowns; `rounds` holds
+        (number, active version) pairs."""
         cur = self.wb.store.cursor()
+        known = rounds.list_rounds(cur)
         return {"prompt_sets": prompts.set_names(cur), "annotators": activity.annotator_names(cur),
-                "model_versions": model_versions.names(cur)}
+                "model_versions": model_versions.names(cur),
+                "rounds": [(int(r.round), r.policy) for r in known.itertuples()]}
+
+    def by_round(self, filters: Filters, method: str = "ranked_pairs") -> pd.DataFrame:
+        """One row per round: round, active_version, started_at, comparisons, ranked,
+        rankings, and the agreement figures over that round's comparisons ranked by two or
+        more annotators (overlap_items, pairwise_agreement, kendall_tau_b)."""
+        cur = self.wb.store.cursor()
+        frame = activity.counts_per_round(cur, filters)
+        ranks = activity.rank_lists(cur, filters)
+        if not ranks.empty:
+            in_round = dict(cur.execute(
+                "SELECT id, round FROM comparisons WHERE list_contains(?::BIGINT[], id)",
+                [[int(i) for i in ranks["comparison_id"].unique()]]).fetchall())
+            ranks = ranks.assign(round=ranks["comparison_id"].map(in_round))
+        figures = []
+        for number in frame["round"]:
+            subset = ranks[ranks["round"] == number] if not ranks.empty else ranks
+            measured = agreement.annotator_agreement(subset.drop(columns=["round"], errors="ignore"), method)
+            figures.append({"overlap_items": measured["items"],
+                            "pairwise_agreement": measured["pairwise_agreement"],
+                            "kendall_tau_b": measured["kendall_tau_b"]})
+        return pd.concat([frame, pd.DataFrame(figures, index=frame.index,
+                                              columns=["overlap_items", "pairwise_agreement", "kendall_tau_b"])],
+                         axis=1)
 
     def activity(self, filters: Filters) -> dict[str, pd.DataFrame]:
         cur = self.wb.store.cursor()

@@ -8,8 +8,10 @@ the store exactly as it was. Errors meant for people are `WorkbenchError`,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import random
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +26,7 @@ from rlhf.errors import UserError
 from rlhf.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.ranking import Ranking, RankingError, parse_ranking
-from storage import comparisons, feedback, models, prompts
+from storage import comparisons, feedback, models, prompts, rounds
 from storage.comparisons import NewCompletion
 from storage.db import Store, StoreLockedError
 from storage.feedback import DuplicateRanking
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT_SET = "default"
 FIRST_ADMIN = "admin"
 EXPORT_FORMATS = ("preference", "unpaired", "rankings")
+SOURCE_ROLES = ("active", "previous", "base")  # besides an explicit version name
+SOURCE_KEYS = ("version", "count", "temperature", "top_p")
+SOURCES_EXAMPLE = '[{"version": "active", "count": 2}, {"version": "previous", "count": 1}, ' \
+                  '{"version": "base", "count": 1, "temperature": 1.0}]'
 
 
 class WorkbenchError(UserError):
@@ -61,6 +67,72 @@ class InitReport:
     admin_password: str | None  # set when init created the first admin
 
 
+@dataclass(frozen=True)
+class PlannedSource:
+    """One configured source, resolved: `count` completions from `version` sampled with `params`."""
+
+    role: str  # as configured: 'active', 'previous', 'base' or a version name
+    version: str
+    count: int
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Where the K completions of each new comparison come from, in the current round."""
+
+    round: int
+    primary: str  # the version whose not-yet-compared prompts are taken
+    sources: tuple[PlannedSource, ...]
+    notes: tuple[str, ...] = ()  # fallbacks worth telling a researcher about
+    mixed: bool = False  # configured sources: completions are shuffled
+
+    @property
+    def k(self) -> int:
+        return sum(source.count for source in self.sources)
+
+
+def check_sources(sources) -> list[dict] | None:
+    """The queue's `sources` setting checked for shape and normalised: None (all K from
+    the generating version) or a list of {version, count[, temperature][, top_p]} whose
+    counts add up to a K from 2 to 8. Whether named versions exist is checked by
+    `Workbench.check_sources`. Raises WorkbenchError, one sentence."""
+    if sources is None or (isinstance(sources, (list, tuple)) and len(sources) == 0):
+        return None
+    if not isinstance(sources, (list, tuple)):
+        raise WorkbenchError(f"sources must be a list of {{version, count}} entries, such as {SOURCES_EXAMPLE}.")
+    checked = []
+    for entry in sources:
+        if not isinstance(entry, dict):
+            raise WorkbenchError(f"Each source must be an object such as {{\"version\": \"active\", \"count\": 2}}, "
+                                 f"not {entry!r}.")
+        unknown = sorted(set(entry) - set(SOURCE_KEYS))
+        if unknown:
+            raise WorkbenchError(f"Unknown source setting '{unknown[0]}': use {', '.join(SOURCE_KEYS)}.")
+        version = entry.get("version")
+        if not isinstance(version, str) or not version.strip():
+            raise WorkbenchError(f"Each source needs a version: {', '.join(SOURCE_ROLES)} or a version name.")
+        version = version.strip()
+        count = entry.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise WorkbenchError(f"The count of source '{version}' must be a whole number of 1 or more, not {count!r}.")
+        source = {"version": version, "count": count}
+        for key, low, high in (("temperature", 0.0, 5.0), ("top_p", 0.0, 1.0)):
+            if entry.get(key) is None:
+                continue
+            value = entry[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                    or (key == "top_p" and value == 0):
+                bounds = f"from {low:g} to {high:g}" if key == "temperature" else "above 0 and at most 1"
+                raise WorkbenchError(f"The {key} of source '{version}' must be a number {bounds}, not {value!r}.")
+            source[key] = float(value)
+        checked.append(source)
+    k = sum(source["count"] for source in checked)
+    if not MIN_K <= k <= MAX_K:
+        raise WorkbenchError(f"The sources add up to K={k} completions; K must be between {MIN_K} and {MAX_K}.")
+    return checked
+
+
 def default_prompts() -> list[dict]:
     """The prompt set shipped with the package: {"prompt", "category"} per line."""
     text = (resources.files("rlhf") / "data" / "default_prompts.jsonl").read_text(encoding="utf-8")
@@ -81,6 +153,24 @@ def open_store(home: Home) -> Store:
                 " or through its API, or stop it before running this command.", server["url"]
             ) from None
         raise WorkbenchError(str(error)) from None
+
+
+def _sampling_groups(plan: SourcePlan) -> dict[tuple[str, SamplingParams], int]:
+    """Sources with the same version and settings sampled in one call: {(version, params): count},
+    in the order the sources are configured."""
+    groups: dict[tuple[str, SamplingParams], int] = {}
+    for source in plan.sources:
+        key = (source.version, source.params)
+        groups[key] = groups.get(key, 0) + source.count
+    return groups
+
+
+def _shuffler(seed: int | None, prompt_id: int, round: int) -> random.Random:
+    """The generator that orders one mixed comparison: reproducible with a sampling seed,
+    unpredictable without one."""
+    if seed is None:
+        return random.Random(secrets.randbits(64))
+    return random.Random(f"{seed}:{round}:{prompt_id}")
 
 
 class Workbench:
@@ -164,13 +254,22 @@ class Workbench:
     def models(self) -> pd.DataFrame:
         return models.list_versions(self.store.cursor())
 
-    def promote(self, name: str) -> None:
-        """Make a policy version the active one: the queue's new comparisons come from it."""
+    def promote(self, name: str) -> int:
+        """Make a policy version the active one: the queue's new comparisons come from it,
+        in the next round (promoting the active policy again starts none). Returns the
+        round's number."""
         version = self.model_version(name)
         if version["kind"] != "policy":
             raise WorkbenchError(f"'{name}' is a reward model; only a policy can be active.")
         with self.store.transaction() as cur:
-            models.promote(cur, name)
+            return models.promote(cur, version["name"])
+
+    def current_round(self) -> rounds.Round:
+        return rounds.current(self.store.cursor())
+
+    def list_rounds(self) -> pd.DataFrame:
+        """round, policy (the active version of the round), started_at."""
+        return rounds.list_rounds(self.store.cursor())
 
     def reward_model(self, name: str | None) -> dict:
         """A reward version by name; None means the newest."""
@@ -214,6 +313,54 @@ class Workbench:
 
     # -- comparisons ------------------------------------------------------------
 
+    def _policy(self, name: str) -> dict:
+        version = self.model_version(name)
+        if version["kind"] != "policy":
+            raise WorkbenchError(f"'{name}' is a reward model; completions come from policy versions.")
+        return version
+
+    def check_sources(self, sources) -> list[dict] | None:
+        """`check_sources` plus: every named version exists and is a policy."""
+        checked = check_sources(sources)
+        for source in checked or []:
+            if source["version"] not in SOURCE_ROLES:
+                self._policy(source["version"])
+        return checked
+
+    def plan_sources(self, sources=None, model_version: str | None = None, k: int = 4,
+                     params: SamplingParams = SamplingParams()) -> SourcePlan:
+        """Resolve the sources for the current round. 'active' is `model_version` when
+        given, else the active policy; 'previous' is the policy active in the round before
+        (in round 1 there is none: the active one stands in, and a note says so); 'base'
+        is the base version. No sources: all K from the generating version."""
+        chosen = self._policy(model_version) if model_version else self.model_version(None)
+        cur = self.store.cursor()
+        number = rounds.current(cur).number
+        if sources is None or len(sources) == 0:
+            if not MIN_K <= k <= MAX_K:
+                raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
+            return SourcePlan(number, chosen["name"], (PlannedSource("active", chosen["name"], k, params),))
+        notes, planned = [], []
+        for source in self.check_sources(sources):
+            role = source["version"]
+            if role == "active":
+                version = chosen["name"]
+            elif role == "previous":
+                version = rounds.previous_policy(cur)
+                if version is None:
+                    version = chosen["name"]
+                    notes.append(f"Round {number} has no previous round: the 'previous' completions come from "
+                                 f"{version} instead.")
+            elif role == "base":
+                version = self._policy(BASE_VERSION)["name"]
+            else:
+                version = role
+            overrides = {key: source[key] for key in ("temperature", "top_p") if key in source}
+            planned.append(PlannedSource(role, version, source["count"], dataclasses.replace(params, **overrides)))
+        versions = [source.version for source in planned]
+        primary = chosen["name"] if chosen["name"] in versions else versions[0]
+        return SourcePlan(number, primary, tuple(planned), tuple(notes), mixed=True)
+
     def generate(
         self,
         prompt_set: str | None = None,
@@ -222,34 +369,45 @@ class Workbench:
         model_version: str | None = None,
         params: SamplingParams = SamplingParams(),
         sampler: Callable | None = None,
+        sources: list[dict] | None = None,
     ) -> list[int]:
-        """Make comparisons of K completions for up to N prompts that this version has not
-        compared yet; returns the new comparison ids. `sampler(model_dir, conversations,
-        k, params)` draws the samples (default: in this process)."""
+        """Make comparisons of K completions for up to N prompts that the generating
+        version (`model_version`, default the active policy) has not compared yet; returns
+        the new comparison ids, made in the current round. `sampler(model_dir,
+        conversations, k, params)` draws the samples (default: in this process).
 
-        if not MIN_K <= k <= MAX_K:
-            raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
+        `sources` (see `check_sources`; K is then the sum of the counts and `k` is not
+        used) mixes versions and sampling settings within each comparison: each source's
+        completions are sampled for the whole batch with its own model, then each
+        comparison's completions are shuffled, so that a letter says nothing about where
+        a completion came from. Each completion records its version and sampling."""
         if n < 1:
             raise WorkbenchError(f"N must be at least 1, not {n}.")
-        chosen = self.model_version(model_version)
-        version = chosen["name"]
+        plan = self.plan_sources(sources, model_version, k, params)
+        for note in plan.notes:
+            log.warning(note)
         cur = self.store.cursor()
         if prompt_set is not None and prompt_set not in prompts.set_names(cur):
             raise WorkbenchError(
                 f"There is no prompt set '{prompt_set}' (known sets: {', '.join(prompts.set_names(cur)) or 'none'})."
             )
-        todo = prompts.not_compared_by(cur, version, prompt_set, n)
+        todo = prompts.not_compared_by(cur, plan.primary, prompt_set, n)
         if todo.empty:
             return []
-        model_dir = self.home.root / chosen["path"]
-        samples = (sampler or self._sample_here)(model_dir, list(todo["messages"]), k, params)
+        conversations = list(todo["messages"])
+        per_prompt: list[list[NewCompletion]] = [[] for _ in conversations]
+        for (version, source_params), count in _sampling_groups(plan).items():
+            model_dir = self.home.root / self.model_version(version)["path"]
+            samples = (sampler or self._sample_here)(model_dir, conversations, count, source_params)
+            for completions, drawn in zip(per_prompt, samples):
+                completions += [NewCompletion(s.text, version, source_params.as_dict(), s.num_tokens, s.finish_reason)
+                                for s in drawn]
         created = []
         with self.store.transaction() as tx:
-            for prompt_id, drawn in zip(todo["id"], samples):
-                completions = [
-                    NewCompletion(s.text, version, params.as_dict(), s.num_tokens, s.finish_reason) for s in drawn
-                ]
-                created.append(comparisons.add(tx, int(prompt_id), completions))
+            for prompt_id, completions in zip(todo["id"], per_prompt):
+                if plan.mixed:
+                    _shuffler(params.seed, int(prompt_id), plan.round).shuffle(completions)
+                created.append(comparisons.add(tx, int(prompt_id), completions, round=plan.round))
         return created
 
     def comparison(self, comparison_id: int) -> comparisons.Comparison:

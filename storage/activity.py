@@ -1,11 +1,14 @@
 """Read-only views of annotation activity for the Data tab: who ranked what, when, and
-the rank lists that agreement is computed on; plus the stored consensus orderings."""
+the rank lists that agreement is computed on; counts per round of data collection; plus
+the stored consensus orderings. Every view takes the same `Filters`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pandas as pd
+
+from storage import rounds
 
 
 @dataclass(frozen=True)
@@ -16,19 +19,33 @@ class Filters:
     annotators: tuple[str, ...] = ()
     model_versions: tuple[str, ...] = ()
     human_only: bool = True
+    rounds: tuple[int, ...] = ()
+
+
+def _comparison_where(filters: Filters) -> tuple[str, list]:
+    """Conditions on comparisons c joined to prompts p (prompt set, model version, round)."""
+    return (
+        "(len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], p.prompt_set))"
+        " AND (len(?::VARCHAR[]) = 0 OR EXISTS (SELECT 1 FROM completions m WHERE m.comparison_id = c.id"
+        "      AND list_contains(?::VARCHAR[], m.model_version)))"
+        " AND (len(?::INTEGER[]) = 0 OR list_contains(?::INTEGER[], c.round))",
+        [list(filters.prompt_sets)] * 2 + [list(filters.model_versions)] * 2 + [[int(r) for r in filters.rounds]] * 2,
+    )
+
+
+def _ranking_where(filters: Filters) -> tuple[str, list]:
+    """Conditions on rankings r (annotator, source)."""
+    return (
+        "(len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], r.annotator)) AND (NOT ? OR r.source = 'human')",
+        [list(filters.annotators)] * 2 + [filters.human_only],
+    )
 
 
 def _where(filters: Filters) -> tuple[str, list]:
-    """The WHERE clause over rankings r joined to prompts p, and its parameters."""
-    return (
-        " WHERE (len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], p.prompt_set))"
-        " AND (len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], r.annotator))"
-        " AND (len(?::VARCHAR[]) = 0 OR EXISTS (SELECT 1 FROM completions m WHERE m.comparison_id = r.comparison_id"
-        "      AND list_contains(?::VARCHAR[], m.model_version)))"
-        " AND (NOT ? OR r.source = 'human')",
-        [list(filters.prompt_sets)] * 2 + [list(filters.annotators)] * 2 + [list(filters.model_versions)] * 2
-        + [filters.human_only],
-    )
+    """The WHERE clause over rankings r joined to comparisons c and prompts p, and its parameters."""
+    on_comparisons, first = _comparison_where(filters)
+    on_rankings, second = _ranking_where(filters)
+    return f" WHERE {on_comparisons} AND {on_rankings}", first + second
 
 
 _FROM = " FROM rankings r JOIN comparisons c ON c.id = r.comparison_id JOIN prompts p ON p.id = c.prompt_id"
@@ -74,6 +91,37 @@ def rank_lists(cur, filters: Filters) -> pd.DataFrame:
         + where + " GROUP BY r.id, r.comparison_id, r.annotator ORDER BY r.comparison_id, r.annotator",
         params,
     ).df()
+
+
+def counts_per_round(cur, filters: Filters) -> pd.DataFrame:
+    """One row per round: round, active_version (the policy active in it), started_at,
+    comparisons (made in it), ranked (of those, ranked at least once) and rankings.
+    Comparisons are restricted by prompt set, model version and round; rankings also by
+    annotator and source."""
+    on_comparisons, first = _comparison_where(filters)
+    on_rankings, second = _ranking_where(filters)
+    counted = cur.execute(
+        "WITH kept AS (SELECT c.id, c.round FROM comparisons c JOIN prompts p ON p.id = c.prompt_id"
+        f"              WHERE {on_comparisons}),"
+        "     ranked AS (SELECT r.comparison_id, count(*) AS n FROM rankings r"
+        f"               WHERE {on_rankings} GROUP BY r.comparison_id)"
+        " SELECT k.round, count(*) AS comparisons, count(n.n) AS ranked, coalesce(sum(n.n), 0)::BIGINT AS rankings"
+        " FROM kept k LEFT JOIN ranked n ON n.comparison_id = k.id GROUP BY k.round",
+        first + second,
+    ).df()
+    known = rounds.list_rounds(cur)
+    if filters.rounds:
+        known = known[known["round"].isin([int(r) for r in filters.rounds])]
+    frame = known.merge(counted, on="round", how="outer").sort_values("round", ignore_index=True)
+    for column in ("comparisons", "ranked", "rankings"):
+        frame[column] = frame[column].fillna(0).astype(int)
+    frame["round"] = frame["round"].astype(int)
+    return frame.rename(columns={"policy": "active_version"})[
+        ["round", "active_version", "started_at", "comparisons", "ranked", "rankings"]]
+
+
+def round_numbers(cur) -> list[int]:
+    return [int(r) for r in rounds.list_rounds(cur)["round"]]
 
 
 def annotator_names(cur) -> list[str]:

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 
+from storage import rounds
 from storage.db import first_row
 
 
@@ -46,13 +47,18 @@ def active_policy(cur) -> str | None:
     return row and row[0]
 
 
-def promote(cur, name: str) -> None:
-    """Make `name` the active policy; the previously active one is archived."""
+def promote(cur, name: str) -> int:
+    """Make `name` the active policy; the previously active one is archived, and the next
+    round of data collection begins with `name` (none when it was already active).
+    Returns the current round's number. Call inside a transaction: the statuses and the
+    round change together."""
+    previous = active_policy(cur)
     cur.execute(
         "UPDATE model_versions SET status = 'archived' WHERE kind = 'policy' AND status = 'active' AND name <> ?",
         [name],
     )
     cur.execute("UPDATE model_versions SET status = 'active' WHERE name = ?", [name])
+    return rounds.start(cur, name, previous)
 
 
 def list_versions(cur) -> pd.DataFrame:

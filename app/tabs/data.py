@@ -1,4 +1,5 @@
-"""Data tab (researchers): activity, agreement, consensus, exports and prompt import.
+"""Data tab (researchers): activity, agreement, consensus, exports and prompt import;
+every figure for all rounds of data collection or one, and a table split by round.
 
 Handlers first, layout last. Every handler checks the role on the server; hiding the tab
 from annotators is only a convenience.
@@ -21,10 +22,18 @@ from rlhf.reports import Filters, Reports
 from rlhf.workbench import EXPORT_FORMATS
 
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
+ALL_ROUNDS = "all"
 
 
-def _filters(prompt_sets, annotators, model_versions) -> Filters:
-    return Filters(tuple(prompt_sets or ()), tuple(annotators or ()), tuple(model_versions or ()))
+def round_choices(known: list[tuple[int, str | None]]) -> list[tuple[str, str]]:
+    """(label, value) pairs for the round selector: all rounds, then each round with its policy."""
+    return [("All rounds", ALL_ROUNDS)] + [
+        (f"Round {number}" + (f" · {policy}" if policy else ""), str(number)) for number, policy in known]
+
+
+def _filters(prompt_sets, annotators, model_versions, round_choice=ALL_ROUNDS) -> Filters:
+    chosen = () if round_choice in (None, "", ALL_ROUNDS) else (int(round_choice),)
+    return Filters(tuple(prompt_sets or ()), tuple(annotators or ()), tuple(model_versions or ()), rounds=chosen)
 
 
 def _figure(value: float) -> str:
@@ -41,16 +50,17 @@ def agreement_summary(figures: dict) -> str:
 
 
 def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, annotators, model_versions,
-            request: gr.Request):
+            round_choice, request: gr.Request):
     user = current_user(service, request, *STAFF)
-    filters = _filters(prompt_sets, annotators, model_versions)
+    filters = _filters(prompt_sets, annotators, model_versions, round_choice)
     activity = reports.activity(filters)
     figures = reports.agreement(filters, method)
     per_annotator = figures["per_annotator"]
     choices = reports.choices()
     return [
         gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
-        gr.update(choices=choices["model_versions"]),
+        gr.update(choices=choices["model_versions"]), gr.update(choices=round_choices(choices["rounds"])),
+        reports.by_round(filters, method),
         activity["per_annotator"], activity["per_day"], activity["recent"],
         agreement_summary(figures), per_annotator,
         per_annotator.dropna(subset=["tau_b_to_consensus"]) if not per_annotator.empty else per_annotator,
@@ -59,10 +69,10 @@ def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, ann
 
 
 def compute_consensus(service: Annotation, reports: Reports, method: str, prompt_sets, annotators,
-                      model_versions, request: gr.Request) -> pd.DataFrame:
+                      model_versions, round_choice, request: gr.Request) -> pd.DataFrame:
     current_user(service, request, *STAFF)
     with user_error():
-        return reports.compute_consensus(_filters(prompt_sets, annotators, model_versions), method)
+        return reports.compute_consensus(_filters(prompt_sets, annotators, model_versions, round_choice), method)
 
 
 def export(service: Annotation, format: str, selection: str, suffix: str, request: gr.Request):
@@ -89,7 +99,12 @@ def build(service: Annotation, reports: Reports) -> gr.Tab:
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets")
             annotators = gr.Dropdown([], multiselect=True, label="Annotators")
             model_versions = gr.Dropdown([], multiselect=True, label="Model versions")
+            round_choice = gr.Dropdown(round_choices([]), value=ALL_ROUNDS, label="Round",
+                                       info="A round lasts while one policy is active; applies to every figure.")
             refresh_button = gr.Button("Refresh", scale=0)
+        gr.Markdown("### Rounds\nComparisons and rankings per round of data collection, with the policy that "
+                    "was active in it and the agreement over its comparisons ranked by two or more annotators.")
+        per_round = gr.Dataframe(label="Per round", interactive=False)
         gr.Markdown("### Activity")
         with gr.Row():
             per_annotator = gr.Dataframe(label="Per annotator", interactive=False)
@@ -122,8 +137,8 @@ def build(service: Annotation, reports: Reports) -> gr.Tab:
         import_note = gr.Markdown()
         timer = gr.Timer(15.0)
 
-        filters = [prompt_sets, annotators, model_versions]
-        outputs = [*filters, per_annotator, per_day, recent, summary, to_consensus, plot, gold]
+        filters = [prompt_sets, annotators, model_versions, round_choice]
+        outputs = [*filters, per_round, per_annotator, per_day, recent, summary, to_consensus, plot, gold]
 
         # the request comes first: Gradio cannot pass it after *chosen
         def on_refresh(request: gr.Request, chosen_method, *chosen):

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from app.session import current_user, user_error
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
 from rlhf.pregenerate import PreGenerator
+from rlhf.workbench import SOURCES_EXAMPLE
 
 ACTIVE_POLICY = "(the active policy)"
+SOURCES_HELP = ("Where each comparison's completions come from, as JSON; empty: all K from the generating "
+                "model version. `version` is `active`, `previous` (active in the round before), `base` or a "
+                "version name; `count` how many; optional `temperature`, `top_p`. K becomes the sum of the "
+                "counts. Completions are shuffled: annotators never see which is which.")
 
 
 def generation_line(pregenerator: PreGenerator) -> str:
     status = pregenerator.status()
     line = (f"Pre-generation: **{status['state']}** · {status['ready']} comparisons ready of "
             f"{status['target']} wanted · {status['generated_total']} generated since start")
+    if status.get("round") is not None:
+        line += f" · round {status['round']}"
+    if status.get("note"):
+        line += f"  \nNote: {status['note']}"
     return line + (f"  \nLast error: {status['last_error']}" if status.get("last_error") else "")
+
+
+def sources_text(sources: list[dict] | None) -> str:
+    """The sources setting as the JSON shown in the editor: one source a line, '' for none."""
+    if not sources:
+        return ""
+    return "[\n" + ",\n".join("  " + json.dumps(source) for source in sources) + "\n]"
+
+
+def parse_sources(text: str | None) -> list[dict] | None:
+    """The editor's JSON as a sources list (None when empty); checked by the service."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise gr.Error(f"The sources are not valid JSON ({error.msg} at line {error.lineno}); "
+                       f"write them like {SOURCES_EXAMPLE}.") from None
 
 
 def current_settings(service: Annotation, pregenerator: PreGenerator, request: gr.Request):
@@ -28,22 +57,33 @@ def current_settings(service: Annotation, pregenerator: PreGenerator, request: g
         gr.update(choices=list(service.wb.prompt_sets()["prompt_set"]), value=config.prompt_sets or []),
         gr.update(choices=[ACTIVE_POLICY, *versions], value=config.model_version or ACTIVE_POLICY),
         config.overlap, config.ready_target, config.gold_rate, config.k, config.max_new_tokens,
+        sources_text(config.sources),
         generation_line(pregenerator), text, f"Editing guidelines version {version}.",
     ]
 
 
+def describe_sources(sources: list[dict] | None) -> str:
+    if not sources:
+        return "all from the generating version"
+    return ", ".join(
+        f"{s['count']} × {s['version']}" + (f" at temperature {s['temperature']:g}" if "temperature" in s else "")
+        for s in sources)
+
+
 def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, model_version, overlap,
-                  ready_target, gold_rate, k, max_new_tokens, request: gr.Request) -> str:
+                  ready_target, gold_rate, k, max_new_tokens, sources, request: gr.Request) -> str:
     user = current_user(service, request, *STAFF)
+    chosen_sources = parse_sources(sources)
     with user_error():
         config = service.set_config(
             user, prompt_sets=prompt_sets or None,
             model_version=None if model_version in (None, ACTIVE_POLICY) else model_version,
             overlap=int(overlap), ready_target=int(ready_target), gold_rate=float(gold_rate), k=int(k),
-            max_new_tokens=int(max_new_tokens))
+            max_new_tokens=int(max_new_tokens), sources=chosen_sources)
     pregenerator.wake()
     sets = ", ".join(config.prompt_sets) if config.prompt_sets else "all sets"
-    return f"Saved: {config.overlap} annotator(s) per comparison, {sets}, K={config.k}."
+    return (f"Saved: {config.overlap} annotator(s) per comparison, {sets}, K={config.k} "
+            f"({describe_sources(config.sources)}).")
 
 
 def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
@@ -77,6 +117,9 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
             gold_rate = gr.Slider(0, 1, step=0.05, label="Share of gold items")
             k = gr.Slider(2, 8, step=1, label="Completions per comparison (K)")
             max_new_tokens = gr.Number(label="Max new tokens", precision=0, minimum=1)
+        sources = gr.Textbox(label="Completion sources (JSON; empty: all K from one version)", lines=4,
+                             placeholder=SOURCES_EXAMPLE, elem_id="queue-sources")
+        gr.Markdown(SOURCES_HELP + f"  \nFor example: `{SOURCES_EXAMPLE}`")
         save_button = gr.Button("Save queue settings", variant="primary")
         saved = gr.Markdown()
         gr.Markdown("### Gold items\nMixed into the queue unannounced; each annotator's agreement with them "
@@ -92,7 +135,7 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
         guidelines_button = gr.Button("Save as a new version")
         timer = gr.Timer(5.0)
 
-        fields = [prompt_sets, model_version, overlap, ready_target, gold_rate, k, max_new_tokens]
+        fields = [prompt_sets, model_version, overlap, ready_target, gold_rate, k, max_new_tokens, sources]
 
         def on_open(request: gr.Request):
             return current_settings(service, pregenerator, request)
