@@ -109,14 +109,14 @@ METHODS: dict[str, Method] = {
     "grpo": Method(
         "grpo", "policy", "prompts", "trl.GRPOConfig",
         "GRPO with the reward model as reward function; TRL GRPOTrainer",
-        {"learning_rate": 2e-5, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
+        {"learning_rate": 1e-4, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
          "max_completion_length": 48, "beta": 0.04, "seed": 0, "temperature": 0.8},
         {}, needs_reward=True,
     ),
     "rloo": Method(
         "rloo", "policy", "prompts", "trl.RLOOConfig",
         "REINFORCE leave-one-out with the reward model as reward function; TRL RLOOTrainer",
-        {"learning_rate": 2e-5, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
+        {"learning_rate": 1e-4, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
          "max_completion_length": 48, "beta": 0.04, "seed": 0, "temperature": 0.8},
         {}, needs_reward=True,
     ),

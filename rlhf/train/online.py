@@ -1,0 +1,112 @@
+"""Online policy training against the trained reward model: GRPO and RLOO (REINFORCE
+leave-one-out), with TRL's GRPOTrainer and RLOOTrainer. The policy samples
+`num_generations` completions per prompt, the reward model scores each (the chat-templated
+prompt + completion, as the reward trainer saw its pairs), and the policy moves toward
+the completions scored above their group's mean, held near the starting policy by a KL
+penalty (`beta`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from typing import Any
+
+from rlhf.train import common
+from rlhf.train.common import TrainInputs, TrainingError
+from rlhf.train.sft import callbacks, conversational, fit, load_policy, require_columns, tidy, \
+    trainer_config
+
+log = logging.getLogger(__name__)
+
+ONLINE_METHODS = ("grpo", "rloo")
+
+
+def _trl(method: str) -> tuple[type, type]:
+    if method == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+    if method == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOConfig, RLOOTrainer
+    raise TrainingError(f"Unknown online method '{method}': choose {' or '.join(ONLINE_METHODS)}.")
+
+
+def _prompts(frame) -> Any:
+    """The distinct prompts (as message lists), in first-seen order."""
+    require_columns(frame, ["prompt"], "prompt")
+    if len(frame) == 0:
+        return frame
+    frame = conversational(frame[["prompt"]].copy())
+    key = frame["prompt"].map(lambda turns: tuple((m["role"], m["content"]) for m in turns))
+    frame = frame[[bool(turns) and bool(str(turns[-1]["content"]).strip()) for turns in frame["prompt"]]]
+    return frame.loc[~key.loc[frame.index].duplicated()].reset_index(drop=True)
+
+
+def _reward_curve(trainer) -> dict[str, float]:
+    """Mean reward of the first and the last logged step and over all of them."""
+    rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
+    if not rewards:
+        return {}
+    return {"train/reward_first": float(rewards[0]), "train/reward_last": float(rewards[-1]),
+            "train/reward_mean": float(sum(rewards) / len(rewards))}
+
+
+def _reference_dir(inputs: TrainInputs, policy, beta: float) -> None:
+    """Full fine-tuning with a KL penalty: TRL reloads the reference from the model's
+    config name, which for a LoRA parent names the parent's base. Point it at the parent
+    itself, merged, saved in a scratch folder (removed after training)."""
+    if beta == 0 or policy.peft_config is not None or not common.is_adapter(inputs.base_path):
+        return
+    scratch = inputs.out_dir / "trainer" / "reference"
+    policy.model.save_pretrained(str(scratch), safe_serialization=True)
+    policy.model.config._name_or_path = str(scratch)
+
+
+def train(inputs: TrainInputs, method: str) -> dict[str, float]:
+    """GRPO (`method="grpo"`) or RLOO (`"rloo"`) on the `prompt` column (messages), with the
+    reward model at `inputs.reward_path` as reward function. Returns train loss, the
+    reward curve (`train/reward_first`, `train/reward_last`, `train/reward_mean`), the
+    final `train/kl` and `train/examples` (distinct prompts)."""
+    config_class, trainer_class = _trl(method)
+    if inputs.reward_path is None:
+        raise TrainingError(f"{method.upper()} needs a reward model: train one (method reward) and choose it.")
+    prompts = _prompts(inputs.data)
+    if len(prompts) == 0:
+        raise TrainingError(f"{method.upper()} needs at least one prompt to sample completions for.")
+    policy = load_policy(inputs)
+    inputs.reporter.progress(0, None, message="loading the reward model")
+    reward_model = common.load_reward_model(inputs.reward_path)
+    reward_model.eval().requires_grad_(False)
+    reward_tokenizer = common.load_tokenizer(inputs.reward_path)
+    config = trainer_config(config_class, inputs, eval_strategy="no")
+    if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        raise TrainingError("use_vllm needs the vllm package (and a GPU); leave use_vllm off.")
+    try:
+        _reference_dir(inputs, policy, float(getattr(config, "beta", 0.0)))
+        trainer = trainer_class(
+            model=policy.model,
+            reward_funcs=reward_model,
+            args=config,
+            train_dataset=common.to_dataset(prompts, ["prompt"]),
+            processing_class=policy.tokenizer,
+            reward_processing_classes=reward_tokenizer,
+            peft_config=policy.peft_config,
+            callbacks=callbacks(inputs),
+        )
+        metrics = fit(trainer, inputs, policy, {"train": len(prompts)}, evaluate=False)
+    finally:
+        shutil.rmtree(inputs.out_dir / "trainer" / "reference", ignore_errors=True)
+        tidy(inputs.out_dir)
+    metrics.update(_reward_curve(trainer))
+    return metrics
+
+
+def train_grpo(inputs: TrainInputs) -> dict[str, float]:
+    return train(inputs, "grpo")
+
+
+def train_rloo(inputs: TrainInputs) -> dict[str, float]:
+    return train(inputs, "rloo")
