@@ -215,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     user_commands.add_parser("list", parents=[home_option, json_option], help="users and their roles"
                              ).set_defaults(handler=cmd_users_list)
 
-    from app.cli_jobs import add_commands
+    from app import cli_compare, cli_demo, cli_jobs
 
-    add_commands(command, commands, home_option, json_option)
+    for module in (cli_jobs, cli_compare, cli_demo):
+        module.add_commands(command, commands, home_option, json_option)
     return parser
 
 

@@ -1,0 +1,47 @@
+"""`rlhf demo` on the real default model with a tiny budget: one round of the whole loop
+(generate, simulated ranking, reward model, DPO, promote, judge against the base)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.cli import main
+from rlhf.home import Home
+from rlhf.workbench import Workbench
+
+try:
+    from tests.conftest import make_home
+except ImportError:
+    from conftest import make_home
+
+
+@pytest.mark.integration
+def test_one_round_demo_closes_the_loop(tmp_path, real_model_dir, capsys):
+    home = make_home(tmp_path / "demo", real_model_dir)  # the converted model, so the demo need not convert
+    code = main(["demo", "--home", str(home.root), "--rounds", "1", "--prompts-per-round", "6",
+                 "--held-out", "6", "--max-new-tokens", "24", "--json"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    [row] = result["rounds"]
+    assert row["round"] == 1 and row["comparisons"] == 6 and row["rankings"] == 6
+    assert 0.0 <= row["win_rate_vs_base"] <= 1.0 and row["wins"] + row["ties"] + row["losses"] == 6
+    with Workbench(Home(home.root)) as wb:
+        versions = wb.models().set_index("name")
+        assert versions.loc[row["reward_version"], "kind"] == "reward"
+        assert versions.loc[row["policy_version"], "status"] == "active"
+        assert versions.loc[row["policy_version"], "parent"] == "base"
+        rankings = wb.rankings()
+        assert set(rankings["source"]) == {"simulated"} and set(rankings["user"]) == {"shorter@flip=0.1"}
+        assert wb.current_round().number == 2  # promotion started the next round
+
+
+def test_demo_refuses_a_home_with_rankings_and_a_bad_annotator(tiny_home, capsys):
+    assert main(["demo", "--home", str(tiny_home.root), "--annotator", "friendlier"]) == 1
+    assert "friendlier" in capsys.readouterr().err
+    with Workbench(tiny_home) as wb:
+        [comparison_id] = wb.generate(n=1, k=2)
+        wb.rank(comparison_id, "A > B", "ana")
+    assert main(["demo", "--home", str(tiny_home.root)]) == 1
+    assert "fresh home" in capsys.readouterr().err
