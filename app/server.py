@@ -11,9 +11,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from app import api  # noqa: E402
-from app.tabs import annotate, comparisons, data, queue, train  # noqa: E402
+from app.tabs import annotate, compare, comparisons, data, queue, train  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
 from rlhf.auth import STAFF, authenticate, get_user  # noqa: E402
+from rlhf.compare import Compare  # noqa: E402
 from rlhf.jobs import JobRunner, Jobs  # noqa: E402
 from rlhf.pregenerate import PreGenerator  # noqa: E402
 from rlhf.reports import Reports  # noqa: E402
@@ -24,6 +25,7 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
 def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs) -> gr.Blocks:
+    comparer = Compare(wb)  # one per app: the tab and the API share open battles and loaded models
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
             gr.Markdown(f"## {TITLE}")
@@ -32,9 +34,10 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
         with gr.Tabs():
             load_item, item_outputs = annotate.build(service, pregenerator)
             research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb)),
-                             comparisons.build(service), train.build(service, jobs)]
+                             comparisons.build(service), train.build(service, jobs), compare.build(service, comparer)]
         api.register(service, pregenerator)
         api.register_jobs(service, jobs)
+        api.register_compare(service, comparer)
 
         def who(request: gr.Request):
             """Who is signed in; researchers' tabs are shown to researchers and admins (the

@@ -71,7 +71,7 @@ def test_budget_exhausted_is_length(lively_policy):
             assert s.text  # real tokens, not only whitespace
 
 
-@pytest.mark.parametrize("k", [0, 1, MAX_K + 1, 100])
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1, 100])
 def test_k_outside_range_is_refused(policy, k):
     with pytest.raises(ValueError, match="K must be between"):
         sample(policy, CONVERSATIONS[:1], k=k, params=SamplingParams(max_new_tokens=2, seed=0))
