@@ -11,15 +11,19 @@ from app.session import current_user, user_error
 from rlhf import job_views
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation, Item, Submission
+from rlhf.compare import Compare, CompareError
 from rlhf.jobs import Jobs
 from rlhf.pregenerate import PreGenerator
 
 
 
 def item_payload(item: Item | None) -> dict:
+    """The item as JSON. With the queue's suggestions on and the comparison scored, it also
+    holds `suggestion`: {ranking, reward_version, note}, a reward model's ranking for the
+    annotator to weigh, never a ranking submitted for them; otherwise the key is absent."""
     if item is None:
         return {"comparison_id": None, "message": "No comparison is waiting for you right now."}
-    return {
+    payload = {
         "comparison_id": item.comparison_id,
         "prompt": item.prompt,
         "messages": item.messages,
@@ -29,6 +33,10 @@ def item_payload(item: Item | None) -> dict:
         "dimensions": list(item.dimensions),
         "progress": item.progress,
     }
+    if item.suggestion:
+        payload["suggestion"] = {**item.suggestion, "note": "A reward model's suggestion, not an answer: "
+                                 "rank as you judge."}
+    return payload
 
 
 def register(service: Annotation, pregenerator: PreGenerator) -> None:
@@ -67,14 +75,22 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
 
     def queue_settings(overlap: int | None = None, prompt_sets: list[str] | None = None,
                        model_version: str | None = None, ready_target: int | None = None,
-                       gold_rate: float | None = None, request: gr.Request = None) -> dict:
-        """Researchers: change the queue (fields left null keep their value); returns it."""
+                       gold_rate: float | None = None, sources: list[dict] | None = None,
+                       suggest: bool | None = None, selection: str | None = None,
+                       reward_models: list[str] | None = None, request: gr.Request = None) -> dict:
+        """Researchers: change the queue (fields left null keep their value); returns it.
+        sources: [{version, count, temperature?, top_p?}] ([] for all K from one version);
+        suggest: show annotators the reward model's ranking as a suggestion; selection:
+        'random' or 'uncertain' (least sure first); reward_models: one or two reward
+        versions ([] for the newest)."""
         user = current_user(service, request, *STAFF)
-        changes = {name: value for name, value in dict(overlap=overlap, prompt_sets=prompt_sets,
-                   model_version=model_version, ready_target=ready_target, gold_rate=gold_rate).items()
-                   if value is not None}
+        changes = {name: value for name, value in dict(
+            overlap=overlap, prompt_sets=prompt_sets, model_version=model_version, ready_target=ready_target,
+            gold_rate=gold_rate, sources=sources, suggest=suggest, selection=selection,
+            reward_models=reward_models).items() if value is not None}
         with user_error():
             config = service.set_config(user, **changes)
+        pregenerator.wake()  # generate or score for the new settings now
         return {**vars(config), "dimensions": list(config.dimensions), "generation": pregenerator.status()}
 
     def mark_gold(comparison_id: int, ranking: str | None, request: gr.Request = None) -> dict:
@@ -142,4 +158,78 @@ def register_jobs(service: Annotation, jobs: Jobs) -> None:
         return {"name": version, "status": "active"}
 
     for endpoint in (preview_job, submit_job, job_status, cancel_job, list_jobs, list_models, promote_model):
+        gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)
+
+
+def register_compare(service: Annotation, compare: Compare) -> None:
+    """Researchers' endpoints for comparing versions (declared inside the app's Blocks
+    context): side by side, blind arena battles (open one, vote, then the names are
+    revealed), the leaderboard, the raw votes, and automatic evaluations. Completions are
+    returned as text; a refusal is one sentence."""
+    def compare_versions(version_a: str, version_b: str, prompt: str | None = None, prompt_id: int | None = None,
+                         prompt_set: str | None = None, reward: str | None = None, max_new_tokens: int | None = None,
+                         temperature: float | None = None, seed: int | None = None, request: gr.Request = None) -> dict:
+        """Researchers: both versions answer one prompt (typed, a stored prompt id, or a random one of
+        prompt_set): {prompt, a, b}, each answer {version, text, num_tokens, finish_reason, score}; score
+        is the reward model's (null when no reward version is named)."""
+        current_user(service, request, *STAFF)
+        with user_error():
+            return job_views.jsonable(compare.side_by_side(version_a, version_b, prompt, prompt_id, prompt_set, reward,
+                                                           max_new_tokens, temperature, seed))
+
+    def arena_battle(version_a: str | None = None, version_b: str | None = None, prompt: str | None = None,
+                     prompt_id: int | None = None, prompt_set: str | None = None,
+                     max_new_tokens: int | None = None, request: gr.Request = None) -> dict:
+        """Researchers: open a blind battle: {battle, prompt, a, b, chosen_by}, the two answers in the order
+        shown and no names. Both versions named: that pair; neither: the least-played pair. Vote with
+        arena_vote(battle, vote)."""
+        user = current_user(service, request, *STAFF)
+        with user_error():
+            return job_views.jsonable(compare.start_battle(user, version_a, version_b, prompt, prompt_id, prompt_set,
+                                                           max_new_tokens))
+
+    def arena_vote(battle: str, vote: str, request: gr.Request = None) -> dict:
+        """Researchers: vote on your open battle (A, B, tie or both_bad); stored with you as the voter, and
+        the names revealed: {battle_id, vote, model_a, model_b, voter}."""
+        user = current_user(service, request, *STAFF)
+        with user_error():
+            return job_views.jsonable(compare.vote(user, battle, vote))
+
+    def arena_leaderboard(rounds: int = 1000, request: gr.Request = None) -> dict:
+        """Researchers: Bradley-Terry ratings with 95% bootstrap intervals (`rounds` resamples), the
+        win-rate matrix {model: {opponent: rate}} (ties as half) and the votes per pair."""
+        current_user(service, request, *STAFF)
+        with user_error():
+            rounds = int(rounds)
+            if not 1 <= rounds <= 10_000:
+                raise CompareError(f"rounds must be from 1 to 10000, not {rounds}.")
+            board = compare.leaderboard(rounds=rounds)
+            rates = compare.win_rates()
+            return {"leaderboard": [job_views.jsonable(row) for row in board.to_dict("records")],
+                    "win_rates": job_views.jsonable(rates.to_dict("index")),
+                    "pairs": [job_views.jsonable(row) for row in compare.pair_counts().to_dict("records")]}
+
+    def arena_battles(request: gr.Request) -> list[dict]:
+        """Researchers: every stored vote, oldest first, with its voter, prompt and both completions."""
+        current_user(service, request, *STAFF)
+        return [job_views.jsonable(row) for row in compare.battles().to_dict("records")]
+
+    def evaluate_versions(version_a: str, version_b: str, prompt_set: str | None = None, n: int = 16,
+                          reward: str | None = None, reference: str | None = None, seed: int = 0,
+                          max_new_tokens: int = 128, request: gr.Request = None) -> dict:
+        """Researchers: evaluate A against B on the first n prompts of a prompt set (default 'default'):
+        win rate under the reward model (default the newest), mean reward, length and KL from the
+        reference (default 'base') of each; stored, and returned with its id."""
+        user = current_user(service, request, *STAFF)
+        with user_error():
+            return job_views.jsonable(compare.evaluate(version_a, version_b, prompt_set, n, reward, reference, seed,
+                                                       max_new_tokens, created_by=user.name))
+
+    def list_evaluations(version: str | None = None, limit: int | None = None, request: gr.Request = None) -> list[dict]:
+        """Researchers: the stored evaluations (of one version when named), newest first."""
+        current_user(service, request, *STAFF)
+        return [job_views.jsonable(row) for row in compare.evaluations(version, limit).to_dict("records")]
+
+    for endpoint in (compare_versions, arena_battle, arena_vote, arena_leaderboard, arena_battles, evaluate_versions,
+                     list_evaluations):
         gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)

@@ -33,7 +33,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tabs():
             load_item, item_outputs = annotate.build(service, pregenerator)
-            research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb)),
+            research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb), pregenerator),
                              comparisons.build(service), train.build(service, jobs), compare.build(service, comparer)]
         api.register(service, pregenerator)
         api.register_jobs(service, jobs)

@@ -26,8 +26,11 @@ from rlhf.auth import ROLES, STAFF, User, require_role
 from rlhf.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
 from rlhf.workbench import Workbench, WorkbenchError
 from storage import feedback, guidelines, prompts, queue
+from storage import scores as reward_scores
 
 SETTINGS_KEY = "annotation.queue"
+SELECTIONS = ("random", "uncertain")
+MAX_REWARD_MODELS = 2
 FLAGS = ("unsafe", "factually_wrong", "nonsense")
 LIKERT = range(1, 6)
 MAX_TEXT = 20_000  # characters in a better answer or a comment; more is a pasted mistake
@@ -53,6 +56,16 @@ class QueueConfig:
     # {"version": "base", "count": 1, "temperature": 1.0}]: version is 'active', 'previous'
     # (active in the round before), 'base' or a version name; K is the sum of the counts.
     sources: list[dict] | None = None
+    # Closing the loop with a reward model (rlhf/suggestions.py). `suggest`: show annotators
+    # the reward model's ranking, marked as a suggestion (never filled into their ranking).
+    # `selection`: 'random', the order without a model (closest to complete, then oldest);
+    # 'uncertain', the comparisons the reward model is least sure about first (see
+    # storage.queue.next_for). `reward_models`: the version(s) used, None for the newest;
+    # with two, 'uncertain' means where they disagree most, and the first one suggests.
+    # Scores are computed in the background (the pre-generator) while either is on.
+    suggest: bool = False
+    selection: str = "random"
+    reward_models: list[str] | None = None
 
     @classmethod
     def from_dict(cls, stored: dict) -> "QueueConfig":
@@ -76,6 +89,9 @@ class Item:
     guidelines_version: int
     dimensions: tuple[str, ...]
     progress: dict = field(default_factory=dict)
+    # {ranking, reward_version} when the queue shows suggestions and the reward model has
+    # scored this comparison; None otherwise
+    suggestion: dict | None = None
 
 
 @dataclass
@@ -132,7 +148,40 @@ class Annotation:
         if config.sources is not None:
             config.k = sum(source["count"] for source in config.sources)
         config.dimensions = _checked_dimensions(config.dimensions)
+        if not isinstance(config.suggest, bool):
+            raise WorkbenchError(f"suggest must be true or false, not {config.suggest!r}.")
+        if config.selection not in SELECTIONS:
+            raise WorkbenchError(f"selection must be one of {', '.join(SELECTIONS)}, not {config.selection!r}.")
+        config.reward_models = self._checked_reward_models(config.reward_models)
+        if (config.suggest or config.selection == "uncertain") and not self.reward_versions(config):
+            raise WorkbenchError("There is no reward model yet: train one (Train tab, method reward) before "
+                                 "turning on suggestions or the 'uncertain' selection.")
         return config
+
+    def _checked_reward_models(self, chosen) -> list[str] | None:
+        if chosen is None or len(chosen) == 0:
+            return None  # the newest reward model
+        if isinstance(chosen, str):
+            chosen = [chosen]
+        chosen = list(dict.fromkeys(chosen))
+        if len(chosen) > MAX_REWARD_MODELS:
+            raise WorkbenchError(f"Choose one or two reward models, not {len(chosen)}.")
+        return [self.wb.reward_model(name)["name"] for name in chosen]
+
+    def reward_versions(self, config: QueueConfig | None = None) -> list[str]:
+        """The reward version(s) the queue uses: those chosen, else the newest; [] when
+        there is none."""
+        config = config or self.config
+        if config.reward_models:
+            return list(config.reward_models)
+        newest = reward_scores.newest_reward(self.wb.store.cursor())
+        return [newest] if newest else []
+
+    def scoring_wanted(self, config: QueueConfig | None = None) -> list[str]:
+        """The reward versions the background scorer should score the queue with: none
+        unless suggestions or the 'uncertain' selection are on."""
+        config = config or self.config
+        return self.reward_versions(config) if config.suggest or config.selection == "uncertain" else []
 
     def _checked_prompt_sets(self, chosen) -> list[str] | None:
         if chosen is None or len(chosen) == 0:
@@ -152,13 +201,28 @@ class Annotation:
         holds nothing for them. A reload gives back the item they already hold."""
         require_role(user, *ROLES)
         config = self.config
+        rewards = self.reward_versions(config) if config.suggest or config.selection == "uncertain" else []
+        suggestion = None
         with _WRITE_LOCK, self.wb.store.transaction() as cur:
-            comparison_id = self._choose(cur, user.name, config)
+            comparison_id = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)
+            if comparison_id is not None and config.suggest and rewards:
+                suggestion = self._suggestion(cur, comparison_id, user.name, rewards[0])
         if comparison_id is None:
             return None
-        return self._item(comparison_id, user, config)
+        item = self._item(comparison_id, user, config)
+        item.suggestion = suggestion
+        return item
 
-    def _choose(self, cur, annotator: str, config: QueueConfig) -> int | None:
+    def _suggestion(self, cur, comparison_id: int, annotator: str, reward_version: str) -> dict | None:
+        """The stored suggestion of `reward_version` for the comparison, recorded as shown to
+        the annotator; None when it has not scored the comparison yet."""
+        found = reward_scores.suggestion(cur, comparison_id, reward_version)
+        if found is None:
+            return None
+        reward_scores.record_shown(cur, comparison_id, annotator, reward_version, found["ranking"])
+        return {"ranking": found["ranking"], "reward_version": reward_version}
+
+    def _choose(self, cur, annotator: str, config: QueueConfig, uncertain_by: list[str] | None = None) -> int | None:
         held = queue.own_claim(cur, annotator, config.claim_ttl_s)
         if held is not None:
             queue.claim(cur, held, annotator)  # refresh: they are still on it
@@ -170,7 +234,7 @@ class Annotation:
                 queue.claim(cur, gold, annotator)
                 return gold
         return queue.next_for(cur, annotator, config.overlap, config.prompt_sets, config.model_version,
-                              config.claim_ttl_s)
+                              config.claim_ttl_s, uncertain_by=uncertain_by or None)
 
     def _item(self, comparison_id: int, user: User, config: QueueConfig) -> Item:
         comparison = self.wb.comparison(comparison_id)

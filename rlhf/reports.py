@@ -2,16 +2,18 @@
 orders themselves (ties included), and consensus orderings stored beside the raw
 rankings. Every figure can be restricted by prompt set, annotator, model version and
 round of data collection (one round per active policy), and `by_round` splits the counts
-and agreement figures by round."""
+and agreement figures by round. Closing the loop: annotators' agreement with the reward
+model's suggestions they were shown (`suggestion_agreement`), and a reward version
+against held-out human rankings (`reward_audit`, see rlhf/reward_audit.py)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from rlhf import agreement
+from rlhf import agreement, reward_audit, suggestions
 from rlhf.ranking import ranking_from_ranks
 from rlhf.workbench import Workbench
-from storage import activity, prompts, rounds
+from storage import activity, prompts, rounds, scores
 from storage import models as model_versions
 from storage.activity import Filters
 
@@ -29,7 +31,8 @@ class Reports:
         known = rounds.list_rounds(cur)
         return {"prompt_sets": prompts.set_names(cur), "annotators": activity.annotator_names(cur),
                 "model_versions": model_versions.names(cur),
-                "rounds": [(int(r.round), r.policy) for r in known.itertuples()]}
+                "rounds": [(int(r.round), r.policy) for r in known.itertuples()],
+                "reward_versions": scores.reward_versions(cur)}
 
     def by_round(self, filters: Filters, method: str = "ranked_pairs") -> pd.DataFrame:
         """One row per round: round, active_version, started_at, comparisons, ranked,
@@ -65,6 +68,20 @@ class Reports:
         comparisons ranked by two or more annotators, and each annotator's tau-b to the
         consensus."""
         return agreement.annotator_agreement(activity.rank_lists(self.wb.store.cursor(), filters), method)
+
+    def suggestion_agreement(self, filters: Filters) -> dict:
+        """How far annotators agree with the reward model's suggestion they were shown
+        (pairwise agreement, tau-b, exact match; overall, per annotator and per reward
+        version, the last beside the same figures for rankings made without a suggestion);
+        see `rlhf.suggestions.agreement_with_suggestions`."""
+        cur = self.wb.store.cursor()
+        return suggestions.agreement_with_suggestions(activity.rank_lists(cur, filters), scores.shown_frame(cur),
+                                                      scores.suggestions_frame(cur))
+
+    def reward_audit(self, reward_version: str | None, limit: int = 20) -> dict:
+        """A reward version against held-out human rankings (scores already stored; the
+        comparisons still to score are in `missing`): see `rlhf.reward_audit.audit`."""
+        return reward_audit.audit(self.wb, reward_version, limit)
 
     def compute_consensus(self, filters: Filters, method: str) -> pd.DataFrame:
         """Merge the rankings of every comparison ranked by two or more annotators with

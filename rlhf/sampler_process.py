@@ -1,9 +1,11 @@
-"""Sampling in a child process, for the server's pre-generator.
+"""Sampling and reward scoring in a child process, for the server's pre-generator.
 
 In the server process, `generate`'s Python-side loop would hold the interpreter lock in
 slices and keep the annotators' requests waiting (on 2 cores, p95 over 300 ms). A child
 process samples instead, at lower CPU priority and on one core fewer than the machine
-has; the pre-generator thread only waits on a pipe, which holds no lock.
+has; the pre-generator thread only waits on a pipe, which holds no lock. The same child
+scores completions with a reward model ("score" requests: `RewardScorer.score`), for the
+suggestions and the 'uncertain' queue order, so no reward model is loaded in the server.
 """
 
 from __future__ import annotations
@@ -30,13 +32,22 @@ def _serve(connection) -> None:
     except OSError:
         pass
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    policies = {}
+    policies, scorers = {}, {}
     while True:
         try:
-            model_dir, conversations, k, params = connection.recv()
+            kind, model_dir, *request = connection.recv()
         except (EOFError, OSError):
             return
         try:
+            if kind == "score":
+                from rlhf.scoring import RewardScorer
+
+                if model_dir not in scorers:
+                    scorers[model_dir] = RewardScorer(model_dir)
+                prompts, completions = request
+                connection.send((True, scorers[model_dir].score(prompts, completions)))
+                continue
+            conversations, k, params = request
             if model_dir not in policies:
                 policies[model_dir] = load_policy(model_dir)
             connection.send((True, sample(policies[model_dir], conversations, k=k, params=params)))
@@ -45,9 +56,10 @@ def _serve(connection) -> None:
 
 
 class SamplerProcess:
-    """`sample(model_dir, conversations, k, params)` answered by a child process, started
-    on first use (spawned: a forked copy of a threaded server is unsafe) and restarted
-    if it died."""
+    """`sample(model_dir, conversations, k, params)` and `score(reward_dir, prompts,
+    completions)` answered by a child process, started on first use (spawned: a forked
+    copy of a threaded server is unsafe) and restarted if it died. Each model is loaded
+    once in the child."""
 
     def __init__(self):
         self._context = multiprocessing.get_context("spawn")
@@ -56,6 +68,13 @@ class SamplerProcess:
         self._connection = None
 
     def sample(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
+        return self._ask("sample", str(model_dir), conversations, k, params)
+
+    def score(self, reward_dir: Path, prompts: list[list[dict]], completions: list[str]) -> list[float]:
+        """Normalised rewards of each (prompt messages, completion text), as `RewardScorer.score`."""
+        return self._ask("score", str(reward_dir), list(prompts), list(completions))
+
+    def _ask(self, *message):
         with self._lock:
             if self._process is None or not self._process.is_alive():
                 self._connection, child = self._context.Pipe()
@@ -63,10 +82,10 @@ class SamplerProcess:
                 self._process.start()
                 child.close()
             try:
-                self._connection.send((str(model_dir), conversations, k, params))
+                self._connection.send(message)
                 ok, payload = self._connection.recv()
             except (EOFError, OSError):
-                raise RuntimeError("The sampling process ended unexpectedly; it restarts on the next batch.") from None
+                raise RuntimeError("The sampling process ended unexpectedly; it restarts on the next request.") from None
         if not ok:
             raise RuntimeError(payload)
         return payload

@@ -89,17 +89,25 @@ class Store:
     def schema_version(self) -> int:
         return self.cursor().execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
 
+    def applied_versions(self) -> set[int]:
+        return {row[0] for row in self.cursor().execute("SELECT version FROM schema_migrations").fetchall()}
+
     def migrate(self) -> list[int]:
-        """Apply the migrations this file has not seen yet; returns their numbers."""
+        """Apply, in order, every migration this file has not recorded yet; returns their
+        numbers. Every one, not only those above the highest applied: migrations written on
+        parallel branches can land out of order (006 shipped before 005), and a file that
+        got 006 first must still get 005 when it arrives. So two migrations must not depend
+        on each other unless their numbers say so."""
         cursor = self.cursor()
         cursor.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
             " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
         )
+        done = self.applied_versions()
         applied = []
         for migration in migrations():
-            if migration.version <= self.schema_version():
+            if migration.version in done:
                 continue
             with self.transaction() as tx:
                 tx.execute(migration.sql)

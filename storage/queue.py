@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from storage import scores
 from storage.db import first_row
 
 # Comparisons with a free slot for `me` ($me NULL: for anyone), restricted to prompt sets
@@ -84,20 +85,64 @@ def next_for(
     model_version: str | None,
     claim_ttl_s: int,
     now: datetime | None = None,
+    uncertain_by: list[str] | None = None,
 ) -> int | None:
     """Claim the next comparison for `annotator` and return its id; None when there is
     none. Their own live claim comes first (a reloaded page resumes the same item), then
     the comparisons closest to complete (so finished data arrives early), then the oldest.
+
+    With `uncertain_by` (one or two reward versions), the comparisons the reward model is
+    least sure about come right after the annotator's own claim: with one version, the
+    smallest gap between two of the comparison's scores first; with two,
+    the largest share of completion pairs the two order differently first, then the first
+    one's smallest gap (`scores.uncertainty_sql`). Comparisons not scored yet (completely)
+    come after every scored one, in the usual order.
+
     Call inside a transaction, under the caller's lock: choosing and claiming belong together."""
     params = _slot_params(annotator, overlap, prompt_sets, model_version, claim_ttl_s, now)
     cur.execute("DELETE FROM claims WHERE claimed_at <= $cutoff", {"cutoff": params["cutoff"]})
-    row = first_row(cur.execute(
-        f"{_OPEN_SLOTS} ORDER BY mine DESC, rankings DESC, c.created_at, c.id LIMIT 1", params
-    ))
+    if uncertain_by:
+        # the scores of the open comparisons only: the queue is short, the scored history long
+        uncertainty, extra = scores.uncertainty_sql(list(uncertain_by), candidates="open_now")
+        row = first_row(cur.execute(
+            f"WITH open_now AS MATERIALIZED ({_OPEN_SLOTS})"
+            f" SELECT o.id FROM open_now o LEFT JOIN ({uncertainty}) u ON u.comparison_id = o.id"
+            " ORDER BY o.mine DESC, u.comparison_id IS NULL, u.disagreement DESC NULLS LAST, u.gap NULLS LAST,"
+            " o.rankings DESC, o.created_at, o.id LIMIT 1",
+            params | extra,
+        ))
+    else:
+        row = first_row(cur.execute(
+            f"{_OPEN_SLOTS} ORDER BY mine DESC, rankings DESC, c.created_at, c.id LIMIT 1", params
+        ))
     if row is None:
         return None
     claim(cur, row[0], annotator, now)
     return row[0]
+
+
+def without_suggestion(
+    cur,
+    reward_version: str,
+    overlap: int,
+    prompt_sets: list[str] | None,
+    model_version: str | None,
+    claim_ttl_s: int = 900,
+    limit: int = 16,
+    now: datetime | None = None,
+) -> list[int]:
+    """Comparisons the queue may still hand out (a free slot for someone, or a gold item)
+    that `reward_version` has made no suggestion for yet, oldest first; at most `limit`."""
+    params = _slot_params(None, overlap, prompt_sets, model_version, claim_ttl_s, now)
+    params |= {"reward_version": reward_version, "limit": int(limit)}
+    return [row[0] for row in cur.execute(
+        f"WITH open AS ({_OPEN_SLOTS} UNION SELECT c.id, c.created_at, 0, false FROM comparisons c"
+        "                WHERE c.gold_ranking IS NOT NULL)"
+        " SELECT o.id FROM open o WHERE NOT EXISTS (SELECT 1 FROM suggestions s"
+        "     WHERE s.comparison_id = o.id AND s.reward_version = $reward_version)"
+        " ORDER BY o.created_at, o.id LIMIT $limit",
+        params,
+    ).fetchall()]
 
 
 def own_claim(cur, annotator: str, claim_ttl_s: int, now: datetime | None = None) -> int | None:

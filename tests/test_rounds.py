@@ -277,7 +277,8 @@ def test_annotators_are_not_told_which_completion_came_from_which_version(workbe
     assert item.comparison_id == made
     assert {f.name for f in dataclasses.fields(Item)} == {
         "comparison_id", "prompt", "messages", "letters", "completions", "guidelines_version", "dimensions",
-        "progress"}
+        "progress", "suggestion"}  # suggestion: a reward model's ranking (names the reward version only)
+    assert item.suggestion is None  # suggestions are off unless a researcher turns them on
     shown = repr(dataclasses.replace(item, completions=[]))  # the texts are the fake sampler's, naming dirs
     assert "v2" not in shown and "base" not in shown and "temperature" not in shown and "round" not in shown
 

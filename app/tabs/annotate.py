@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.render import safe_markdown
+from rlhf import suggestions
 from app.session import current_user, user_error
 from rlhf.annotation import Annotation, Item, Submission
 from rlhf.pregenerate import PreGenerator
@@ -90,8 +91,20 @@ def cleared_details(service: Annotation) -> list:
     return [*["—"] * MAX_K, *["—"] * MAX_K, *ratings, False, ""]
 
 
+def suggestion_update(item: Item | None):
+    """The muted suggestion box: shown only with a reward model's suggestion, and never
+    written into the ranking: the annotator ranks as they judge."""
+    if item is None or not item.suggestion:
+        return gr.update(value="", visible=False)
+    return gr.update(visible=True, value=(
+        f"**{suggestions.describe(item.suggestion)}**  \n"
+        f"*A suggestion from reward model {item.suggestion['reward_version']}, which may be wrong: "
+        "rank as you judge. It is not filled in for you.*"))
+
+
 def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | None, notice: str = ""):
-    """Every component's new state for showing `item` (or the empty-queue message)."""
+    """Every component's new state for showing `item` (or the empty-queue message); the
+    suggestion box comes last."""
     if item is None:
         status = pregenerator.status()
         waiting = (f"No comparison is waiting for you right now. Generation: **{status['state']}**, "
@@ -99,7 +112,7 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
         hidden = [gr.update(visible=False)] * MAX_K
         return [None, notice or waiting, "", *hidden, *[gr.update(value=None) for _ in range(MAX_K)],
                 *[gr.update(value="") for _ in range(MAX_K)], "", "", gr.update(interactive=False),
-                gr.update(visible=False), "", *cleared_details(service)]
+                gr.update(visible=False), "", *cleared_details(service), suggestion_update(None)]
     k = len(item.completions)
     columns = [gr.update(visible=i < k) for i in range(MAX_K)]
     selectors = [gr.update(choices=list(range(1, k + 1)), value=None, label=f"Rank of {letters(k)[i]}" if i < k
@@ -112,7 +125,8 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
               f"guidelines v{item.guidelines_version}")
     return [Shown(item.comparison_id, k, time.monotonic()), header, safe_markdown(item.prompt), *columns, *selectors,
             *texts, "", ranking_hint(k),
-            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service)]
+            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service),
+            suggestion_update(item)]
 
 
 def load_next(service: Annotation, pregenerator: PreGenerator, request: gr.Request, notice: str = ""):
@@ -191,6 +205,7 @@ def build(service: Annotation, pregenerator: PreGenerator):
                             ratings.append(gr.Radio(LIKERT, label=dimension.capitalize(),
                                                     elem_id=f"rate-{i}-{dimension}"))
                 columns.append(column)
+        suggestion = gr.Markdown(visible=False, elem_id="suggestion", elem_classes="suggestion")
         with gr.Row():
             ranking = gr.Textbox(label="Ranking", placeholder="C > B = D > A", scale=3, elem_id="ranking",
                                  autofocus=True, max_lines=1)
@@ -207,7 +222,7 @@ def build(service: Annotation, pregenerator: PreGenerator):
 
         details = [*marks, *flags, *ratings]
         item_outputs = [shown, header, prompt, *columns, *selectors, *texts, ranking, status, submit_button, more,
-                        better_answer, *details, none_acceptable, comment]
+                        better_answer, *details, none_acceptable, comment, suggestion]
 
         def on_load(request: gr.Request):
             return load_next(service, pregenerator, request)

@@ -1,5 +1,7 @@
 """Data tab (researchers): activity, agreement, consensus, exports and prompt import;
-every figure for all rounds of data collection or one, and a table split by round.
+every figure for all rounds of data collection or one, and a table split by round; how far
+annotators agree with the reward model's suggestions they were shown, and a reward model
+against held-out human rankings ("Reward model vs people").
 
 Handlers first, layout last. Every handler checks the role on the server; hiding the tab
 from annotators is only a convenience.
@@ -18,6 +20,7 @@ from app.session import current_user, user_error
 from rlhf.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
+from rlhf.pregenerate import PreGenerator
 from rlhf.reports import Filters, Reports
 from rlhf.workbench import EXPORT_FORMATS
 
@@ -49,6 +52,17 @@ def agreement_summary(figures: dict) -> str:
             f"Krippendorff's alpha (ordinal) **{_figure(figures['krippendorff_alpha'])}**.")
 
 
+def suggestion_summary(figures: dict) -> str:
+    if not figures["items"]:
+        return ("No ranking was made with a reward model's suggestion on screen yet: turn suggestions on in the "
+                "Queue tab (a reward model must exist).")
+    return (f"Over **{figures['items']}** rankings made with a suggestion shown: pairwise agreement with it "
+            f"**{_figure(figures['pairwise_agreement'])}**, Kendall's tau-b **{_figure(figures['kendall_tau_b'])}**, "
+            f"ranked exactly as suggested **{_figure(figures['exact_match'])}**. Per reward version, the same "
+            "figures for rankings made *without* the suggestion on screen (`not_shown_…`): much higher agreement "
+            "when shown suggests annotators follow it rather than judge.")
+
+
 def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, annotators, model_versions,
             round_choice, request: gr.Request):
     user = current_user(service, request, *STAFF)
@@ -56,6 +70,7 @@ def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, ann
     activity = reports.activity(filters)
     figures = reports.agreement(filters, method)
     per_annotator = figures["per_annotator"]
+    suggested = reports.suggestion_agreement(filters)
     choices = reports.choices()
     return [
         gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
@@ -65,7 +80,37 @@ def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, ann
         agreement_summary(figures), per_annotator,
         per_annotator.dropna(subset=["tau_b_to_consensus"]) if not per_annotator.empty else per_annotator,
         service.gold_agreement(user),
+        suggestion_summary(suggested), suggested["per_annotator"], suggested["by_version"],
+        gr.update(choices=choices["reward_versions"]),
     ]
+
+
+def audit_summary(result: dict, requested: int | None) -> str:
+    lines = [f"**{result['version']}** against **{result['held_out_rankings']}** held-out human rankings of "
+             f"{result['held_out_comparisons']} comparisons ({result['scored_rankings']} scored): pairwise "
+             f"agreement **{_figure(result['pairwise_agreement'])}**, Kendall's tau-b "
+             f"**{_figure(result['kendall_tau_b'])}**, pair accuracy **{_figure(result['pair_accuracy'])}** "
+             f"({result['pairs_right']} right, {result['pairs_wrong']} wrong of the annotators' strict pairs).",
+             f"*{result['note']}*"]
+    if result["missing"]:
+        lines.append(f"{len(result['missing'])} held-out comparisons have no scores from this version yet"
+                     + (f": they are being scored in the background ({requested} waiting); audit again in a moment."
+                        if requested is not None else
+                        " (scoring needs the server's background scorer; `rlhf` can score them)."))
+    return "  \n".join(lines)
+
+
+def audit_reward(service: Annotation, reports: Reports, pregenerator: PreGenerator | None, version,
+                 request: gr.Request):
+    """The reward version against held-out human rankings; comparisons it has not scored yet
+    are handed to the background scorer."""
+    current_user(service, request, *STAFF)
+    with user_error():
+        result = reports.reward_audit(version or None)
+    requested = None
+    if result["missing"] and pregenerator is not None:
+        requested = pregenerator.request_scores(result["version"], result["missing"])
+    return audit_summary(result, requested), result["worst"]
 
 
 def compute_consensus(service: Annotation, reports: Reports, method: str, prompt_sets, annotators,
@@ -93,7 +138,9 @@ def import_prompts(service: Annotation, upload: str | None, prompt_set: str, req
     return f"Imported **{added}** new prompts into set **{name}**."
 
 
-def build(service: Annotation, reports: Reports) -> gr.Tab:
+def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | None = None) -> gr.Tab:
+    """The tab; with the server's `pregenerator`, the reward audit scores what it needs in
+    the background."""
     with gr.Tab("Data", id="data", visible=False) as tab:
         with gr.Row():
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets")
@@ -117,6 +164,20 @@ def build(service: Annotation, reports: Reports) -> gr.Tab:
             to_consensus = gr.Dataframe(label="Each annotator's tau-b to the consensus", interactive=False)
             plot = gr.BarPlot(x="user", y="tau_b_to_consensus", y_lim=[-1, 1], label="tau-b to consensus")
         gold = gr.Dataframe(label="Agreement with gold items", interactive=False)
+        gr.Markdown("### Agreement with the reward model's suggestions\nEach ranking against the suggestion its "
+                    "annotator saw (ties count: `A = B` against `A > B` disagrees).")
+        suggestion_note = gr.Markdown()
+        with gr.Row():
+            suggestion_people = gr.Dataframe(label="Per annotator", interactive=False)
+            suggestion_versions = gr.Dataframe(label="Per reward version, shown and not shown", interactive=False)
+        gr.Markdown("### Reward model vs people\nA reward version against the human rankings it was not trained "
+                    "on, and the comparisons where its order and the annotators' differ most (worst first: where a "
+                    "policy trained on it would learn the wrong thing).")
+        with gr.Row():
+            reward_choice = gr.Dropdown([], label="Reward version (empty: the newest)", elem_id="audit-version")
+            audit_button = gr.Button("Audit", scale=0, elem_id="audit")
+        audit_note = gr.Markdown(elem_id="audit-note")
+        audit_worst = gr.Dataframe(label="Largest disagreements", interactive=False, max_height=420, wrap=True)
         gr.Markdown("### Consensus orderings (stored beside the raw rankings)")
         consensus_button = gr.Button("Compute and store the consensus with this method")
         consensus = gr.Dataframe(interactive=False, max_height=360)
@@ -138,7 +199,8 @@ def build(service: Annotation, reports: Reports) -> gr.Tab:
         timer = gr.Timer(15.0)
 
         filters = [prompt_sets, annotators, model_versions, round_choice]
-        outputs = [*filters, per_round, per_annotator, per_day, recent, summary, to_consensus, plot, gold]
+        outputs = [*filters, per_round, per_annotator, per_day, recent, summary, to_consensus, plot, gold,
+                   suggestion_note, suggestion_people, suggestion_versions, reward_choice]
 
         # the request comes first: Gradio cannot pass it after *chosen
         def on_refresh(request: gr.Request, chosen_method, *chosen):
@@ -155,6 +217,10 @@ def build(service: Annotation, reports: Reports) -> gr.Tab:
         def on_import(path, name, request: gr.Request):
             return import_prompts(service, path, name, request)
 
+        def on_audit(version, request: gr.Request):
+            return audit_reward(service, reports, pregenerator, version, request)
+
+        audit_button.click(on_audit, [reward_choice], [audit_note, audit_worst], api_visibility="private")
         consensus_button.click(on_consensus, [method, *filters], consensus, api_visibility="private")
         export_button.click(on_export, [export_format, selection, suffix], [export_file, export_note],
                             api_visibility="private")

@@ -19,10 +19,23 @@ SOURCES_HELP = ("Where each comparison's completions come from, as JSON; empty: 
                 "counts. Completions are shuffled: annotators never see which is which.")
 
 
+SELECTION_CHOICES = [("As they come (closest to complete, then oldest)", "random"),
+                     ("Where the reward model is least sure first", "uncertain")]
+NEWEST_REWARD = "(the newest reward model)"
+CLOSING_HELP = ("With a reward model: show annotators its ranking as a suggestion (a muted box, never filled "
+                "into their ranking; agreement with it is on the Data tab), and/or hand out first the comparisons "
+                "it is least sure about (the smallest gap between two completions' scores; with two reward models "
+                "chosen, where they disagree most). Scores are computed in the background.")
+
+
 def generation_line(pregenerator: PreGenerator) -> str:
     status = pregenerator.status()
     line = (f"Pre-generation: **{status['state']}** · {status['ready']} comparisons ready of "
             f"{status['target']} wanted · {status['generated_total']} generated since start")
+    if status.get("scored_total"):
+        line += f" · {status['scored_total']} scored by a reward model"
+    if status.get("score_error"):
+        line += f"  \nScoring error: {status['score_error']}"
     if status.get("round") is not None:
         line += f" · round {status['round']}"
     if status.get("note"):
@@ -59,6 +72,9 @@ def current_settings(service: Annotation, pregenerator: PreGenerator, request: g
         config.overlap, config.ready_target, config.gold_rate, config.k, config.max_new_tokens,
         sources_text(config.sources),
         generation_line(pregenerator), text, f"Editing guidelines version {version}.",
+        config.suggest, config.selection,
+        gr.update(choices=[NEWEST_REWARD, *service.wb.models().query("kind == 'reward'")["name"]],
+                  value=config.reward_models or [NEWEST_REWARD]),
     ]
 
 
@@ -70,20 +86,42 @@ def describe_sources(sources: list[dict] | None) -> str:
         for s in sources)
 
 
+def describe_loop(config) -> str:
+    """The reward-model settings in words ('' when both are off)."""
+    if not config.suggest and config.selection != "uncertain":
+        return ""
+    models = " and ".join(config.reward_models) if config.reward_models else "the newest reward model"
+    parts = (["suggestions shown"] if config.suggest else []) + (
+        ["least sure first"] if config.selection == "uncertain" else [])
+    return f" With {models}: {', '.join(parts)}."
+
+
 def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, model_version, overlap,
-                  ready_target, gold_rate, k, max_new_tokens, sources, request: gr.Request) -> str:
+                  ready_target, gold_rate, k, max_new_tokens, sources, request: gr.Request,
+                  suggest=None, selection=None, reward_models=None) -> str:
+    """Store the queue settings; the reward-model ones (suggest, selection, reward_models)
+    keep their value when not given."""
     user = current_user(service, request, *STAFF)
     chosen_sources = parse_sources(sources)
+    loop = {}
+    if suggest is not None:
+        loop["suggest"] = bool(suggest)
+    if selection is not None:
+        loop["selection"] = selection
+    if reward_models is not None:
+        chosen = [name for name in ([reward_models] if isinstance(reward_models, str) else reward_models)
+                  if name != NEWEST_REWARD]
+        loop["reward_models"] = chosen or None
     with user_error():
         config = service.set_config(
             user, prompt_sets=prompt_sets or None,
             model_version=None if model_version in (None, ACTIVE_POLICY) else model_version,
             overlap=int(overlap), ready_target=int(ready_target), gold_rate=float(gold_rate), k=int(k),
-            max_new_tokens=int(max_new_tokens), sources=chosen_sources)
+            max_new_tokens=int(max_new_tokens), sources=chosen_sources, **loop)
     pregenerator.wake()
     sets = ", ".join(config.prompt_sets) if config.prompt_sets else "all sets"
     return (f"Saved: {config.overlap} annotator(s) per comparison, {sets}, K={config.k} "
-            f"({describe_sources(config.sources)}).")
+            f"({describe_sources(config.sources)}).{describe_loop(config)}")
 
 
 def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
@@ -120,6 +158,14 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
         sources = gr.Textbox(label="Completion sources (JSON; empty: all K from one version)", lines=4,
                              placeholder=SOURCES_EXAMPLE, elem_id="queue-sources")
         gr.Markdown(SOURCES_HELP + f"  \nFor example: `{SOURCES_EXAMPLE}`")
+        gr.Markdown("#### Closing the loop with a reward model\n" + CLOSING_HELP)
+        with gr.Row():
+            suggest = gr.Checkbox(label="Show annotators the reward model's suggestion", elem_id="queue-suggest")
+            selection = gr.Radio(SELECTION_CHOICES, value="random", label="Which comparison comes next",
+                                 elem_id="queue-selection")
+            reward_models = gr.Dropdown([NEWEST_REWARD], value=[NEWEST_REWARD], multiselect=True, max_choices=2,
+                                        label="Reward model(s) (two: their disagreement orders the queue)",
+                                        elem_id="queue-reward-models")
         save_button = gr.Button("Save queue settings", variant="primary")
         saved = gr.Markdown()
         gr.Markdown("### Gold items\nMixed into the queue unannounced; each annotator's agreement with them "
@@ -140,8 +186,12 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
         def on_open(request: gr.Request):
             return current_settings(service, pregenerator, request)
 
+        loop_fields = [suggest, selection, reward_models]
+
         def on_save(request: gr.Request, *values):
-            return save_settings(service, pregenerator, *values, request)
+            *queue_values, chosen_suggest, chosen_selection, chosen_models = values
+            return save_settings(service, pregenerator, *queue_values, request, suggest=chosen_suggest,
+                                 selection=chosen_selection, reward_models=chosen_models)
 
         def on_gold(comparison_id, ranking, request: gr.Request):
             return mark_gold(service, comparison_id, ranking, request)
@@ -149,8 +199,9 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
         def on_guidelines(text, request: gr.Request):
             return save_guidelines(service, text, request)
 
-        tab.select(on_open, None, [*fields, status, guidelines, guidelines_note], api_visibility="private")
-        save_button.click(on_save, fields, saved, api_visibility="private")
+        tab.select(on_open, None, [*fields, status, guidelines, guidelines_note, *loop_fields],
+                   api_visibility="private")
+        save_button.click(on_save, [*fields, *loop_fields], saved, api_visibility="private")
         gold_button.click(on_gold, [gold_id, gold_ranking], gold_note, api_visibility="private")
         guidelines_button.click(on_guidelines, guidelines, guidelines_note, api_visibility="private")
         timer.tick(lambda: generation_line(pregenerator), None, status, api_visibility="private",
