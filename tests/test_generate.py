@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf.generate import MAX_K, MIN_K, Sample, SamplingParams, sample, to_sample
+from rlhf.generate import MAX_K, Sample, SamplingParams, sample, to_sample
+from rlhf.sampling import MIN_K
 from rlhf.models import load_policy
 
 CONVERSATIONS = [
