@@ -20,13 +20,13 @@ except ImportError:
 @pytest.mark.integration
 def test_one_round_demo_closes_the_loop(tmp_path, real_model_dir, capsys):
     home = make_home(tmp_path / "demo", real_model_dir)  # the converted model, so the demo need not convert
-    code = main(["demo", "--home", str(home.root), "--rounds", "1", "--prompts-per-round", "6",
-                 "--held-out", "6", "--max-new-tokens", "24", "--json"])
+    code = main(["demo", "--home", str(home.root), "--rounds", "1", "--prompts-per-round", "4",
+                 "--held-out", "4", "--max-new-tokens", "16", "--json"])
     assert code == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out)
     [row] = result["rounds"]
-    assert row["round"] == 1 and row["comparisons"] == 6 and row["rankings"] == 6
-    assert 0.0 <= row["win_rate_vs_base"] <= 1.0 and row["wins"] + row["ties"] + row["losses"] == 6
+    assert row["round"] == 1 and row["comparisons"] == 4 and row["rankings"] == 4
+    assert 0.0 <= row["win_rate_vs_base"] <= 1.0 and row["wins"] + row["ties"] + row["losses"] == 4
     with Workbench(Home(home.root)) as wb:
         versions = wb.models().set_index("name")
         assert versions.loc[row["reward_version"], "kind"] == "reward"
