@@ -202,3 +202,42 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
     yield serve
     for served in made:
         served.stop()
+
+
+# -- a real browser: Debian's Chromium driven by Playwright ------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, request, tmp_path):
+    """A fresh page (no cookies); a screenshot of it when the test failed."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    failed_before = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed_before:
+        folder = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{request.node.name}.png"
+        try:
+            page.screenshot(path=str(path), full_page=True)
+            message = f"screenshot of the failed page: {path}"
+        except Exception as error:  # noqa: BLE001 - a failed screenshot must not hide the failure
+            message = f"no screenshot ({error})"
+        print(message)
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"\n{request.node.nodeid}: {message}")
+    context.close()

@@ -5,9 +5,6 @@ a screenshot (its path is printed; under $TEST_ARTIFACTS when set)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +18,6 @@ expect = playwright_api.expect
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 SCRIPT = "<script>window.__pwned=1</script>"
 IMG = '<img src=x onerror="window.__pwned=2">'
 HOSTILE = f"{SCRIPT} then {IMG} and **bold**"
@@ -54,38 +49,6 @@ def fill(wb) -> None:
 @pytest.fixture(scope="module")
 def served(serve_workbench):
     return serve_workbench(fill, queue={"overlap": 10, "prompt_sets": ["browser"]})
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, request, tmp_path):
-    """A fresh page (no cookies); a screenshot of it when the test failed."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    failed_before = request.session.testsfailed
-    yield page
-    if request.session.testsfailed > failed_before:
-        folder = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{request.node.name}.png"
-        try:
-            page.screenshot(path=str(path), full_page=True)
-            message = f"screenshot of the failed page: {path}"
-        except Exception as error:  # noqa: BLE001 - a failed screenshot must not hide the failure
-            message = f"no screenshot ({error})"
-        print(message)
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"\n{request.node.nodeid}: {message}")
-    context.close()
 
 
 def log_in(page, url: str, name: str) -> None:

@@ -9,10 +9,8 @@ votes in one arena battle whose hostile answer shows as text."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -239,32 +237,6 @@ def test_a_researcher_compares_and_battles_through_the_api(served):
 
 
 # -- the page ---------------------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
-
-@pytest.fixture
-def page(request, tmp_path):
-    """A fresh Chromium page; a screenshot of it when the test failed."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.set_default_timeout(30_000)
-        failed_before = request.session.testsfailed
-        yield page
-        if request.session.testsfailed > failed_before:
-            folder = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path)
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{request.node.name}.png"
-            try:
-                page.screenshot(path=str(path), full_page=True)
-                print(f"screenshot of the failed page: {path}")
-            except Exception as error:  # noqa: BLE001 - a failed screenshot must not hide the failure
-                print(f"no screenshot ({error})")
-        browser.close()
-
 
 @pytest.mark.browser
 def test_a_researcher_votes_in_a_blind_battle_and_sees_the_reveal(served, page):

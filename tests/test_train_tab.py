@@ -8,9 +8,7 @@ failure, as in test_browser.py)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -241,33 +239,6 @@ def test_only_changed_settings_are_sent_and_more_settings_are_key_value_lines():
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
-
-@pytest.fixture
-def page(request, tmp_path):
-    """A fresh headless page; a screenshot of it when the test failed."""
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.set_default_timeout(20_000)
-        failed_before = request.session.testsfailed
-        yield page
-        if request.session.testsfailed > failed_before:
-            folder = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path)
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{request.node.name}.png"
-            try:
-                page.screenshot(path=str(path), full_page=True)
-                message = f"screenshot of the failed page: {path}"
-            except Exception as error:  # noqa: BLE001 - a failed screenshot must not hide the failure
-                message = f"no screenshot ({error})"
-            print(message)
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(f"\n{request.node.nodeid}: {message}")
-        browser.close()
 
 
 def choose(page, dropdown: str, option: str) -> None:
