@@ -219,7 +219,9 @@ def load_causal_lm(path: Path, quantize_4bit: bool = False) -> PreTrainedModel:
                 f"{path.name} is a prompt-tuned version; train from its parent, or from a LoRA or full version."
             )
         base = load_causal_lm(adapter_base(path))
-        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+        # PEFT loads an adapter for inference and freezes the weights; merged, the parent is
+        # a plain model again, trainable like one loaded from full weights
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload().requires_grad_(True)
     kwargs: dict[str, Any] = {"dtype": model_dtype()}
     if quantize_4bit:
         kwargs["quantization_config"] = bnb_4bit_config()

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import callbacks, conversational, fit, has_text, load_policy, messages, require_columns, split, \
-    trainer_config
+from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, preference_trainer,
+                            require_columns, split, trainer_config)
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
 
@@ -35,16 +34,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     train_frame, eval_frame = split(inputs, frame)
     policy = load_policy(inputs, reference=True)
     config = trainer_config(DPOConfig, inputs, eval_strategy="no")
-    trainer = DPOTrainer(
-        model=policy.model,
-        ref_model=policy.reference,
-        args=config,
-        train_dataset=common.to_dataset(train_frame, DPO_COLUMNS),
-        eval_dataset=common.to_dataset(eval_frame, DPO_COLUMNS) if len(eval_frame) else None,
-        processing_class=policy.tokenizer,
-        peft_config=policy.peft_config,
-        callbacks=callbacks(inputs),
-    )
+    trainer = preference_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS)
     return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
 
 

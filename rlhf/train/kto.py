@@ -8,10 +8,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import callbacks, conversational, fit, has_text, load_policy, require_columns, split, \
-    trainer_config
+from rlhf.train.sft import (conversational, fit, has_text, load_policy, preference_trainer, require_columns, split,
+                            trainer_config)
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +67,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
         raise TrainingError("KTO needs at least two training examples.")
     policy = load_policy(inputs, reference=True)
     config = trainer_config(KTOConfig, inputs, eval_strategy="no", **weights)
-    trainer = KTOTrainer(
-        model=policy.model,
-        ref_model=policy.reference,
-        args=config,
-        train_dataset=common.to_dataset(train_frame, KTO_COLUMNS),
-        eval_dataset=common.to_dataset(eval_frame, KTO_COLUMNS) if len(eval_frame) else None,
-        processing_class=policy.tokenizer,
-        peft_config=policy.peft_config,
-        callbacks=callbacks(inputs),
-    )
+    trainer = preference_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
     metrics.update({"train/desirable": float(n_desirable), "train/undesirable": float(n_undesirable),
                     **{f"train/{k}": float(v) for k, v in weights.items()}})

@@ -50,8 +50,6 @@ def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
     model = common.load_causal_lm(inputs.base_path, quantize_4bit=quantize)
     tokenizer = common.load_tokenizer(inputs.base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
-    if peft is None:  # a LoRA parent comes back merged but frozen (PEFT loads adapters for inference)
-        model.requires_grad_(True)
     ref = None
     if reference and peft is None:
         ref = common.load_causal_lm(inputs.base_path)
@@ -170,6 +168,21 @@ def tidy(out_dir) -> None:
 
 def callbacks(inputs: TrainInputs) -> list:
     return [common.ReporterCallback(inputs.reporter)]
+
+
+def preference_trainer(trainer_class: type, inputs: TrainInputs, policy: Policy, config, train_frame: pd.DataFrame,
+                       eval_frame: pd.DataFrame, columns: list[str]):
+    """A TRL trainer with a reference model (DPOTrainer, KTOTrainer) on the split rows."""
+    return trainer_class(
+        model=policy.model,
+        ref_model=policy.reference,
+        args=config,
+        train_dataset=common.to_dataset(train_frame, columns),
+        eval_dataset=common.to_dataset(eval_frame, columns) if len(eval_frame) else None,
+        processing_class=policy.tokenizer,
+        peft_config=policy.peft_config,
+        callbacks=callbacks(inputs),
+    )
 
 
 # -- SFT --------------------------------------------------------------------------------
