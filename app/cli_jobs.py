@@ -20,8 +20,8 @@ from rlhf.jobs import JobError, JobRequest, JobRunner, Jobs, read_log, read_stat
 from rlhf.train.methods import METHODS, SettingsError, parse_assignments
 from rlhf.workbench import Workbench
 
-FINAL_METRICS = ("train_loss", "eval/accuracy", "eval/tie_accuracy", "eval/rewards/accuracies",
-                 "eval/rewards/margins", "reward/mean", "objective/kl", "reward_offset")
+FINAL_METRICS = ("train_loss", "train/loss", "train/reward_last", "eval/accuracy", "eval/tie_accuracy",
+                 "eval/rewards/accuracies", "eval/rewards/margins", "reward/mean", "objective/kl", "reward_offset")
 
 
 def job_request(args, created_by: str) -> JobRequest:
@@ -64,7 +64,7 @@ def _progress_bar(method: str):
 
 def describe_outcome(job: dict) -> str:
     if job["status"] == "succeeded":
-        metrics = {key: value for key, value in (read_status(Path(job["job_dir"])) or {}).get("metrics", {}).items()}
+        metrics = read_status(Path(job["job_dir"])).get("metrics", {})
         shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key in FINAL_METRICS)
         return (f"Job {job['id']} succeeded: registered {job['output_version']} ({job['spec']['kind']},"
                 f" parent {job['spec']['base']})" + (f". {shown}" if shown else "."))
