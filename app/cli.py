@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlhf import auth
+from rlhf import auth, evaluate
 from rlhf.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.home import Home
@@ -104,8 +104,11 @@ def cmd_export(wb: Workbench, args) -> None:
 
 def cmd_models(wb: Workbench, args) -> None:
     frame = wb.models()
+    summaries = evaluate.version_summaries(wb)
+    frame["evaluation"] = [summaries.get(name, "") for name in frame["name"]]
     if not args.json:
-        frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", "created_at"]]
+        frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", "evaluation",
+                       "created_at"]]
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
 
 

@@ -32,7 +32,16 @@ def cmd_demo(home: Home, args) -> int:
             print(" | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS),
                   flush=True)
 
-    rows = run_demo(home, config, report)
+    def step(line: str) -> None:
+        elapsed = int(time.monotonic() - started)
+        print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {line}", file=sys.stderr, flush=True)
+
+    rows = run_demo(home, config, report, step)
+    if args.plot:
+        from rlhf.demo import plot_rounds  # matplotlib: only when asked
+
+        plot_rounds(rows, config, args.plot)
+        print(f"Plot written to {args.plot}.", file=sys.stderr)
     minutes = (time.monotonic() - started) / 60
     if args.json:
         print(json.dumps({"home": str(home.root), "minutes": round(minutes, 1), "rounds": rows}))
@@ -55,4 +64,5 @@ def add_commands(command, commands, home_option, json_option) -> None:
     demo.add_argument("--prompts-per-round", type=int, default=defaults.prompts_per_round)
     demo.add_argument("--held-out", type=int, default=defaults.held_out, help="prompts kept for judging")
     demo.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    demo.add_argument("--plot", metavar="FILE.png", help="also draw the win rate by round into this image")
     demo.set_defaults(without_store=True)

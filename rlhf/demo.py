@@ -99,8 +99,10 @@ def win_rate_against_base(wb: Workbench, version: str, judge: "Annotator", confi
     return result
 
 
-def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = lambda row: None) -> list[dict]:
-    """Run the loop; returns (and hands `on_round`) one row of figures per round."""
+def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = lambda row: None,
+             on_step: Callable[[str], None] = lambda line: None) -> list[dict]:
+    """Run the loop; returns (and hands `on_round`) one row of figures per round, and
+    tells `on_step` what it starts next, in a few words."""
     annotator = check(config)
     judge = annotator.with_noise(flip_prob=0.0, tie_prob=0.0)
     rows = []
@@ -110,15 +112,21 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
         for round_number in range(1, config.rounds + 1):
             params = SamplingParams(temperature=0.9, max_new_tokens=config.max_new_tokens,
                                     seed=config.seed + round_number)
+            on_step(f"round {round_number}: generating {config.prompts_per_round} comparisons of K={config.k}"
+                    f" from {wb.model_version(None)['name']}")
             made = wb.generate(TRAIN_SET, n=config.prompts_per_round, k=config.k, params=params)
             for comparison_id in made:
                 shown = wb.comparison(comparison_id)
                 texts = [c["text"] for c in shown.completions]
                 wb.rank(comparison_id, annotator.rank(shown.messages, texts), annotator.name, source="simulated")
+            on_step(f"round {round_number}: training a reward model on {wb.rankings().shape[0]} rankings")
             reward = train(jobs, "reward", config.reward_settings)
+            on_step(f"round {round_number}: training the policy with {config.method}")
             settings = config.policy_settings.get(config.method, {})
             policy = train(jobs, config.method, settings, reward["version"] if config.method == "ppo" else None)
             wb.promote(policy["version"])
+            on_step(f"round {round_number}: {policy['version']} against {BASE_VERSION} on {config.held_out}"
+                    " held-out prompts")
             versus = win_rate_against_base(wb, policy["version"], judge, config)
             row = {"round": round_number, "comparisons": len(made), "rankings": int(wb.rankings().shape[0]),
                    "reward_version": reward["version"],
@@ -130,3 +138,32 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
             rows.append(row)
             on_round(row)
     return rows
+
+
+def plot_rounds(rows: list[dict], config: DemoConfig, path: str) -> None:
+    """Win rate against the base by round (round 0 is the base itself, 0.5), with a 95%
+    normal-approximation interval over the held-out prompts, and the mean answer length of
+    the policy and the base: a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write the file only
+    import matplotlib.pyplot as plt
+
+    rounds = [0] + [row["round"] for row in rows]
+    rates = [0.5] + [row["win_rate_vs_base"] for row in rows]
+    n = config.held_out
+    errors = [0.0] + [1.96 * (rate * (1 - rate) / n) ** 0.5 for rate in rates[1:]]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    left.errorbar(rounds, rates, yerr=errors, marker="o", capsize=4, color="#d9480f")
+    left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    left.set(xlabel="round", ylabel="win rate vs base", ylim=(0, 1), xticks=rounds,
+             title=f"Judged by '{config.annotator.split('@')[0]}' on {n} held-out prompts")
+    right.plot(rounds, [rows[0]["base_mean_chars"]] + [row["mean_chars"] for row in rows], marker="o",
+               color="#d9480f", label="policy of the round")
+    right.plot(rounds, [rows[0]["base_mean_chars"]] + [row["base_mean_chars"] for row in rows], marker="o",
+               color="grey", label="base")
+    right.set(xlabel="round", ylabel="mean answer length (characters)", xticks=rounds, ylim=(0, None),
+              title=f"{config.method.upper()}, {config.prompts_per_round} comparisons of K={config.k} a round")
+    right.legend()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -459,6 +459,15 @@ def latest_per_version(frame) -> "Any":
     return versions.drop_duplicates("version", keep="first").reset_index(drop=True)
 
 
+def version_summaries(wb: "Workbench") -> dict[str, str]:
+    """Each evaluated version's newest figures as a :func:`summary_line`: what the models
+    tables show."""
+    from storage import evaluations
+
+    latest = latest_per_version(evaluations.list_evaluations(wb.store.cursor()))
+    return {row["version"]: summary_line(row) for row in latest.to_dict("records")}
+
+
 def tally(result: dict) -> str:
     """'1 win, 0 ties, 2 losses' from an evaluation's counts."""
     words = (("wins", "win", "wins"), ("ties", "tie", "ties"), ("losses", "loss", "losses"))

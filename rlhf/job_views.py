@@ -376,9 +376,10 @@ def metrics_summary(metrics: Any, limit: int = 4) -> str:
     return ", ".join(f"{key} {numbers[key]:.4g}" for key in sorted(numbers, key=rank)[:limit])
 
 
-def models_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every version with its lineage: name, kind, status, parent, method, job, metrics."""
-    columns = ["name", "kind", "status", "parent", "method", "job", "metrics", "created_at"]
+def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every version with its lineage: name, kind, status, parent, method, job, training
+    metrics, and its newest automatic evaluation (`evaluations`: rlhf.evaluate.version_summaries)."""
+    columns = ["name", "kind", "status", "parent", "method", "job", "metrics", "evaluation", "created_at"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame({
@@ -386,6 +387,7 @@ def models_table(frame: pd.DataFrame) -> pd.DataFrame:
         "method": frame["method"],
         "job": [f"#{int(j)}" if pd.notna(j) else "" for j in frame["job_id"]],
         "metrics": [metrics_summary(m) for m in frame["metrics"]],
+        "evaluation": [(evaluations or {}).get(name, "") for name in frame["name"]],
         "created_at": [format_time(value) for value in frame["created_at"]],
     })
     table = table.iloc[::-1].reset_index(drop=True)  # newest first

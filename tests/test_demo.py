@@ -21,9 +21,10 @@ except ImportError:
 def test_one_round_demo_closes_the_loop(tmp_path, real_model_dir, capsys):
     home = make_home(tmp_path / "demo", real_model_dir)  # the converted model, so the demo need not convert
     code = main(["demo", "--home", str(home.root), "--rounds", "1", "--prompts-per-round", "4",
-                 "--held-out", "4", "--max-new-tokens", "16", "--json"])
-    assert code == 0, capsys.readouterr().err
-    result = json.loads(capsys.readouterr().out)
+                 "--held-out", "4", "--max-new-tokens", "16", "--json", "--plot", str(tmp_path / "rounds.png")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
     [row] = result["rounds"]
     assert row["round"] == 1 and row["comparisons"] == 4 and row["rankings"] == 4
     assert 0.0 <= row["win_rate_vs_base"] <= 1.0 and row["wins"] + row["ties"] + row["losses"] == 4
@@ -35,6 +36,10 @@ def test_one_round_demo_closes_the_loop(tmp_path, real_model_dir, capsys):
         rankings = wb.rankings()
         assert set(rankings["source"]) == {"simulated"} and set(rankings["user"]) == {"shorter@flip=0.1"}
         assert wb.current_round().number == 2  # promotion started the next round
+    steps = [line for line in err.splitlines() if line.startswith("[")]
+    assert "round 1: generating 4 comparisons of K=4 from base" in steps[0]
+    assert "training a reward model on 4 rankings" in steps[1] and "with dpo" in steps[2]
+    assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_refuses_a_home_with_rankings_and_a_bad_annotator(tiny_home, capsys):

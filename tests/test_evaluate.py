@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from app.cli import main
-from rlhf import evaluate
+from rlhf import evaluate, job_views
 from rlhf.evaluate import EvaluationError, kl_k1, sequence_logprobs, win_counts
 from rlhf.generate import Generated, _eos_ids, mask_through_first_eos
 from rlhf.home import BASE_VERSION
@@ -198,6 +198,7 @@ def test_kl_is_measured_from_the_reference_on_each_versions_own_samples(home, ca
         forward = evaluate.evaluate(wb, "copy", "other", "default", reward_version="rm", cache=cache, **TINY)
         backward = evaluate.evaluate(wb, "other", "copy", "default", reward_version="rm", cache=cache, **TINY)
         stored = evaluations.list_evaluations(wb.store.cursor())
+        table = job_views.models_table(wb.models(), evaluate.version_summaries(wb)).set_index("name")
         wb.promote("copy")  # a version named by stored evaluations can still change status
         wb.promote(BASE_VERSION)
     assert abs(forward["kl_a"]) < 1e-4 and forward["kl_b"] > 0.1
@@ -213,6 +214,7 @@ def test_kl_is_measured_from_the_reference_on_each_versions_own_samples(home, ca
     line = evaluate.summary_line(latest.loc["other"].to_dict() | {"version": "other"})
     assert line.startswith(f"reward {backward['mean_reward_a']:.3g} · KL {backward['kl_a']:.3g} · ")
     assert line.endswith(f"win {backward['win_rate']:.2f} vs copy (eval #{backward['id']})")
+    assert table.loc["other", "evaluation"] == line and table.loc["rm", "evaluation"] == ""
 
 
 def test_without_a_workbench_models_are_directories_and_nothing_is_stored(home, cache):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from rlhf.train.common import Cancelled, Reporter, TrainingError, TrainInputs
-from rlhf.train.ppo import PPOConfig, RewardScorer, ValueModel, train
+from rlhf.scoring import RewardScorer
+from rlhf.train.ppo import PPOConfig, ValueModel, train
 
 PROMPTS = ["What is the capital of France?", "Name a primary colour.", "What is 2 + 2?", "Which animal barks?"]
 METRICS = ["reward/mean", "objective/kl", "objective/kl_coef", "loss/policy", "loss/value", "policy/clipfrac",
@@ -212,31 +213,12 @@ def tiny_reward_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return directory
 
 
-def test_reward_scorer_reads_the_last_token_and_subtracts_the_offset(tiny_reward_dir, tiny_model_dir):
-    from rlhf.train import common
-
-    tokenizer = common.load_tokenizer(tiny_model_dir)
-    scorer = RewardScorer.load(tiny_reward_dir, tokenizer, torch.device("cpu"))
-    conversations = [[{"role": "user", "content": q}] for q in PROMPTS[:3]]
-    completions = ["Paris.", "Red, I would say, or blue on a good day.", ""]
-    batched = scorer.scores(conversations, completions, chunk=3)   # right-padded to the longest
-    model = common.load_reward_model(tiny_reward_dir).eval()
-    for i, (conversation, completion) in enumerate(zip(conversations, completions)):
-        text = tokenizer.apply_chat_template([*conversation, {"role": "assistant", "content": completion}],
-                                             tokenize=False)
-        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():   # one unpadded sequence: the model's own pooling reads its last token
-            expected = float(model(**encoded).logits[0, 0]) - 0.25
-        assert float(batched[i]) == pytest.approx(expected, abs=1e-4)
-    assert len(set(round(float(s), 4) for s in batched)) == 3
-
-
 def test_value_model_starts_from_the_reward_model(tiny_reward_dir, tiny_model_dir, tmp_path):
     from rlhf.train import common
     from rlhf.train.ppo import Rollout, _token_scores
 
     tokenizer = common.load_tokenizer(tiny_model_dir)
-    scorer = RewardScorer.load(tiny_reward_dir, tokenizer, torch.device("cpu"))
+    scorer = RewardScorer(tiny_reward_dir, "cpu")
     inputs = inputs_for(tiny_model_dir, tmp_path / "out", TINY, reward_path=tiny_reward_dir)
     values = ValueModel.load(inputs, scorer, tokenizer, PPOConfig(), torch.device("cpu"))
     ids = torch.tensor([[2, 2, 5, 6, 7, 8], [3, 4, 5, 6, 7, 9]])

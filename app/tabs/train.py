@@ -16,7 +16,7 @@ import pandas as pd
 
 from app.render import safe_markdown
 from app.session import REFUSALS, current_user, user_error
-from rlhf import job_views
+from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
 from rlhf.jobs import Jobs
@@ -175,7 +175,7 @@ def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | 
         gr.update(choices=names, value=chosen) if plots_changed else gr.skip(),
         log if fresh("log", log) else gr.skip(),
         job_views.jobs_table(frame) if jobs_changed else gr.skip(),
-        job_views.models_table(service.wb.models()) if jobs_changed else gr.skip(),
+        versions_table(service.wb) if jobs_changed else gr.skip(),
         gr.update(interactive=bool(status) and status["status"] in job_views.ACTIVE),
         gr.Timer(FAST_SECONDS if active else IDLE_SECONDS, active=True),
         seen,
@@ -199,6 +199,11 @@ def cancel_job(service: Annotation, jobs: Jobs, job_id, request: gr.Request) -> 
         return safe_markdown(jobs.cancel(_job_id(job_id)))
 
 
+def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The models table: every version, its lineage and its newest automatic evaluation."""
+    return job_views.models_table(wb.models() if frame is None else frame, evaluate.version_summaries(wb))
+
+
 def promote_version(service: Annotation, name, request: gr.Request):
     current_user(service, request, *STAFF)
     if not name:
@@ -207,7 +212,7 @@ def promote_version(service: Annotation, name, request: gr.Request):
         service.wb.promote(name)
     frame = service.wb.models()
     return [safe_markdown(f"{name} is now the active policy: new comparisons come from it."),
-            job_views.models_table(frame), *_version_choices(frame, name, None)[::2]]
+            versions_table(service.wb, frame), *_version_choices(frame, name, None)[::2]]
 
 
 def job_from_table(frame: pd.DataFrame, event: gr.SelectData):

@@ -23,7 +23,6 @@ reward model), with its own LoRA and a trainable head. The formulas live in
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from contextlib import nullcontext
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlhf.scoring import RewardScorer
 from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
 from rlhf.train.ppo_functions import (
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 RewardFn = Callable[[list[list[dict]], list[str]], torch.Tensor]
 
-REWARD_OFFSET_FILE = "reward.json"
 
 
 @dataclass
@@ -145,7 +144,7 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
     reporter = inputs.reporter
 
     policy = Policy.load(inputs.base_path, inputs.options, config, device)
-    scorer = None if reward_fn is not None else RewardScorer.load(Path(inputs.reward_path), policy.tokenizer, device)
+    scorer = None if reward_fn is not None else load_scorer(Path(inputs.reward_path), device)
     value_model = ValueModel.load(inputs, scorer, policy.tokenizer, config, device)
     trainable = policy.trainable_parameters() + value_model.trainable_parameters()
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5, weight_decay=0.0)
@@ -170,7 +169,8 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
             if reward_fn is not None:
                 scores = _call_reward_fn(reward_fn, conversations, rollout.completions).to(device)
             else:
-                scores = scorer.scores(conversations, rollout.completions, config.mini_batch_size)
+                scores = torch.tensor(scorer.score(conversations, rollout.completions, config.mini_batch_size),
+                                      device=device)
             mask = rollout.response_mask
 
             # 2. rewards: KL penalty per token, the (EOS-checked) score at the last real token
@@ -470,6 +470,12 @@ def _token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     return inner.score(hidden).squeeze(-1).float()
 
 
+def load_scorer(path: Path, device: torch.device) -> RewardScorer:
+    if not path.is_dir():
+        raise TrainingError(f"The reward model directory {path} does not exist.")
+    return RewardScorer(path, device)
+
+
 class ValueModel:
     """V(s_t): a sequence classifier's scalar head applied at every token."""
 
@@ -528,41 +534,3 @@ class ValueModel:
     def values(self, rollout: Rollout, chunk: int) -> torch.Tensor:
         parts = [self.forward(rollout.select(rows)) for rows in _chunks(len(rollout.completions), chunk)]
         return torch.cat(parts) * rollout.response_mask
-
-
-class RewardScorer:
-    """The frozen reward model: scores the chat-templated conversation (prompt + the
-    assistant's response) at its last real token, minus the offset in `reward.json`."""
-
-    def __init__(self, model, tokenizer, fallback_tokenizer, offset: float, device: torch.device):
-        self.model, self.tokenizer, self.fallback_tokenizer = model, tokenizer, fallback_tokenizer
-        self.offset, self.device = offset, device
-
-    @classmethod
-    def load(cls, path: Path, policy_tokenizer, device: torch.device) -> "RewardScorer":
-        if not path.is_dir():
-            raise TrainingError(f"The reward model directory {path} does not exist.")
-        model = common.load_reward_model(path).to(device).eval().requires_grad_(False)
-        tokenizer = common.load_tokenizer(path)
-        offset_file = path / REWARD_OFFSET_FILE
-        offset = float(json.loads(offset_file.read_text()).get("offset", 0.0)) if offset_file.is_file() else 0.0
-        return cls(model, tokenizer, policy_tokenizer, offset, device)
-
-    def render(self, conversation: list[dict], completion: str) -> str:
-        messages = [*conversation, {"role": "assistant", "content": completion}]
-        tokenizer = self.tokenizer if self.tokenizer.chat_template else self.fallback_tokenizer
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-
-    @torch.no_grad()
-    def scores(self, conversations: list[list[dict]], completions: list[str], chunk: int) -> torch.Tensor:
-        """[b] scores, `chunk` conversations at a time."""
-        texts = [self.render(c, r) for c, r in zip(conversations, completions, strict=True)]
-        self.tokenizer.padding_side = "right"
-        parts = []
-        for start in range(0, len(texts), chunk):
-            encoded = self.tokenizer(texts[start:start + chunk], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.device)
-            last = encoded["attention_mask"].sum(dim=1) - 1
-            parts.append(_token_scores(self.model, encoded["input_ids"], encoded["attention_mask"], last=last))
-        return torch.cat(parts) - self.offset
-
