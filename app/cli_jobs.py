@@ -38,7 +38,7 @@ def job_request(args, created_by: str) -> JobRequest:
         selection = dict(loaded.pop("selection", None) or {})
         settings.update(loaded)
     settings.update(parse_assignments(args.set or []))
-    for key in ("prompt_sets", "annotators"):
+    for key in ("prompt_sets", "annotators", "rounds"):
         if getattr(args, key):
             selection[key] = getattr(args, key)
     for key in ("since", "until", "min_agreement"):
@@ -229,6 +229,8 @@ def add_commands(command, commands, home_option, json_option) -> None:
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting; repeatable")
     train.add_argument("--prompt-set", dest="prompt_sets", action="append", help="only these prompt sets")
     train.add_argument("--annotator", dest="annotators", action="append", help="only these annotators' rankings")
+    train.add_argument("--round", dest="rounds", type=int, action="append", metavar="N",
+                       help="only rankings of comparisons made in round N (repeatable)")
     train.add_argument("--since", help="rankings made on or after this date (YYYY-MM-DD)")
     train.add_argument("--until", help="rankings made on or before this date")
     train.add_argument("--min-agreement", type=float, help="drop comparisons whose annotators agree less (0-1)")

@@ -25,7 +25,9 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
 def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs) -> gr.Blocks:
-    comparer = Compare(wb)  # one per app: the tab and the API share open battles and loaded models
+    # one per app: the tab and the API share open battles and loaded models; evaluations
+    # sample for minutes, so they run in the pre-generator's sampling process
+    comparer = Compare(wb, measurer=pregenerator.sampler.evaluate)
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
             gr.Markdown(f"## {TITLE}")

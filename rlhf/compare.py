@@ -28,7 +28,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -106,8 +106,12 @@ def csv_safe(value: Any) -> Any:
 
 
 class Compare:
-    def __init__(self, wb: Workbench, cache: evaluate.ModelCache | None = None, rng: random.Random | None = None):
+    def __init__(self, wb: Workbench, cache: evaluate.ModelCache | None = None, rng: random.Random | None = None,
+                 measurer: Callable[[evaluate.Plan, SamplingParams], dict] | None = None):
+        """`measurer` runs automatic evaluations elsewhere (the server: its sampler process,
+        as they sample for minutes); by default here, with `cache`."""
         self.wb = wb
+        self.measurer = measurer
         self.cache = cache or evaluate.ModelCache()
         self.rng = rng or random.Random(secrets.randbits(64))
         self._open: OrderedDict[str, OpenBattle] = OrderedDict()
@@ -363,7 +367,7 @@ class Compare:
         return evaluate.evaluate(self.wb, names[0], names[1], prompt_set or DEFAULT_PROMPT_SET,
                                  reward_version=self._reward(reward), n=int(n), seed=int(seed),
                                  max_new_tokens=int(max_new_tokens), reference=reference or BASE_VERSION,
-                                 cache=self.cache, created_by=created_by)
+                                 cache=self.cache, created_by=created_by, measurer=self.measurer)
 
     def evaluations(self, version: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Stored evaluations as one flat table, newest first (rlhf.evaluate.flatten)."""

@@ -1,10 +1,13 @@
 """`rlhf demo`: the whole loop, headless, on a fresh home, with a simulated annotator.
 
 Each round: generate comparisons from the active policy, rank them with the simulated
-annotator (source 'simulated'), train a reward model, train the policy against the
-rankings (dpo, kto) or the reward model (ppo), promote it (the next round's comparisons
-come from it), and measure the new policy against the base on held-out prompts, judged
-by the annotator's own rule without its noise. Every step is the workbench's own: the
+annotator (source 'simulated'), train a reward model from the base on every ranking so
+far, train the next policy from the active one on this round's rankings (dpo, kto:
+iterative, on-policy preference learning as in Llama 2's rounds and Xiong et al. 2024,
+"Iterative Preference Learning from Human Feedback") or against the reward model (ppo),
+promote it (the next round's comparisons come from it), and measure the new policy
+against the base on held-out prompts, judged by the annotator's own rule without its
+noise. Every step is the workbench's own: the
 same generation, snapshot, worker subprocess and registration as `rlhf train`.
 """
 
@@ -36,13 +39,14 @@ class DemoConfig:
     method: str = "dpo"
     prompts_per_round: int = 48
     k: int = 4
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     held_out: int = 32
     seed: int = 0
-    reward_settings: dict = field(default_factory=lambda: {"num_train_epochs": 1})
+    # each completion scored once per ranking (InstructGPT): a third of the pairwise cost
+    reward_settings: dict = field(default_factory=lambda: {"grouping": "ranking", "per_device_train_batch_size": 4})
     policy_settings: dict = field(default_factory=lambda: {
-        "dpo": {"pairs": "all", "num_train_epochs": 1, "learning_rate": 1e-4},
-        "kto": {"num_train_epochs": 1, "learning_rate": 1e-4},
+        "dpo": {"pairs": "best_vs_worst", "num_train_epochs": 2, "learning_rate": 1e-4},
+        "kto": {"num_train_epochs": 2, "learning_rate": 1e-4},
         "ppo": {"max_steps": 8},
     })
 
@@ -71,9 +75,11 @@ def prepare_home(wb: Workbench, held_out: int) -> None:
         prompt_rows.add_prompts(tx, TRAIN_SET, conversations[:-held_out], source="demo")
 
 
-def train(jobs: Jobs, method: str, settings: dict, reward: str | None = None) -> dict:
-    job_id = jobs.submit(JobRequest(method, reward=reward, settings=settings,
-                                    selection={"prompt_sets": [TRAIN_SET]}, created_by="demo"))
+def train(jobs: Jobs, method: str, settings: dict, base: str | None = None, reward: str | None = None,
+          rounds: list[int] | None = None) -> dict:
+    selection = {"prompt_sets": [TRAIN_SET], "rounds": rounds or []}
+    job_id = jobs.submit(JobRequest(method, base=base, reward=reward, settings=settings, selection=selection,
+                                    created_by="demo"))
     job = JobRunner(jobs).run(job_id)
     if job["status"] != "succeeded":
         raise WorkbenchError(f"The demo's {method} job {job_id} {job['status']}: {job['error']}")
@@ -112,6 +118,7 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
         for round_number in range(1, config.rounds + 1):
             params = SamplingParams(temperature=0.9, max_new_tokens=config.max_new_tokens,
                                     seed=config.seed + round_number)
+            store_round = wb.current_round().number  # the demo's round r is the store's on a fresh home
             on_step(f"round {round_number}: generating {config.prompts_per_round} comparisons of K={config.k}"
                     f" from {wb.model_version(None)['name']}")
             made = wb.generate(TRAIN_SET, n=config.prompts_per_round, k=config.k, params=params)
@@ -120,10 +127,11 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
                 texts = [c["text"] for c in shown.completions]
                 wb.rank(comparison_id, annotator.rank(shown.messages, texts), annotator.name, source="simulated")
             on_step(f"round {round_number}: training a reward model on {wb.rankings().shape[0]} rankings")
-            reward = train(jobs, "reward", config.reward_settings)
-            on_step(f"round {round_number}: training the policy with {config.method}")
+            reward = train(jobs, "reward", config.reward_settings, base=BASE_VERSION)
+            on_step(f"round {round_number}: training the policy with {config.method} on this round's rankings")
             settings = config.policy_settings.get(config.method, {})
-            policy = train(jobs, config.method, settings, reward["version"] if config.method == "ppo" else None)
+            policy = train(jobs, config.method, settings, reward=reward["version"] if config.method == "ppo" else None,
+                           rounds=[store_round])
             wb.promote(policy["version"])
             on_step(f"round {round_number}: {policy['version']} against {BASE_VERSION} on {config.held_out}"
                     " held-out prompts")

@@ -45,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION
@@ -320,51 +320,9 @@ def _same_tokenizer(policy: "Policy", reference: "Policy", names: tuple[str, str
                               "between them cannot be estimated token by token.")
 
 
-def evaluate(
-    source: "Workbench | None",
-    version_a: str | Path,
-    version_b: str | Path,
-    prompts: str | Sequence[Any],
-    reward_version: str | Path | None = None,
-    n: int = DEFAULT_N,
-    seed: int = 0,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    reference: str | Path | None = BASE_VERSION,
-    temperature: float = DEFAULT_TEMPERATURE,
-    top_p: float = DEFAULT_TOP_P,
-    cache: ModelCache | None = None,
-    store: bool = True,
-    created_by: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate policy version A against B (figures and estimator in the module docstring).
-
-    Args:
-        source: a :class:`rlhf.workbench.Workbench` (versions, the reward model and the
-            reference are version names, `prompts` may name a prompt set, and the result
-            is stored in the evaluations table unless `store` is False), or None (they are
-            model directories, `prompts` a list, and nothing is stored).
-        prompts: a prompt set's name (its first `n` prompts by id) or prompts as text or
-            chat messages (the first `n`).
-        reward_version: the reward model; None means the newest one, or no reward
-            figures when there is none (without a workbench: none).
-        n: how many prompts; fewer when the set has fewer.
-        seed: seeds both sides' sampling alike.
-        reference: the policy the KL is measured from (default ``base``); None: no KL.
-        cache: loaded models to reuse (a server's); by default loaded for this call.
-        created_by: who asked, stored with the evaluation.
-
-    Returns:
-        dict: ``id`` (None when not stored), ``version_a``, ``version_b``,
-        ``reward_version``, ``prompt_set``, ``n`` and the figures.
-
-    Raises:
-        EvaluationError (or WorkbenchError for an unknown version): one sentence.
-    """
-    _check(n, max_new_tokens, temperature, top_p)
-    chosen = plan(source, version_a, version_b, prompts, reward_version, n, reference)
-    cache = cache or ModelCache()
-    params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=max_new_tokens,
-                            seed=int(seed))
+def measure(chosen: Plan, params: SamplingParams, cache: ModelCache) -> dict[str, Any]:
+    """The figures of one planned evaluation (``id`` None): sample both sides, score them,
+    estimate the KL. Needs no workbench, so a server runs it in its sampler process."""
     started = time.monotonic()
     with cache.lock:
         ref_policy = cache.policy(chosen.reference_path) if chosen.reference_path is not None else None
@@ -394,8 +352,59 @@ def evaluate(
         result[f"eos_rate_{side}"] = _mean([1.0 if done else 0.0 for done in drawn.finished])
         kl, stderr = kl_k1(drawn.logprobs, drawn.ref_logprobs) if drawn.ref_logprobs is not None else (None, None)
         result[f"kl_{side}"], result[f"kl_stderr_{side}"] = kl, stderr
-    result.update({"seed": int(seed), "max_new_tokens": max_new_tokens, "temperature": float(temperature),
-                   "top_p": float(top_p), "seconds": round(time.monotonic() - started, 2)})
+    result.update({"seed": params.seed, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
+                   "top_p": params.top_p, "seconds": round(time.monotonic() - started, 2)})
+    return result
+
+
+def evaluate(
+    source: "Workbench | None",
+    version_a: str | Path,
+    version_b: str | Path,
+    prompts: str | Sequence[Any],
+    reward_version: str | Path | None = None,
+    n: int = DEFAULT_N,
+    seed: int = 0,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    reference: str | Path | None = BASE_VERSION,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    cache: ModelCache | None = None,
+    store: bool = True,
+    created_by: str | None = None,
+    measurer: Callable[[Plan, SamplingParams], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Evaluate policy version A against B (figures and estimator in the module docstring).
+
+    Args:
+        source: a :class:`rlhf.workbench.Workbench` (versions, the reward model and the
+            reference are version names, `prompts` may name a prompt set, and the result
+            is stored in the evaluations table unless `store` is False), or None (they are
+            model directories, `prompts` a list, and nothing is stored).
+        prompts: a prompt set's name (its first `n` prompts by id) or prompts as text or
+            chat messages (the first `n`).
+        reward_version: the reward model; None means the newest one, or no reward
+            figures when there is none (without a workbench: none).
+        n: how many prompts; fewer when the set has fewer.
+        seed: seeds both sides' sampling alike.
+        reference: the policy the KL is measured from (default ``base``); None: no KL.
+        cache: loaded models to reuse; by default loaded for this call.
+        created_by: who asked, stored with the evaluation.
+        measurer: runs :func:`measure` elsewhere (a server: in its sampler process);
+            by default here, with `cache`.
+
+    Returns:
+        dict: ``id`` (None when not stored), ``version_a``, ``version_b``,
+        ``reward_version``, ``prompt_set``, ``n`` and the figures.
+
+    Raises:
+        EvaluationError (or WorkbenchError for an unknown version): one sentence.
+    """
+    _check(n, max_new_tokens, temperature, top_p)
+    chosen = plan(source, version_a, version_b, prompts, reward_version, n, reference)
+    params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=max_new_tokens,
+                            seed=int(seed))
+    result = measurer(chosen, params) if measurer is not None else measure(chosen, params, cache or ModelCache())
     if source is not None and store:
         from storage import evaluations
 

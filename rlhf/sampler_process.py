@@ -5,7 +5,9 @@ slices and keep the annotators' requests waiting (on 2 cores, p95 over 300 ms). 
 process samples instead, at lower CPU priority and on one core fewer than the machine
 has; the pre-generator thread only waits on a pipe, which holds no lock. The same child
 scores completions with a reward model ("score" requests: `RewardScorer.score`), for the
-suggestions and the 'uncertain' queue order, so no reward model is loaded in the server.
+suggestions and the 'uncertain' queue order, so no reward model is loaded in the server,
+and measures the Compare tab's automatic evaluations ("evaluate" requests:
+`rlhf.evaluate.measure`), which sample for minutes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import multiprocessing
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlhf.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from rlhf.evaluate import Plan
 
 SAMPLER_NICENESS = 10
 
@@ -24,6 +30,8 @@ def _serve(connection) -> None:
     """The child: load each model once, answer sampling requests until the pipe closes."""
     import torch
 
+    from rlhf import evaluate
+    from rlhf.errors import UserError
     from rlhf.generate import sample
     from rlhf.models import load_policy
 
@@ -33,12 +41,17 @@ def _serve(connection) -> None:
         pass
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     policies, scorers = {}, {}
+    evaluation_models = evaluate.ModelCache()
     while True:
         try:
             kind, model_dir, *request = connection.recv()
         except (EOFError, OSError):
             return
         try:
+            if kind == "evaluate":
+                chosen, params = request
+                connection.send((True, evaluate.measure(chosen, params, evaluation_models)))
+                continue
             if kind == "score":
                 from rlhf.scoring import RewardScorer
 
@@ -51,6 +64,8 @@ def _serve(connection) -> None:
             if model_dir not in policies:
                 policies[model_dir] = load_policy(model_dir)
             connection.send((True, sample(policies[model_dir], conversations, k=k, params=params)))
+        except UserError as error:  # a refusal in one sentence: the parent raises it as it is
+            connection.send((False, error))
         except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it
             connection.send((False, f"{type(error).__name__}: {error}"))
 
@@ -74,6 +89,10 @@ class SamplerProcess:
         """Normalised rewards of each (prompt messages, completion text), as `RewardScorer.score`."""
         return self._ask("score", str(reward_dir), list(prompts), list(completions))
 
+    def evaluate(self, chosen: "Plan", params: SamplingParams) -> dict:
+        """`rlhf.evaluate.measure` of a planned evaluation, its models loaded in the child."""
+        return self._ask("evaluate", None, chosen, params)
+
     def _ask(self, *message):
         with self._lock:
             if self._process is None or not self._process.is_alive():
@@ -87,7 +106,7 @@ class SamplerProcess:
             except (EOFError, OSError):
                 raise RuntimeError("The sampling process ended unexpectedly; it restarts on the next request.") from None
         if not ok:
-            raise RuntimeError(payload)
+            raise payload if isinstance(payload, Exception) else RuntimeError(payload)
         return payload
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ class DataError(UserError):
 class Selection:
     prompt_sets: list[str] = field(default_factory=list)   # empty: every set
     annotators: list[str] = field(default_factory=list)    # empty: everybody
+    rounds: list[int] = field(default_factory=list)        # empty: every round (comparisons' rounds)
     since: str | None = None                                # ISO date, inclusive
     until: str | None = None                                # ISO date, inclusive
     min_agreement: float = 0.0  # comparisons ranked by several people whose mean pairwise agreement is lower are left out
@@ -42,6 +43,8 @@ class Selection:
         if unknown:
             raise DataError(f"Unknown data selection field(s): {', '.join(sorted(unknown))}.")
         selection = cls(**values)
+        if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in selection.rounds):
+            raise DataError(f"Rounds are numbers from 1, not {selection.rounds}.")
         if not 0 <= selection.min_agreement <= 1:
             raise DataError(f"min_agreement must be between 0 and 1, not {selection.min_agreement}.")
         for name in ("since", "until"):
@@ -65,6 +68,8 @@ def selected_rankings(cur, selection: Selection) -> pd.DataFrame:
         keep &= frame["prompt_set"].isin(selection.prompt_sets)
     if selection.annotators:
         keep &= frame["user"].isin(selection.annotators)
+    if selection.rounds:
+        keep &= frame["round"].isin(selection.rounds)
     if selection.since:
         keep &= frame["created_at"] >= pd.Timestamp(selection.since)
     if selection.until:

@@ -59,12 +59,12 @@ def count(cur) -> int:
 def rankings_frame(cur) -> pd.DataFrame:
     """Every ranking with its comparison, for exports and training data.
 
-    Columns: ranking_id, comparison_id, prompt, messages (list of dicts), completions
+    Columns: ranking_id, comparison_id, round, prompt, messages (list of dicts), completions
     (texts, A first), model_versions (per completion), ranking, ranks, user, source,
     seconds_spent, better_answer, comment, created_at.
     """
     frame = cur.execute(
-        "SELECT r.id AS ranking_id, r.comparison_id, p.prompt_set, p.text AS prompt, p.messages,"
+        "SELECT r.id AS ranking_id, r.comparison_id, c.round, p.prompt_set, p.text AS prompt, p.messages,"
         "       list(m.text ORDER BY m.letter) AS completions,"
         "       list(m.model_version ORDER BY m.letter) AS model_versions,"
         "       r.ranking, list(rr.rank ORDER BY m.letter) AS ranks,"

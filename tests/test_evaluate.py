@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from rlhf import evaluate, job_views
 from rlhf.evaluate import EvaluationError, kl_k1, sequence_logprobs, win_counts
 from rlhf.generate import Generated, _eos_ids, mask_through_first_eos
 from rlhf.home import BASE_VERSION
-from rlhf.models import load_policy
+from rlhf.models import ModelLoadError, load_policy
+from rlhf.sampler_process import SamplerProcess
+from rlhf.sampling import SamplingParams
 from rlhf.workbench import Workbench, WorkbenchError
 from storage import evaluations, models
 
@@ -215,6 +218,26 @@ def test_kl_is_measured_from_the_reference_on_each_versions_own_samples(home, ca
     assert line.startswith(f"reward {backward['mean_reward_a']:.3g} · KL {backward['kl_a']:.3g} · ")
     assert line.endswith(f"win {backward['win_rate']:.2f} vs copy (eval #{backward['id']})")
     assert table.loc["other", "evaluation"] == line and table.loc["rm", "evaluation"] == ""
+
+
+def test_the_servers_sampler_process_measures_what_this_process_measures(home, cache):
+    """The server hands evaluations to its sampler child: same seed, same figures; the
+    evaluation is still stored by the caller, and a refusal comes back as itself."""
+    sampler = SamplerProcess()
+    try:
+        with Workbench(home) as wb:
+            here = evaluate.evaluate(wb, "copy", "other", "default", reward_version="rm", cache=cache, store=False,
+                                     **TINY)
+            there = evaluate.evaluate(wb, "copy", "other", "default", reward_version="rm",
+                                      measurer=sampler.evaluate, created_by="rita", **TINY)
+            assert evaluations.get(wb.store.cursor(), there["id"])["created_by"] == "rita"
+            chosen = evaluate.plan(wb, "copy", "other", "default", "rm", 3)
+        with pytest.raises(ModelLoadError, match="Could not load a model from"):
+            sampler.evaluate(replace(chosen, reference_path=home.root / "missing"), SamplingParams(max_new_tokens=2))
+    finally:
+        sampler.close()
+    for key in ("win_rate", "mean_reward_a", "mean_reward_b", "mean_length_a", "kl_b"):
+        assert there[key] == pytest.approx(here[key], abs=1e-4), key
 
 
 def test_without_a_workbench_models_are_directories_and_nothing_is_stored(home, cache):

@@ -106,8 +106,12 @@ def test_selection_narrows_the_rankings(workbench):
     agreeing = build(cur, spec, options, Selection(min_agreement=0.5))
     assert ids[2] not in set(agreeing["comparison_id"]) and ids[0] in set(agreeing["comparison_id"])
     assert build(cur, spec, options, Selection(since="2000-01-01", until="2999-01-01")).shape[0] == 8
-    with pytest.raises(DataError, match="no rankings to train reward on for this selection"):
-        build(cur, spec, options, Selection(until="2000-01-01"))
+    assert build(cur, spec, options, Selection(rounds=[1])).shape[0] == 8  # every comparison so far is round 1
+    for empty in (Selection(until="2000-01-01"), Selection(rounds=[2])):
+        with pytest.raises(DataError, match="no rankings to train reward on for this selection"):
+            build(cur, spec, options, empty)
+    with pytest.raises(DataError, match="Rounds are numbers from 1"):
+        Selection.from_dict({"rounds": [0]})
     with pytest.raises(DataError, match="date like"):
         Selection.from_dict({"since": "yesterday"})
     with pytest.raises(DataError, match="Unknown data selection"):

@@ -61,25 +61,26 @@ def _version_choices(frame: pd.DataFrame, base, reward):
             gr.update(choices=promotable, value=None)]
 
 
-def _request_parts(chosen_method, base, reward, prompt_sets, annotators, since, until, min_agreement, more,
+def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more,
                    values):
     """(settings, selection, reward) from the form: the settings that differ from the
     method's defaults, then the More settings lines (which win)."""
     settings = job_views.changed_settings(chosen_method, dict(zip(KEYS, values)))
     settings.update(job_views.parse_more_settings(more))
     selection = {"prompt_sets": prompt_sets or [], "annotators": annotators or [],
+                 "rounds": [int(number) for number in rounds or []],
                  "since": (since or "").strip() or None, "until": (until or "").strip() or None,
                  "min_agreement": float(min_agreement or 0.0)}
     return settings, selection, (None if reward in (None, NEWEST_REWARD) else reward)
 
 
-def preview_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, since,
-                until, min_agreement, more, values, request: gr.Request) -> str:
+def preview_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, rounds,
+                since, until, min_agreement, more, values, request: gr.Request) -> str:
     """How much the selection yields, or why the job would be refused (one sentence)."""
     user = current_user(service, request, *STAFF)
     try:
-        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, since,
-                                                     until, min_agreement, more, values)
+        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
+                                                     since, until, min_agreement, more, values)
         preview = jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
         return safe_markdown(f"Refused: {error}")
@@ -88,13 +89,13 @@ def preview_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, pr
                                                                   " Default settings."))
 
 
-def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, since,
-               until, min_agreement, more, values, request: gr.Request):
+def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, rounds,
+               since, until, min_agreement, more, values, request: gr.Request):
     """Queue the job as the signed-in user; returns (status line, the job to watch or None)."""
     user = current_user(service, request, *STAFF)
     try:
-        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, since,
-                                                     until, min_agreement, more, values)
+        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
+                                                     since, until, min_agreement, more, values)
         job_id = jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
         gr.Warning(str(error))
@@ -188,6 +189,7 @@ def open_tab(service: Annotation, jobs: Jobs, base, reward, job_id, chosen_metri
     choices = Reports(service.wb).choices()
     return [*_version_choices(service.wb.models(), base, reward),
             gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
+            gr.update(choices=[(f"round {number} ({policy})", number) for number, policy in choices["rounds"]]),
             *watch(service, jobs, job_id, chosen_metrics, None, request, pick_default=True)]
 
 
@@ -264,6 +266,7 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         with gr.Row():
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
             annotators = gr.Dropdown([], multiselect=True, label="Annotators (none chosen: all)")
+            rounds = gr.Dropdown([], multiselect=True, label="Rounds (none chosen: all)")
             since = gr.Textbox(label="Since (YYYY-MM-DD)", placeholder="any date")
             until = gr.Textbox(label="Until (YYYY-MM-DD)", placeholder="any date")
             min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Minimum agreement",
@@ -308,7 +311,7 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         timer = gr.Timer(FAST_SECONDS, active=False)
         seen = gr.State({})
 
-        form = [chosen_method, base, reward, prompt_sets, annotators, since, until, min_agreement, more]
+        form = [chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more]
         watched = [job_choice, job_line, progress, loss_plot, metrics_plot, metric_choice, log_box, jobs_table,
                    models_table, cancel_button, timer, seen]
 
@@ -343,7 +346,7 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         private = dict(api_visibility="private")
         quiet = dict(api_visibility="private", show_progress="hidden")
         tab.select(on_open, [base, reward, job_choice, metric_choice],
-                   [base, reward, promote_choice, prompt_sets, annotators, *watched], **private)
+                   [base, reward, promote_choice, prompt_sets, annotators, rounds, *watched], **private)
         chosen_method.change(on_method, chosen_method, [help_line, reward, more, *widgets], **private)
         preview_button.click(on_preview, [*form, *widgets], launch_note, **private)
         launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched], **private)

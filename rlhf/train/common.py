@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ from rlhf.errors import UserError
 log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+# PEFT reads transformers 5's deprecated alias whenever it wraps a model; the warning is
+# PEFT's to fix and says nothing to our users.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class TrainingError(UserError):
