@@ -37,7 +37,7 @@ class DemoConfig:
     rounds: int = 2
     annotator: str = "shorter@flip=0.1"
     method: str = "dpo"
-    prompts_per_round: int = 48
+    prompts_per_round: int = 40
     k: int = 4
     max_new_tokens: int = 48
     held_out: int = 32
@@ -45,8 +45,9 @@ class DemoConfig:
     # each completion scored once per ranking (InstructGPT): a third of the pairwise cost
     reward_settings: dict = field(default_factory=lambda: {"grouping": "ranking", "per_device_train_batch_size": 4})
     policy_settings: dict = field(default_factory=lambda: {
-        "dpo": {"pairs": "best_vs_worst", "num_train_epochs": 2, "learning_rate": 1e-4},
-        "kto": {"num_train_epochs": 2, "learning_rate": 1e-4},
+        # every ranking trains (no held-out split): the demo judges on its own held-out prompts
+        "dpo": {"pairs": "best_vs_worst", "num_train_epochs": 2, "learning_rate": 3e-4, "eval_fraction": 0},
+        "kto": {"num_train_epochs": 2, "learning_rate": 3e-4, "eval_fraction": 0},
         "ppo": {"max_steps": 8},
     })
 
@@ -148,30 +149,43 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
     return rows
 
 
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `rate` over `n` trials (E. B. Wilson,
+    "Probable inference, the law of succession, and statistical inference", JASA 1927):
+    unlike the normal approximation it stays inside [0, 1] near 0 and 1."""
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (rate * (1 - rate) / n + z * z / (4 * n * n)) ** 0.5
+    return centre - half, centre + half
+
+
 def plot_rounds(rows: list[dict], config: DemoConfig, path: str) -> None:
     """Win rate against the base by round (round 0 is the base itself, 0.5), with a 95%
-    normal-approximation interval over the held-out prompts, and the mean answer length of
-    the policy and the base: a PNG at `path`."""
+    Wilson interval over the held-out prompts, and the mean answer length of the policy
+    and the base: a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write the file only
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # not its font cache's news
     import matplotlib.pyplot as plt
 
     rounds = [0] + [row["round"] for row in rows]
     rates = [0.5] + [row["win_rate_vs_base"] for row in rows]
     n = config.held_out
-    errors = [0.0] + [1.96 * (rate * (1 - rate) / n) ** 0.5 for rate in rates[1:]]
+    intervals = [(0.5, 0.5)] + [wilson_interval(rate, n) for rate in rates[1:]]
+    errors = [[rate - low for rate, (low, _) in zip(rates, intervals)],
+              [high - rate for rate, (_, high) in zip(rates, intervals)]]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     left.errorbar(rounds, rates, yerr=errors, marker="o", capsize=4, color="#d9480f")
     left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     left.set(xlabel="round", ylabel="win rate vs base", ylim=(0, 1), xticks=rounds,
              title=f"Judged by '{config.annotator.split('@')[0]}' on {n} held-out prompts")
-    right.plot(rounds, [rows[0]["base_mean_chars"]] + [row["mean_chars"] for row in rows], marker="o",
-               color="#d9480f", label="policy of the round")
-    right.plot(rounds, [rows[0]["base_mean_chars"]] + [row["base_mean_chars"] for row in rows], marker="o",
-               color="grey", label="base")
-    right.set(xlabel="round", ylabel="mean answer length (characters)", xticks=rounds, ylim=(0, None),
+    policy_chars = [rows[0]["base_mean_chars"]] + [row["mean_chars"] for row in rows]
+    base_chars = [rows[0]["base_mean_chars"]] + [row["base_mean_chars"] for row in rows]
+    right.plot(rounds, policy_chars, marker="o", color="#d9480f", label="policy of the round")
+    right.plot(rounds, base_chars, marker="o", color="grey", label="base")
+    right.legend(loc="lower left")
+    right.set(xlabel="round", ylabel="mean answer length (characters)", xticks=rounds,
+              ylim=(0, 1.2 * max(policy_chars + base_chars)),
               title=f"{config.method.upper()}, {config.prompts_per_round} comparisons of K={config.k} a round")
-    right.legend()
     figure.savefig(path, dpi=110)
     plt.close(figure)

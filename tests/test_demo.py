@@ -50,3 +50,15 @@ def test_demo_refuses_a_home_with_rankings_and_a_bad_annotator(tiny_home, capsys
         wb.rank(comparison_id, "A > B", "ana")
     assert main(["demo", "--home", str(tiny_home.root)]) == 1
     assert "fresh home" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("wins, n", [(0, 32), (16, 32), (28, 32), (32, 32), (3, 7)])
+def test_the_plots_interval_is_wilsons(wins, n):
+    from scipy.stats import binomtest
+
+    from rlhf.demo import wilson_interval
+
+    expected = binomtest(wins, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(wins / n, n)
+    assert (low, high) == pytest.approx((expected.low, expected.high), abs=1e-4)
+    assert 0.0 <= low <= wins / n <= high <= 1.0 + 1e-12
