@@ -51,19 +51,12 @@ def cmd_compare(wb: Workbench, args) -> int:
                                n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                reference=args.reference, temperature=args.temperature, created_by="cli")
     if args.json:
-        print(json.dumps(_jsonable(result)))
+        from rlhf.job_views import jsonable  # NaN (a standard error of one sample) is not JSON: null
+
+        print(json.dumps(jsonable(result)))
     else:
         print(describe(result))
     return 0
-
-
-def _jsonable(value):
-    """NaN (a standard error of one sample) is not JSON: null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    return value
 
 
 def add_commands(command, commands, home_option, json_option) -> None:

@@ -347,7 +347,7 @@ def krippendorff_alpha_ordinal(units: Sequence[Sequence[float | None]]) -> float
     return float(1 - (margins.sum() - 1) * observed / expected)
 
 
-def _nan_mean(values: list[float]) -> float:
+def nan_mean(values: list[float]) -> float:
     """Mean over the defined values; ``nan`` when there are none (without numpy's warning)."""
     defined = [value for value in values if not np.isnan(value)]
     return float(np.mean(defined)) if defined else float("nan")
@@ -401,14 +401,14 @@ def annotator_agreement(frame: pd.DataFrame, method: str = "ranked_pairs") -> di
             for position in range(len(agreed))
         ]
     per_annotator = pd.DataFrame(
-        [(user, len(taus_to_consensus[user]), _nan_mean(taus_to_consensus[user]))
+        [(user, len(taus_to_consensus[user]), nan_mean(taus_to_consensus[user]))
          for user in coders],
         columns=PER_ANNOTATOR_COLUMNS,
     )
     return {
         "items": len(overlapped),
-        "pairwise_agreement": _nan_mean(agreements),
-        "kendall_tau_b": _nan_mean(taus),
+        "pairwise_agreement": nan_mean(agreements),
+        "kendall_tau_b": nan_mean(taus),
         "krippendorff_alpha": krippendorff_alpha_ordinal(units),
         "per_annotator": per_annotator,
     }
@@ -436,8 +436,8 @@ def gold_agreement(rankings: pd.DataFrame, gold: dict[int, Sequence[int]]) -> pd
             scores[user].append(pairwise_agreement(list(ranks), gold[comparison_id]))
     return pd.DataFrame(
         [
-            (user, len(agreements), _nan_mean(agreements),
-             _nan_mean([float(agreement == 1.0) for agreement in agreements]))
+            (user, len(agreements), nan_mean(agreements),
+             nan_mean([float(agreement == 1.0) for agreement in agreements]))
             for user, agreements in scores.items()
         ],
         columns=GOLD_COLUMNS,

@@ -201,7 +201,7 @@ class Annotation:
         holds nothing for them. A reload gives back the item they already hold."""
         require_role(user, *ROLES)
         config = self.config
-        rewards = self.reward_versions(config) if config.suggest or config.selection == "uncertain" else []
+        rewards = self.scoring_wanted(config)
         suggestion = None
         with _WRITE_LOCK, self.wb.store.transaction() as cur:
             comparison_id = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)

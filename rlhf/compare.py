@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from rlhf import arena, evaluate
+from rlhf import arena, evaluate, job_views
 from rlhf.auth import User
 from rlhf.errors import UserError
 from rlhf.sampling import SamplingParams
@@ -120,8 +120,7 @@ class Compare:
     # -- what there is ----------------------------------------------------------------
 
     def versions(self, kind: str = "policy") -> list[str]:
-        frame = self.wb.models()
-        return [] if frame.empty else list(frame.loc[frame["kind"] == kind, "name"])
+        return job_views.versions_of(self.wb.models(), kind)
 
     def prompt_sets(self) -> list[str]:
         return prompts.set_names(self.wb.store.cursor())

@@ -24,6 +24,7 @@ from rlhf.workbench import Workbench, WorkbenchError
 from storage import prompts as prompt_rows
 
 if TYPE_CHECKING:
+    from rlhf.evaluate import ModelCache
     from rlhf.simulate import Annotator
 
 log = logging.getLogger(__name__)
@@ -87,18 +88,19 @@ def train(jobs: Jobs, method: str, settings: dict, base: str | None = None, rewa
     return {"version": job["output_version"], "metrics": read_status(jobs.job_dir(job_id)).get("metrics", {})}
 
 
-def win_rate_against_base(wb: Workbench, version: str, judge: "Annotator", config: DemoConfig) -> dict:
+def win_rate_against_base(wb: Workbench, version: str, judge: "Annotator", config: DemoConfig,
+                          models: "ModelCache") -> dict:
     """One sample per held-out prompt from `version` and from the base, same settings and
-    seed, judged pairwise by the annotator's rule (ties half)."""
+    seed, judged pairwise by the annotator's rule (ties half); `models` keeps the base
+    loaded from round to round."""
     from rlhf.generate import sample
-    from rlhf.models import load_policy
     from rlhf.simulate import judge_winrate
 
     conversations = list(prompt_rows.in_sets(wb.store.cursor(), [HELD_OUT_SET])["messages"])
     params = SamplingParams(temperature=0.7, max_new_tokens=config.max_new_tokens, seed=config.seed)
     texts = {}
     for name in (version, BASE_VERSION):
-        policy = load_policy(wb.home.root / wb.model_version(name)["path"])
+        policy = models.policy(wb.home.root / wb.model_version(name)["path"])
         texts[name] = [samples[0].text for samples in sample(policy, conversations, k=1, params=params)]
     result = judge_winrate(judge, conversations, texts[version], texts[BASE_VERSION], seed=config.seed)
     result["mean_chars"] = sum(map(len, texts[version])) / len(conversations)
@@ -111,7 +113,10 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
     """Run the loop; returns (and hands `on_round`) one row of figures per round, and
     tells `on_step` what it starts next, in a few words."""
     annotator = check(config)
+    from rlhf.evaluate import ModelCache
+
     judge = annotator.with_noise(flip_prob=0.0, tie_prob=0.0)
+    models = ModelCache()
     rows = []
     with Workbench(home) as wb:
         prepare_home(wb, config.held_out)
@@ -136,7 +141,7 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
             wb.promote(policy["version"])
             on_step(f"round {round_number}: {policy['version']} against {BASE_VERSION} on {config.held_out}"
                     " held-out prompts")
-            versus = win_rate_against_base(wb, policy["version"], judge, config)
+            versus = win_rate_against_base(wb, policy["version"], judge, config, models)
             row = {"round": round_number, "comparisons": len(made), "rankings": int(wb.rankings().shape[0]),
                    "reward_version": reward["version"],
                    "reward_eval_accuracy": reward["metrics"].get("eval/accuracy"),

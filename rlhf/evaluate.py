@@ -288,7 +288,7 @@ def plan(source: "Workbench | None", version_a: str | Path, version_b: str | Pat
     path_b = _policy_path(wb, str(version_b), "version compared")
     reference_path = None if reference is None else _policy_path(wb, str(reference), "KL reference")
     if reward_version is None:
-        from rlhf.jobs import newest_reward
+        from storage.scores import newest_reward
 
         reward_version = newest_reward(wb.store.cursor())  # none at all: no reward figures
     reward_path = None

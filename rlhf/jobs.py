@@ -41,6 +41,7 @@ from rlhf.training_data import Selection
 from storage import jobs as job_rows
 from storage import models
 from storage.db import Store
+from storage.scores import newest_reward
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +238,6 @@ class Jobs:
             with self.store.transaction() as cur:
                 job_rows.finish(cur, job_id, "failed",
                                 "The process watching this job stopped before the job ended; see its log.")
-
-
-def newest_reward(cur) -> str | None:
-    row = cur.execute(
-        "SELECT name FROM model_versions WHERE kind = 'reward' ORDER BY created_at DESC, name DESC LIMIT 1"
-    ).fetchall()
-    return row[0][0] if row else None
 
 
 # -- the files a worker writes -----------------------------------------------------------

@@ -121,7 +121,7 @@ class PreGenerator(threading.Thread):
         for prompt_set in config.prompt_sets or [None]:  # None: every set
             made += wb.generate(
                 prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
-                sampler=self.sampler.sample, sources=config.sources,
+                sampler=self.sampler.sample, sources=config.sources, plan=plan,
             )
             if len(made) >= wanted:
                 break

@@ -107,11 +107,6 @@ def _pair_counts(people: list[int], model: list[int]) -> tuple[int, int]:
     return right, wrong
 
 
-def _mean(values: list[float]) -> float:
-    defined = [v for v in values if not math.isnan(v)]
-    return sum(defined) / len(defined) if defined else math.nan
-
-
 def audit(wb: Workbench, reward_version: str | None = None, limit: int = 20, score: ScoreFn | None = None,
           sources: tuple[str, ...] = ("human",)) -> dict:
     """The reward version (None: the newest) against held-out human rankings.
@@ -162,7 +157,7 @@ def audit(wb: Workbench, reward_version: str | None = None, limit: int = 20, sco
         "held_out_rankings": len(held), "held_out_comparisons": len(held_ids),
         "scored_rankings": len(agreements), "scored_comparisons": len(scored),
         "missing": missing,
-        "pairwise_agreement": _mean(agreements), "kendall_tau_b": _mean(taus),
+        "pairwise_agreement": agreement.nan_mean(agreements), "kendall_tau_b": agreement.nan_mean(taus),
         "pair_accuracy": right / (right + wrong) if right + wrong else math.nan,
         "pairs_right": right, "pairs_wrong": wrong,
         "worst": _worst(cur, held, scored, limit),

@@ -33,15 +33,13 @@ def _serve(connection) -> None:
     from rlhf import evaluate
     from rlhf.errors import UserError
     from rlhf.generate import sample
-    from rlhf.models import load_policy
 
     try:
         os.nice(SAMPLER_NICENESS)
     except OSError:
         pass
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    policies, scorers = {}, {}
-    evaluation_models = evaluate.ModelCache()
+    models = evaluate.ModelCache()  # one copy of each model, whatever the request
     while True:
         try:
             kind, model_dir, *request = connection.recv()
@@ -50,20 +48,14 @@ def _serve(connection) -> None:
         try:
             if kind == "evaluate":
                 chosen, params = request
-                connection.send((True, evaluate.measure(chosen, params, evaluation_models)))
+                connection.send((True, evaluate.measure(chosen, params, models)))
                 continue
             if kind == "score":
-                from rlhf.scoring import RewardScorer
-
-                if model_dir not in scorers:
-                    scorers[model_dir] = RewardScorer(model_dir)
                 prompts, completions = request
-                connection.send((True, scorers[model_dir].score(prompts, completions)))
+                connection.send((True, models.scorer(model_dir).score(prompts, completions)))
                 continue
             conversations, k, params = request
-            if model_dir not in policies:
-                policies[model_dir] = load_policy(model_dir)
-            connection.send((True, sample(policies[model_dir], conversations, k=k, params=params)))
+            connection.send((True, sample(models.policy(model_dir), conversations, k=k, params=params)))
         except UserError as error:  # a refusal in one sentence: the parent raises it as it is
             connection.send((False, error))
         except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it

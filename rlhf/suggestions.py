@@ -19,7 +19,6 @@ This module imports no torch: the server's annotation path uses it.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -70,18 +69,13 @@ def rank_list(ranking: str, k: int) -> list[int]:
     return parse_ranking(ranking, k).rank_list()
 
 
-def _nan_mean(values: list[float]) -> float:
-    defined = [value for value in values if not math.isnan(value)]
-    return sum(defined) / len(defined) if defined else math.nan
-
-
 def _figures(pairs: list[tuple[list[int], list[int]]]) -> tuple[float, float, float]:
     """Mean pairwise agreement, mean tau-b (undefined values left out) and exact-match share."""
-    from rlhf.agreement import kendall_tau_b, pairwise_agreement
+    from rlhf.agreement import kendall_tau_b, nan_mean, pairwise_agreement
 
     agreements = [pairwise_agreement(a, b) for a, b in pairs]
-    return (_nan_mean(agreements), _nan_mean([kendall_tau_b(a, b) for a, b in pairs]),
-            _nan_mean([float(value == 1.0) for value in agreements]))
+    return (nan_mean(agreements), nan_mean([kendall_tau_b(a, b) for a, b in pairs]),
+            nan_mean([float(value == 1.0) for value in agreements]))
 
 
 def agreement_with_suggestions(rank_lists: pd.DataFrame, shown: pd.DataFrame,

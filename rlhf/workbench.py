@@ -273,7 +273,7 @@ class Workbench:
 
     def reward_model(self, name: str | None) -> dict:
         """A reward version by name; None means the newest."""
-        from rlhf.jobs import newest_reward
+        from storage.scores import newest_reward
 
         name = name or newest_reward(self.store.cursor())
         if name is None:
@@ -370,6 +370,7 @@ class Workbench:
         params: SamplingParams = SamplingParams(),
         sampler: Callable | None = None,
         sources: list[dict] | None = None,
+        plan: SourcePlan | None = None,
     ) -> list[int]:
         """Make comparisons of K completions for up to N prompts that the generating
         version (`model_version`, default the active policy) has not compared yet; returns
@@ -380,12 +381,16 @@ class Workbench:
         used) mixes versions and sampling settings within each comparison: each source's
         completions are sampled for the whole batch with its own model, then each
         comparison's completions are shuffled, so that a letter says nothing about where
-        a completion came from. Each completion records its version and sampling."""
+        a completion came from. Each completion records its version and sampling.
+
+        `plan`: the sources already resolved by `plan_sources` for these arguments (the
+        pre-generator resolves them once per batch and logs their notes itself)."""
         if n < 1:
             raise WorkbenchError(f"N must be at least 1, not {n}.")
-        plan = self.plan_sources(sources, model_version, k, params)
-        for note in plan.notes:
-            log.warning(note)
+        if plan is None:
+            plan = self.plan_sources(sources, model_version, k, params)
+            for note in plan.notes:
+                log.warning(note)
         cur = self.store.cursor()
         if prompt_set is not None and prompt_set not in prompts.set_names(cur):
             raise WorkbenchError(

@@ -120,10 +120,6 @@ def counts_per_round(cur, filters: Filters) -> pd.DataFrame:
         ["round", "active_version", "started_at", "comparisons", "ranked", "rankings"]]
 
 
-def round_numbers(cur) -> list[int]:
-    return [int(r) for r in rounds.list_rounds(cur)["round"]]
-
-
 def annotator_names(cur) -> list[str]:
     return [row[0] for row in cur.execute(
         "SELECT DISTINCT annotator FROM rankings WHERE source = 'human' ORDER BY annotator").fetchall()]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from app.render import safe_markdown
 from app.session import REFUSALS, current_user, user_error
-from rlhf import evaluate
+from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
 from rlhf.compare import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS, Compare
@@ -207,15 +207,14 @@ def open_tab(service: Annotation, compare: Compare, chosen: dict, request: gr.Re
     """Fresh choices (keeping what is chosen when it still exists), the leaderboard and the
     evaluations."""
     current_user(service, request, *STAFF)
-    policies, rewards, sets = compare.versions("policy"), compare.versions("reward"), compare.prompt_sets()
+    frame, sets = service.wb.models(), compare.prompt_sets()
+    policies, rewards = job_views.versions_of(frame, "policy"), job_views.versions_of(frame, "reward")
 
     def pick(key, options, fallback=None):
         value = chosen.get(key)
         return value if value in options else fallback
 
-    active = service.wb.models()
-    active = active.loc[(active["kind"] == "policy") & (active["status"] == "active"), "name"]
-    first = active.iloc[0] if len(active) else (policies[-1] if policies else None)
+    first = job_views.active_policy(frame) or (policies[-1] if policies else None)
     other = next((name for name in reversed(policies) if name != first), first)
     newest = policies[-1] if policies else None  # the newest policy, against base, in an evaluation
     reward_choices = [NO_REWARD, *reversed(rewards)]

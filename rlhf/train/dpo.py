@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, preference_trainer,
+from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, trl_trainer,
                             require_columns, split, trainer_config)
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -34,7 +34,8 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     train_frame, eval_frame = split(inputs, frame)
     policy = load_policy(inputs, reference=True)
     config = trainer_config(DPOConfig, inputs, eval_strategy="no")
-    trainer = preference_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS)
+    trainer = trl_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS,
+                          ref_model=policy.reference)
     return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
 
 

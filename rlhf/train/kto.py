@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_text, load_policy, preference_trainer, require_columns, split,
+from rlhf.train.sft import (conversational, fit, has_text, load_policy, trl_trainer, require_columns, split,
                             trainer_config)
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def train(inputs: TrainInputs) -> dict[str, float]:
         raise TrainingError("KTO needs at least two training examples.")
     policy = load_policy(inputs, reference=True)
     config = trainer_config(KTOConfig, inputs, eval_strategy="no", **weights)
-    trainer = preference_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS)
+    trainer = trl_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS,
+                          ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
     metrics.update({"train/desirable": float(n_desirable), "train/undesirable": float(n_undesirable),
                     **{f"train/{k}": float(v) for k, v in weights.items()}})

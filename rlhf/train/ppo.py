@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 RewardFn = Callable[[list[list[dict]], list[str]], torch.Tensor]
 
 
-
 @dataclass
 class PPOConfig:
     """PPO settings. Names follow TRL's former PPOConfig where it had the setting; defaults
@@ -453,19 +452,16 @@ def _score_head_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: slice | None = None,
-                  last: torch.Tensor | None = None) -> torch.Tensor:
-    """Scalar-head outputs of a sequence classifier at every token ([b, T] over `positions`)
-    or at the token index `last` of each row ([b]): the backbone's last hidden state
-    through the `score` head, so that padding (pad = EOS in SmolLM2) cannot confuse which
-    token is read."""
+def _token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  positions: slice | None = None) -> torch.Tensor:
+    """Scalar-head outputs of a sequence classifier at every token ([b, T] over `positions`):
+    the backbone's last hidden state through the `score` head, so that padding (pad = EOS
+    in SmolLM2) cannot confuse which token is read."""
     inner = _score_head_model(model)
     backbone = getattr(inner, inner.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
                       position_ids=_position_ids(attention_mask), use_cache=False).last_hidden_state
-    if last is not None:
-        hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    elif positions is not None:
+    if positions is not None:
         hidden = hidden[:, positions]
     return inner.score(hidden).squeeze(-1).float()
 
@@ -493,7 +489,7 @@ class ValueModel:
         from transformers import AutoModelForSequenceClassification
 
         if scorer is not None and scorer.tokenizer.get_vocab() == tokenizer.get_vocab():
-            model = common.load_reward_model(Path(inputs.reward_path))
+            model = copy.deepcopy(scorer.model)  # already loaded; the scorer keeps its own weights
         else:
             if scorer is not None:
                 log.warning("The reward model's vocabulary differs from the policy's: the value model starts from"

@@ -170,18 +170,19 @@ def callbacks(inputs: TrainInputs) -> list:
     return [common.ReporterCallback(inputs.reporter)]
 
 
-def preference_trainer(trainer_class: type, inputs: TrainInputs, policy: Policy, config, train_frame: pd.DataFrame,
-                       eval_frame: pd.DataFrame, columns: list[str]):
-    """A TRL trainer with a reference model (DPOTrainer, KTOTrainer) on the split rows."""
+def trl_trainer(trainer_class: type, inputs: TrainInputs, policy: Policy, config, train_frame: pd.DataFrame,
+                eval_frame: pd.DataFrame, columns: list[str], **extra):
+    """A TRL trainer (SFTTrainer; DPOTrainer and KTOTrainer with `ref_model` in `extra`)
+    on the split rows, reporting through the job's callbacks."""
     return trainer_class(
         model=policy.model,
-        ref_model=policy.reference,
         args=config,
         train_dataset=common.to_dataset(train_frame, columns),
         eval_dataset=common.to_dataset(eval_frame, columns) if len(eval_frame) else None,
         processing_class=policy.tokenizer,
         peft_config=policy.peft_config,
         callbacks=callbacks(inputs),
+        **extra,
     )
 
 
@@ -202,13 +203,5 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     train_frame, eval_frame = split(inputs, frame)
     policy = load_policy(inputs)
     config = trainer_config(SFTConfig, inputs, eval_strategy="no")
-    trainer = SFTTrainer(
-        model=policy.model,
-        args=config,
-        train_dataset=common.to_dataset(train_frame, SFT_COLUMNS),
-        eval_dataset=common.to_dataset(eval_frame, SFT_COLUMNS) if len(eval_frame) else None,
-        processing_class=policy.tokenizer,
-        peft_config=policy.peft_config,
-        callbacks=callbacks(inputs),
-    )
+    trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
     return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
