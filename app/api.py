@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.session import current_user, user_error
+from app.session import REQUESTS, RESEARCH_SAMPLING, current_user, user_error
 from rlhf import job_views
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation, Item, Submission
 from rlhf.compare import Compare, CompareError
 from rlhf.jobs import Jobs
+from rlhf.limits import LIMITS, check_text, check_value
 from rlhf.pregenerate import PreGenerator
 
+
+def check_names(**names) -> None:
+    """Each name-like argument (versions, sets, methods, tokens) within the name cap."""
+    for what, value in names.items():
+        check_value(what.replace("_", " "), value, LIMITS.name_chars)
+
+
+def declare(*endpoints, limits: dict = REQUESTS) -> None:
+    """Name each endpoint after its function, with a finite concurrency limit."""
+    for endpoint in endpoints:
+        gr.api(endpoint, api_name=endpoint.__name__, **limits)
 
 
 def item_payload(item: Item | None) -> dict:
@@ -67,6 +79,7 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
         """Skip a comparison with a reason; it is not handed to this user again."""
         user = current_user(service, request)
         with user_error():
+            check_text("reason", reason, LIMITS.text_chars)
             return service.skip(user, int(comparison_id), reason)
 
     def progress(request: gr.Request) -> dict:
@@ -84,6 +97,10 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
         'random' or 'uncertain' (least sure first); reward_models: one or two reward
         versions ([] for the newest)."""
         user = current_user(service, request, *STAFF)
+        with user_error():
+            check_names(model_version=model_version, selection=selection, prompt_sets=prompt_sets,
+                        reward_models=reward_models)
+            check_value("sources", sources, LIMITS.settings_chars)
         changes = {name: value for name, value in dict(
             overlap=overlap, prompt_sets=prompt_sets, model_version=model_version, ready_target=ready_target,
             gold_rate=gold_rate, sources=sources, suggest=suggest, selection=selection,
@@ -97,11 +114,11 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
         """Researchers: make a comparison a gold item with its expected ranking (null to unmark)."""
         user = current_user(service, request, *STAFF)
         with user_error():
+            check_text("ranking", ranking, LIMITS.ranking_chars)
             stored = service.mark_gold(user, int(comparison_id), ranking)
         return {"comparison_id": int(comparison_id), "gold": stored}  # canonical, as stored
 
-    for endpoint in (next_comparison, submit_ranking, skip_comparison, progress, queue_settings, mark_gold):
-        gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)
+    declare(next_comparison, submit_ranking, skip_comparison, progress, queue_settings, mark_gold)
 
 
 def register_jobs(service: Annotation, jobs: Jobs) -> None:
@@ -110,13 +127,19 @@ def register_jobs(service: Annotation, jobs: Jobs) -> None:
     selection: {prompt_sets, annotators, since, until, min_agreement}. A refusal is one
     sentence and creates no job."""
 
+    def checked_request(method, base, reward, settings, selection, user_name: str):
+        check_names(method=method, base=base, reward=reward)
+        check_value("settings", settings, LIMITS.settings_chars)
+        check_value("selection", selection, LIMITS.settings_chars)
+        return job_views.job_request(method, base, reward, settings, selection, user_name)
+
     def preview_job(method: str, base: str | None = None, reward: str | None = None, settings: dict | None = None,
                     selection: dict | None = None, request: gr.Request = None) -> dict:
         """Researchers: how many rows (pairs, rankings, prompts...) a job would train on,
         without making it; the settings and data are checked as for submit_job."""
         user = current_user(service, request, *STAFF)
         with user_error():
-            preview = jobs.preview(job_views.job_request(method, base, reward, settings, selection, user.name))
+            preview = jobs.preview(checked_request(method, base, reward, settings, selection, user.name))
         return {**job_views.jsonable(preview), "message": job_views.preview_sentence(preview)}
 
     def submit_job(method: str, base: str | None = None, reward: str | None = None, settings: dict | None = None,
@@ -124,7 +147,7 @@ def register_jobs(service: Annotation, jobs: Jobs) -> None:
         """Researchers: queue a training job (the server runs one at a time); returns its status."""
         user = current_user(service, request, *STAFF)
         with user_error():
-            job_id = jobs.submit(job_views.job_request(method, base, reward, settings, selection, user.name))
+            job_id = jobs.submit(checked_request(method, base, reward, settings, selection, user.name))
             return job_views.job_status(jobs, job_id)
 
     def job_status(job_id: int, log_lines: int = job_views.LOG_LINES, request: gr.Request = None) -> dict:
@@ -154,11 +177,11 @@ def register_jobs(service: Annotation, jobs: Jobs) -> None:
         """Researchers: make a policy version the active one (new comparisons come from it)."""
         current_user(service, request, *STAFF)
         with user_error():
+            check_names(version=version)
             service.wb.promote(version)
         return {"name": version, "status": "active"}
 
-    for endpoint in (preview_job, submit_job, job_status, cancel_job, list_jobs, list_models, promote_model):
-        gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)
+    declare(preview_job, submit_job, job_status, cancel_job, list_jobs, list_models, promote_model)
 
 
 def register_compare(service: Annotation, compare: Compare) -> None:
@@ -174,6 +197,8 @@ def register_compare(service: Annotation, compare: Compare) -> None:
         is the reward model's (null when no reward version is named)."""
         current_user(service, request, *STAFF)
         with user_error():
+            check_names(version_a=version_a, version_b=version_b, prompt_set=prompt_set, reward=reward)
+            check_text("prompt", prompt, LIMITS.prompt_chars)
             return job_views.jsonable(compare.side_by_side(version_a, version_b, prompt, prompt_id, prompt_set, reward,
                                                            max_new_tokens, temperature, seed))
 
@@ -185,6 +210,8 @@ def register_compare(service: Annotation, compare: Compare) -> None:
         arena_vote(battle, vote)."""
         user = current_user(service, request, *STAFF)
         with user_error():
+            check_names(version_a=version_a, version_b=version_b, prompt_set=prompt_set)
+            check_text("prompt", prompt, LIMITS.prompt_chars)
             return job_views.jsonable(compare.start_battle(user, version_a, version_b, prompt, prompt_id, prompt_set,
                                                            max_new_tokens))
 
@@ -193,6 +220,7 @@ def register_compare(service: Annotation, compare: Compare) -> None:
         the names revealed: {battle_id, vote, model_a, model_b, voter}."""
         user = current_user(service, request, *STAFF)
         with user_error():
+            check_names(battle=battle, vote=vote)
             return job_views.jsonable(compare.vote(user, battle, vote))
 
     def arena_leaderboard(rounds: int = 1000, request: gr.Request = None) -> dict:
@@ -222,14 +250,17 @@ def register_compare(service: Annotation, compare: Compare) -> None:
         reference (default 'base') of each; stored, and returned with its id."""
         user = current_user(service, request, *STAFF)
         with user_error():
+            check_names(version_a=version_a, version_b=version_b, prompt_set=prompt_set, reward=reward,
+                        reference=reference)
             return job_views.jsonable(compare.evaluate(version_a, version_b, prompt_set, n, reward, reference, seed,
                                                        max_new_tokens, created_by=user.name))
 
     def list_evaluations(version: str | None = None, limit: int | None = None, request: gr.Request = None) -> list[dict]:
         """Researchers: the stored evaluations (of one version when named), newest first."""
         current_user(service, request, *STAFF)
+        with user_error():
+            check_names(version=version)
         return [job_views.jsonable(row) for row in compare.evaluations(version, limit).to_dict("records")]
 
-    for endpoint in (compare_versions, arena_battle, arena_vote, arena_leaderboard, arena_battles, evaluate_versions,
-                     list_evaluations):
-        gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)
+    declare(compare_versions, arena_battle, evaluate_versions, limits=RESEARCH_SAMPLING)
+    declare(arena_vote, arena_leaderboard, arena_battles, list_evaluations)

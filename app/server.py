@@ -9,26 +9,34 @@ import signal
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline lab
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from app import api  # noqa: E402
+from app.body_limit import BodyLimit  # noqa: E402
 from app.tabs import annotate, compare, comparisons, data, queue, train  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
 from rlhf.auth import STAFF, authenticate, get_user  # noqa: E402
+from rlhf import exports  # noqa: E402
 from rlhf.compare import Compare  # noqa: E402
 from rlhf.jobs import JobRunner, Jobs  # noqa: E402
+from rlhf.limits import LIMITS  # noqa: E402
 from rlhf.pregenerate import PreGenerator  # noqa: E402
 from rlhf.reports import Reports  # noqa: E402
+from rlhf.sampler_process import SamplerProcess  # noqa: E402
 from rlhf.workbench import Workbench  # noqa: E402
 
 TITLE = "RLHF Workbench"
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs) -> gr.Blocks:
-    # one per app: the tab and the API share open battles and loaded models; evaluations
-    # sample for minutes, so they run in the pre-generator's sampling process
-    comparer = Compare(wb, measurer=pregenerator.sampler.evaluate)
-    with gr.Blocks(title=TITLE) as app:
+def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs,
+              research: SamplerProcess | None = None) -> gr.Blocks:
+    # one per app: the tab and the API share open battles; side by side, battles and
+    # evaluations sample for seconds to minutes, so they run in `research`, a sampling
+    # process of their own (pre-generation goes on in its own meanwhile)
+    comparer = Compare(wb, sampler=research)
+    # Gradio's copies of the files it serves (exports) go after the same hour as ours
+    with gr.Blocks(title=TITLE, delete_cache=(300, LIMITS.export_ttl_s)) as app:
         with gr.Row():
             gr.Markdown(f"## {TITLE}")
             user_line = gr.Markdown(elem_id="user-line")
@@ -51,7 +59,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
 
         app.load(who, None, [user_line, *research_tabs], api_visibility="private")
         app.load(load_item, None, item_outputs, api_visibility="private")
-    return app
+    return app.queue(default_concurrency_limit=LIMITS.request_concurrency)
 
 
 def check_login(service: Annotation):
@@ -71,12 +79,14 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     pregenerator = PreGenerator(service)
     jobs = Jobs(wb.home, wb.store)
     runner = JobRunner(jobs)
-    app = build_app(wb, service, pregenerator, jobs)
-    app.queue(default_concurrency_limit=16)
+    research = SamplerProcess()
+    sweeper = exports.Sweeper(wb.home)
+    app = build_app(wb, service, pregenerator, jobs, research)
     url = f"http://{host}:{port}"
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
     pregenerator.start()
     runner.start()
+    sweeper.start()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
     try:
@@ -84,8 +94,13 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
             shortcuts = script.read()
         app.launch(server_name=host, server_port=port, show_error=True, quiet=True,
                    auth=check_login(service), auth_message="Sign in to the RLHF Workbench.",
-                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
+                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>",
+                   max_file_size=LIMITS.upload_bytes, allowed_paths=[str(wb.home.exports_dir)],
+                   app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=LIMITS.body_bytes,
+                                                         upload_bytes=LIMITS.upload_bytes)]})
     finally:
+        sweeper.stop()
         runner.stop()
         pregenerator.stop()
+        research.close()
         wb.home.server_file.unlink(missing_ok=True)

@@ -10,9 +10,15 @@ from rlhf.annotation import Annotation
 from rlhf.auth import PermissionDenied, User, get_user, require_role
 from rlhf.errors import UserError
 from rlhf.formats import FormatError
+from rlhf.limits import LIMITS
 from rlhf.ranking import RankingError
 
 REFUSALS = (UserError, RankingError, FormatError, PermissionDenied)
+# Every event has a finite concurrency limit. Sampling for researchers (side by side,
+# arena battles, evaluations) shares one small one, page and API alike: it runs in its
+# own child process, one request at a time, so more at once would only hold threads.
+REQUESTS = {"concurrency_limit": LIMITS.request_concurrency}
+RESEARCH_SAMPLING = {"concurrency_id": "research-sampling", "concurrency_limit": LIMITS.research_concurrency}
 
 
 def current_user(service: Annotation, request: gr.Request | None, *roles: str) -> User:

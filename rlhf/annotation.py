@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from rlhf.auth import ROLES, STAFF, User, require_role
+from rlhf.limits import LIMITS, check_text
 from rlhf.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
 from rlhf.workbench import Workbench, WorkbenchError
 from storage import feedback, guidelines, prompts, queue
@@ -33,7 +34,7 @@ SELECTIONS = ("random", "uncertain")
 MAX_REWARD_MODELS = 2
 FLAGS = ("unsafe", "factually_wrong", "nonsense")
 LIKERT = range(1, 6)
-MAX_TEXT = 20_000  # characters in a better answer or a comment; more is a pasted mistake
+MAX_TEXT = LIMITS.text_chars  # characters in a better answer or a comment; more is a pasted mistake
 
 # One lock for the process: all writes of the annotation flow go through it, whichever
 # Annotation object (page, API) makes them.
@@ -256,6 +257,9 @@ class Annotation:
         """Check and store one ranking with everything that came with it, in one
         transaction. The same ranking sent again is answered 'already_stored' and stores
         nothing; a different ranking of a comparison this user already ranked is refused."""
+        for what, text, cap in (("ranking", s.ranking, LIMITS.ranking_chars), ("better answer", s.better_answer,
+                                MAX_TEXT), ("comment", s.comment, MAX_TEXT)):
+            check_text(what, text, cap)  # before anything parses them (rlhf.limits)
         require_role(user, *ROLES)
         config = self.config
         comparison = self.wb.comparison(s.comparison_id)

@@ -14,7 +14,8 @@ The service behind the Compare tab, its API endpoints and `rlhf compare`:
   matrix over every stored vote (:mod:`rlhf.arena`); the raw votes export as CSV or JSONL;
 - **evaluation**: :func:`rlhf.evaluate.evaluate`, stored and listed.
 
-Models are loaded once per directory and run one at a time (`ModelCache`). Completions
+Models are loaded once per directory and run one at a time (`ModelCache`), in the
+server's research sampler process when one is given. Completions
 are text: whatever shows them must show them as text.
 """
 
@@ -28,17 +29,21 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from rlhf import arena, evaluate, job_views
 from rlhf.auth import User
 from rlhf.errors import UserError
+from rlhf.limits import LIMITS, check_text
 from rlhf.sampling import SamplingParams
 from rlhf.workbench import Workbench
 from storage import arena as battles_store
 from storage import evaluations, prompts
+
+if TYPE_CHECKING:
+    from rlhf.sampler_process import SamplerProcess
 
 VOTES = battles_store.VOTES
 VOTE_WORDS = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both are bad"}
@@ -47,7 +52,6 @@ VOTE_ALIASES = {"a": "a", "b": "b", "tie": "tie", "both_bad": "both_bad", "both 
 EXPORT_FORMATS = ("csv", "jsonl")
 DEFAULT_MAX_NEW_TOKENS = 128
 MAX_NEW_TOKENS = 1024
-MAX_PROMPT_CHARS = 20_000
 MAX_EVALUATION_PROMPTS = 1000  # in one evaluation run by the server (the CLI has no limit)
 OPEN_BATTLES = 1000  # open battles kept per process; the oldest is dropped past this
 CSV_FORMULA_MARKS = ("=", "+", "-", "@", "\t", "\r")
@@ -107,11 +111,13 @@ def csv_safe(value: Any) -> Any:
 
 class Compare:
     def __init__(self, wb: Workbench, cache: evaluate.ModelCache | None = None, rng: random.Random | None = None,
-                 measurer: Callable[[evaluate.Plan, SamplingParams], dict] | None = None):
-        """`measurer` runs automatic evaluations elsewhere (the server: its sampler process,
-        as they sample for minutes); by default here, with `cache`."""
+                 sampler: "SamplerProcess | None" = None):
+        """`sampler` samples elsewhere (the server: a child process of its own, since side
+        by side, battles and evaluations take seconds to minutes and must not hold the
+        server's interpreter lock or wait behind pre-generation); by default here, with
+        `cache`."""
         self.wb = wb
-        self.measurer = measurer
+        self.sampler = sampler
         self.cache = cache or evaluate.ModelCache()
         self.rng = rng or random.Random(secrets.randbits(64))
         self._open: OrderedDict[str, OpenBattle] = OrderedDict()
@@ -153,8 +159,7 @@ class Compare:
         of that set; typed text wins when several are given."""
         if text is not None and str(text).strip():
             text = str(text)
-            if len(text) > MAX_PROMPT_CHARS:
-                raise CompareError(f"The prompt is {len(text)} characters long; at most {MAX_PROMPT_CHARS} are taken.")
+            check_text("prompt", text, LIMITS.prompt_chars)
             return Prompt([{"role": "user", "content": text}])
         cur = self.wb.store.cursor()
         if prompt_id is not None:
@@ -199,25 +204,13 @@ class Compare:
     def _answers(self, versions: list[str], prompt: Prompt, params: SamplingParams,
                  reward: str | None = None) -> list[Answer]:
         """One answer from each version (each seeded alike when a seed is given), scored
-        by `reward` when named."""
-        import torch
-
-        from rlhf.generate import generate_tokens
-
-        answers = []
-        with self.cache.lock:
-            for version in versions:
-                policy = self.cache.policy(self.wb.home.root / self.wb.model_version(version)["path"])
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                [(text, tokens, done)] = evaluate.decoded(policy, generate_tokens(policy, [prompt.messages], params))
-                answers.append(Answer(version, text, tokens, "eos" if done else "length"))
-            if reward is not None:
-                scorer = self.cache.scorer(self.wb.home.root / self.wb.model_version(reward)["path"])
-                scores = scorer.score([prompt.messages] * len(answers), [a.text for a in answers])
-                answers = [Answer(a.version, a.text, a.num_tokens, a.finish_reason, float(s))
-                           for a, s in zip(answers, scores)]
-        return answers
+        by `reward` when named (`rlhf.evaluate.answer`, in the sampler when there is one)."""
+        dirs = [self.wb.home.root / self.wb.model_version(version)["path"] for version in versions]
+        reward_dir = None if reward is None else self.wb.home.root / self.wb.model_version(reward)["path"]
+        rows = (self.sampler.answer(dirs, prompt.messages, params, reward_dir) if self.sampler is not None
+                else evaluate.answer(self.cache, dirs, prompt.messages, params, reward_dir))
+        return [Answer(version, text, tokens, "eos" if done else "length", score)
+                for version, (text, tokens, done, score) in zip(versions, rows)]
 
     def side_by_side(self, version_a: str, version_b: str, text: str | None = None, prompt_id: int | None = None,
                      prompt_set: str | None = None, reward: str | None = None, max_new_tokens: int | None = None,
@@ -366,7 +359,8 @@ class Compare:
         return evaluate.evaluate(self.wb, names[0], names[1], prompt_set or DEFAULT_PROMPT_SET,
                                  reward_version=self._reward(reward), n=int(n), seed=int(seed),
                                  max_new_tokens=int(max_new_tokens), reference=reference or BASE_VERSION,
-                                 cache=self.cache, created_by=created_by, measurer=self.measurer)
+                                 cache=self.cache, created_by=created_by,
+                                 measurer=self.sampler.evaluate if self.sampler is not None else None)
 
     def evaluations(self, version: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Stored evaluations as one flat table, newest first (rlhf.evaluate.flatten)."""

@@ -41,7 +41,6 @@ tokenizer (versions trained from one base do).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION
+from rlhf.model_cache import ModelCache
 from rlhf.sampling import SamplingParams
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it
@@ -56,7 +56,6 @@ if TYPE_CHECKING:  # torch is imported by the functions that need it
 
     from rlhf.generate import Generated
     from rlhf.models import Policy
-    from rlhf.scoring import RewardScorer
     from rlhf.workbench import Workbench
 
 DEFAULT_N = 16
@@ -71,35 +70,6 @@ COLUMNS = ("id", "version_a", "version_b", "reward_version", "prompt_set", "n")
 
 class EvaluationError(UserError):
     """An evaluation that cannot run, in one sentence."""
-
-
-class ModelCache:
-    """Policies and reward scorers loaded once per directory, shared by the threads of a
-    server (loading is serialised; so is sampling, through `lock`)."""
-
-    def __init__(self):
-        self._policies: dict[Path, "Policy"] = {}
-        self._scorers: dict[Path, "RewardScorer"] = {}
-        self._loading = threading.Lock()
-        self.lock = threading.RLock()  # hold it while a model runs: one generation at a time
-
-    def policy(self, path: Path) -> "Policy":
-        from rlhf.models import load_policy
-
-        path = Path(path)
-        with self._loading:
-            if path not in self._policies:
-                self._policies[path] = load_policy(path)
-            return self._policies[path]
-
-    def scorer(self, path: Path) -> "RewardScorer":
-        from rlhf.scoring import RewardScorer
-
-        path = Path(path)
-        with self._loading:
-            if path not in self._scorers:
-                self._scorers[path] = RewardScorer(path)
-            return self._scorers[path]
 
 
 @dataclass(frozen=True)
@@ -216,6 +186,30 @@ def draw(policy: "Policy", conversations: list[list[dict]], params: SamplingPara
             ref_logprobs += (logprobs[-len(generated.has_eos):] if reference is policy else
                              sequence_logprobs(reference.model, generated, temperature).tolist())
     return Side(texts, lengths, finished, logprobs, ref_logprobs if reference is not None else None)
+
+
+def answer(cache: ModelCache, model_dirs: Sequence[Path], messages: list[dict], params: SamplingParams,
+           reward_dir: Path | None = None) -> list[tuple[str, int, bool, float | None]]:
+    """One answer to one conversation from each model (each seeded alike when
+    `params.seed` is set): (text, tokens, ended with an EOS, the reward model's score or
+    None). What the Compare tab's side by side and arena battles show; a server runs it
+    in its research sampler process."""
+    import torch
+
+    from rlhf.generate import generate_tokens
+
+    rows = []
+    with cache.lock:
+        for path in model_dirs:
+            policy = cache.policy(path)
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            [(text, tokens, done)] = decoded(policy, generate_tokens(policy, [messages], params))
+            rows.append((text, tokens, done))
+        scores = [None] * len(rows)
+        if reward_dir is not None:
+            scores = [float(s) for s in cache.scorer(reward_dir).score([messages] * len(rows), [r[0] for r in rows])]
+    return [(*row, score) for row, score in zip(rows, scores)]
 
 
 # -- what is evaluated ------------------------------------------------------------------

@@ -5,9 +5,13 @@ slices and keep the annotators' requests waiting (on 2 cores, p95 over 300 ms). 
 process samples instead, at lower CPU priority and on one core fewer than the machine
 has; the pre-generator thread only waits on a pipe, which holds no lock. The same child
 scores completions with a reward model ("score" requests: `RewardScorer.score`), for the
-suggestions and the 'uncertain' queue order, so no reward model is loaded in the server,
-and measures the Compare tab's automatic evaluations ("evaluate" requests:
-`rlhf.evaluate.measure`), which sample for minutes.
+suggestions and the 'uncertain' queue order, so no reward model is loaded in the server.
+
+The server runs a second child for the Compare tab's research work, so that it never
+waits behind pre-generation nor holds it up: side by side and arena answers ("answer"
+requests: `rlhf.evaluate.answer`) and automatic evaluations ("evaluate" requests:
+`rlhf.evaluate.measure`), which sample for minutes. Each child answers one request at a
+time and keeps at most `LIMITS.loaded_models` models loaded.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def _serve(connection) -> None:
     except OSError:
         pass
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    models = evaluate.ModelCache()  # one copy of each model, whatever the request
+    models = evaluate.ModelCache()  # one copy of each recently used model, whatever the request
     while True:
         try:
             kind, model_dir, *request = connection.recv()
@@ -49,6 +53,11 @@ def _serve(connection) -> None:
             if kind == "evaluate":
                 chosen, params = request
                 connection.send((True, evaluate.measure(chosen, params, models)))
+                continue
+            if kind == "answer":
+                messages, params, reward_dir = request
+                connection.send((True, evaluate.answer(models, [Path(d) for d in model_dir], messages, params,
+                                                       None if reward_dir is None else Path(reward_dir))))
                 continue
             if kind == "score":
                 prompts, completions = request
@@ -80,6 +89,12 @@ class SamplerProcess:
     def score(self, reward_dir: Path, prompts: list[list[dict]], completions: list[str]) -> list[float]:
         """Normalised rewards of each (prompt messages, completion text), as `RewardScorer.score`."""
         return self._ask("score", str(reward_dir), list(prompts), list(completions))
+
+    def answer(self, model_dirs: list[Path], messages: list[dict], params: SamplingParams,
+               reward_dir: Path | None = None) -> list[tuple]:
+        """`rlhf.evaluate.answer`: one answer from each model, scored by the reward model when given."""
+        return self._ask("answer", [str(d) for d in model_dirs], messages, params,
+                         None if reward_dir is None else str(reward_dir))
 
     def evaluate(self, chosen: "Plan", params: SamplingParams) -> dict:
         """`rlhf.evaluate.measure` of a planned evaluation, its models loaded in the child."""

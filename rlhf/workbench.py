@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pandas as pd
 
@@ -25,14 +25,12 @@ from rlhf.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
+from rlhf.model_cache import ModelCache
 from rlhf.ranking import Ranking, RankingError, parse_ranking
 from storage import comparisons, feedback, models, prompts, rounds
 from storage.comparisons import NewCompletion
 from storage.db import Store, StoreLockedError
 from storage.feedback import DuplicateRanking
-
-if TYPE_CHECKING:
-    from rlhf.models import Policy
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +175,7 @@ class Workbench:
     def __init__(self, home: Home, store: Store | None = None):
         self.home = home
         self.store = store or open_store(home)
-        self._policies: dict[Path, "Policy"] = {}
+        self._policies = ModelCache()  # policies sampled in this process (the CLI's generate)
 
     def close(self) -> None:
         self.store.close()
@@ -303,13 +301,10 @@ class Workbench:
         return frame[["comparison_id", "letter", "model_version", "score", "text"]]
 
     def _sample_here(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
-        """Sample in this process, loading each model once."""
+        """Sample in this process, with the recently used models kept loaded."""
         from rlhf.generate import sample  # torch is imported by the commands that sample
-        from rlhf.models import load_policy
 
-        if model_dir not in self._policies:
-            self._policies[model_dir] = load_policy(model_dir)
-        return sample(self._policies[model_dir], conversations, k=k, params=params)
+        return sample(self._policies.policy(model_dir), conversations, k=k, params=params)
 
     # -- comparisons ------------------------------------------------------------
 

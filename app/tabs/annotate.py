@@ -14,8 +14,9 @@ import gradio as gr
 
 from app.render import safe_markdown
 from rlhf import suggestions
-from app.session import current_user, user_error
+from app.session import REQUESTS, current_user, user_error
 from rlhf.annotation import Annotation, Item, Submission
+from rlhf.limits import LIMITS
 from rlhf.pregenerate import PreGenerator
 from rlhf.ranking import RankingError, letters, parse_ranking, ranking_from_ranks
 from rlhf.sampling import MAX_K
@@ -52,6 +53,8 @@ def ranking_status(text: str, k: int | None) -> tuple[str, bool]:
     """(message for the page, whether Submit is allowed) for what the annotator typed."""
     if not k:
         return "", False
+    if len(text or "") > LIMITS.ranking_chars:  # capped before it is parsed
+        return f"Not valid: a ranking is at most {LIMITS.ranking_chars} characters.", False
     if not (text or "").strip():
         return ranking_hint(k), False  # a fresh item, or everything deleted: nothing wrong yet
     try:
@@ -208,7 +211,7 @@ def build(service: Annotation, pregenerator: PreGenerator):
         suggestion = gr.Markdown(visible=False, elem_id="suggestion", elem_classes="suggestion")
         with gr.Row():
             ranking = gr.Textbox(label="Ranking", placeholder="C > B = D > A", scale=3, elem_id="ranking",
-                                 autofocus=True, max_lines=1)
+                                 autofocus=True, max_lines=1, max_length=LIMITS.ranking_chars)
             status = gr.Markdown(elem_id="ranking-status")
         with gr.Row():
             submit_button = gr.Button("Submit (Enter)", variant="primary", interactive=False, elem_id="submit")
@@ -216,8 +219,9 @@ def build(service: Annotation, pregenerator: PreGenerator):
             skip_button = gr.Button("Skip (S)", elem_id="skip")
         with gr.Accordion("More (optional)", open=False) as more:
             none_acceptable = gr.Checkbox(label="None of these is acceptable", elem_id="none-acceptable")
-            better_answer = gr.Textbox(label="Write a better answer", lines=4, elem_id="better-answer")
-            comment = gr.Textbox(label="Comment", lines=2, elem_id="comment")
+            better_answer = gr.Textbox(label="Write a better answer", lines=4, elem_id="better-answer",
+                                       max_length=LIMITS.text_chars)
+            comment = gr.Textbox(label="Comment", lines=2, elem_id="comment", max_length=LIMITS.text_chars)
         poll = gr.Timer(5.0)
 
         details = [*marks, *flags, *ratings]
@@ -249,7 +253,7 @@ def build(service: Annotation, pregenerator: PreGenerator):
                            api_visibility="private", show_progress="hidden")
         gr.on([submit_button.click, ranking.submit], on_submit,
               [shown, ranking, none_acceptable, better_answer, comment, *details], item_outputs,
-              api_visibility="private", concurrency_limit=None)
+              api_visibility="private", **REQUESTS)
         skip_button.click(on_skip, [shown, skip_reason], item_outputs, api_visibility="private")
         poll.tick(on_poll, [shown], item_outputs, api_visibility="private", show_progress="hidden")
         return on_load, item_outputs

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import html
 import math
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from app.render import safe_markdown
-from app.session import REFUSALS, current_user, user_error
-from rlhf import evaluate, job_views
+from app.session import REFUSALS, RESEARCH_SAMPLING, current_user, user_error
+from rlhf import evaluate, exports, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
 from rlhf.compare import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS, Compare
 from rlhf.home import BASE_VERSION
+from rlhf.limits import LIMITS, check_text
 from rlhf.workbench import DEFAULT_PROMPT_SET
 
 NO_REWARD = "(no reward model)"
@@ -258,6 +257,9 @@ def side_by_side(service: Annotation, compare: Compare, version_a, version_b, ty
     current_user(service, request, *STAFF)
     if not (typed and typed.strip()) and prompt_id in (None, ""):
         raise gr.Error("Type a prompt, or choose one from a prompt set.", print_exception=False)
+    with user_error():
+        check_text("prompt", typed, LIMITS.prompt_chars)
+        check_text("seed", seed, LIMITS.name_chars)
     seed = str(seed or "").strip()
     if seed and not seed.lstrip("-").isdigit():
         raise gr.Error(f"The seed must be a whole number, not {seed!r}.", print_exception=False)
@@ -275,6 +277,7 @@ def new_battle(service: Annotation, compare: Compare, mode, version_x, version_y
     user = current_user(service, request, *STAFF)
     chosen = mode == CHOSEN_PAIR
     with user_error():
+        check_text("prompt", typed, LIMITS.prompt_chars)
         battle = compare.start_battle(user, version_x if chosen else None, version_y if chosen else None,
                                       typed if typed and typed.strip() else None, None, _choice(prompt_set),
                                       max_new_tokens)
@@ -301,7 +304,7 @@ def cast_vote(service: Annotation, compare: Compare, token, vote: str, request: 
 
 def export_votes(service: Annotation, compare: Compare, format: str, request: gr.Request):
     current_user(service, request, *STAFF)
-    out = Path(tempfile.mkdtemp(prefix="rlhf-battles-")) / f"arena-battles.{format}"
+    out = exports.new_path(service.wb.home, f"arena-battles.{format}")
     with user_error():
         path, rows = compare.export_battles(out, format)
     return str(path), f"{rows} votes in `{path.name}`."
@@ -339,13 +342,14 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                 with gr.Row():
                     side_set = gr.Dropdown([], label="Prompt set", elem_id="side-set")
                     side_prompt = gr.Dropdown([], label="Prompt from the set", elem_id="side-prompt")
-                typed = gr.Textbox(label="Or type a prompt (used when not empty)", lines=3, elem_id="side-typed")
+                typed = gr.Textbox(label="Or type a prompt (used when not empty)", lines=3, elem_id="side-typed",
+                                   max_length=LIMITS.prompt_chars)
                 with gr.Row():
                     side_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
                                             minimum=1, maximum=1024)
                     side_temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0: greedy)")
                     side_seed = gr.Textbox(label="Seed (empty: a fresh sample each time)", max_lines=1,
-                                           elem_id="side-seed")
+                                           elem_id="side-seed", max_length=LIMITS.name_chars)
                     side_button = gr.Button("Generate both", variant="primary", elem_id="side-generate")
                 side_prompt_shown = gr.Markdown(PROMPT_HINT, sanitize_html=True, elem_id="side-prompt-shown")
                 with gr.Row(equal_height=False):
@@ -363,7 +367,8 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                 with gr.Row():
                     arena_set = gr.Dropdown([ANY_SET], value=ANY_SET, label="Random prompt from",
                                             elem_id="arena-set")
-                    arena_typed = gr.Textbox(label="Or type a prompt", lines=1, elem_id="arena-typed")
+                    arena_typed = gr.Textbox(label="Or type a prompt", lines=1, elem_id="arena-typed",
+                                             max_length=LIMITS.prompt_chars)
                     arena_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
                                              minimum=1, maximum=1024)
                     battle_button = gr.Button("New battle", variant="primary", elem_id="arena-new")
@@ -460,9 +465,10 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
         side_prompt.input(lambda: "", None, typed, **private)  # a chosen prompt replaces the typed one
         side_button.click(on_side, [side_a, side_b, typed, side_prompt, side_set, side_reward, side_tokens,
                                     side_temperature, side_seed], [side_prompt_shown, side_out_a, side_out_b],
-                          **private)
+                          **private, **RESEARCH_SAMPLING)
         battle_button.click(on_battle, [mode, arena_x, arena_y, arena_typed, arena_set, arena_tokens],
-                            [battle, arena_prompt, arena_a, arena_b, reveal, *vote_buttons], **private)
+                            [battle, arena_prompt, arena_a, arena_b, reveal, *vote_buttons], **private,
+                            **RESEARCH_SAMPLING)
         def voting(vote: str):
             def on_vote(token, request: gr.Request):
                 return cast_vote(service, compare, token, vote, request)
@@ -473,5 +479,5 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
         refresh_board.click(on_board, None, board_outputs, **private)
         export_button.click(on_export, export_format, [export_file, export_note], **private)
         eval_button.click(on_evaluate, [eval_a, eval_b, eval_set, eval_n, eval_reward, eval_reference, eval_seed,
-                                        eval_tokens], [eval_summary, *eval_outputs], **private)
+                                        eval_tokens], [eval_summary, *eval_outputs], **private, **RESEARCH_SAMPLING)
     return tab

@@ -10,15 +10,16 @@ from annotators is only a convenience.
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from app.session import current_user, user_error
+from rlhf import exports
 from rlhf.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
+from rlhf.limits import LIMITS, check_text
 from rlhf.annotation import Annotation
 from rlhf.pregenerate import PreGenerator
 from rlhf.reports import Filters, Reports
@@ -122,7 +123,7 @@ def compute_consensus(service: Annotation, reports: Reports, method: str, prompt
 
 def export(service: Annotation, format: str, selection: str, suffix: str, request: gr.Request):
     current_user(service, request, *STAFF)
-    out = Path(tempfile.mkdtemp(prefix="rlhf-export-")) / f"{format}{suffix}"
+    out = exports.new_path(service.wb.home, f"{format}{suffix}")
     with user_error():
         path, rows = service.wb.export(format, out, selection)
     return str(path), f"{rows} {format} rows in `{path.name}`."
@@ -132,6 +133,8 @@ def import_prompts(service: Annotation, upload: str | None, prompt_set: str, req
     current_user(service, request, *STAFF)
     if not upload:
         raise gr.Error("Choose a file to import first.")
+    with user_error():
+        check_text("prompt set name", prompt_set, LIMITS.name_chars)
     name = prompt_set.strip() or Path(upload).name.split(".")[0]
     with user_error():
         added = service.wb.import_prompts(upload, name)
@@ -193,7 +196,7 @@ def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | No
                     "HH-RLHF layout; gzip accepted. A bad row names its line and nothing is imported.")
         with gr.Row():
             upload = gr.File(label="Prompt file", type="filepath")
-            prompt_set = gr.Textbox(label="Prompt set (default: the file name)")
+            prompt_set = gr.Textbox(label="Prompt set (default: the file name)", max_length=LIMITS.name_chars)
             import_button = gr.Button("Import", scale=0)
         import_note = gr.Markdown()
         timer = gr.Timer(15.0)

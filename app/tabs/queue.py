@@ -9,6 +9,7 @@ import gradio as gr
 from app.session import current_user, user_error
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
+from rlhf.limits import LIMITS, check_text
 from rlhf.pregenerate import PreGenerator
 from rlhf.workbench import SOURCES_EXAMPLE
 
@@ -54,6 +55,8 @@ def parse_sources(text: str | None) -> list[dict] | None:
     """The editor's JSON as a sources list (None when empty); checked by the service."""
     if text is None or not text.strip():
         return None
+    with user_error():
+        check_text("sources", text, LIMITS.settings_chars)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -127,6 +130,7 @@ def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, 
 def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
     user = current_user(service, request, *STAFF)
     with user_error():
+        check_text("guidelines", text, LIMITS.guidelines_chars)
         version = service.save_guidelines(user, text)
     return f"Saved as guidelines version {version}; new rankings record it."
 
@@ -136,6 +140,7 @@ def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Requ
     if comparison_id is None:
         raise gr.Error("Give the id of the comparison to mark.")
     with user_error():
+        check_text("ranking", ranking, LIMITS.ranking_chars)
         stored = service.mark_gold(user, int(comparison_id), ranking)
     if stored is None:
         return f"Comparison {int(comparison_id)} is no longer a gold item."
@@ -156,7 +161,7 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
             k = gr.Slider(2, 8, step=1, label="Completions per comparison (K)")
             max_new_tokens = gr.Number(label="Max new tokens", precision=0, minimum=1)
         sources = gr.Textbox(label="Completion sources (JSON; empty: all K from one version)", lines=4,
-                             placeholder=SOURCES_EXAMPLE, elem_id="queue-sources")
+                             placeholder=SOURCES_EXAMPLE, elem_id="queue-sources", max_length=LIMITS.settings_chars)
         gr.Markdown(SOURCES_HELP + f"  \nFor example: `{SOURCES_EXAMPLE}`")
         gr.Markdown("#### Closing the loop with a reward model\n" + CLOSING_HELP)
         with gr.Row():
@@ -172,12 +177,13 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
                     "is on the Data tab.")
         with gr.Row():
             gold_id = gr.Number(label="Comparison id", precision=0)
-            gold_ranking = gr.Textbox(label="Expected ranking (empty: unmark)", placeholder="B > A = C > D")
+            gold_ranking = gr.Textbox(label="Expected ranking (empty: unmark)", placeholder="B > A = C > D",
+                                      max_length=LIMITS.ranking_chars)
             gold_button = gr.Button("Mark", scale=0)
         gold_note = gr.Markdown()
         gr.Markdown("### Annotation guidelines (Markdown, versioned)")
         guidelines_note = gr.Markdown()
-        guidelines = gr.Textbox(lines=14, show_label=False)
+        guidelines = gr.Textbox(lines=14, show_label=False, max_length=LIMITS.guidelines_chars)
         guidelines_button = gr.Button("Save as a new version")
         timer = gr.Timer(5.0)
 

@@ -20,6 +20,7 @@ from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
 from rlhf.jobs import Jobs
+from rlhf.limits import LIMITS, check_text, check_value
 from rlhf.reports import Reports
 from rlhf.train.methods import METHODS, method
 
@@ -64,7 +65,12 @@ def _version_choices(frame: pd.DataFrame, base, reward):
 def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more,
                    values):
     """(settings, selection, reward) from the form: the settings that differ from the
-    method's defaults, then the More settings lines (which win)."""
+    method's defaults, then the More settings lines (which win). Texts over their caps
+    are refused before anything parses them."""
+    for what, text, cap in (("'since' date", since, LIMITS.name_chars), ("'until' date", until, LIMITS.name_chars),
+                            ("More settings", more, LIMITS.settings_chars)):
+        check_text(what, text, cap)
+    check_value("settings", list(values), LIMITS.settings_chars)
     settings = job_views.changed_settings(chosen_method, dict(zip(KEYS, values)))
     settings.update(job_views.parse_more_settings(more))
     selection = {"prompt_sets": prompt_sets or [], "annotators": annotators or [],
@@ -248,7 +254,7 @@ def _setting_widget(key: str, default_method: dict):
         return gr.Number(value=value, precision=0, **common)
     if setting.kind == "float":
         return gr.Number(value=value, **common)
-    return gr.Textbox(value=value, **common)
+    return gr.Textbox(value=value, max_length=LIMITS.settings_chars, **common)
 
 
 def build(service: Annotation, jobs: Jobs) -> gr.Tab:
@@ -267,15 +273,15 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
             annotators = gr.Dropdown([], multiselect=True, label="Annotators (none chosen: all)")
             rounds = gr.Dropdown([], multiselect=True, label="Rounds (none chosen: all)")
-            since = gr.Textbox(label="Since (YYYY-MM-DD)", placeholder="any date")
-            until = gr.Textbox(label="Until (YYYY-MM-DD)", placeholder="any date")
+            since = gr.Textbox(label="Since (YYYY-MM-DD)", placeholder="any date", max_length=LIMITS.name_chars)
+            until = gr.Textbox(label="Until (YYYY-MM-DD)", placeholder="any date", max_length=LIMITS.name_chars)
             min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Minimum agreement",
                                       info="comparisons whose annotators agree less are left out")
         gr.Markdown("#### Settings (the method's defaults; only changed values are sent)")
         with gr.Row(elem_id="train-settings"):
             widgets = [_setting_widget(key, defaults) for key in KEYS]
         more = gr.Textbox(lines=3, label=first[2]["label"], elem_id="train-more",
-                          placeholder="max_steps=50\nweight_decay=0.01")
+                          placeholder="max_steps=50\nweight_decay=0.01", max_length=LIMITS.settings_chars)
         with gr.Row():
             preview_button = gr.Button("Preview data", elem_id="train-preview")
             launch_button = gr.Button("Launch", variant="primary", elem_id="train-launch")
