@@ -117,11 +117,21 @@ class SamplerProcess:
         return payload
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
+        """Stop the child. An idle one is told to end (it sees the pipe close); one busy
+        with a long request (an evaluation samples for minutes) is terminated rather than
+        waited for, so that a server stops promptly."""
+        idle = self._lock.acquire(timeout=1)
+        try:
+            process = self._process
+            if idle and self._connection is not None:
                 self._connection.close()
-            if self._process is not None:
-                self._process.join(timeout=10)
-                if self._process.is_alive():
-                    self._process.terminate()
-            self._process = self._connection = None
+            if process is not None:
+                process.join(timeout=10 if idle else 0)
+                if process.is_alive():
+                    process.terminate()  # the request waiting on it ends with "ended unexpectedly"
+                    process.join(timeout=5)
+            if idle:
+                self._process = self._connection = None
+        finally:
+            if idle:
+                self._lock.release()
