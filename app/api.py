@@ -18,9 +18,11 @@ from rlhf.pregenerate import PreGenerator
 
 
 def check_names(**names) -> None:
-    """Each name-like argument (versions, sets, methods, tokens) within the name cap."""
+    """Each name-like argument (versions, sets, methods, tokens; or each name of a list)
+    within the name cap."""
     for what, value in names.items():
-        check_value(what.replace("_", " "), value, LIMITS.name_chars)
+        for name in value if isinstance(value, (list, tuple)) else [value]:
+            check_value(what.replace("_", " "), name, LIMITS.name_chars)
 
 
 def declare(*endpoints, limits: dict = REQUESTS) -> None:

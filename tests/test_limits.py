@@ -206,6 +206,10 @@ def test_a_chunked_body_is_counted_and_refused_past_the_cap(served):
     assert status == 413 and b"at most 2 MiB" in body
     status, _, _ = post(served.url, join, iter([b'{"data": [], ', b'"fn_index": 0}']), json_type)
     assert status != 413 and status < 500, "a small chunked body goes on to the app"
+    declared = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(LIMITS.upload_bytes + 1)}
+    status, body, seconds = post(served.url, "/gradio_api/upload", b"", declared)
+    assert status == 413 and b"An upload may be at most 100 MiB" in body and seconds < 5
+    assert client(served, "ana").config["max_file_size"] == LIMITS.upload_bytes  # Gradio's own check, per file
 
 
 def test_overlong_rankings_answers_and_names_are_refused_and_nothing_is_stored(served):
