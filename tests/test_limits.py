@@ -10,6 +10,7 @@ import os
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -93,6 +94,21 @@ def test_exports_are_deleted_after_their_hour(tiny_home):
     finally:
         sweeper.stop()
     assert not late.parent.exists(), "the background sweeper deletes old exports on its own"
+
+
+def test_the_tabs_write_their_exports_where_they_are_swept(workbench):
+    from types import SimpleNamespace
+
+    from app.tabs import compare, data
+    from rlhf.annotation import Annotation
+    from rlhf.compare import Compare
+
+    service, admin = Annotation(workbench), SimpleNamespace(username="admin")  # init's first admin
+    made = [data.export(service, "rankings", "all", ".jsonl", admin)[0],
+            compare.export_votes(service, Compare(workbench), "csv", admin)[0]]
+    for path in map(Path, made):
+        assert path.is_file() and path.parent.parent == workbench.home.exports_dir
+    assert exports.sweep(workbench.home, now=time.time() + LIMITS.export_ttl_s + 5) == 2
 
 
 # -- the app as built: every event limited, every text input capped ------------------------------
