@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/rlhf init >/dev/null
 	$(BIN)/python -m rlhf.bench generate
 	$(BIN)/python -m rlhf.bench annotate
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
