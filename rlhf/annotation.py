@@ -460,7 +460,7 @@ def _checked_seconds(seconds) -> float | None:
     if seconds is None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        raise WorkbenchError(f"The time spent must be a number of seconds, not {seconds!r}.")
+        raise WorkbenchError(f"The client-reported time spent must be a number of seconds, not {seconds!r}.")
     return float(seconds)
 
 
