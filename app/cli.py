@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     rankings_import = ranking_commands.add_parser(
         "import", parents=[home_option], help="import rankings or external preference pairs",
         description="Without --pairs: JSONL of {comparison_id, ranking, user}. With --pairs: TRL preference "
-        "format or HH-RLHF, JSONL or Parquet (gzip accepted), stored as comparisons ranked 'A > B'.")
+        "format or HH-RLHF, JSONL or Parquet (gzip accepted), stored as two-completion comparisons ranked chosen "
+        "over rejected, the chosen answer at a random letter.")
     rankings_import.add_argument("file")
     rankings_import.add_argument("--pairs", action="store_true", help="the file holds chosen/rejected pairs")
     rankings_import.add_argument("--set", help="prompt set for the pairs' prompts (default: the file name)")

@@ -470,8 +470,9 @@ class Workbench:
         return len(checked)
 
     def import_pairs(self, path: str | Path, prompt_set: str | None = None) -> int:
-        """Import external preference pairs as two-completion comparisons ranked 'A > B',
-        attributed to the file (source 'import'), not to a person."""
+        """Import external preference pairs as two-completion comparisons ranked chosen over
+        rejected (the chosen answer at a random letter), attributed to the file (source
+        'import'), not to a person."""
         frame = formats.read_preference_pairs(path)
         prompt_set = prompt_set or Path(path).name.split(".")[0]
         conversations = [list(messages) for messages in frame["messages"]]

@@ -177,8 +177,10 @@ def test_rankings_import_pairs(cli, tiny_home, tmp_path):
     assert out == f"Imported 3 preference pairs from {path} as ranked comparisons (source: import).\n"
     assert stored(tiny_home, "SELECT text FROM prompts WHERE prompt_set = 'pairs' ORDER BY id") == [("Hi",), ("2+2?",)]
     assert stored(tiny_home, "SELECT source, count(*) FROM comparisons GROUP BY source") == [("import", 3)]
-    assert stored(tiny_home, "SELECT DISTINCT annotator, source, ranking FROM rankings") == [
-        ("import:hh.jsonl", "import", "A > B")]
+    assert stored(tiny_home, "SELECT r.annotator, r.source, m.text FROM rankings r JOIN ranking_ranks rr"
+                             " ON rr.ranking_id = r.id JOIN completions m ON m.id = rr.completion_id"
+                             " WHERE rr.rank = 1 ORDER BY r.comparison_id") == [
+        ("import:hh.jsonl", "import", text) for text in ("Hello!", "4", "Four")]  # chosen first, at either letter
 
     # without --pairs, the same file is not a ranking file
     message = assert_one_line_error(*cli("rankings", "import", str(path)))

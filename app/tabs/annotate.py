@@ -7,7 +7,6 @@ Handlers first, layout last (`build`). The user is always the logged-in one
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -34,11 +33,11 @@ SHORTCUTS = """**Keyboard** (outside a text field): `1`–`8` add completion A�
 
 @dataclass
 class Shown:
-    """What the page has on screen: the comparison and when it appeared."""
+    """What the page has on screen: the hand-out's token (never the comparison's id) and
+    the number of completions."""
 
-    comparison_id: int
+    handout: str
     k: int
-    shown_at: float
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -121,9 +120,9 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
              for i in range(MAX_K)]
     progress = item.progress
     header = (f"{notice}  \nDone today **{progress.get('done_today', 0)}** · total **{progress.get('done_total', 0)}** · "
-              f"waiting for you **{progress.get('remaining_for_me', '?')}** · comparison #{item.comparison_id} · "
+              f"waiting for you **{progress.get('remaining_for_me', '?')}** · "
               f"guidelines v{item.guidelines_version}")
-    return [Shown(item.comparison_id, k, time.monotonic()), header, safe_markdown(item.prompt), *columns, *selectors,
+    return [Shown(item.handout, k), header, safe_markdown(item.prompt), *columns, *selectors,
             *texts, "", ranking_hint(k),
             gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service),
             suggestion_update(item)]
@@ -145,9 +144,8 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
     dimensions = service.config.dimensions
     abc = letters(k)
     submission = Submission(
-        comparison_id=shown.comparison_id,
+        handout=shown.handout,
         ranking=text,
-        seconds_spent=round(time.monotonic() - shown.shown_at, 2),
         labels={abc[i]: {"good": MARKS[marks[i] or "—"], "flag": FLAGS[flags[i] or "—"]} for i in range(k)
                 if MARKS[marks[i] or "—"] is not None or FLAGS[flags[i] or "—"] is not None} or None,
         ratings={abc[i]: {d: int(ratings[i * len(dimensions) + j]) for j, d in enumerate(dimensions)
@@ -159,7 +157,7 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
     with user_error():
         result = service.submit(user, submission)
     return load_next(service, pregenerator, request,
-                     notice=f"Saved **{result['ranking']}** for #{shown.comparison_id}.")
+                     notice=f"Saved **{result['ranking']}**.")
 
 
 def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, reason: str | None, request: gr.Request):
@@ -167,8 +165,8 @@ def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, r
     if shown is None:
         raise gr.Error("There is nothing to skip.")
     with user_error():
-        service.skip(user, shown.comparison_id, reason or SKIP_REASONS[-1])
-    return load_next(service, pregenerator, request, notice=f"Skipped #{shown.comparison_id}.")
+        service.skip(user, shown.handout, reason or SKIP_REASONS[-1])
+    return load_next(service, pregenerator, request, notice="Skipped.")
 
 
 def guidelines_markdown(service: Annotation) -> str:
