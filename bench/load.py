@@ -149,9 +149,9 @@ class Tally:
             self.failures[key] = self.failures.get(key, 0) + 1
 
 
-def handle(item: dict):
-    """The handle the page sends back with a ranking: the comparison it was handed."""
-    return item.get("comparison_id")
+def handle(item: dict) -> str | None:
+    """The opaque hand-out token the page sends back with a ranking (None: nothing waits)."""
+    return item.get("handout")
 
 
 def annotate(name: str, url: str, tally: Tally, rng: random.Random, reconnect_timeout_s: float) -> None:

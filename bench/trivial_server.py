@@ -14,13 +14,13 @@ import gradio as gr  # noqa: E402
 
 def build() -> gr.Blocks:
     with gr.Blocks() as app:
-        def submit_ranking(comparison_id: int, ranking: str, fetch_next: bool = False) -> dict:
+        def submit_ranking(handout: str, ranking: str, fetch_next: bool = False) -> dict:
             """Answers the shape of a submit without doing any of its work."""
             return {"status": "stored", "ranking": ranking, "ranking_id": 0,
-                    "next": {"comparison_id": comparison_id, "prompt": "", "completions": {}}}
+                    "next": {"handout": handout, "prompt": "", "completions": {}}}
 
         def next_comparison() -> dict:
-            return {"comparison_id": 1, "prompt": "", "completions": {}}
+            return {"handout": "0" * 32, "prompt": "", "completions": {}}
 
         gr.api(submit_ranking, api_name="submit_ranking", concurrency_limit=16)
         gr.api(next_comparison, api_name="next_comparison", concurrency_limit=16)
