@@ -75,6 +75,51 @@ def test_settings_use_trl_names_and_are_checked():
     assert set(METHODS) == {"reward", "sft", "dpo", "kto", "ppo", "grpo", "rloo"}
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("output_dir", "/tmp/elsewhere", "may not set output_dir: the job writes only in its own directory"),
+    ("logging_dir", "/tmp/elsewhere", "may not set logging_dir: the job writes only in its own directory"),
+    ("push_to_hub", True, "may not set push_to_hub: a job never uploads"),
+    ("hub_model_id", "me/model", "may not set hub_model_id: a job never uploads"),
+    ("hub_token", "hf_x", "may not set hub_token: a job never uploads"),
+    ("report_to", "wandb", "may not set report_to: .*always none"),
+    ("trust_remote_code", True, "may not set trust_remote_code: a job never runs code"),
+    ("resume_from_checkpoint", "/tmp/ckpt", "may not set resume_from_checkpoint: it reads a checkpoint"),
+    ("save_steps", 1, "may not set save_steps"),
+    ("deepspeed", "/tmp/ds.json", "may not set deepspeed"),
+    ("chat_template_path", "/etc/passwd", "may not set chat_template_path"),
+    ("log_completions_hub_repo", "me/logs", "may not set log_completions_hub_repo"),
+    ("vllm_server_base_url", "http://example.org", "may not set vllm_server_base_url: .*connects to no server"),
+    ("debug", "underflow_overflow", "may not set debug: the workbench sets it"),
+    ("dataloader_num_workers", 16, "dataloader_num_workers must be between 0 and 2"),
+])
+def test_a_job_may_set_only_training_fields(key, value, words):
+    method_name = "grpo" if key.startswith(("vllm", "log_completions")) else "dpo"
+    with pytest.raises(SettingsError, match=words):
+        resolve(method_name, {key: value})
+    assert resolve("dpo", {"dataloader_num_workers": 2})[0]["dataloader_num_workers"] == 2
+
+
+def test_every_default_and_documented_setting_is_allowed():
+    from rlhf.train.methods import ALLOWED_FIELDS
+
+    for spec in METHODS.values():
+        assert set(spec.defaults) <= ALLOWED_FIELDS, spec.name
+    resolve("ppo", {"kl_coef": 0.1, "mini_batch_size": 2, "batch_size": 4})
+    resolve("grpo", {"num_generations": 2, "temperature": 1.0, "top_p": 0.9})
+    resolve("kto", {"desirable_weight": 1.5, "warmup_steps": 2, "weight_decay": 0.01})
+
+
+def test_the_workbenchs_trainer_arguments_win_over_settings(tmp_path):
+    from rlhf.train.common import trainer_args
+
+    out = tmp_path / "jobs" / "7" / "model.partial"
+    args = trainer_args(out, {"learning_rate": 1e-3, "report_to": "wandb", "output_dir": "/tmp/elsewhere",
+                              "save_strategy": "steps", "activation_checkpointing": True})
+    assert args["report_to"] == "none" and args["save_strategy"] == "no"
+    assert args["output_dir"] == str(tmp_path / "jobs" / "7" / "trainer")
+    assert args["learning_rate"] == 1e-3 and args["activation_checkpointing"] is True and args["seed"] == 0
+
+
 # -- the snapshot -----------------------------------------------------------------------------
 
 
