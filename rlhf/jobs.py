@@ -269,10 +269,12 @@ class Jobs:
         _clear_intent(job_dir)
 
     def recover(self) -> None:
-        """Jobs left 'running' by a process that ended: ingest a finished result, else
-        mark them failed (and stop a worker still running without its watcher)."""
+        """Jobs left 'running' by a process that ended: undo a model's move that was not
+        registered, ingest a finished result, else mark them failed (and stop a worker still
+        running without its watcher)."""
+        for intent in self.home.jobs_dir.glob(f"*/{INTENT_FILE}"):  # a crash while moving a model
+            self._undo_move(int(intent.parent.name))
         for job_id in job_rows.ids_with_status(self.store.cursor(), "running"):
-            self._undo_move(job_id)
             status = read_status(self.job_dir(job_id))
             if status.get("state") in ("succeeded", "failed", "cancelled"):
                 self.finish(job_id, status, None)
