@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -123,3 +124,16 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     finally:
         _stop_within(STOP_SECONDS, app, runner, pregenerator, wb.home.server_file)
         wb.home.server_file.unlink(missing_ok=True)
+    _exit_without_teardown(wb)
+
+
+def _exit_without_teardown(wb: Workbench) -> None:
+    """`rlhf serve` is a process of its own with nothing left to do once stopped: close the
+    store and leave without the interpreter's teardown, whose garbage collection of every
+    loaded module (torch, transformers, Gradio) took 7 s on a busy machine, past a service
+    manager's stop timeout."""
+    wb.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
