@@ -102,3 +102,38 @@ def test_sigterm_stops_the_server_within_10_s_with_clients_connected_and_a_job_r
     [(status, error)] = served.rows("SELECT status, error FROM jobs")
     assert status == "cancelled" and error.startswith("Stopped with the server"), error
     assert not served.home.server_file.exists()
+
+
+def test_the_sampling_child_is_ended_within_its_timeout_while_a_request_waits_for_it():
+    """An evaluation can keep the child busy for minutes; stopping the server must not wait
+    for it (the request in flight fails instead)."""
+    import multiprocessing
+    import select
+    import threading
+
+    from rlhf.sampler_process import SamplerProcess
+
+    sampler = SamplerProcess()
+    context = multiprocessing.get_context("spawn")
+    parent_end, child_end = context.Pipe()
+    # a child that holds its end of the pipe and never answers: a request it is busy with
+    busy = context.Process(target=select.select, args=([], [], [child_end], 120), daemon=True)
+    busy.start()
+    child_end.close()
+    sampler._process, sampler._connection = busy, parent_end
+    outcome: list = []
+
+    def ask() -> None:
+        try:
+            sampler.score("reward-dir", [[{"role": "user", "content": "hi"}]], ["hello"])
+        except RuntimeError as error:
+            outcome.append(str(error))
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    sampler.close(timeout=1)
+    assert time.monotonic() - started < 5 and not busy.is_alive()
+    asking.join(5)
+    assert outcome and "ended unexpectedly" in outcome[0]
