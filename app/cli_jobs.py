@@ -150,7 +150,9 @@ def jobs_from_files(home: Home, args, url: str) -> int:
 
 
 def cmd_jobs_cancel(wb: Workbench, args) -> int:
-    print(Jobs(wb.home, wb.store).cancel(args.job_id))
+    jobs = Jobs(wb.home, wb.store)
+    jobs.recover()  # this process owns the store, so no runner watches a job left 'running'
+    print(jobs.cancel(args.job_id))
     return 0
 
 
