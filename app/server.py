@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import sys
+import threading
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline lab
 
@@ -20,7 +24,14 @@ from rlhf.pregenerate import PreGenerator  # noqa: E402
 from rlhf.reports import Reports  # noqa: E402
 from rlhf.workbench import Workbench  # noqa: E402
 
+log = logging.getLogger(__name__)
+
 TITLE = "RLHF Workbench"
+# A service manager's stop (SIGTERM) ends the server within this many seconds, whoever is
+# connected and whatever runs: each part below gets a bounded share, the rest is cut off.
+STOP_SECONDS = 8
+JOB_STOP_GRACE_SECONDS = 4   # a running job's worker: SIGTERM, SIGKILL after this
+SAMPLER_STOP_SECONDS = 2     # the sampling child: asked, then terminated
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
@@ -60,9 +71,29 @@ def check_login(service: Annotation):
     return login
 
 
-def _stop_on_sigterm(signum, frame):
-    """A service manager's stop is treated like Ctrl-C, so the clean-up below runs."""
-    raise KeyboardInterrupt
+def _stop_within(seconds: float, app: gr.Blocks, runner: JobRunner, pregenerator: PreGenerator,
+                 server_file) -> None:
+    """Stop everything at once, each part bounded: Gradio closes its streams (heartbeats,
+    queue) instead of waiting for browsers and API clients to leave; a running job's worker
+    gets a short grace; the sampling child is terminated if busy. Whatever still hangs when
+    `seconds` have passed (a handler stuck in a long call, say) is cut off by a hard exit:
+    what was committed is in the database's log all the same."""
+    def cut_off() -> None:
+        log.warning("The server did not stop within %s s; exiting now.", seconds)
+        server_file.unlink(missing_ok=True)
+        os._exit(1)
+
+    watchdog = threading.Timer(seconds, cut_off)
+    watchdog.daemon = True
+    watchdog.start()
+    stoppers = [threading.Thread(target=runner.stop, kwargs={"grace": JOB_STOP_GRACE_SECONDS}, daemon=True),
+                threading.Thread(target=pregenerator.stop, kwargs={"timeout": SAMPLER_STOP_SECONDS}, daemon=True)]
+    for stopper in stoppers:
+        stopper.start()
+    deadline = time.monotonic() + seconds
+    app.close(verbose=False)
+    for stopper in stoppers:
+        stopper.join(max(0.0, deadline - time.monotonic()))
 
 
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
@@ -77,15 +108,32 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
     pregenerator.start()
     runner.start()
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
+    stopping = threading.Event()  # set by SIGTERM (a service manager) or SIGINT (Ctrl-C)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
     try:
         with open(os.path.join(STATIC, "shortcuts.js"), encoding="utf-8") as script:
             shortcuts = script.read()
-        app.launch(server_name=host, server_port=port, show_error=True, quiet=True,
+        app.launch(server_name=host, server_port=port, show_error=True, quiet=True, prevent_thread_lock=True,
                    auth=check_login(service), auth_message="Sign in to the RLHF Workbench.",
                    css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
+        print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
+        while not stopping.is_set():
+            time.sleep(0.2)
+        print("Stopping the workbench.", flush=True)
     finally:
-        runner.stop()
-        pregenerator.stop()
+        _stop_within(STOP_SECONDS, app, runner, pregenerator, wb.home.server_file)
         wb.home.server_file.unlink(missing_ok=True)
+    _exit_without_teardown(wb)
+
+
+def _exit_without_teardown(wb: Workbench) -> None:
+    """`rlhf serve` is a process of its own with nothing left to do once stopped: close the
+    store and leave without the interpreter's teardown, whose garbage collection of every
+    loaded module (torch, transformers, Gradio) took 7 s on a busy machine, past a service
+    manager's stop timeout."""
+    wb.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -101,12 +101,29 @@ class SamplerProcess:
             raise payload if isinstance(payload, Exception) else RuntimeError(payload)
         return payload
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout: float = 10) -> None:
+        """End the child within about `timeout` s: idle, it exits when its pipe closes; busy
+        with a request (an evaluation can take minutes), it is terminated after `timeout`,
+        and the request fails at once instead of holding the lock."""
+        if not self._lock.acquire(timeout=timeout):
+            _end(self._process)  # the request's recv sees the pipe close and lets the lock go
+            self._lock.acquire()
+        try:
             if self._connection is not None:
                 self._connection.close()
             if self._process is not None:
-                self._process.join(timeout=10)
-                if self._process.is_alive():
-                    self._process.terminate()
+                self._process.join(timeout)
+                _end(self._process)
+        finally:
             self._process = self._connection = None
+            self._lock.release()
+
+
+def _end(process) -> None:
+    """Terminate a child that has not exited, and kill it if that does not end it."""
+    if process is not None and process.is_alive():
+        process.terminate()
+        process.join(1)
+        if process.is_alive():
+            process.kill()
+            process.join(1)

@@ -140,20 +140,30 @@ def model_dtype() -> torch.dtype:
     return torch.bfloat16 if on_gpu() and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def common_trainer_args(out_dir: Path, seed: int) -> dict[str, Any]:
-    """TrainingArguments every job uses: no checkpoints (the worker saves the result
-    once), no external loggers, precision explicit, logging every step."""
+def workbench_trainer_args(out_dir: Path) -> dict[str, Any]:
+    """TrainingArguments that are the workbench's, never a job's: the Trainer's scratch in
+    the job's directory, no checkpoints (the worker saves the result once), no external
+    loggers, logging every step, precision for this device."""
     return {
         "output_dir": str(out_dir.parent / "trainer"),  # the Trainer's scratch, kept out of the model
         "save_strategy": "no",
         "report_to": "none",
         "logging_steps": 1,
         "disable_tqdm": True,
-        "seed": seed,
-        "activation_checkpointing": False,  # TRL turns it on; for a small model it only costs time
-        "remove_unused_columns": True,
         **precision_args(),
     }
+
+
+def trainer_args(out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The job's settings over the workbench's defaults, and the workbench's own arguments
+    over both: `methods.resolve` refuses a setting of those, and whatever reaches a trainer
+    by another way cannot move its files, upload, or report elsewhere either."""
+    defaults = {
+        "seed": 0,
+        "activation_checkpointing": False,  # TRL turns it on; for a small model it only costs time
+        "remove_unused_columns": True,
+    }
+    return {**defaults, **config, **workbench_trainer_args(out_dir)}
 
 
 # -- data -------------------------------------------------------------------------------

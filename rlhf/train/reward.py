@@ -378,7 +378,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
         raise common.TrainingError("There are no rankings to train a reward model on.")
 
     seed = int(inputs.config.get("seed", 0) or 0)
-    args = RewardConfig(**{**common.common_trainer_args(inputs.out_dir, seed), **inputs.config})
+    args = RewardConfig(**common.trainer_args(inputs.out_dir, inputs.config))
     tokenizer = common.load_tokenizer(inputs.base_path)
     train_frame, eval_frame = common.split_by_comparison(inputs.data, float(options.get("eval_fraction", 0.1)), seed)
     train_items, eval_items = ranked_items(train_frame, tokenizer), ranked_items(eval_frame, tokenizer)

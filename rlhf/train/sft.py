@@ -59,10 +59,9 @@ def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
 
 
 def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
-    """`config_class` built from the common arguments, then the job's overrides, then
-    `fixed` (values this trainer needs whatever the job says)."""
-    seed = int(inputs.config.get("seed", 0) or 0)
-    values = {**common.common_trainer_args(inputs.out_dir, seed), **inputs.config, **fixed}
+    """`config_class` built from `common.trainer_args` (the job's settings under the
+    workbench's own arguments), then `fixed` (values this trainer needs whatever the job says)."""
+    values = {**common.trainer_args(inputs.out_dir, inputs.config), **fixed}
     try:
         return config_class(**values)
     except (ValueError, TypeError) as error:
