@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, trl_trainer,
+from rlhf.train.sft import (conversational, fit, has_answer, load_policy, messages, trl_trainer,
                             require_columns, split, trainer_config)
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -26,17 +27,19 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     frame = inputs.data
     require_columns(frame, DPO_COLUMNS, "DPO")
     if len(frame):
-        frame = frame[[has_text(c) and has_text(r) for c, r in zip(frame["chosen"], frame["rejected"])]]
+        frame = frame[[has_answer(c) and has_answer(r) for c, r in zip(frame["chosen"], frame["rejected"])]]
     if len(frame) == 0:
         raise TrainingError("DPO needs at least one preference pair (a chosen and a rejected completion): rank"
                             " comparisons with at least two groups first.")
     frame = conversational(frame, completions=("chosen", "rejected"))
     train_frame, eval_frame = split(inputs, frame)
+    decided = common.plan(inputs, "dpo", len(train_frame), common.examples_per_step(inputs.config), "pairs")
     policy = load_policy(inputs, reference=True)
-    config = trainer_config(DPOConfig, inputs, eval_strategy="no")
+    config = trainer_config(DPOConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS,
                           ref_model=policy.reference)
-    return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    return {**metrics, **decided.metrics()}
 
 
 # -- measuring what a policy prefers -----------------------------------------------------

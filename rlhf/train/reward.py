@@ -394,6 +394,9 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     if too_long:
         log.warning("%d completions longer than max_length=%s tokens left out of training", too_long, args.max_length)
     eval_examples, _ = training_examples(eval_items, grouping, keep_ties, args.max_length)
+    decided = common.plan(inputs, "reward", len(train_examples), common.examples_per_step(inputs.config),
+                          "rankings" if grouping == "ranking" else "pairs")
+    args = RewardConfig(**{**common.common_trainer_args(inputs.out_dir, seed), **inputs.config, **decided.settings})
 
     quantized = options.get("adapter") == "qlora"
     from transformers import set_seed
@@ -427,7 +430,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     metrics: dict[str, float] = {"train_loss": float(result.training_loss), "reward_offset": float(offset),
                                  "train/rankings": float(len(train_items)), "train/pairs": float(strict),
                                  "train/tied_pairs": float(tied if keep_ties else 0),
-                                 "train/examples": float(len(train_examples))}
+                                 "train/examples": float(len(train_examples)), **decided.metrics()}
     if tied and not keep_ties:
         metrics["train/ties_dropped"] = float(tied)
     if too_long:

@@ -97,6 +97,15 @@ def has_text(completion: Any) -> bool:
     return bool(turns) and bool(str(turns[-1].get("content") or "").strip())
 
 
+def has_answer(completion: Any) -> bool:
+    """Whether a completion cell holds an answer, the empty one included: saying nothing
+    can be what was preferred (HH-RLHF has such pairs)."""
+    if completion is None or (isinstance(completion, float) and math.isnan(completion)):
+        return False
+    turns = messages(completion, "assistant")
+    return bool(turns) and isinstance(turns[-1].get("content"), str)
+
+
 def require_columns(frame: pd.DataFrame, columns: list[str], method: str) -> None:
     """Refuse rows without the columns a method reads (an empty frame passes: the caller
     says what data is missing)."""
@@ -201,7 +210,10 @@ def train(inputs: TrainInputs) -> dict[str, float]:
                             " or a top-ranked completion).")
     frame = conversational(frame, completions=("completion",))
     train_frame, eval_frame = split(inputs, frame)
+    decided = common.plan(inputs, "sft", len(train_frame), common.examples_per_step(inputs.config),
+                          "demonstrations")
     policy = load_policy(inputs)
-    config = trainer_config(SFTConfig, inputs, eval_strategy="no")
+    config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
-    return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    return {**metrics, **decided.metrics()}
