@@ -12,7 +12,7 @@ import torch
 
 from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_answer, load_policy, messages, trl_trainer,
+from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, trl_trainer,
                             require_columns, split, trainer_config)
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -27,7 +27,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     frame = inputs.data
     require_columns(frame, DPO_COLUMNS, "DPO")
     if len(frame):
-        frame = frame[[has_answer(c) and has_answer(r) for c, r in zip(frame["chosen"], frame["rejected"])]]
+        frame = frame[[has_text(c) and has_text(r) for c, r in zip(frame["chosen"], frame["rejected"])]]
     if len(frame) == 0:
         raise TrainingError("DPO needs at least one preference pair (a chosen and a rejected completion): rank"
                             " comparisons with at least two groups first.")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_answer, load_policy, trl_trainer, require_columns, split,
+from rlhf.train.sft import (conversational, fit, has_text, load_policy, trl_trainer, require_columns, split,
                             trainer_config)
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     frame = inputs.data
     require_columns(frame, KTO_COLUMNS, "KTO")
     if len(frame):
-        frame = frame[[has_answer(c) and bool(pd.notna(label)) for c, label in zip(frame["completion"], frame["label"])]]
+        frame = frame[[has_text(c) and bool(pd.notna(label)) for c, label in zip(frame["completion"], frame["label"])]]
     desirable, undesirable = _counts(frame) if len(frame) else (0, 0)
     if desirable == 0 or undesirable == 0:
         raise TrainingError(f"KTO needs both desirable and undesirable completions; the data has {desirable}"

@@ -378,7 +378,10 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
         raise common.TrainingError("There are no rankings to train a reward model on.")
 
     seed = int(inputs.config.get("seed", 0) or 0)
-    args = RewardConfig(**{**common.common_trainer_args(inputs.out_dir, seed), **inputs.config})
+    def reward_config(**decided: Any):
+        return RewardConfig(**{**common.common_trainer_args(inputs.out_dir, seed), **inputs.config, **decided})
+
+    args = reward_config()   # its max_length filters the examples the schedule counts
     tokenizer = common.load_tokenizer(inputs.base_path)
     train_frame, eval_frame = common.split_by_comparison(inputs.data, float(options.get("eval_fraction", 0.1)), seed)
     train_items, eval_items = ranked_items(train_frame, tokenizer), ranked_items(eval_frame, tokenizer)
@@ -396,7 +399,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     eval_examples, _ = training_examples(eval_items, grouping, keep_ties, args.max_length)
     decided = common.plan(inputs, "reward", len(train_examples), common.examples_per_step(inputs.config),
                           "rankings" if grouping == "ranking" else "pairs")
-    args = RewardConfig(**{**common.common_trainer_args(inputs.out_dir, seed), **inputs.config, **decided.settings})
+    args = reward_config(**decided.settings)
 
     quantized = options.get("adapter") == "qlora"
     from transformers import set_seed

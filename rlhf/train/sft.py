@@ -97,15 +97,6 @@ def has_text(completion: Any) -> bool:
     return bool(turns) and bool(str(turns[-1].get("content") or "").strip())
 
 
-def has_answer(completion: Any) -> bool:
-    """Whether a completion cell holds an answer, the empty one included: saying nothing
-    can be what was preferred (HH-RLHF has such pairs)."""
-    if completion is None or (isinstance(completion, float) and math.isnan(completion)):
-        return False
-    turns = messages(completion, "assistant")
-    return bool(turns) and isinstance(turns[-1].get("content"), str)
-
-
 def require_columns(frame: pd.DataFrame, columns: list[str], method: str) -> None:
     """Refuse rows without the columns a method reads (an empty frame passes: the caller
     says what data is missing)."""
