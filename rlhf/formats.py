@@ -287,8 +287,6 @@ def _read_bytes(path: Path) -> bytes:
                 return _gunzip(path, source, READ_LIMITS.max_decompressed_bytes)
             source.seek(0)
             return source.read()
-    except FormatError:
-        raise
     except OSError as error:
         raise FormatError(path, None, f"cannot be read ({error.strerror or error})") from None
 
@@ -385,6 +383,7 @@ def _csv_records(
 def _parquet_records(
     path: Path, data: bytes, skipped: Skipped | None = None
 ) -> Iterator[tuple[int, Record]]:
+    # `skipped` goes unused: Parquet's schema leaves no row unreadable on its own
     table = _parquet_table(path, data)
     records = (record for batch in table.to_batches() for record in batch.to_pylist())
     return enumerate(records, start=1)
