@@ -86,9 +86,21 @@ def cmd_rank(wb: Workbench, args) -> None:
 
 
 def cmd_rankings_import(wb: Workbench, args) -> None:
+    if args.skip_invalid and not args.pairs:
+        raise UserError("--skip-invalid goes with --pairs; a rankings file is imported whole or not at all.")
     if args.pairs:
-        count = wb.import_pairs(args.file, args.set)
-        print(f"Imported {count} preference pairs from {args.file} as ranked comparisons (source: import).")
+        skipped: list[FormatError] | None = [] if args.skip_invalid else None
+        try:
+            count = wb.import_pairs(args.file, args.set, skipped)
+        except FormatError as error:
+            if error.line is None or args.skip_invalid:
+                raise
+            raise UserError(f"{error} Nothing was imported; --skip-invalid imports the other rows.") from None
+        for row in skipped or ():
+            print(f"Skipped line {row.line}: {row.reason}.")
+        left_out = f", skipped {len(skipped)} unusable rows" if skipped else ""
+        print(f"Imported {count} preference pairs from {args.file} as ranked comparisons (source: import)"
+              f"{left_out}.")
     else:
         count = wb.import_rankings(args.file)
         print(f"Imported {count} rankings from {args.file}.")
@@ -197,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     rankings_import.add_argument("file")
     rankings_import.add_argument("--pairs", action="store_true", help="the file holds chosen/rejected pairs")
     rankings_import.add_argument("--set", help="prompt set for the pairs' prompts (default: the file name)")
+    rankings_import.add_argument("--skip-invalid", action="store_true",
+                                 help="with --pairs: import the usable rows and list each skipped one with its"
+                                 " line and reason (default: a bad row stops the import, nothing is stored)")
     rankings_import.set_defaults(handler=cmd_rankings_import)
 
     export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension)",

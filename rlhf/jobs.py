@@ -106,6 +106,7 @@ class Jobs:
                 "reward": reward and reward["name"],
                 "reward_path": reward and str(self.home.root / reward["path"]),
                 "config": config, "options": options, "selection": selection.as_dict(),
+                "settings": sorted(request.settings),  # what the user chose; the schedule fills in the rest
                 "rows": len(rows), "created_by": request.created_by,
             },
             rows=rows,

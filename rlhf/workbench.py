@@ -469,11 +469,14 @@ class Workbench:
                 feedback.add_ranking(tx, comparison_id, user, ranking.canonical, ranking.ranks(), source="human")
         return len(checked)
 
-    def import_pairs(self, path: str | Path, prompt_set: str | None = None) -> int:
+    def import_pairs(self, path: str | Path, prompt_set: str | None = None,
+                     skipped: list[FormatError] | None = None) -> int:
         """Import external preference pairs as two-completion comparisons ranked chosen over
         rejected (the chosen answer at a random letter), attributed to the file (source
-        'import'), not to a person."""
-        frame = formats.read_preference_pairs(path)
+        'import'), not to a person. With a `skipped` list, rows that cannot be used are
+        collected there and the rest imported; without it the first such row stops the
+        import and nothing is stored."""
+        frame = formats.read_preference_pairs(path, skipped)
         prompt_set = prompt_set or Path(path).name.split(".")[0]
         conversations = [list(messages) for messages in frame["messages"]]
         with self.store.transaction() as cur:

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from rlhf.errors import UserError
+from rlhf.train.schedule import Schedule, schedule
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ class ReporterCallback(TrainerCallback):
 class TrainInputs:
     """Everything a trainer gets. `config` holds TRL config field overrides (already
     checked by `rlhf.train.methods.resolve`), `options` the workbench's own options
-    (adapter, lora_r, eval_fraction, ... with defaults filled in)."""
+    (adapter, lora_r, eval_fraction, ... with defaults filled in). `given` names the
+    settings the user chose; the others in `config` are the method's defaults, which the
+    data-sized schedule may replace. None: every value in `config` was chosen."""
 
     data: pd.DataFrame
     base_path: Path
@@ -121,6 +124,25 @@ class TrainInputs:
     options: dict[str, Any] = field(default_factory=dict)
     reward_path: Path | None = None
     reporter: Reporter = field(default_factory=Reporter)
+    given: frozenset[str] | None = None
+
+
+def plan(inputs: TrainInputs, method: str, rows: int, per_step: int, what: str,
+         samples_per_prompt: int = 1) -> Schedule:
+    """The job's schedule for `rows` training rows (`rlhf.train.schedule`), logged in one
+    line; the trainer builds its config with `settings` on top of `inputs.config`."""
+    given = inputs.config if inputs.given is None else \
+        {key: value for key, value in inputs.config.items() if key in inputs.given}
+    decided = schedule(rows, method, str(inputs.options.get("adapter", "lora")), per_step, given,
+                       samples_per_prompt=samples_per_prompt, what=what)
+    log.info("Schedule: %s", decided.reason)
+    return decided
+
+
+def examples_per_step(config: dict[str, Any], default_batch: int = 8) -> int:
+    """Rows of one optimiser step: the batch times the gradient accumulation."""
+    batch = int(config.get("per_device_train_batch_size") or default_batch)
+    return max(1, batch * int(config.get("gradient_accumulation_steps") or 1))
 
 
 # -- precision and devices -------------------------------------------------------------

@@ -3,7 +3,10 @@ check of a job's settings before it starts (torch-free until a config class is b
 
 A setting is either a field of the method's config class (TRL's `DPOConfig`, ... or our
 `PPOConfig`), under TRL's own name, or a workbench option (adapter, data selection
-choices, ...). Defaults here are chosen to finish in minutes on SmolLM2-135M on a CPU.
+choices, ...). Defaults here are chosen to finish in minutes on SmolLM2-135M on a CPU; a
+job's learning rate and epochs (online: max_steps) are set from its data by
+`rlhf.train.schedule` unless the job's settings name them, and the values here are what
+that rule gives LoRA on a mid-sized set.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import yaml
 
 from rlhf.errors import UserError
+from rlhf.train.schedule import lora_rate
 
 
 class SettingsError(UserError):
@@ -66,7 +70,7 @@ METHODS: dict[str, Method] = {
     "reward": Method(
         "reward", "reward", "rankings", "trl.RewardConfig",
         "reward model (scalar head) on the pairs of each ranking; TRL RewardTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 2e-4, "per_device_train_batch_size": 8},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("reward"), "per_device_train_batch_size": 8},
         {
             "loss": Option("bradley_terry", "pairwise loss: Bradley-Terry (ties dropped), or a tie-aware"
                            " Rao-Kupper or Davidson loss that learns from tied completions",
@@ -83,21 +87,21 @@ METHODS: dict[str, Method] = {
     "sft": Method(
         "sft", "policy", "sft", "trl.SFTConfig",
         "supervised fine-tuning on written better answers and/or top-ranked completions; TRL SFTTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 1e-4},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("sft")},
         {"sft_source": Option("both", "what to imitate", ("both", "better_answers", "top_ranked"))},
         min_rows=1,
     ),
     "dpo": Method(
         "dpo", "policy", "pairs", "trl.DPOConfig",
         "direct preference optimisation on chosen/rejected pairs; TRL DPOTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 5e-5, "beta": 0.1},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("dpo"), "beta": 0.1},
         {"pairs": Option("best_vs_worst", "which pairs of a ranking: top group against bottom group, or every"
                          " pair in different groups", ("best_vs_worst", "all"))},
     ),
     "kto": Method(
         "kto", "policy", "unpaired", "trl.KTOConfig",
         "KTO on single completions: top group desirable, bottom undesirable, plus good/bad marks; TRL KTOTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 5e-5, "beta": 0.1, "per_device_train_batch_size": 8},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("kto"), "beta": 0.1, "per_device_train_batch_size": 8},
         {"use_marks": Option(True, "add annotators' explicit good/bad marks")},
         min_rows=4,
     ),
@@ -109,14 +113,14 @@ METHODS: dict[str, Method] = {
     "grpo": Method(
         "grpo", "policy", "prompts", "trl.GRPOConfig",
         "GRPO with the reward model as reward function; TRL GRPOTrainer",
-        {"learning_rate": 1e-4, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
+        {"learning_rate": lora_rate("grpo"), "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
          "max_completion_length": 48, "beta": 0.04, "seed": 0, "temperature": 0.8},
         {}, needs_reward=True,
     ),
     "rloo": Method(
         "rloo", "policy", "prompts", "trl.RLOOConfig",
         "REINFORCE leave-one-out with the reward model as reward function; TRL RLOOTrainer",
-        {"learning_rate": 1e-4, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
+        {"learning_rate": lora_rate("rloo"), "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
          "max_completion_length": 48, "beta": 0.04, "seed": 0, "temperature": 0.8},
         {}, needs_reward=True,
     ),

@@ -200,7 +200,10 @@ def train(inputs: TrainInputs) -> dict[str, float]:
                             " or a top-ranked completion).")
     frame = conversational(frame, completions=("completion",))
     train_frame, eval_frame = split(inputs, frame)
+    decided = common.plan(inputs, "sft", len(train_frame), common.examples_per_step(inputs.config),
+                          "demonstrations")
     policy = load_policy(inputs)
-    config = trainer_config(SFTConfig, inputs, eval_strategy="no")
+    config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
-    return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    return {**metrics, **decided.metrics()}
