@@ -112,7 +112,7 @@ def test_the_user_list_holds_no_password_hashes(store):
     auth.create_user(store, "rita", "researcher", "long-enough")
     auth.create_user(store, "root", "admin", "long-enough")
     frame = auth.list_users(store)
-    assert list(frame.columns) == ["name", "role", "created_at"]
+    assert list(frame.columns) == ["name", "role", "disabled", "must_change_password", "created_at"]
     assert frame[["name", "role"]].values.tolist() == [["rita", "researcher"], ["root", "admin"]]
     assert auth.count_admins(store) == 1
 
