@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -255,7 +256,7 @@ class AccountSettings:
 @dataclass
 class _Strikes:
     failures: int = 0        # in a row, not yet forgiven
-    in_flight: int = 0       # tries being checked now (counted as failures until they are not)
+    in_flight: int = 0       # tries being checked now
     wait_until: float = 0.0
     locked_until: float = 0.0
     last_seen: float = 0.0
@@ -288,13 +289,16 @@ class LoginGuard:
                 raise LoginRefused(f"The account '{name}' is locked for {minutes} more minute{'s' * (minutes > 1)} "
                                    f"after {self.settings.lock_failures} failed sign-ins; wait, or ask an admin.")
             wait = max(by_name.wait_until, by_address.wait_until) - now
-            if wait > 0:
-                seconds = max(1, round(wait + 0.49))
+            # past the free tries, one check at a time: a burst cannot slip in before the
+            # first of its failures is counted
+            busy = any(strikes.in_flight and strikes.failures + strikes.in_flight >= self.settings.free_failures
+                       for strikes in (by_name, by_address))
+            if wait > 0 or busy:
+                seconds = max(1, math.ceil(wait))
                 raise LoginRefused(f"Too many failed sign-ins for '{name}' or from this address; "
                                    f"try again in {seconds} second{'s' * (seconds > 1)}.")
-            for strikes in (by_name, by_address):
-                strikes.in_flight += 1
-                strikes.wait_until = now + self._wait(strikes.failures + strikes.in_flight)
+            by_name.in_flight += 1
+            by_address.in_flight += 1
 
     def settle(self, name: str, address: str, ok: bool) -> None:
         """Record the outcome of an admitted check."""

@@ -67,6 +67,8 @@ class Home:
                 if not directory.exists():
                     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                     directory.chmod(0o700)  # mkdir's mode is cut by the umask; be explicit
+            if self.root.stat().st_uid == os.getuid() and self.root.stat().st_mode & 0o077:
+                self.root.chmod(0o700)  # made by hand or by an older release: closed, it guards all inside
         except OSError as error:
             raise HomeError(f"Cannot create the workbench home {self.root}: {error.strerror.lower()}.") from None
         if not os.access(self.root, os.W_OK):
