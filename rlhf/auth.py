@@ -289,9 +289,9 @@ class LoginGuard:
                 raise LoginRefused(f"The account '{name}' is locked for {minutes} more minute{'s' * (minutes > 1)} "
                                    f"after {self.settings.lock_failures} failed sign-ins; wait, or ask an admin.")
             wait = max(by_name.wait_until, by_address.wait_until) - now
-            # past the free tries, one check at a time: a burst cannot slip in before the
-            # first of its failures is counted
-            busy = any(strikes.in_flight and strikes.failures + strikes.in_flight >= self.settings.free_failures
+            # once failing, one check at a time: a burst cannot slip in between a failure and
+            # the wait it sets (a crowd signing in at once, none failing, is not held up)
+            busy = any(strikes.in_flight and strikes.failures >= self.settings.free_failures
                        for strikes in (by_name, by_address))
             if wait > 0 or busy:
                 seconds = max(1, math.ceil(wait))

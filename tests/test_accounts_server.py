@@ -135,7 +135,7 @@ def test_a_login_flood_is_throttled_and_does_not_stall_a_signed_in_user(served):
           f"/next_comparison of a signed-in user during it: n={len(latencies)}, "
           f"median {statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
     assert len(answers) == 300 and checked + throttled == 300  # every answer is one of the two sentences
-    assert throttled > 0 and checked < 30
+    assert throttled > 0 and checked <= 40  # at most the first burst (20) and a few after
 
     # ben's name took wrong passwords too, but fewer than a lock: his own password still works
     # once the address's wait is over (the refusal says how long)

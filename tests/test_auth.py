@@ -319,12 +319,17 @@ def test_failed_sign_ins_wait_longer_and_longer():
     guard.admit("ben", "10.9.9.9")
 
 
-def test_a_burst_of_tries_gets_the_free_checks_and_then_one_at_a_time():
-    guard = auth.LoginGuard(auth.AccountSettings(free_failures=3), Clock())
-    for thread in range(3):
-        guard.admit(f"name{thread}", "10.0.0.1")  # not settled yet: in flight
+def test_once_failing_tries_are_checked_one_at_a_time_and_a_crowd_is_not_held_up():
+    clock = Clock()
+    guard = auth.LoginGuard(auth.AccountSettings(free_failures=3), clock)
+    for thread in range(20):
+        guard.admit(f"worker{thread}", "10.0.0.1")  # twenty sign in at once from one address
+    for thread in range(20):
+        guard.settle(f"worker{thread}", "10.0.0.1", ok=thread >= 3)
+    clock.now += 60
+    guard.admit("name0", "10.0.0.1")  # past its wait, in flight
     with pytest.raises(auth.LoginRefused):
-        guard.admit("name3", "10.0.0.1")
+        guard.admit("name1", "10.0.0.1")
 
 
 def test_a_success_forgives_the_names_failures():
