@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import math
 import re
 import secrets
@@ -32,6 +33,8 @@ import pandas as pd
 
 from rlhf.errors import UserError
 from storage import users
+
+log = logging.getLogger(__name__)
 
 ROLES = ("annotator", "researcher", "admin")
 STAFF = ("researcher", "admin")  # may change how annotation works
@@ -315,6 +318,8 @@ class LoginGuard:
                     if key[0] == "name" and strikes.failures >= self.settings.lock_failures:
                         strikes.locked_until = now + 60 * self.settings.lock_minutes
                         strikes.failures = 0
+                        log.warning("Sign-in for '%s' locked for %g minutes after %d failures (the last from %s)",
+                                    name, self.settings.lock_minutes, self.settings.lock_failures, address)
 
     def unlock(self, name: str) -> None:
         """An admin's enable or password reset lifts the lock and the wait on a name."""
