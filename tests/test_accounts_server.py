@@ -65,23 +65,24 @@ def refusal(call) -> str:
 def test_at_the_page_an_admin_who_must_change_the_password_does_so_and_then_manages_users(served, page):
     from playwright.sync_api import expect
 
+    slow = 30_000  # ms: a page's first load is slow on a busy machine
     page.goto(served.url)
-    expect(page.get_by_text("10 in a row lock the account for 15 minutes")).to_be_visible()  # the rules, once
+    expect(page.get_by_text("10 in a row lock the account for 15 minutes")).to_be_visible(timeout=slow)  # the rules
     page.get_by_label("username").fill("boss")
     page.get_by_label("password").fill(FIRST_ADMIN_PASSWORD)
     page.get_by_role("button", name="Login").click()
-    expect(page.locator("#user-line")).to_contain_text("boss must choose a new password first")
+    expect(page.locator("#user-line")).to_contain_text("boss must choose a new password first", timeout=slow)
     expect(page.get_by_role("tab", name="Users")).to_have_count(0)
     page.get_by_role("tab", name="Account").click()
     page.get_by_label("Current password").fill(FIRST_ADMIN_PASSWORD)
     page.get_by_label("New password", exact=True).fill("boss-own-pw-1")
     page.get_by_label("New password again").fill("boss-own-pw-1")
     page.get_by_role("button", name="Change password").click()
-    expect(page.get_by_text("Your password is changed")).to_be_visible()
+    expect(page.get_by_text("Your password is changed")).to_be_visible(timeout=slow)
     page.reload()
-    expect(page.locator("#user-line")).to_contain_text("Signed in as boss (admin)")
+    expect(page.locator("#user-line")).to_contain_text("Signed in as boss (admin)", timeout=slow)
     page.get_by_role("tab", name="Users").click()
-    expect(page.get_by_role("cell", name="rita", exact=True)).to_be_visible()
+    expect(page.get_by_role("cell", name="rita", exact=True)).to_be_visible(timeout=slow)
 
 
 def test_the_first_admin_must_choose_a_new_password_before_anything_else(served):
