@@ -175,7 +175,8 @@ def add_account_commands(user_commands, home_option) -> None:
         "passwd", parents=[home_option], help="set a user's password",
         description="The password is asked for twice at a terminal, else read as one line from stdin.")
     passwd.add_argument("name")
-    passwd.add_argument("--password-stdin", action="store_true", help="read it as one line from stdin even at a terminal")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help="read it as one line from stdin even at a terminal")
     passwd.set_defaults(handler=cmd_users_passwd)
     set_role = user_commands.add_parser("set-role", parents=[home_option], help="change a user's role")
     set_role.add_argument("name")
@@ -211,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--lock-failures", type=int, default=accounts.lock_failures,
                        help=f"failed sign-ins in a row that lock a user name (default {accounts.lock_failures})")
     serve.add_argument("--lock-minutes", type=float, default=accounts.lock_minutes,
-                       help=f"how long a lock lasts; kept in memory, a restart lifts it (default {accounts.lock_minutes:g})")
+                       help="how long a lock lasts; kept in memory, a restart lifts it "
+                       f"(default {accounts.lock_minutes:g})")
     serve.add_argument("--idle-hours", type=float, default=accounts.idle_hours,
                        help=f"a session unused this long is ended (default {accounts.idle_hours:g})")
 

@@ -255,6 +255,11 @@ class AccountSettings:
     idle_hours: float = 8.0      # a session unused this long is ended
     check_threads: int = 2       # password checks at once (scrypt is slow on purpose)
 
+    def __post_init__(self):
+        for name in ("lock_failures", "lock_minutes", "idle_hours", "check_threads", "first_wait_s", "max_wait_s"):
+            if not getattr(self, name) > 0:
+                raise AuthError(f"{name.replace('_', ' ')} must be above 0, not {getattr(self, name)!r}.")
+
 
 @dataclass
 class _Strikes:

@@ -82,7 +82,7 @@ def test_at_the_page_an_admin_who_must_change_the_password_does_so_and_then_mana
     page.reload()
     expect(page.locator("#user-line")).to_contain_text("Signed in as boss (admin)", timeout=slow)
     page.get_by_role("tab", name="Users").click()
-    expect(page.get_by_role("cell", name="rita", exact=True)).to_be_visible(timeout=slow)
+    expect(page.get_by_role("gridcell", name="rita", exact=True)).to_be_visible(timeout=slow)
 
 
 def test_the_first_admin_must_choose_a_new_password_before_anything_else(served):

@@ -388,3 +388,8 @@ def test_an_idle_session_token_ends_and_use_keeps_it():
     assert tokens.end_user("ana") == 1 and tokens.get("t1") is None
     del tokens["t3"]
     assert tokens.get("t3") is None
+
+
+def test_serve_refuses_account_settings_that_guard_nothing(cli):
+    code, _, err = cli("", "serve", "--idle-hours", "0")
+    assert code == 1 and err == "rlhf: idle hours must be above 0, not 0.0.\n"
