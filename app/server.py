@@ -15,9 +15,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from app import api  # noqa: E402
-from app.tabs import annotate, compare, comparisons, data, queue, train  # noqa: E402
+from app.session import SignIn  # noqa: E402
+from app.tabs import annotate, compare, comparisons, data, queue, train, users  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
-from rlhf.auth import STAFF, authenticate, get_user  # noqa: E402
+from rlhf.auth import STAFF, AccountSettings, PermissionDenied, session_user  # noqa: E402
 from rlhf.compare import Compare  # noqa: E402
 from rlhf.jobs import JobRunner, Jobs  # noqa: E402
 from rlhf.pregenerate import PreGenerator  # noqa: E402
@@ -35,7 +36,8 @@ SAMPLER_STOP_SECONDS = 2     # the sampling child: asked, then terminated
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs) -> gr.Blocks:
+def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs,
+              sign_in: SignIn) -> gr.Blocks:
     # one per app: the tab and the API share open battles and loaded models; evaluations
     # sample for minutes, so they run in the pre-generator's sampling process
     comparer = Compare(wb, measurer=pregenerator.sampler.evaluate)
@@ -48,6 +50,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
             load_item, item_outputs = annotate.build(service, pregenerator)
             research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb), pregenerator),
                              comparisons.build(service), train.build(service, jobs), compare.build(service, comparer)]
+            _, users_tab = users.build(service, sign_in)
         api.register(service, pregenerator)
         api.register_jobs(service, jobs)
         api.register_compare(service, comparer)
@@ -55,20 +58,23 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
         def who(request: gr.Request):
             """Who is signed in; researchers' tabs are shown to researchers and admins (the
             handlers behind them check the role again on every call)."""
-            user = get_user(wb.store, request.username)
-            staff = user is not None and user.role in STAFF
-            line = f"Signed in as **{user.name}** ({user.role})" if user else ""
-            return [line, *[gr.update(visible=staff) for _ in research_tabs]]
+            try:
+                user = session_user(wb.store, request.username)
+            except PermissionDenied as refused:  # disabled, or must choose a new password first
+                return [str(refused), *[gr.update(visible=False) for _ in research_tabs], gr.update(visible=False)]
+            line = f"Signed in as **{user.name}** ({user.role})"
+            return [line, *[gr.update(visible=user.role in STAFF) for _ in research_tabs],
+                    gr.update(visible=user.role == "admin")]
 
-        app.load(who, None, [user_line, *research_tabs], api_visibility="private")
+        app.load(who, None, [user_line, *research_tabs, users_tab], api_visibility="private")
         app.load(load_item, None, item_outputs, api_visibility="private")
     return app
 
 
-def check_login(service: Annotation):
-    def login(name: str, password: str) -> bool:
-        return authenticate(service.wb.store, name, password) is not None
-    return login
+def _gradio_login_refused(name: str, password: str) -> bool:
+    """Given to Gradio as `auth` so that it asks for a sign-in at all; never called, since
+    SignIn.install puts our throttled /login route in place of the one that would call it."""
+    return False
 
 
 def _stop_within(seconds: float, app: gr.Blocks, runner: JobRunner, pregenerator: PreGenerator,
@@ -96,13 +102,15 @@ def _stop_within(seconds: float, app: gr.Blocks, runner: JobRunner, pregenerator
         stopper.join(max(0.0, deadline - time.monotonic()))
 
 
-def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860,
+          accounts: AccountSettings = AccountSettings()) -> None:
     """Serve until interrupted; server.json in the home tells other processes where."""
     service = Annotation(wb)
     pregenerator = PreGenerator(service)
     jobs = Jobs(wb.home, wb.store)
     runner = JobRunner(jobs)
-    app = build_app(wb, service, pregenerator, jobs)
+    sign_in = SignIn(service, accounts)
+    app = build_app(wb, service, pregenerator, jobs, sign_in)
     app.queue(default_concurrency_limit=16)
     url = f"http://{host}:{port}"
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
@@ -115,13 +123,15 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
         with open(os.path.join(STATIC, "shortcuts.js"), encoding="utf-8") as script:
             shortcuts = script.read()
         app.launch(server_name=host, server_port=port, show_error=True, quiet=True, prevent_thread_lock=True,
-                   auth=check_login(service), auth_message="Sign in to the RLHF Workbench.",
+                   auth=_gradio_login_refused, auth_message=sign_in.rules(),
                    css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
+        sign_in.install(app.server_app)
         print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
         while not stopping.is_set():
             time.sleep(0.2)
         print("Stopping the workbench.", flush=True)
     finally:
+        sign_in.close()
         _stop_within(STOP_SECONDS, app, runner, pregenerator, wb.home.server_file)
         wb.home.server_file.unlink(missing_ok=True)
     _exit_without_teardown(wb)

@@ -137,8 +137,8 @@ class ServedWorkbench:
     file all the same (and a clean SIGINT stop waits 5 s for open client connections).
     Each start takes about five seconds, so a test groups its checks of stored rows."""
 
-    def __init__(self, home: Home, log_path: Path):
-        self.home, self.log_path = home, log_path
+    def __init__(self, home: Home, log_path: Path, serve_args: tuple[str, ...] = ()):
+        self.home, self.log_path, self.serve_args = home, log_path, tuple(serve_args)
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.starts = 0
@@ -163,7 +163,7 @@ class ServedWorkbench:
             log.write(f"\n=== start {self.starts + 1} on port {self.port} ===\n")
             log.flush()
             self.process = subprocess.Popen(
-                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port)],
+                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port), *self.serve_args],
                 stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -211,7 +211,8 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
 
     The queue keeps nothing ready (ready_target 0: the pre-generator never samples) and
     mixes in no gold items unless `queue` says otherwise; `with_model=True` gives the home
-    the tiny random Llama instead of a config-only placeholder (for a test that samples).
+    the tiny random Llama instead of a config-only placeholder (for a test that samples);
+    `serve_args` are added to `rlhf serve`'s command line.
     Every server made is stopped at the end of the module."""
     from rlhf.annotation import Annotation
     from rlhf.auth import User
@@ -219,7 +220,7 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
     made: list[ServedWorkbench] = []
 
     def serve(setup: Callable[[Workbench], None] | None = None, queue: dict | None = None,
-              with_model: bool = False) -> ServedWorkbench:
+              with_model: bool = False, serve_args: tuple[str, ...] = ()) -> ServedWorkbench:
         root = tmp_path_factory.mktemp("served")
         model_dir = (request.getfixturevalue("tiny_model_dir") if with_model
                      else placeholder_model_dir(root / "placeholder-model"))
@@ -228,7 +229,7 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
             if setup is not None:
                 setup(wb)
             Annotation(wb).set_config(User("admin", "admin"), **{"ready_target": 0, "gold_rate": 0.0, **(queue or {})})
-        served = ServedWorkbench(home, root / "serve.log")
+        served = ServedWorkbench(home, root / "serve.log", serve_args)
         made.append(served)
         return served
 
