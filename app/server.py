@@ -10,7 +10,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import gradio as gr  # noqa: E402
 
-from app import api  # noqa: E402
+from app import api, headers  # noqa: E402
+from app.render import RenderedText  # noqa: E402
 from app.tabs import annotate, compare, comparisons, data, queue, train  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
 from rlhf.auth import STAFF, authenticate, get_user  # noqa: E402
@@ -31,7 +32,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
             gr.Markdown(f"## {TITLE}")
-            user_line = gr.Markdown(elem_id="user-line")
+            user_line = RenderedText(elem_id="user-line")
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tabs():
             load_item, item_outputs = annotate.build(service, pregenerator)
@@ -84,7 +85,8 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860) -> None:
             shortcuts = script.read()
         app.launch(server_name=host, server_port=port, show_error=True, quiet=True,
                    auth=check_login(service), auth_message="Sign in to the RLHF Workbench.",
-                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
+                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>",
+                   app_kwargs={"middleware": headers.middleware()})  # CSP and friends on every response
     finally:
         runner.stop()
         pregenerator.stop()
