@@ -134,7 +134,11 @@ class Watch:
         assert self.dialogs == [], (where, self.dialogs)
         assert self.outside == [], (where, self.outside)
         assert self.page.evaluate("typeof window.__pwned") == "undefined", where
+        outward = self.page.locator("[src*='example.org'], [action*='example.org'], [formaction*='example.org'], "
+                                    "[data*='example.org'], [srcdoc]")
+        assert outward.count() == 0, where  # anywhere in the page, tables and lists included
         assert self.page.evaluate("window.__violations") == [], where
+        assert [error for error in self.errors if "Content Security Policy" in error] == [], where
         inside = self.page.locator(f".rendered-text .prose :is({FORBIDDEN})")
         assert self.page.locator(".rendered-text .prose").count() > 0, where  # the check below looks there
         assert inside.count() == 0, (where, [inside.nth(i).evaluate("e => e.outerHTML") for i in
@@ -196,7 +200,7 @@ def test_hostile_text_stays_text_for_an_annotator_and_a_researcher(served, page)
     opened = {  # each tab, and what shows that its handler has answered
         "Queue": lambda: page.wait_for_function(
             "[...document.querySelectorAll('textarea')].some(t => t.value.includes('Sign in again'))"),
-        "Data": lambda: expect(page.get_by_text(HOSTILE_ANNOTATOR).first).to_be_attached(),
+        "Data": lambda: expect(page.get_by_text(HOSTILE_ANNOTATOR).first).to_be_attached(timeout=60_000),  # slowest
         "Train": lambda: expect(page.locator("#train-job-line")).to_contain_text("No jobs yet"),
         "Compare": lambda: expect(page.locator("#side-a input")).to_have_value("base"),
     }
