@@ -14,7 +14,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import gradio as gr  # noqa: E402
 
-from app import api  # noqa: E402
+from app import api, headers  # noqa: E402
+from app.render import RenderedText  # noqa: E402
 from app.session import SignIn  # noqa: E402
 from app.tabs import annotate, compare, comparisons, data, queue, train, users  # noqa: E402
 from rlhf.annotation import Annotation  # noqa: E402
@@ -44,7 +45,7 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
             gr.Markdown(f"## {TITLE}")
-            user_line = gr.Markdown(elem_id="user-line")
+            user_line = RenderedText(elem_id="user-line")
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tabs():
             load_item, item_outputs = annotate.build(service, pregenerator)
@@ -124,7 +125,8 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860,
             shortcuts = script.read()
         app.launch(server_name=host, server_port=port, show_error=True, quiet=True, prevent_thread_lock=True,
                    auth=_gradio_login_refused, auth_message=sign_in.rules(),
-                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>")
+                   css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>",
+                   app_kwargs={"middleware": headers.middleware()})  # CSP and friends on every response
         sign_in.install(app.server_app)
         print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
         while not stopping.is_set():

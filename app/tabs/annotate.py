@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from app.render import safe_markdown
+from app.render import RenderedText
 from rlhf import suggestions
 from app.session import current_user, user_error
 from rlhf.annotation import Annotation, Item, Submission
@@ -116,13 +116,13 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
     columns = [gr.update(visible=i < k) for i in range(MAX_K)]
     selectors = [gr.update(choices=list(range(1, k + 1)), value=None, label=f"Rank of {letters(k)[i]}" if i < k
                            else None) for i in range(MAX_K)]
-    texts = [gr.update(value=f"### {letters(k)[i]}\n\n{safe_markdown(item.completions[i])}" if i < k else "")
+    texts = [gr.update(value=f"### {letters(k)[i]}\n\n{item.completions[i]}" if i < k else "")
              for i in range(MAX_K)]
     progress = item.progress
     header = (f"{notice}  \nDone today **{progress.get('done_today', 0)}** · total **{progress.get('done_total', 0)}** · "
               f"waiting for you **{progress.get('remaining_for_me', '?')}** · "
               f"guidelines v{item.guidelines_version}")
-    return [Shown(item.handout, k), header, safe_markdown(item.prompt), *columns, *selectors,
+    return [Shown(item.handout, k), header, item.prompt, *columns, *selectors,
             *texts, "", ranking_hint(k),
             gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service),
             suggestion_update(item)]
@@ -183,17 +183,17 @@ def build(service: Annotation, pregenerator: PreGenerator):
     with gr.Tab("Annotate", id="annotate"):
         shown = gr.State(None)
         with gr.Row():
-            header = gr.Markdown(elem_id="progress")
+            header = RenderedText(elem_id="progress")
         with gr.Accordion("Guidelines and shortcuts", open=False, elem_id="guidelines"):
-            gr.Markdown(lambda: guidelines_markdown(service))
+            RenderedText(lambda: guidelines_markdown(service), elem_id="guidelines-text")
             gr.Markdown(SHORTCUTS)
         gr.Markdown("#### Prompt")
-        prompt = gr.Markdown(elem_id="prompt", sanitize_html=True)
+        prompt = RenderedText(elem_id="prompt")
         columns, selectors, texts, marks, flags, ratings = [], [], [], [], [], []
         with gr.Row(equal_height=False, elem_id="completions"):
             for i in range(MAX_K):
                 with gr.Column(visible=False, min_width=260, elem_classes="completion") as column:
-                    texts.append(gr.Markdown(sanitize_html=True, elem_id=f"completion-{i}"))
+                    texts.append(RenderedText(elem_id=f"completion-{i}"))
                     selectors.append(gr.Radio(choices=list(range(1, MAX_K + 1)), label="Rank",
                                               elem_id=f"rank-{i}"))
                     with gr.Accordion("Label and rate (optional)", open=False):
@@ -203,11 +203,11 @@ def build(service: Annotation, pregenerator: PreGenerator):
                             ratings.append(gr.Radio(LIKERT, label=dimension.capitalize(),
                                                     elem_id=f"rate-{i}-{dimension}"))
                 columns.append(column)
-        suggestion = gr.Markdown(visible=False, elem_id="suggestion", elem_classes="suggestion")
+        suggestion = RenderedText(visible=False, elem_id="suggestion", elem_classes="suggestion")
         with gr.Row():
             ranking = gr.Textbox(label="Ranking", placeholder="C > B = D > A", scale=3, elem_id="ranking",
                                  autofocus=True, max_lines=1)
-            status = gr.Markdown(elem_id="ranking-status")
+            status = RenderedText(elem_id="ranking-status")
         with gr.Row():
             submit_button = gr.Button("Submit (Enter)", variant="primary", interactive=False, elem_id="submit")
             skip_reason = gr.Dropdown(SKIP_REASONS, label="Skip reason", value=None, scale=2)

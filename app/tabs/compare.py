@@ -3,7 +3,7 @@ a leaderboard, and automatic evaluations on a held-out prompt set.
 
 Handlers first, layout last (`build`). Every handler checks the role on the server;
 hiding the tab from annotators is only a convenience. Completions are model output:
-they are shown through `safe_markdown` in Markdown components, never as HTML, and the
+they are shown through `RenderedText` (app.render), never as HTML, and the
 heat map's HTML is built from version names (escaped) and numbers only. In the arena
 the versions' names stay on the server until the vote is stored.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from app.render import safe_markdown
+from app.render import RenderedText
 from app.session import REFUSALS, current_user, user_error
 from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
@@ -54,12 +54,12 @@ BATTLE_HINT = "*Start a battle: two versions answer one prompt, their names hidd
 
 def answer_markdown(title: str, text: str, details: str = "") -> str:
     """A heading, a line of figures and the answer, the answer and the heading as text."""
-    body = safe_markdown(text) if text.strip() else "*(an empty answer)*"
-    return f"#### {safe_markdown(title)}\n\n" + (f"*{details}*\n\n" if details else "") + body
+    body = text if text.strip() else "*(an empty answer)*"
+    return f"#### {title}\n\n" + (f"*{details}*\n\n" if details else "") + body
 
 
 def prompt_markdown(text: str) -> str:
-    return f"**Prompt**\n\n{safe_markdown(text)}"
+    return f"**Prompt**\n\n{text}"
 
 
 def _figures(answer: dict) -> str:
@@ -177,7 +177,7 @@ def evaluation_sentence(result: dict) -> str:
         if result[f"kl_{side}"] is not None:
             figures.append(f"KL from {result['reference']} {result[f'kl_{side}']:.3f}")
         parts.append(f"{name}: " + ", ".join(figures) + ".")
-    return safe_markdown(" ".join(parts))
+    return " ".join(parts)
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -293,8 +293,8 @@ def cast_vote(service: Annotation, compare: Compare, token, vote: str, request: 
         raise gr.Error("Start a battle first.", print_exception=False)
     with user_error():
         result = compare.vote(user, token, vote)
-    reveal = safe_markdown(f"A was **{result['model_a']}** and B was **{result['model_b']}**. "
-                           f"Your vote: {VOTE_WORDS[result['vote']]}; stored as battle #{result['battle_id']}.")
+    reveal = (f"A was **{result['model_a']}** and B was **{result['model_b']}**. "
+              f"Your vote: {VOTE_WORDS[result['vote']]}; stored as battle #{result['battle_id']}.")
     return [None, reveal, *[gr.update(interactive=False) for _ in VOTE_BUTTONS],
             *leaderboard_view(service, compare, request)]
 
@@ -347,12 +347,12 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                     side_seed = gr.Textbox(label="Seed (empty: a fresh sample each time)", max_lines=1,
                                            elem_id="side-seed")
                     side_button = gr.Button("Generate both", variant="primary", elem_id="side-generate")
-                side_prompt_shown = gr.Markdown(PROMPT_HINT, sanitize_html=True, elem_id="side-prompt-shown")
+                side_prompt_shown = RenderedText(PROMPT_HINT, elem_id="side-prompt-shown")
                 with gr.Row(equal_height=False):
                     with gr.Column(variant="panel", min_width=280):
-                        side_out_a = gr.Markdown(sanitize_html=True, elem_id="side-answer-a")
+                        side_out_a = RenderedText(elem_id="side-answer-a")
                     with gr.Column(variant="panel", min_width=280):
-                        side_out_b = gr.Markdown(sanitize_html=True, elem_id="side-answer-b")
+                        side_out_b = RenderedText(elem_id="side-answer-b")
 
             with gr.Tab("Arena", id="compare-arena"):
                 with gr.Row():
@@ -368,16 +368,16 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                                              minimum=1, maximum=1024)
                     battle_button = gr.Button("New battle", variant="primary", elem_id="arena-new")
                 battle = gr.State(None)
-                arena_prompt = gr.Markdown(BATTLE_HINT, sanitize_html=True, elem_id="arena-prompt")
+                arena_prompt = RenderedText(BATTLE_HINT, elem_id="arena-prompt")
                 with gr.Row(equal_height=False):
                     with gr.Column(variant="panel", min_width=280):
-                        arena_a = gr.Markdown(sanitize_html=True, elem_id="arena-a")
+                        arena_a = RenderedText(elem_id="arena-a")
                     with gr.Column(variant="panel", min_width=280):
-                        arena_b = gr.Markdown(sanitize_html=True, elem_id="arena-b")
+                        arena_b = RenderedText(elem_id="arena-b")
                 with gr.Row():
                     vote_buttons = [gr.Button(label, interactive=False, elem_id=f"vote-{key}")
                                     for key, label in VOTE_BUTTONS]
-                reveal = gr.Markdown(sanitize_html=True, elem_id="arena-reveal")
+                reveal = RenderedText(elem_id="arena-reveal")
 
             with gr.Tab("Leaderboard", id="compare-leaderboard"):
                 gr.Markdown("Bradley-Terry ratings from every arena vote (ties and 'both bad' as half a win), "
@@ -392,7 +392,7 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                     export_button = gr.Button("Export every vote", scale=0, elem_id="arena-export")
                     refresh_board = gr.Button("Refresh", scale=0)
                 export_file = gr.File(label="Download", interactive=False, height=90, elem_id="arena-export-file")
-                export_note = gr.Markdown()
+                export_note = RenderedText(elem_id="arena-export-note")
 
             with gr.Tab("Automatic evaluation", id="compare-evaluation"):
                 gr.Markdown("Samples one answer per prompt from each version (same seed for both) on the first N "
@@ -414,7 +414,7 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                                             minimum=1, maximum=1024)
                     eval_seed = gr.Number(0, precision=0, label="Seed")
                     eval_button = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
-                eval_summary = gr.Markdown(elem_id="eval-summary")
+                eval_summary = RenderedText(elem_id="eval-summary")
                 eval_table = gr.Dataframe(label="Evaluations (newest first)", interactive=False, max_height=360,
                                           elem_id="eval-table")
                 gr.Markdown("Each version's newest evaluation:")

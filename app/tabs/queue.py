@@ -6,6 +6,7 @@ import json
 
 import gradio as gr
 
+from app.render import RenderedText
 from app.session import current_user, user_error
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
@@ -144,7 +145,7 @@ def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Requ
 
 def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
     with gr.Tab("Queue", id="queue", visible=False) as tab:
-        status = gr.Markdown()
+        status = RenderedText(elem_id="queue-status")
         gr.Markdown("### What annotators are handed")
         with gr.Row():
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
@@ -167,16 +168,16 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
                                         label="Reward model(s) (two: their disagreement orders the queue)",
                                         elem_id="queue-reward-models")
         save_button = gr.Button("Save queue settings", variant="primary")
-        saved = gr.Markdown()
+        saved = RenderedText(elem_id="queue-saved")
         gr.Markdown("### Gold items\nMixed into the queue unannounced; each annotator's agreement with them "
                     "is on the Data tab.")
         with gr.Row():
             gold_id = gr.Number(label="Comparison id", precision=0)
             gold_ranking = gr.Textbox(label="Expected ranking (empty: unmark)", placeholder="B > A = C > D")
             gold_button = gr.Button("Mark", scale=0)
-        gold_note = gr.Markdown()
+        gold_note = RenderedText(elem_id="queue-gold-note")
         gr.Markdown("### Annotation guidelines (Markdown, versioned)")
-        guidelines_note = gr.Markdown()
+        guidelines_note = RenderedText(elem_id="queue-guidelines-note")
         guidelines = gr.Textbox(lines=14, show_label=False)
         guidelines_button = gr.Button("Save as a new version")
         timer = gr.Timer(5.0)
