@@ -47,13 +47,28 @@ def current_user(service: Annotation, request: gr.Request | None, *roles: str,
     return user
 
 
+def as_text(message: str) -> str:
+    """A message for Gradio's toasts, which render HTML: `&` and `<` escaped, so a name or
+    a model's text quoted in it can open no tag (a lone `>`, as in 'C > B', stays)."""
+    return message.replace("&", "&amp;").replace("<", "&lt;")
+
+
+def refusal(message: str) -> gr.Error:
+    """The one way a handler refuses: a toast on the page, an exception for API clients."""
+    return gr.Error(as_text(message), print_exception=False)
+
+
+def warning(message: str) -> None:
+    gr.Warning(as_text(message))
+
+
 @contextmanager
 def user_error():
-    """Refusals become a `gr.Error`: a toast on the page, an exception for API clients."""
+    """Refusals raised below the app become a `refusal`."""
     try:
         yield
     except REFUSALS as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise refusal(str(error)) from None
 
 
 class SessionTokens(dict):

@@ -136,3 +136,17 @@ def test_the_component_renders_what_a_handler_returns():
     assert component.postprocess("<iframe src=https://example.org>") == \
         "<p>&lt;iframe src=https://example.org&gt;</p>\n"
     assert component.postprocess(None) == ""
+
+
+def test_refusals_reach_gradios_html_toasts_as_text():
+    """Gradio renders a gr.Error's message as HTML: a refusal quoting untrusted text must
+    open no tag, and a ranking's '>' still reads as typed."""
+    from app.session import refusal, user_error
+    from rlhf.errors import UserError
+
+    payload = '<form action="https://example.org/x"><input name=p><button>Sign in</button></form> & C > B'
+    assert refusal(payload).message == ('&lt;form action="https://example.org/x"&gt;'.replace("&gt;", ">")
+                                        + "&lt;input name=p>&lt;button>Sign in&lt;/button>&lt;/form> &amp; C > B")
+    with pytest.raises(Exception) as raised, user_error():
+        raise UserError(f"There is no prompt set '{payload}'.")
+    assert "<" not in raised.value.message and "C > B" in raised.value.message

@@ -13,7 +13,7 @@ import gradio as gr
 
 from app.render import RenderedText
 from rlhf import suggestions
-from app.session import current_user, user_error
+from app.session import current_user, refusal, user_error
 from rlhf.annotation import Annotation, Item, Submission
 from rlhf.pregenerate import PreGenerator
 from rlhf.ranking import RankingError, letters, parse_ranking, ranking_from_ranks
@@ -138,7 +138,7 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
            comment: str, details: list, request: gr.Request):
     user = current_user(service, request)
     if shown is None:
-        raise gr.Error("There is nothing to submit: wait for the next comparison.")
+        raise refusal("There is nothing to submit: wait for the next comparison.")
     k = shown.k
     marks, flags, ratings = details[:MAX_K], details[MAX_K: 2 * MAX_K], details[2 * MAX_K:]
     dimensions = service.config.dimensions
@@ -163,7 +163,7 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
 def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, reason: str | None, request: gr.Request):
     user = current_user(service, request)
     if shown is None:
-        raise gr.Error("There is nothing to skip.")
+        raise refusal("There is nothing to skip.")
     with user_error():
         service.skip(user, shown.handout, reason or SKIP_REASONS[-1])
     return load_next(service, pregenerator, request, notice="Skipped.")

@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from app.render import RenderedText
-from app.session import REFUSALS, current_user, user_error
+from app.session import REFUSALS, current_user, refusal, user_error
 from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
@@ -257,10 +257,10 @@ def side_by_side(service: Annotation, compare: Compare, version_a, version_b, ty
     """Both versions answer the typed prompt (or the chosen one): [prompt, answer A, answer B]."""
     current_user(service, request, *STAFF)
     if not (typed and typed.strip()) and prompt_id in (None, ""):
-        raise gr.Error("Type a prompt, or choose one from a prompt set.", print_exception=False)
+        raise refusal("Type a prompt, or choose one from a prompt set.")
     seed = str(seed or "").strip()
     if seed and not seed.lstrip("-").isdigit():
-        raise gr.Error(f"The seed must be a whole number, not {seed!r}.", print_exception=False)
+        raise refusal(f"The seed must be a whole number, not {seed!r}.")
     with user_error():
         shown = compare.side_by_side(version_a, version_b, typed, None if typed and typed.strip() else prompt_id,
                                      None, _choice(reward), max_new_tokens, temperature, int(seed) if seed else None)
@@ -290,7 +290,7 @@ def cast_vote(service: Annotation, compare: Compare, token, vote: str, request: 
     leaderboard, heat map, pairs]."""
     user = current_user(service, request, *STAFF)
     if not token:
-        raise gr.Error("Start a battle first.", print_exception=False)
+        raise refusal("Start a battle first.")
     with user_error():
         result = compare.vote(user, token, vote)
     reveal = (f"A was **{result['model_a']}** and B was **{result['model_b']}**. "
@@ -316,7 +316,7 @@ def run_evaluation(service: Annotation, compare: Compare, version_a, version_b, 
                                   reference or None, int(seed or 0), int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS),
                                   created_by=user.name)
     except REFUSALS as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise refusal(str(error)) from None
     return [evaluation_sentence(result), *evaluation_view(service, compare, request)]
 
 

@@ -17,7 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from app.render import RenderedText
-from app.session import current_user, user_error
+from app.session import current_user, refusal, user_error
 from rlhf.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
@@ -132,7 +132,7 @@ def export(service: Annotation, format: str, selection: str, suffix: str, reques
 def import_prompts(service: Annotation, upload: str | None, prompt_set: str, request: gr.Request) -> str:
     current_user(service, request, *STAFF)
     if not upload:
-        raise gr.Error("Choose a file to import first.")
+        raise refusal("Choose a file to import first.")
     name = prompt_set.strip() or Path(upload).name.split(".")[0]
     with user_error():
         added = service.wb.import_prompts(upload, name)

@@ -7,7 +7,7 @@ import json
 import gradio as gr
 
 from app.render import RenderedText
-from app.session import current_user, user_error
+from app.session import current_user, refusal, user_error
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
 from rlhf.pregenerate import PreGenerator
@@ -58,8 +58,8 @@ def parse_sources(text: str | None) -> list[dict] | None:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise gr.Error(f"The sources are not valid JSON ({error.msg} at line {error.lineno}); "
-                       f"write them like {SOURCES_EXAMPLE}.") from None
+        raise refusal(f"The sources are not valid JSON ({error.msg} at line {error.lineno}); "
+                      f"write them like {SOURCES_EXAMPLE}.") from None
 
 
 def current_settings(service: Annotation, pregenerator: PreGenerator, request: gr.Request):
@@ -135,7 +135,7 @@ def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
 def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Request) -> str:
     user = current_user(service, request, *STAFF)
     if comparison_id is None:
-        raise gr.Error("Give the id of the comparison to mark.")
+        raise refusal("Give the id of the comparison to mark.")
     with user_error():
         stored = service.mark_gold(user, int(comparison_id), ranking)
     if stored is None:

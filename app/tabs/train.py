@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from app.render import RenderedText
-from app.session import REFUSALS, current_user, user_error
+from app.session import REFUSALS, current_user, refusal, user_error, warning
 from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
@@ -97,7 +97,7 @@ def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, pro
                                                      since, until, min_agreement, more, values)
         job_id = jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
-        gr.Warning(str(error))
+        warning(str(error))
         return f"Refused: {error}", None
     rows = jobs.get(job_id)["spec"].get("rows")
     return f"Queued job {job_id} ({chosen_method} on {rows} rows); it starts when the runner is free.", job_id
@@ -195,7 +195,7 @@ def open_tab(service: Annotation, jobs: Jobs, base, reward, job_id, chosen_metri
 def cancel_job(service: Annotation, jobs: Jobs, job_id, request: gr.Request) -> str:
     current_user(service, request, *STAFF)
     if _job_id(job_id) is None:
-        raise gr.Error("Choose a job to cancel.")
+        raise refusal("Choose a job to cancel.")
     with user_error():
         return jobs.cancel(_job_id(job_id))
 
@@ -208,7 +208,7 @@ def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
 def promote_version(service: Annotation, name, request: gr.Request):
     current_user(service, request, *STAFF)
     if not name:
-        raise gr.Error("Choose a policy version to promote.")
+        raise refusal("Choose a policy version to promote.")
     with user_error():
         service.wb.promote(name)
     frame = service.wb.models()
