@@ -31,16 +31,17 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 run: setup
-	$(BIN)/rlhf init
+	$(BIN)/rlhf init </dev/null  # no prompt: the shown-once admin password is replaced at the first sign-in
 	$(BIN)/rlhf serve --host $(HOST) --port $(PORT)
 
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/rlhf init >/dev/null
+	$(BIN)/rlhf init </dev/null >/dev/null
 	$(BIN)/python -m rlhf.bench generate
 	$(BIN)/python -m rlhf.bench annotate
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -32,13 +32,14 @@ def declare(*endpoints, limits: dict = REQUESTS) -> None:
 
 
 def item_payload(item: Item | None) -> dict:
-    """The item as JSON. With the queue's suggestions on and the comparison scored, it also
+    """The item as JSON, under `handout`: an opaque token to rank or skip it by (never the
+    comparison's id). With the queue's suggestions on and the comparison scored, it also
     holds `suggestion`: {ranking, reward_version, note}, a reward model's ranking for the
     annotator to weigh, never a ranking submitted for them; otherwise the key is absent."""
     if item is None:
-        return {"comparison_id": None, "message": "No comparison is waiting for you right now."}
+        return {"handout": None, "message": "No comparison is waiting for you right now."}
     payload = {
-        "comparison_id": item.comparison_id,
+        "handout": item.handout,
         "prompt": item.prompt,
         "messages": item.messages,
         "letters": item.letters,
@@ -57,32 +58,35 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
     """Declare the endpoints inside the app's Blocks context."""
 
     def next_comparison(request: gr.Request) -> dict:
-        """The next comparison for the logged-in annotator (claimed for them), or
-        comparison_id null when none is waiting."""
+        """The next comparison for the logged-in annotator (claimed for them), or handout
+        null when none is waiting."""
         user = current_user(service, request)
         with user_error():
             return item_payload(service.next_item(user))
 
-    def submit_ranking(comparison_id: int, ranking: str, seconds_spent: float | None = None,
+    def submit_ranking(handout: str, ranking: str, seconds_spent: float | None = None,
                        labels: dict | None = None, ratings: dict | None = None, none_acceptable: bool = False,
                        better_answer: str | None = None, comment: str | None = None, fetch_next: bool = False,
                        request: gr.Request = None) -> dict:
-        """Store the logged-in user's ranking, e.g. 'C > B = D > A'. labels: {letter: {good, flag}};
-        ratings: {letter: {dimension: 1-5}}. Submitting the same ranking twice stores it once.
-        With fetch_next, the reply also hands over the next comparison ('next'), as the page does
-        (it is then claimed for this user)."""
+        """Store the logged-in user's ranking, e.g. 'C > B = D > A', of the item handed to them
+        (`handout` from next_comparison; nothing else is accepted). labels: {letter: {good, flag}};
+        ratings: {letter: {dimension: 1-5}}. The time spent is the server's, from the hand-out;
+        seconds_spent, if sent, is kept apart as client-reported. Submitting the same ranking
+        twice stores it once. With fetch_next, the reply also hands over the next comparison
+        ('next'), as the page does (it is then claimed for this user)."""
         user = current_user(service, request)
         with user_error():
-            result = service.submit(user, Submission(int(comparison_id), ranking, seconds_spent, labels, ratings,
+            result = service.submit(user, Submission(handout, ranking, seconds_spent, labels, ratings,
                                                      bool(none_acceptable), better_answer, comment))
             return {**result, "next": item_payload(service.next_item(user))} if fetch_next else result
 
-    def skip_comparison(comparison_id: int, reason: str, request: gr.Request = None) -> dict:
-        """Skip a comparison with a reason; it is not handed to this user again."""
+    def skip_comparison(handout: str, reason: str, request: gr.Request = None) -> dict:
+        """Skip the item handed to you (`handout` from next_comparison) with a reason; it is
+        not handed to this user again."""
         user = current_user(service, request)
         with user_error():
             check_text("reason", reason, LIMITS.text_chars)
-            return service.skip(user, int(comparison_id), reason)
+            return service.skip(user, handout, reason)
 
     def progress(request: gr.Request) -> dict:
         """Done today, done in total, and what is waiting, for the logged-in user."""

@@ -34,21 +34,33 @@ def print_table(frame: pd.DataFrame, as_json: bool, empty: str) -> None:
 
 
 def cmd_init(wb: Workbench, args) -> None:
-    report = wb.init()
+    # at a terminal the first admin's password is typed (twice, unseen); without one (make
+    # run, scripts) it is random, shown once, and must be replaced at the first sign-in
+    chosen = None
+    if sys.stdin.isatty() and auth.count_admins(wb.store) == 0:
+        print("Choose a password for the first admin, 'admin' (at least 8 characters).")
+        chosen = _read_password()
+        auth.check_new_user("admin", "admin", chosen)
+    report = wb.init(admin_password=chosen)
     print(f"Home ready at {report.home}")
     print(f"  database: {wb.home.db_path} (schema version {report.schema_version})")
     print(f"  base model: {report.base_model}")
     print(f"  prompt set '{report.prompt_set}': {report.prompts_added} new prompts")
     if report.admin_password:
         print(f"  first admin created: log in as 'admin' with password {report.admin_password}")
-        print("  (shown once; `rlhf users add NAME --role annotator|researcher|admin` adds people)")
+        print("  (shown once, and to be replaced at the first sign-in; "
+              "`rlhf users add NAME --role annotator|researcher|admin` adds people)")
+    elif chosen is not None:
+        print("  first admin created: log in as 'admin' with the password you chose")
     print("Next: `rlhf generate --n 8` to make comparisons, or `rlhf serve` to open the workbench.")
 
 
 def cmd_serve(wb: Workbench, args) -> None:
     from app.server import serve  # Gradio is imported only by the command that needs it
 
-    serve(wb, host=args.host, port=args.port)
+    accounts = auth.AccountSettings(lock_failures=args.lock_failures, lock_minutes=args.lock_minutes,
+                                    idle_hours=args.idle_hours)
+    serve(wb, host=args.host, port=args.port, accounts=accounts)
 
 
 def cmd_prompts_import(wb: Workbench, args) -> None:
@@ -86,9 +98,21 @@ def cmd_rank(wb: Workbench, args) -> None:
 
 
 def cmd_rankings_import(wb: Workbench, args) -> None:
+    if args.skip_invalid and not args.pairs:
+        raise UserError("--skip-invalid goes with --pairs; a rankings file is imported whole or not at all.")
     if args.pairs:
-        count = wb.import_pairs(args.file, args.set)
-        print(f"Imported {count} preference pairs from {args.file} as ranked comparisons (source: import).")
+        skipped: list[FormatError] | None = [] if args.skip_invalid else None
+        try:
+            count = wb.import_pairs(args.file, args.set, skipped)
+        except FormatError as error:
+            if error.line is None or args.skip_invalid:
+                raise
+            raise UserError(f"{error} Nothing was imported; --skip-invalid imports the other rows.") from None
+        for row in skipped or ():
+            print(f"Skipped line {row.line}: {row.reason}.")
+        left_out = f", skipped {len(skipped)} unusable rows" if skipped else ""
+        print(f"Imported {count} preference pairs from {args.file} as ranked comparisons (source: import)"
+              f"{left_out}.")
     else:
         count = wb.import_rankings(args.file)
         print(f"Imported {count} rankings from {args.file}.")
@@ -112,10 +136,11 @@ def cmd_models(wb: Workbench, args) -> None:
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
 
 
-def _read_password() -> str:
-    """Typed twice at a terminal, unseen; else one line from stdin (for scripts), never
-    from argv, where other users of the machine could read it in the process list."""
-    if sys.stdin.isatty():
+def _read_password(from_stdin: bool = False) -> str:
+    """Typed twice at a terminal, unseen; else (or with `from_stdin`) one line from stdin
+    (for scripts), never from argv, where other users of the machine could read it in
+    the process list."""
+    if sys.stdin.isatty() and not from_stdin:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Password again: ") != password:
             raise UserError("The two passwords differ; nothing was stored.")
@@ -132,6 +157,48 @@ def cmd_users_add(wb: Workbench, args) -> None:
 
 def cmd_users_list(wb: Workbench, args) -> None:
     print_table(auth.list_users(wb.store), args.json, "No users yet: `rlhf users add NAME --role admin` adds the first.")
+
+
+# -- rlhf users passwd / set-role / disable / enable: the Users tab's actions, for a store no
+# server holds (while one runs, an admin uses its Users tab, which also ends open sessions)
+
+def cmd_users_passwd(wb: Workbench, args) -> None:
+    user = auth.set_password(wb.store, args.name, _read_password(args.password_stdin))
+    print(f"{user.name} has a new password.")
+
+
+def cmd_users_set_role(wb: Workbench, args) -> None:
+    user = auth.set_role(wb.store, args.name, args.role)
+    print(f"{user.name} is now {'an' if user.role[0] in 'aeiou' else 'a'} {user.role}.")
+
+
+def cmd_users_disable(wb: Workbench, args) -> None:
+    user = auth.set_disabled(wb.store, args.name, True)
+    print(f"{user.name} is disabled: they cannot sign in, and their rankings are kept.")
+
+
+def cmd_users_enable(wb: Workbench, args) -> None:
+    user = auth.set_disabled(wb.store, args.name, False)
+    print(f"{user.name} is enabled again.")
+
+
+def add_account_commands(user_commands, home_option) -> None:
+    passwd = user_commands.add_parser(
+        "passwd", parents=[home_option], help="set a user's password",
+        description="The password is asked for twice at a terminal, else read as one line from stdin.")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help="read it as one line from stdin even at a terminal")
+    passwd.set_defaults(handler=cmd_users_passwd)
+    set_role = user_commands.add_parser("set-role", parents=[home_option], help="change a user's role")
+    set_role.add_argument("name")
+    set_role.add_argument("role", choices=auth.ROLES)
+    set_role.set_defaults(handler=cmd_users_set_role)
+    for name, handler, help in (("disable", cmd_users_disable, "stop a user from signing in (rankings are kept)"),
+                                ("enable", cmd_users_enable, "let a disabled user sign in again")):
+        sub = user_commands.add_parser(name, parents=[home_option], help=help)
+        sub.add_argument("name")
+        sub.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_serve, "serve the workbench in the browser (owns the database while it runs)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    accounts = auth.AccountSettings()
+    serve.add_argument("--lock-failures", type=int, default=accounts.lock_failures,
+                       help=f"failed sign-ins in a row that lock a user name (default {accounts.lock_failures})")
+    serve.add_argument("--lock-minutes", type=float, default=accounts.lock_minutes,
+                       help="how long a lock lasts; kept in memory, a restart lifts it "
+                       f"(default {accounts.lock_minutes:g})")
+    serve.add_argument("--idle-hours", type=float, default=accounts.idle_hours,
+                       help=f"a session unused this long is ended (default {accounts.idle_hours:g})")
 
     prompt_commands = commands.add_parser("prompts", help="import and list prompts").add_subparsers(
         dest="prompts_command", required=True, metavar="COMMAND")
@@ -192,10 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     rankings_import = ranking_commands.add_parser(
         "import", parents=[home_option], help="import rankings or external preference pairs",
         description="Without --pairs: JSONL of {comparison_id, ranking, user}. With --pairs: TRL preference "
-        "format or HH-RLHF, JSONL or Parquet (gzip accepted), stored as comparisons ranked 'A > B'.")
+        "format or HH-RLHF, JSONL or Parquet (gzip accepted), stored as two-completion comparisons ranked chosen "
+        "over rejected, the chosen answer at a random letter.")
     rankings_import.add_argument("file")
     rankings_import.add_argument("--pairs", action="store_true", help="the file holds chosen/rejected pairs")
     rankings_import.add_argument("--set", help="prompt set for the pairs' prompts (default: the file name)")
+    rankings_import.add_argument("--skip-invalid", action="store_true",
+                                 help="with --pairs: import the usable rows and list each skipped one with its"
+                                 " line and reason (default: a bad row stops the import, nothing is stored)")
     rankings_import.set_defaults(handler=cmd_rankings_import)
 
     export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension)",
@@ -207,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("models", cmd_models, "list model versions with their lineage", parents=(home_option, json_option))
 
-    user_commands = commands.add_parser("users", help="add and list users").add_subparsers(
+    user_commands = commands.add_parser("users", help="add, list and manage users").add_subparsers(
         dest="users_command", required=True, metavar="COMMAND")
     users_add = user_commands.add_parser(
         "add", parents=[home_option], help="add a user",
@@ -217,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_add.set_defaults(handler=cmd_users_add)
     user_commands.add_parser("list", parents=[home_option, json_option], help="users and their roles"
                              ).set_defaults(handler=cmd_users_list)
+    add_account_commands(user_commands, home_option)
 
     from app import cli_compare, cli_demo, cli_jobs
 

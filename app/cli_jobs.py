@@ -73,6 +73,7 @@ def describe_outcome(job: dict) -> str:
 
 def cmd_train(wb: Workbench, args) -> int:
     jobs = Jobs(wb.home, wb.store)
+    jobs.recover()  # this process owns the store: a job left by one that crashed is ended first
     job_id = jobs.submit(job_request(args, "cli"))
     spec = jobs.get(job_id)["spec"]
     print(f"Job {job_id}: {spec['method']} from {spec['base']}"
@@ -107,7 +108,9 @@ def train_via_server(home: Home, args, url: str) -> int:
 
 
 def cmd_jobs_run(wb: Workbench, args) -> int:
-    runner = JobRunner(Jobs(wb.home, wb.store))
+    jobs = Jobs(wb.home, wb.store)
+    jobs.recover()  # this process owns the store: a job left by one that crashed is ended first
+    runner = JobRunner(jobs)
     ran = 0
     while runner.run_queued() is not None:
         ran += 1
@@ -147,7 +150,9 @@ def jobs_from_files(home: Home, args, url: str) -> int:
 
 
 def cmd_jobs_cancel(wb: Workbench, args) -> int:
-    print(Jobs(wb.home, wb.store).cancel(args.job_id))
+    jobs = Jobs(wb.home, wb.store)
+    jobs.recover()  # this process owns the store, so no runner watches a job left 'running'
+    print(jobs.cancel(args.job_id))
     return 0
 
 

@@ -5,6 +5,12 @@ answer), or skip it. Researchers configure the queue, edit the guidelines and ma
 items. Every call names the `User` making it, and every stored row is attributed to that
 user's name: never to a name sent by the client.
 
+What a client may write is what it was handed: `next_item` records a hand-out under an
+opaque random token (the client never sees comparison ids, which are sequential and
+would tell gold items from the rest), and a ranking or skip must name an open hand-out
+of the same user, its claim live or expired. The time spent is the server's, measured
+from the hand-out; a figure the client sends is kept apart as client-reported.
+
 Thread safety: the server's handlers run in threads, each with its own cursor, and one
 server process owns the database. Choosing a comparison and claiming it, and checking a
 submission and storing it, each happen under one process-wide lock and in one
@@ -17,8 +23,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import secrets
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
 
@@ -34,6 +42,7 @@ SELECTIONS = ("random", "uncertain")
 MAX_REWARD_MODELS = 2
 FLAGS = ("unsafe", "factually_wrong", "nonsense")
 LIKERT = range(1, 6)
+MAX_TOKEN = 64  # characters in a hand-out token; more is not one of ours
 MAX_TEXT = LIMITS.text_chars  # characters in a better answer or a comment; more is a pasted mistake
 
 # One lock for the process: all writes of the annotation flow go through it, whichever
@@ -82,7 +91,8 @@ class QueueConfig:
 
 @dataclass
 class Item:
-    comparison_id: int
+    comparison_id: int  # for the server only: clients get `handout`
+    handout: str  # the opaque token a client ranks or skips the item by
     prompt: str
     messages: list[dict]
     letters: str
@@ -97,9 +107,9 @@ class Item:
 
 @dataclass
 class Submission:
-    comparison_id: int
+    handout: str  # Item.handout of the item ranked
     ranking: str
-    seconds_spent: float | None = None
+    client_seconds: float | None = None  # what the client says it spent: kept apart, never the stored time
     labels: dict | None = None  # {letter: {"good": bool | None, "flag": str | None}}
     ratings: dict | None = None  # {letter: {dimension: 1..5}}
     none_acceptable: bool = False
@@ -205,12 +215,15 @@ class Annotation:
         rewards = self.scoring_wanted(config)
         suggestion = None
         with _WRITE_LOCK, self.wb.store.transaction() as cur:
-            comparison_id = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)
-            if comparison_id is not None and config.suggest and rewards:
+            chosen = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)
+            if chosen is None:
+                return None
+            comparison_id, fresh = chosen
+            token = queue.hand_out(cur, comparison_id, user.name, secrets.token_hex(16), fresh)
+            # a gold item gets no suggestion: it would answer the item annotators are checked on
+            if config.suggest and rewards and not queue.is_gold(cur, comparison_id):
                 suggestion = self._suggestion(cur, comparison_id, user.name, rewards[0])
-        if comparison_id is None:
-            return None
-        item = self._item(comparison_id, user, config)
+        item = self._item(comparison_id, token, user, config)
         item.suggestion = suggestion
         return item
 
@@ -223,25 +236,31 @@ class Annotation:
         reward_scores.record_shown(cur, comparison_id, annotator, reward_version, found["ranking"])
         return {"ranking": found["ranking"], "reward_version": reward_version}
 
-    def _choose(self, cur, annotator: str, config: QueueConfig, uncertain_by: list[str] | None = None) -> int | None:
+    def _choose(self, cur, annotator: str, config: QueueConfig,
+                uncertain_by: list[str] | None = None) -> tuple[int, bool] | None:
+        """(comparison id, whether it is a fresh hand-out rather than the item they hold), claimed."""
         held = queue.own_claim(cur, annotator, config.claim_ttl_s)
         if held is not None:
             queue.claim(cur, held, annotator)  # refresh: they are still on it
-            return held
-        # Gold items come unannounced, at about gold_rate among the items handed out.
+            return held, False
+        # Gold items come unannounced, at about gold_rate among the items handed out, and
+        # in random order: the oldest first would let annotators who compare notes spot them.
         if config.gold_rate > 0 and self.rng.random() < config.gold_rate:
-            gold = queue.next_gold(cur, annotator)
-            if gold is not None:
+            golds = queue.gold_for(cur, annotator)
+            if golds:
+                gold = self.rng.choice(golds)
                 queue.claim(cur, gold, annotator)
-                return gold
-        return queue.next_for(cur, annotator, config.overlap, config.prompt_sets, config.model_version,
-                              config.claim_ttl_s, uncertain_by=uncertain_by or None)
+                return gold, True
+        found = queue.next_for(cur, annotator, config.overlap, config.prompt_sets, config.model_version,
+                               config.claim_ttl_s, uncertain_by=uncertain_by or None)
+        return None if found is None else (found, True)
 
-    def _item(self, comparison_id: int, user: User, config: QueueConfig) -> Item:
+    def _item(self, comparison_id: int, token: str, user: User, config: QueueConfig) -> Item:
         comparison = self.wb.comparison(comparison_id)
         version, _ = self.guidelines()
         return Item(
             comparison_id=comparison.id,
+            handout=token,
             prompt=comparison.prompt,
             messages=comparison.messages,
             letters=letters(comparison.k),
@@ -254,61 +273,79 @@ class Annotation:
     # -- rankings and skips -------------------------------------------------------
 
     def submit(self, user: User, s: Submission) -> dict:
-        """Check and store one ranking with everything that came with it, in one
-        transaction. The same ranking sent again is answered 'already_stored' and stores
-        nothing; a different ranking of a comparison this user already ranked is refused."""
+        """Check and store one ranking of an item handed to this user, with everything that
+        came with it, in one transaction; the time spent is measured from the hand-out. The
+        same ranking sent again is answered 'already_stored' and stores nothing; a different
+        ranking of an item already ranked, or a ranking of a skipped one, is refused."""
         for what, text, cap in (("ranking", s.ranking, LIMITS.ranking_chars), ("better answer", s.better_answer,
                                 MAX_TEXT), ("comment", s.comment, MAX_TEXT)):
             check_text(what, text, cap)  # before anything parses them (rlhf.limits)
         require_role(user, *ROLES)
         config = self.config
-        comparison = self.wb.comparison(s.comparison_id)
+        handout = self._own_handout(user, s.handout)
+        comparison = self.wb.comparison(handout.comparison_id)
         ranking = parse_ranking(s.ranking, comparison.k)
         labels = _checked_labels(s.labels, comparison.k)
         ratings = _checked_ratings(s.ratings, comparison.k, config.dimensions)
-        seconds_spent = _checked_seconds(s.seconds_spent)
+        client_seconds = _checked_seconds(s.client_seconds)
         better_answer, comment = _clean_text("better answer", s.better_answer), _clean_text("comment", s.comment)
         with _WRITE_LOCK:
-            existing = feedback.ranking_by(self.wb.store.cursor(), comparison.id, user.name)
+            cur = self.wb.store.cursor()
+            existing = feedback.ranking_by(cur, comparison.id, user.name)
             if existing is not None:
-                return self._already_ranked(user, comparison.id, existing, ranking)
-            with self.wb.store.transaction() as cur:
+                return self._already_ranked(user, existing, ranking)
+            if feedback.skip_reason(cur, comparison.id, user.name) is not None:
+                raise WorkbenchError("You skipped this item, so it cannot be ranked: ask for the next one.")
+            now = datetime.now()
+            with self.wb.store.transaction() as tx:
                 ranking_id = feedback.add_ranking(
-                    cur, comparison.id, user.name, ranking.canonical, ranking.ranks(), source="human",
-                    seconds_spent=seconds_spent, comment=comment, better_answer=better_answer,
+                    tx, comparison.id, user.name, ranking.canonical, ranking.ranks(), source="human",
+                    seconds_spent=_seconds_since(handout.handed_at, now), comment=comment,
+                    better_answer=better_answer,
                 )
-                feedback.set_ranking_context(cur, ranking_id, guidelines.current(cur)[0], bool(s.none_acceptable))
-                feedback.add_labels(cur, ranking_id, comparison.id, labels)
-                feedback.add_ratings(cur, ranking_id, comparison.id, ratings)
-                queue.release(cur, comparison.id, user.name)
+                feedback.set_ranking_context(tx, ranking_id, guidelines.current(tx)[0], bool(s.none_acceptable))
+                feedback.add_labels(tx, ranking_id, comparison.id, labels)
+                feedback.add_ratings(tx, ranking_id, comparison.id, ratings)
+                queue.release(tx, comparison.id, user.name)
+                queue.close_handout(tx, handout.token, client_seconds, now)
         return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id,
                 "progress": self.progress(user)}
 
-    def _already_ranked(self, user: User, comparison_id: int, existing: str, ranking: Ranking) -> dict:
+    def _already_ranked(self, user: User, existing: str, ranking: Ranking) -> dict:
         if existing != ranking.canonical:
-            raise WorkbenchError(
-                f"You already ranked comparison {comparison_id} as '{existing}'; rankings are never overwritten."
-            )
+            raise WorkbenchError(f"You already ranked this item as '{existing}'; rankings are never overwritten.")
         return {"status": "already_stored", "ranking": existing, "progress": self.progress(user)}
 
-    def skip(self, user: User, comparison_id: int, reason: str) -> dict:
-        """Pass on a comparison, saying why; it is not offered to this user again."""
+    def skip(self, user: User, handout: str, reason: str) -> dict:
+        """Pass on an item handed to this user, saying why; it is not offered to them again."""
         require_role(user, *ROLES)
-        comparison = self.wb.comparison(comparison_id)
+        found = self._own_handout(user, handout)
         reason = _clean_text("reason", reason)
         if reason is None:
             raise WorkbenchError("Say why you skip this comparison (for example: 'I cannot judge code').")
         with _WRITE_LOCK:
             cur = self.wb.store.cursor()
-            ranked = feedback.ranking_by(cur, comparison.id, user.name)
+            ranked = feedback.ranking_by(cur, found.comparison_id, user.name)
             if ranked is not None:
-                raise WorkbenchError(f"You already ranked comparison {comparison.id} as '{ranked}'; it cannot be skipped.")
-            if feedback.skip_reason(cur, comparison.id, user.name) is not None:
+                raise WorkbenchError(f"You already ranked this item as '{ranked}'; it cannot be skipped.")
+            if feedback.skip_reason(cur, found.comparison_id, user.name) is not None:
                 return {"status": "already_skipped", "progress": self.progress(user)}
             with self.wb.store.transaction() as tx:
-                feedback.add_skip(tx, comparison.id, user.name, reason)
-                queue.release(tx, comparison.id, user.name)
+                feedback.add_skip(tx, found.comparison_id, user.name, reason)
+                queue.release(tx, found.comparison_id, user.name)
+                queue.close_handout(tx, found.token)
         return {"status": "skipped", "progress": self.progress(user)}
+
+    def _own_handout(self, user: User, token) -> queue.Handout:
+        """The hand-out `token` names, when it was handed to `user`; anything else (an id, a
+        token of someone else's, a made-up one) is refused with the same sentence, so that
+        the answer tells nothing about other people's items."""
+        found = queue.handout_by_token(self.wb.store.cursor(), token) \
+            if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN else None
+        if found is None or found.annotator != user.name:
+            raise WorkbenchError("That item was not handed to you: rank or skip only the item the queue gave you "
+                                 "(ask for the next comparison).")
+        return found
 
     # -- guidelines and gold ------------------------------------------------------
 
@@ -419,11 +456,15 @@ def _checked_ratings(ratings: dict | None, k: int, dimensions: tuple[str, ...]) 
     return checked
 
 
+def _seconds_since(start: datetime, now: datetime) -> float:
+    return round(max(0.0, (now - start).total_seconds()), 2)
+
+
 def _checked_seconds(seconds) -> float | None:
     if seconds is None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        raise WorkbenchError(f"The time spent must be a number of seconds, not {seconds!r}.")
+        raise WorkbenchError(f"The client-reported time spent must be a number of seconds, not {seconds!r}.")
     return float(seconds)
 
 

@@ -135,10 +135,10 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
         for i in range(submissions):
             # as the page does: one request stores the ranking and brings the next comparison
             start = time.perf_counter()
-            item = client.predict(item["comparison_id"], "B > A = C > D", fetch_next=True,
+            item = client.predict(item["handout"], "B > A = C > D", fetch_next=True,
                                   api_name="/submit_ranking")["next"]
             submit_ms.append((time.perf_counter() - start) * 1000)
-            assert item["comparison_id"] is not None, "the queue ran dry during the benchmark"
+            assert item["handout"] is not None, "the queue ran dry during the benchmark"
             if i % 4 == 0:  # a reload now and then: the page asks for its item again
                 start = time.perf_counter()
                 item = client.predict(api_name="/next_comparison")

@@ -3,7 +3,9 @@
 This module knows files, not the database. Every reader returns a DataFrame with a `line`
 column, so that checks made later (a ranking against its comparison's K, say) can still
 point at the source line, and every problem is a FormatError naming the file and, when one
-record is at fault, its line. Readers are all-or-nothing: the first bad line stops the read.
+record is at fault, its line. Readers are all-or-nothing: the first bad line stops the read,
+unless the caller collects bad rows instead (`skipped`, for imports of published data).
+A gzipped file is decompressed as a stream and refused past `READ_LIMITS`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,8 +43,10 @@ _RANKING_SUFFIXES = (".jsonl", ".json")
 _PAIR_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
 _GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_CHUNK = 1 << 20
 
 _HH_TURN = re.compile(r"(?:\A\s*|\n\n)(Human|Assistant):")
+_HH_HUMAN_TURN = re.compile(r"\n\nHuman:")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 _RANKING_FIELDS: dict[str, type] = {"comparison_id": int, "ranking": str, "user": str}
 
@@ -67,6 +72,20 @@ class FormatError(ValueError):
 
 class _BadRecord(Exception):
     """One record's problem; the caller adds the file and line to make a FormatError."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one file read may make the process hold, whatever the file claims."""
+
+    max_decompressed_bytes: int = field(default=512 * 2**20, metadata={
+        "help": "the most bytes a gzipped file may decompress to; past it the file is refused (a gzip bomb"
+                " of a few kilobytes can otherwise fill the memory)"})
+
+
+READ_LIMITS = ReadLimits()
+
+Skipped = list[FormatError]
 
 
 # --- public readers -------------------------------------------------------------------
@@ -100,13 +119,19 @@ def read_ranking_file(path: PathLike) -> pd.DataFrame:
     return _frame(rows, list(_RANKING_FIELDS))
 
 
-def read_preference_pairs(path: PathLike) -> pd.DataFrame:
+def read_preference_pairs(path: PathLike, skipped: Skipped | None = None) -> pd.DataFrame:
     """External preference data: TRL standard, conversational or implicit-prompt, or HH-RLHF.
 
     Columns: `prompt` (last user turn), `messages` (the prompt conversation, ending with a
-    user turn), `chosen`, `rejected` (the two answers as text) and `line`.
+    user turn), `chosen`, `rejected` (the two answers as text, either may be empty: saying
+    nothing can be the preferred answer) and `line`. HH-RLHF transcripts are split as TRL's
+    own preparation does (see `_split_hh`).
+
+    With a `skipped` list, a row that cannot be used is appended to it (as the FormatError
+    that would have stopped the read, with its line and reason) and the other rows are
+    read; a problem with the whole file still stops the read.
     """
-    rows = _parse_rows(Path(path), _PAIR_SUFFIXES, _pair_from_record)
+    rows = _parse_rows(Path(path), _PAIR_SUFFIXES, _pair_from_record, skipped)
     return _frame(rows, ["prompt", "messages", "chosen", "rejected"])
 
 
@@ -203,17 +228,32 @@ def _pandas_keeping_nesting(table: pa.Table) -> pd.DataFrame:
 
 
 def _parse_rows(
-    path: Path, suffixes: tuple[str, ...], parse: Callable[[Record], T]
+    path: Path,
+    suffixes: tuple[str, ...],
+    parse: Callable[[Record], T],
+    skipped: Skipped | None = None,
 ) -> list[tuple[int, T]]:
     rows = []
-    for line, record in _records(path, suffixes):
+    for line, record in _records(path, suffixes, skipped):
         try:
             rows.append((line, parse(record)))
         except _BadRecord as problem:
-            raise FormatError(path, line, str(problem)) from None
+            _refuse(FormatError(path, line, str(problem)), skipped)
+    if not rows and skipped:
+        raise FormatError(
+            path, None, f"none of its rows can be used ({len(skipped)} skipped; the first, "
+            f"line {skipped[0].line}: {skipped[0].reason})"
+        )
     if not rows:
         raise FormatError(path, None, "the file has no rows")
     return rows
+
+
+def _refuse(error: FormatError, skipped: Skipped | None) -> None:
+    """Stop the read at a bad row, or, when the caller collects them, note it and go on."""
+    if skipped is None:
+        raise error
+    skipped.append(error)
 
 
 def _frame(rows: list[tuple[int, tuple[Any, ...]]], columns: list[str]) -> pd.DataFrame:
@@ -222,7 +262,9 @@ def _frame(rows: list[tuple[int, tuple[Any, ...]]], columns: list[str]) -> pd.Da
     return frame
 
 
-def _records(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[int, Record]]:
+def _records(
+    path: Path, suffixes: tuple[str, ...], skipped: Skipped | None = None
+) -> Iterator[tuple[int, Record]]:
     name = path.name.lower().removesuffix(".gz")
     suffix = Path(name).suffix
     if suffix not in suffixes:
@@ -233,21 +275,46 @@ def _records(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[int, Recor
             f"unsupported file type '{suffix or name}'; supported: {supported} (each may be .gz)",
         )
     read = {"csv": _csv_records, "jsonl": _jsonl_records, "parquet": _parquet_records}
-    return read[_FORMAT_OF_SUFFIX[suffix]](path, _read_bytes(path))
+    return read[_FORMAT_OF_SUFFIX[suffix]](path, _read_bytes(path), skipped)
 
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as source:
+            # Decided by content, not name: uploads and downloads often gain or lose the .gz.
+            if source.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC:
+                source.seek(0)
+                return _gunzip(path, source, READ_LIMITS.max_decompressed_bytes)
+            source.seek(0)
+            return source.read()
     except OSError as error:
         raise FormatError(path, None, f"cannot be read ({error.strerror or error})") from None
-    # Decided by content, not name: uploads and downloads often gain or lose the .gz.
-    if not data.startswith(_GZIP_MAGIC):
-        return data
+
+
+def _gunzip(path: Path, source: io.BufferedReader, limit: int) -> bytes:
+    """The decompressed bytes, read a chunk at a time so that a file which would decompress
+    past `limit` is refused once it gets there, without ever holding more."""
+    chunks, size = [], 0
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=source) as stream:
+            while chunk := stream.read(min(_GZIP_CHUNK, limit + 1 - size)):
+                size += len(chunk)
+                if size > limit:
+                    raise FormatError(
+                        path, None, f"decompresses to more than {_size(limit)}, the most one import "
+                        "may hold; decompress it and import the plain file, or split it"
+                    )
+                chunks.append(chunk)
     except (OSError, EOFError, zlib.error) as error:
         raise FormatError(path, None, f"not a readable gzip file ({error})") from None
+    return b"".join(chunks)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
 
 
 def _text(path: Path, data: bytes, first_line: int = 1) -> str:
@@ -258,25 +325,40 @@ def _text(path: Path, data: bytes, first_line: int = 1) -> str:
         raise FormatError(path, line, "not UTF-8 text") from None
 
 
-def _jsonl_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
+def _jsonl_records(
+    path: Path, data: bytes, skipped: Skipped | None = None
+) -> Iterator[tuple[int, Record]]:
     # Split the bytes, not the text: str.splitlines would also break on U+2028 and other
     # separators that JSON strings may contain raw.
     raw_lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
     for line, raw in enumerate(raw_lines, start=1):
-        text = _text(path, raw, line)
-        if not text.strip():
-            continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            reason = f"not valid JSON ({error.msg} at column {error.colno})"
-            raise FormatError(path, line, reason) from None
-        if not isinstance(value, dict):
-            raise FormatError(path, line, f"expected a JSON object, got {_describe(value)}")
-        yield line, value
+            value = _json_object(path, raw, line)
+        except FormatError as error:
+            _refuse(error, skipped)
+            continue
+        if value is not None:
+            yield line, value
 
 
-def _csv_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
+def _json_object(path: Path, raw: bytes, line: int) -> Record | None:
+    """One JSON Lines line as an object; None for a blank line."""
+    text = _text(path, raw, line)
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        reason = f"not valid JSON ({error.msg} at column {error.colno})"
+        raise FormatError(path, line, reason) from None
+    if not isinstance(value, dict):
+        raise FormatError(path, line, f"expected a JSON object, got {_describe(value)}")
+    return value
+
+
+def _csv_records(
+    path: Path, data: bytes, skipped: Skipped | None = None
+) -> Iterator[tuple[int, Record]]:
     text = _text(path, data.removeprefix(codecs.BOM_UTF8))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
@@ -291,13 +373,17 @@ def _csv_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
                 continue
             if len(row) != len(header):
                 reason = f"row has {len(row)} fields but the header has {len(header)}"
-                raise FormatError(path, line, reason)
+                _refuse(FormatError(path, line, reason), skipped)
+                continue
             yield line, dict(zip(header, row))
     except csv.Error as error:
         raise FormatError(path, row_start, f"not readable as CSV ({error})") from None
 
 
-def _parquet_records(path: Path, data: bytes) -> Iterator[tuple[int, Record]]:
+def _parquet_records(
+    path: Path, data: bytes, skipped: Skipped | None = None
+) -> Iterator[tuple[int, Record]]:
+    # `skipped` goes unused: Parquet's schema leaves no row unreadable on its own
     table = _parquet_table(path, data)
     records = (record for batch in table.to_batches() for record in batch.to_pylist())
     return enumerate(records, start=1)
@@ -343,9 +429,6 @@ def _pair_from_record(record: Record) -> tuple[str, list[Message], str, str]:
     if not (_present(record, "chosen") and _present(record, "rejected")):
         raise _BadRecord(_unrecognised("chosen and rejected (with or without prompt)", record))
     messages, chosen, rejected = _split_pair(record)
-    for field, text in (("chosen", chosen), ("rejected", rejected)):
-        if not text.strip():
-            raise _BadRecord(f"{field} is empty")
     if chosen.strip() == rejected.strip():
         raise _BadRecord("chosen and rejected are identical")
     return messages[-1]["content"], messages, chosen, rejected
@@ -369,9 +452,7 @@ def _split_pair(record: Record) -> tuple[list[Message], str, str]:
         messages = [{"role": "user", "content": _checked_text(prompt, "prompt")}]
         return messages, _text_answer(chosen, "chosen"), _text_answer(rejected, "rejected")
     if isinstance(chosen, str) and isinstance(rejected, str):
-        return _split_shared_prefix(
-            _hh_messages(chosen, "chosen"), _hh_messages(rejected, "rejected")
-        )
+        return _split_hh(chosen, rejected)
     if isinstance(chosen, list) and isinstance(rejected, list):
         return _split_shared_prefix(
             _checked_turns(chosen, "chosen"), _checked_turns(rejected, "rejected")
@@ -428,6 +509,40 @@ def _split_shared_prefix(
                 f"answer, but it holds: {', '.join(roles)}"
             )
     return prompt, chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _split_hh(chosen: str, rejected: str) -> tuple[list[Message], str, str]:
+    """HH-RLHF's two transcripts split as TRL's own preparation does (its
+    examples/datasets/hh-rlhf-helpful-base.py): the prompt is their common text up to the
+    last "Assistant:" in it, and each answer is the rest of its transcript.
+
+    Published rows are not always separated the standard way: an answer may hold an inline
+    "Human:" or a second "Assistant:" turn the model wrote itself, which splitting into
+    turns first would mistake for more dialogue. Such an answer stays whole, as the
+    annotator saw it. Broken is a row whose transcripts go on to different Human turns:
+    then the two answers do not answer one prompt.
+    """
+    _hh_messages(chosen, "chosen")   # both must be transcripts, without text before them
+    _hh_messages(rejected, "rejected")
+    common = os.path.commonprefix([chosen, rejected])
+    answer_turns = [m for m in _HH_TURN.finditer(common) if m.group(1) == "Assistant"]
+    if not answer_turns:
+        raise _BadRecord(
+            "chosen and rejected share no prompt: they differ before their first Assistant: turn"
+        )
+    last = answer_turns[-1]
+    prompt = _checked_prompt(_hh_messages(common[: last.start()], "the shared prompt"),
+                             "the shared prompt")
+    answers = []
+    for field, transcript in (("chosen", chosen), ("rejected", rejected)):
+        answer = transcript[last.end():]
+        if _HH_HUMAN_TURN.search(answer):
+            raise _BadRecord(
+                f"chosen and rejected differ before their last answer: after the shared prompt, "
+                f"{field} goes on to another Human: turn"
+            )
+        answers.append(answer.strip())
+    return prompt, answers[0], answers[1]
 
 
 def _hh_messages(transcript: str, field: str) -> list[Message]:

@@ -60,14 +60,25 @@ class Home:
         return self.models_dir / version
 
     def prepare(self) -> None:
-        """Create the layout; a home that cannot be written to is refused up front."""
+        """Create the layout, readable by its owner only (the database holds password
+        hashes and everyone's rankings); a home that cannot be written to is refused up front."""
         try:
             for directory in (self.root, self.models_dir, self.jobs_dir, self.exports_dir):
-                directory.mkdir(parents=True, exist_ok=True)
+                if not directory.exists():
+                    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    directory.chmod(0o700)  # mkdir's mode is cut by the umask; be explicit
+            if self.root.stat().st_uid == os.getuid() and self.root.stat().st_mode & 0o077:
+                self.root.chmod(0o700)  # made by hand or by an older release: closed, it guards all inside
         except OSError as error:
             raise HomeError(f"Cannot create the workbench home {self.root}: {error.strerror.lower()}.") from None
         if not os.access(self.root, os.W_OK):
             raise HomeError(f"The workbench home {self.root} is not writable.")
+
+    def protect_database(self) -> None:
+        """The database file (and its write-ahead log), readable and writable by the owner only."""
+        for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal")):
+            if path.exists() and path.stat().st_uid == os.getuid():  # another owner's file stays theirs
+                path.chmod(0o600)
 
     def running_server(self) -> dict | None:
         """What `rlhf serve` wrote about itself, if that process is still alive."""

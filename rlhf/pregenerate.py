@@ -65,13 +65,15 @@ class PreGenerator(threading.Thread):
                 self._wake.wait(self.interval_s)
                 self._wake.clear()
 
-    def stop(self, timeout: float | None = 30) -> None:
-        """Ask the thread to end after its current batch, and wait for it up to `timeout`."""
+    def stop(self, timeout: float = 30) -> None:
+        """Ask the thread to end, and wait for it up to `timeout`. The sampling child gets
+        `timeout` to finish the batch it is on and is terminated after that (the batch is
+        lost; the thread ends on the error)."""
         self._stopping.set()
         self._wake.set()
+        self.sampler.close(timeout)
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
-        self.sampler.close()
 
     def wake(self) -> None:
         """Check the queue now rather than at the next tick (say, after a setting changed)."""

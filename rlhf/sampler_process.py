@@ -116,22 +116,29 @@ class SamplerProcess:
             raise payload if isinstance(payload, Exception) else RuntimeError(payload)
         return payload
 
-    def close(self) -> None:
-        """Stop the child. An idle one is told to end (it sees the pipe close); one busy
-        with a long request (an evaluation samples for minutes) is terminated rather than
-        waited for, so that a server stops promptly."""
-        idle = self._lock.acquire(timeout=1)
+    def close(self, timeout: float = 10) -> None:
+        """End the child within about `timeout` s: idle, it exits when its pipe closes; busy
+        with a request (an evaluation can take minutes), it is terminated after `timeout`,
+        and the request fails at once instead of holding the lock."""
+        if not self._lock.acquire(timeout=timeout):
+            _end(self._process)  # the request's recv sees the pipe close and lets the lock go
+            self._lock.acquire()
         try:
-            process = self._process
-            if idle and self._connection is not None:
+            if self._connection is not None:
                 self._connection.close()
-            if process is not None:
-                process.join(timeout=10 if idle else 0)
-                if process.is_alive():
-                    process.terminate()  # the request waiting on it ends with "ended unexpectedly"
-                    process.join(timeout=5)
-            if idle:
-                self._process = self._connection = None
+            if self._process is not None:
+                self._process.join(timeout)
+                _end(self._process)
         finally:
-            if idle:
-                self._lock.release()
+            self._process = self._connection = None
+            self._lock.release()
+
+
+def _end(process) -> None:
+    """Terminate a child that has not exited, and kill it if that does not end it."""
+    if process is not None and process.is_alive():
+        process.terminate()
+        process.join(1)
+        if process.is_alive():
+            process.kill()
+            process.join(1)

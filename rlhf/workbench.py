@@ -142,7 +142,9 @@ def open_store(home: Home) -> Store:
     says how to reach the server holding it, when it is ours."""
     home.prepare()
     try:
-        return Store(home.db_path)
+        store = Store(home.db_path)
+        home.protect_database()
+        return store
     except StoreLockedError as error:
         server = home.running_server()
         if server and server.get("pid") == error.pid:
@@ -188,8 +190,9 @@ class Workbench:
 
     # -- set-up -----------------------------------------------------------------
 
-    def init(self) -> InitReport:
-        """Create or upgrade the home: the database, the base model, the default prompts."""
+    def init(self, admin_password: str | None = None) -> InitReport:
+        """Create or upgrade the home: the database, the base model, the default prompts,
+        and the first admin (with `admin_password`, else a random one shown once)."""
         from rlhf.models import DEFAULT_MODEL_NAME
 
         base_dir = ensure_default_model(self.home)
@@ -205,17 +208,21 @@ class Workbench:
                 source="default", categories=[r.get("category") for r in rows],
             )
         return InitReport(self.home.root, self.store.schema_version(), base_dir, added, DEFAULT_PROMPT_SET,
-                          self._first_admin())
+                          self._first_admin(admin_password))
 
-    def _first_admin(self) -> str | None:
-        """Create the user `admin` with a random password when the store has no admin;
-        returns that password (shown once), or None when an admin exists."""
+    def _first_admin(self, password: str | None) -> str | None:
+        """Create the user `admin` when the store has no admin, with `password` or else a
+        random one; returns the random one (shown once, so it must be replaced at the first
+        sign-in), or None when an admin exists or the password was chosen."""
         from rlhf import auth
 
         if auth.count_admins(self.store) > 0:
             return None
+        if password is not None:
+            auth.create_user(self.store, FIRST_ADMIN, "admin", password)
+            return None
         password = secrets.token_urlsafe(12)
-        auth.create_user(self.store, FIRST_ADMIN, "admin", password)
+        auth.create_user(self.store, FIRST_ADMIN, "admin", password, must_change_password=True)
         return password
 
     # -- prompts ----------------------------------------------------------------
@@ -464,10 +471,14 @@ class Workbench:
                 feedback.add_ranking(tx, comparison_id, user, ranking.canonical, ranking.ranks(), source="human")
         return len(checked)
 
-    def import_pairs(self, path: str | Path, prompt_set: str | None = None) -> int:
-        """Import external preference pairs as two-completion comparisons ranked 'A > B',
-        attributed to the file (source 'import'), not to a person."""
-        frame = formats.read_preference_pairs(path)
+    def import_pairs(self, path: str | Path, prompt_set: str | None = None,
+                     skipped: list[FormatError] | None = None) -> int:
+        """Import external preference pairs as two-completion comparisons ranked chosen over
+        rejected (the chosen answer at a random letter), attributed to the file (source
+        'import'), not to a person. With a `skipped` list, rows that cannot be used are
+        collected there and the rest imported; without it the first such row stops the
+        import and nothing is stored."""
+        frame = formats.read_preference_pairs(path, skipped)
         prompt_set = prompt_set or Path(path).name.split(".")[0]
         conversations = [list(messages) for messages in frame["messages"]]
         with self.store.transaction() as cur:

@@ -89,6 +89,7 @@ def train(spec: dict, job_dir: Path, reporter) -> dict[str, float]:
         options=spec["options"],
         reward_path=Path(spec["reward_path"]) if spec.get("reward_path") else None,
         reporter=reporter,
+        given=frozenset(spec["settings"]) if "settings" in spec else None,  # older specs: all of config
     )
     log.info("Training %s from %s on %d rows (%s).", chosen.name, spec["base"], len(inputs.data),
              "GPU" if torch.cuda.is_available() else "CPU")

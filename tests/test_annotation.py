@@ -4,9 +4,11 @@ them, and the background pre-generator."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,8 +17,10 @@ from rlhf.annotation import Annotation, Submission
 from rlhf.auth import PermissionDenied, User
 from rlhf.pregenerate import PreGenerator
 from rlhf.ranking import RankingError
+from rlhf.reports import Reports
 from rlhf.workbench import Workbench, WorkbenchError
 from storage import comparisons, feedback, guidelines, models, prompts, queue
+from storage.activity import Filters
 from storage.comparisons import NewCompletion
 from storage.db import Store
 
@@ -55,7 +59,7 @@ def rank_everything(annotation: Annotation, user: User, ranking: str = "A > B > 
     seen = []
     while (item := annotation.next_item(user)) is not None:
         seen.append(item.comparison_id)
-        assert annotation.submit(user, Submission(item.comparison_id, ranking))["status"] == "stored"
+        assert annotation.submit(user, Submission(item.handout, ranking))["status"] == "stored"
     return seen
 
 
@@ -143,10 +147,11 @@ def test_next_submit_skip_cycle_stores_everything(annotation, workbench):
     assert item.guidelines_version == 1 and item.dimensions == ("helpfulness", "harmlessness", "honesty")
     assert item.messages[-1]["role"] == "user" and item.prompt == item.messages[-1]["content"]
     assert item.progress == {"done_today": 0, "done_total": 0, "skipped": 0, "remaining_for_me": 3}
-    assert annotation.next_item(ANA).comparison_id == first  # a reload resumes the same item
+    again = annotation.next_item(ANA)
+    assert (again.comparison_id, again.handout) == (first, item.handout)  # a reload resumes the same item
 
     result = annotation.submit(ANA, Submission(
-        first, "c>b=d>a", seconds_spent=12.5,
+        item.handout, "c>b=d>a", client_seconds=12.5,
         labels={"A": {"good": False, "flag": "factually_wrong"}, "C": {"good": True, "flag": None},
                 "B": {"good": None, "flag": None}},
         ratings={"C": {"helpfulness": 5, "honesty": 4}, "A": {"helpfulness": 1}},
@@ -155,9 +160,12 @@ def test_next_submit_skip_cycle_stores_everything(annotation, workbench):
     assert result["status"] == "stored" and result["ranking"] == "C > B = D > A"
     assert result["progress"] == {"done_today": 1, "done_total": 1, "skipped": 0, "remaining_for_me": 2}
     ranking_id = result["ranking_id"]
-    assert rows(workbench, "SELECT annotator, source, ranking, seconds_spent, guidelines_version, none_acceptable,"
+    assert rows(workbench, "SELECT annotator, source, ranking, guidelines_version, none_acceptable,"
                            " better_answer, comment FROM rankings WHERE id = ?", [ranking_id]) == [
-        ("ana", "human", "C > B = D > A", 12.5, 1, True, "A better one.", "close call")]
+        ("ana", "human", "C > B = D > A", 1, True, "A better one.", "close call")]
+    [(seconds,)] = rows(workbench, "SELECT seconds_spent FROM rankings WHERE id = ?", [ranking_id])
+    assert 0 <= seconds < 12.5  # the server's clock, from the hand-out; not the client's 12.5
+    assert rows(workbench, "SELECT client_seconds FROM handouts WHERE token = ?", [item.handout]) == [(12.5,)]
     assert rows(workbench, "SELECT m.letter, r.rank FROM ranking_ranks r JOIN completions m ON m.id = r.completion_id"
                            " WHERE r.ranking_id = ? ORDER BY m.letter", [ranking_id]) == [
         ("A", 3), ("B", 2), ("C", 1), ("D", 2)]
@@ -169,29 +177,33 @@ def test_next_submit_skip_cycle_stores_everything(annotation, workbench):
         ("A", "helpfulness", 1), ("C", "helpfulness", 5), ("C", "honesty", 4)]
     assert count(workbench, "claims") == 0  # the claim was released with the ranking
 
-    assert annotation.next_item(ANA).comparison_id == second
-    skipped = annotation.skip(ANA, second, "I cannot judge this topic")
+    item = annotation.next_item(ANA)
+    assert item.comparison_id == second
+    skipped = annotation.skip(ANA, item.handout, "I cannot judge this topic")
     assert skipped["status"] == "skipped" and skipped["progress"]["skipped"] == 1
     assert rows(workbench, "SELECT comparison_id, annotator, reason FROM skips") == [
         (second, "ana", "I cannot judge this topic")]
-    assert annotation.skip(ANA, second, "again")["status"] == "already_skipped"
+    assert annotation.skip(ANA, item.handout, "again")["status"] == "already_skipped"
+    with pytest.raises(WorkbenchError, match="You skipped this item"):
+        annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
 
-    assert annotation.next_item(ANA).comparison_id == third
-    annotation.submit(ANA, Submission(third, "A > B > C > D"))
+    item = annotation.next_item(ANA)
+    assert item.comparison_id == third
+    annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
     assert annotation.next_item(ANA) is None  # ranked one, skipped one: nothing left for ana
     assert annotation.next_item(BEN).comparison_id == second  # a skip uses no slot
     assert annotation.progress(ANA) == {"done_today": 2, "done_total": 2, "skipped": 1, "remaining_for_me": 0}
 
 
 def test_double_submit_stores_one_ranking(annotation, workbench):
-    [comparison_id] = add_comparisons(workbench, 1)
+    add_comparisons(workbench, 1)
     item = annotation.next_item(ANA)
-    submission = Submission(item.comparison_id, "B > A > C > D", labels={"B": {"good": True, "flag": None}})
+    submission = Submission(item.handout, "B > A > C > D", labels={"B": {"good": True, "flag": None}})
     stored = annotation.submit(ANA, submission)
-    again = annotation.submit(ANA, Submission(comparison_id, "b>a>c>d"))
+    again = annotation.submit(ANA, Submission(item.handout, "b>a>c>d"))
     assert again["status"] == "already_stored" and again["ranking"] == stored["ranking"] == "B > A > C > D"
-    with pytest.raises(WorkbenchError, match="already ranked comparison .* as 'B > A > C > D'"):
-        annotation.submit(ANA, Submission(comparison_id, "A > B > C > D"))
+    with pytest.raises(WorkbenchError, match="already ranked this item as 'B > A > C > D'"):
+        annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
     assert count(workbench, "rankings") == 1 and count(workbench, "completion_labels") == 1
 
 
@@ -204,13 +216,15 @@ def test_double_submit_stores_one_ranking(annotation, workbench):
     ({"ratings": {"A": {"creativity": 3}}}, WorkbenchError),
     ({"ratings": {"A": {"helpfulness": 6}}}, WorkbenchError),
     ({"ratings": {"A": {"helpfulness": True}}}, WorkbenchError),
-    ({"seconds_spent": -1}, WorkbenchError),
-    ({"comparison_id": 999_999}, WorkbenchError),
+    ({"client_seconds": -1}, WorkbenchError),
+    ({"handout": 999_999}, WorkbenchError),
+    ({"handout": "not-a-token"}, WorkbenchError),
+    ({"handout": None}, WorkbenchError),
 ])
 def test_a_refused_submission_stores_nothing_and_keeps_the_claim(annotation, workbench, change, error):
     add_comparisons(workbench, 1)
     item = annotation.next_item(ANA)
-    fields = {"comparison_id": item.comparison_id, "ranking": "A > B > C > D"} | change
+    fields = {"handout": item.handout, "ranking": "A > B > C > D"} | change
     with pytest.raises(error):
         annotation.submit(ANA, Submission(**fields))
     for table in ("rankings", "ranking_ranks", "completion_labels", "ratings"):
@@ -219,13 +233,77 @@ def test_a_refused_submission_stores_nothing_and_keeps_the_claim(annotation, wor
 
 
 def test_a_skip_needs_a_reason(annotation, workbench):
-    [comparison_id] = add_comparisons(workbench, 1)
+    add_comparisons(workbench, 1)
+    item = annotation.next_item(ANA)
     with pytest.raises(WorkbenchError, match="Say why"):
-        annotation.skip(ANA, comparison_id, "   ")
-    annotation.submit(ANA, Submission(comparison_id, "A > B > C > D"))
+        annotation.skip(ANA, item.handout, "   ")
+    annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
     with pytest.raises(WorkbenchError, match="already ranked"):
-        annotation.skip(ANA, comparison_id, "changed my mind")
+        annotation.skip(ANA, item.handout, "changed my mind")
     assert count(workbench, "skips") == 0
+
+
+def test_only_an_item_handed_to_you_can_be_ranked_or_skipped(annotation, workbench):
+    queued = add_comparisons(workbench, 2)
+    with workbench.store.transaction() as cur:
+        prompts.add_prompts(cur, "elsewhere", [[{"role": "user", "content": "Not queued?"}]], source="test")
+        [(elsewhere_prompt,)] = cur.execute("SELECT id FROM prompts WHERE prompt_set = 'elsewhere'").fetchall()
+        outside = comparisons.add(cur, elsewhere_prompt, [NewCompletion("x", "base"), NewCompletion("y", "base")])
+    annotation.set_config(RESEARCHER, prompt_sets=["default"])
+    anas = annotation.next_item(ANA)
+    not_handed = "That item was not handed to you"
+    # ben: ana's item, an id of the queue's, one outside the queue's prompt sets, a made-up token
+    for other in (anas.handout, queued[1], outside, str(outside), "f" * 32, "f" * 1000, None):
+        with pytest.raises(WorkbenchError, match=not_handed):
+            annotation.submit(BEN, Submission(other, "A > B > C > D", client_seconds=1_000_000))
+        with pytest.raises(WorkbenchError, match=not_handed):
+            annotation.skip(BEN, other, "I cannot judge this topic")
+    for table in ("rankings", "ranking_ranks", "skips"):
+        assert count(workbench, table) == 0
+    assert annotation.next_item(ANA).handout == anas.handout  # ana's claim is untouched
+    assert annotation.submit(ANA, Submission(anas.handout, "A > B > C > D"))["status"] == "stored"
+
+
+def test_the_time_spent_is_measured_by_the_server_from_the_hand_out(annotation, workbench):
+    first, second = add_comparisons(workbench, 2)
+    annotation.set_config(RESEARCHER, claim_ttl_s=60)
+
+    def age(token: str, seconds: int) -> None:
+        """Move the hand-out `seconds` into the past, as if the annotator had taken that long."""
+        workbench.store.cursor().execute(
+            f"UPDATE handouts SET handed_at = handed_at - INTERVAL {seconds} SECOND WHERE token = ?", [token])
+
+    item = annotation.next_item(ANA)
+    age(item.handout, 42)
+    assert annotation.next_item(ANA).handout == item.handout  # a reload keeps the clock running
+    annotation.submit(ANA, Submission(item.handout, "A > B > C > D", client_seconds=1_000_000))
+    [(seconds,)] = rows(workbench, "SELECT seconds_spent FROM rankings WHERE comparison_id = ?", [first])
+    assert 42 <= seconds < 52  # the server's figure; the client's is kept apart
+    assert rows(workbench, "SELECT client_seconds FROM handouts WHERE token = ?", [item.handout]) == [(1e6,)]
+    assert Reports(workbench).activity(Filters())["per_annotator"]["median_seconds"].tolist() == [round(seconds, 1)]
+
+    # left for longer than the claim lasts, the item is handed out afresh: the clock restarts
+    item = annotation.next_item(ANA)
+    assert item.comparison_id == second
+    age(item.handout, 3600)
+    workbench.store.cursor().execute("UPDATE claims SET claimed_at = claimed_at - INTERVAL 61 SECOND")
+    assert annotation.next_item(ANA).handout == item.handout
+    annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
+    [(seconds,)] = rows(workbench, "SELECT seconds_spent FROM rankings WHERE comparison_id = ?", [second])
+    assert 0 <= seconds < 10
+
+
+def test_the_item_shows_no_comparison_id(annotation, workbench):
+    from app.api import item_payload
+    from app.tabs.annotate import item_updates
+
+    [comparison_id] = add_comparisons(workbench, 1)
+    item = annotation.next_item(ANA)
+    payload = item_payload(item)
+    assert "comparison_id" not in payload and payload["handout"] == item.handout
+    assert len(item.handout) == 32 and item.handout != str(comparison_id)  # opaque: nothing to count up from
+    header = item_updates(annotation, SimpleNamespace(status=lambda: {}), item)[1]
+    assert "#" not in header and "comparison" not in header
 
 
 # -- overlap and claims ---------------------------------------------------------------------
@@ -234,12 +312,12 @@ def test_a_skip_needs_a_reason(annotation, workbench):
 def test_overlap_two_hands_one_item_to_two_annotators_and_no_third(annotation, workbench):
     first, second = add_comparisons(workbench, 2)
     annotation.set_config(RESEARCHER, overlap=2)
-    assert annotation.next_item(ANA).comparison_id == first
-    assert annotation.next_item(BEN).comparison_id == first
+    anas, bens = annotation.next_item(ANA), annotation.next_item(BEN)
+    assert anas.comparison_id == bens.comparison_id == first and anas.handout != bens.handout
     assert annotation.next_item(CAT).comparison_id == second  # both slots of the first are held
-    annotation.submit(ANA, Submission(first, "A > B > C > D"))
+    annotation.submit(ANA, Submission(anas.handout, "A > B > C > D"))
     assert annotation.next_item(ANA).comparison_id == second  # never the first again
-    annotation.submit(BEN, Submission(first, "B > A > C > D"))
+    annotation.submit(BEN, Submission(bens.handout, "B > A > C > D"))
     assert annotation.ready() == 0  # the first is complete; cat and ana hold both slots of the second
     assert rank_everything(annotation, CAT) == [second]
     assert rank_everything(annotation, ANA) == [second]
@@ -274,7 +352,7 @@ def test_twenty_annotators_at_once_lose_nothing_and_duplicate_nothing(annotation
         start.wait()
         try:
             while (item := annotation.next_item(user)) is not None:
-                outcome = annotation.submit(user, Submission(item.comparison_id, "D > C > B > A"))
+                outcome = annotation.submit(user, Submission(item.handout, "D > C > B > A"))
                 results.append((name, item.comparison_id, outcome["status"]))
         except Exception as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
@@ -296,7 +374,8 @@ def test_twenty_annotators_at_once_lose_nothing_and_duplicate_nothing(annotation
 def test_a_claim_expires_after_its_ttl(annotation, workbench):
     [comparison_id] = add_comparisons(workbench, 1)
     annotation.set_config(RESEARCHER, claim_ttl_s=60)
-    assert annotation.next_item(ANA).comparison_id == comparison_id
+    anas = annotation.next_item(ANA)
+    assert anas.comparison_id == comparison_id
     assert annotation.next_item(BEN) is None and annotation.ready() == 0  # ana holds the only slot
     # ana left her tab open and walked away: her claim is now older than the TTL
     workbench.store.cursor().execute("UPDATE claims SET claimed_at = claimed_at - INTERVAL 61 SECOND")
@@ -304,7 +383,7 @@ def test_a_claim_expires_after_its_ttl(annotation, workbench):
     assert annotation.next_item(BEN).comparison_id == comparison_id
     assert rows(workbench, "SELECT annotator FROM claims") == [("ben",)]
     # ana comes back and submits anyway: her work is kept, not thrown away
-    assert annotation.submit(ANA, Submission(comparison_id, "A > B > C > D"))["status"] == "stored"
+    assert annotation.submit(ANA, Submission(anas.handout, "A > B > C > D"))["status"] == "stored"
 
 
 def test_queue_claims_measure_age_with_the_given_clock(workbench):
@@ -341,6 +420,9 @@ class FixedDraws:
     def random(self) -> float:
         return self.draws.pop(0)
 
+    def choice(self, options):
+        return options[0]
+
 
 def test_gold_items_are_mixed_in_at_the_gold_rate(annotation, workbench):
     ids = add_comparisons(workbench, 4)
@@ -351,24 +433,62 @@ def test_gold_items_are_mixed_in_at_the_gold_rate(annotation, workbench):
         annotation.mark_gold(RESEARCHER, gold, "A > B")
     annotation.set_config(RESEARCHER, gold_rate=0.25, overlap=2)
 
+    def take_and_rank(user: User, ranking: str) -> int:
+        item = annotation.next_item(user)
+        annotation.submit(user, Submission(item.handout, ranking))
+        return item.comparison_id
+
     annotation.rng = FixedDraws(0.9, 0.1, 0.1, 0.9)
-    assert annotation.next_item(ANA).comparison_id == ids[0]  # 0.9 >= 0.25: a normal item
-    annotation.submit(ANA, Submission(ids[0], "A > B > C > D"))
-    assert annotation.next_item(ANA).comparison_id == gold  # 0.1 < 0.25: the gold item
-    annotation.submit(ANA, Submission(gold, "D > C > B > A"))
-    assert annotation.next_item(ANA).comparison_id == ids[1]  # gold drawn, but ana has done it
-    annotation.submit(ANA, Submission(ids[1], "A > B > C > D"))
+    assert take_and_rank(ANA, "A > B > C > D") == ids[0]  # 0.9 >= 0.25: a normal item
+    assert take_and_rank(ANA, "D > C > B > A") == gold  # 0.1 < 0.25: the gold item
+    assert take_and_rank(ANA, "A > B > C > D") == ids[1]  # gold drawn, but ana has done it
 
     annotation.rng = FixedDraws(0.1)
     annotation.set_config(RESEARCHER, overlap=1)
-    assert annotation.next_item(BEN).comparison_id == gold  # gold ignores the overlap: everybody does it
-    annotation.submit(BEN, Submission(gold, "A > B > C > D"))
+    assert take_and_rank(BEN, "A > B > C > D") == gold  # gold ignores the overlap: everybody does it
     assert annotation.gold_agreement(RESEARCHER).to_dict("records") == [
         {"annotator": "ana", "gold_items": 1, "exact_matches": 1},
         {"annotator": "ben", "gold_items": 1, "exact_matches": 0}]
 
     annotation.mark_gold(RESEARCHER, gold, None)
     assert annotation.gold_ids() == []
+
+
+def test_gold_items_come_in_random_order(annotation, workbench):
+    golds = add_comparisons(workbench, 4)
+    for gold in golds:
+        annotation.mark_gold(RESEARCHER, gold, "A > B > C > D")
+    annotation.set_config(RESEARCHER, gold_rate=1.0)
+    orders = []
+    for seed in range(4):
+        annotation.rng = random.Random(seed)
+        user = User(f"seed{seed}", "annotator")
+        orders.append(rank_everything(annotation, user))
+        assert sorted(orders[-1]) == golds  # every gold item, once each
+    assert len({tuple(order) for order in orders}) > 1  # not the order they were made in, each time
+    assert any(order[0] != golds[0] for order in orders)
+
+
+def test_imported_pairs_show_the_chosen_answer_at_a_random_letter(annotation, workbench):
+    with workbench.store.transaction() as cur:
+        prompts.add_prompts(cur, "pairs", [[{"role": "user", "content": f"Pair {i}?"}] for i in range(12)],
+                            source="test")
+        ids = [row[0] for row in cur.execute("SELECT id FROM prompts WHERE prompt_set = 'pairs' ORDER BY id").fetchall()]
+        comparisons.add_imported_pairs(cur, ids, [f"chosen {i}" for i in range(12)],
+                                       [f"rejected {i}" for i in range(12)], "import:pairs.jsonl", rng=random.Random(7))
+    annotation.set_config(RESEARCHER, prompt_sets=["pairs"], overlap=2)  # the import's ranking uses one slot
+    shown_at = []
+    while (item := annotation.next_item(ANA)) is not None:
+        chosen = next(i for i, text in enumerate(item.completions) if text.startswith("chosen"))
+        shown_at.append(item.letters[chosen])
+        # ana ranks the chosen answer first, by the letter she was shown
+        annotation.submit(ANA, Submission(item.handout, f"{item.letters[chosen]} > {item.letters[1 - chosen]}"))
+    assert len(shown_at) == 12 and set(shown_at) == {"A", "B"}
+    # every stored ranking, the import's and ana's, ranks the chosen text first
+    assert rows(workbench, "SELECT r.annotator, m.text LIKE 'chosen%', count(*) FROM ranking_ranks rr"
+                           " JOIN rankings r ON r.id = rr.ranking_id JOIN completions m ON m.id = rr.completion_id"
+                           " WHERE rr.rank = 1 GROUP BY ALL ORDER BY ALL") == [
+        ("ana", True, 12), ("import:pairs.jsonl", True, 12)]
 
 
 # -- pre-generation -------------------------------------------------------------------------

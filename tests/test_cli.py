@@ -3,6 +3,7 @@ plus the installed console script against a home this test process holds open.""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -177,12 +178,51 @@ def test_rankings_import_pairs(cli, tiny_home, tmp_path):
     assert out == f"Imported 3 preference pairs from {path} as ranked comparisons (source: import).\n"
     assert stored(tiny_home, "SELECT text FROM prompts WHERE prompt_set = 'pairs' ORDER BY id") == [("Hi",), ("2+2?",)]
     assert stored(tiny_home, "SELECT source, count(*) FROM comparisons GROUP BY source") == [("import", 3)]
-    assert stored(tiny_home, "SELECT DISTINCT annotator, source, ranking FROM rankings") == [
-        ("import:hh.jsonl", "import", "A > B")]
+    assert stored(tiny_home, "SELECT r.annotator, r.source, m.text FROM rankings r JOIN ranking_ranks rr"
+                             " ON rr.ranking_id = r.id JOIN completions m ON m.id = rr.completion_id"
+                             " WHERE rr.rank = 1 ORDER BY r.comparison_id") == [
+        ("import:hh.jsonl", "import", text) for text in ("Hello!", "4", "Four")]  # chosen first, at either letter
 
     # without --pairs, the same file is not a ranking file
     message = assert_one_line_error(*cli("rankings", "import", str(path)))
     assert message.startswith(f"{path}, line 1: missing comparison_id, ranking, user")
+
+
+BROKEN_PAIRS = Path(__file__).parent / "data" / "hh-rlhf-broken.jsonl"
+
+
+def test_rankings_import_pairs_stops_at_a_broken_row_or_skips_it(cli, tiny_home):
+    message = assert_one_line_error(*cli("rankings", "import", str(BROKEN_PAIRS), "--pairs"))
+    assert message.startswith(f"{BROKEN_PAIRS}, line 2: chosen and rejected differ before their last answer")
+    assert message.endswith("Nothing was imported; --skip-invalid imports the other rows.")
+    assert stored(tiny_home, "SELECT count(*) FROM comparisons") == [(0,)]
+
+    code, out, err = cli("rankings", "import", str(BROKEN_PAIRS), "--pairs", "--skip-invalid")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "Skipped line 2: chosen and rejected differ before their last answer: after the shared prompt,"
+        " chosen goes on to another Human: turn.",
+        "Skipped line 4: not valid JSON (Expecting value at column 61).",
+        "Skipped line 5: chosen and rejected are identical.",
+        f"Imported 3 preference pairs from {BROKEN_PAIRS} as ranked comparisons (source: import),"
+        " skipped 3 unusable rows.",
+    ]
+    assert stored(tiny_home, "SELECT text FROM completions WHERE letter = 'A' ORDER BY comparison_id") == [
+        ("Green, like grass.",), ("",), ("Let me see:\n\nAssistant:  Done, it is unlocked now.",)]
+    message = assert_one_line_error(*cli("rankings", "import", str(BROKEN_PAIRS), "--skip-invalid"))
+    assert message == "--skip-invalid goes with --pairs; a rankings file is imported whole or not at all."
+
+
+def test_rankings_import_refuses_a_gzip_bomb_and_stores_nothing(cli, tiny_home, tmp_path, monkeypatch):
+    from rlhf import formats
+
+    monkeypatch.setattr(formats, "READ_LIMITS", formats.ReadLimits(max_decompressed_bytes=2**20))
+    bomb = tmp_path / "pairs.jsonl.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * 2**20) * 16)
+    message = assert_one_line_error(*cli("rankings", "import", str(bomb), "--pairs", "--skip-invalid"))
+    assert message == (f"{bomb}: decompresses to more than 1 MiB, the most one import may hold; decompress it and"
+                       " import the plain file, or split it.")
+    assert stored(tiny_home, "SELECT count(*) FROM comparisons") == [(0,)]
 
 
 def test_export(cli, tiny_home, tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from app.render import render
 from app.tabs.compare import answer_markdown, heatmap_html
 from rlhf.auth import User, create_user
 from rlhf.compare import Compare, CompareError
@@ -174,9 +175,10 @@ def test_the_leaderboard_heat_map_and_the_raw_votes(compare, tmp_path):
 
 
 def test_model_text_is_rendered_as_text():
-    shown = answer_markdown("Answer A", "<script>x()</script> **bold** `<b>`", "reward 0.1")
-    assert "&lt;script&gt;x()&lt;/script&gt;" in shown and "**bold**" in shown and "`<b>`" in shown
-    assert "<script>" not in shown.replace("`<b>`", "")
+    shown = render(answer_markdown("Answer A", "<script>x()</script> **bold** `<b>`", "reward 0.1"))
+    assert "&lt;script&gt;x()&lt;/script&gt;" in shown and "<strong>bold</strong>" in shown
+    assert "<code>&lt;b&gt;</code>" in shown and "<em>reward 0.1</em>" in shown and "<h4>Answer A</h4>" in shown
+    assert "<script>" not in shown and "<b>" not in shown
     assert "&lt;img" in heatmap_html(pd.DataFrame([[float("nan")]], index=["<img>"], columns=["<img>"]))
 
 

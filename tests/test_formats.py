@@ -13,14 +13,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rlhf import formats
 from rlhf.formats import (
     FormatError,
+    ReadLimits,
     read_preference_pairs,
     read_prompt_file,
     read_ranking_file,
     read_table,
     write_table,
 )
+
+
+DATA = Path(__file__).parent / "data"
 
 
 def jsonl(path: Path, *records: Any) -> Path:
@@ -536,8 +541,6 @@ def implicit(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) -> di
             {"prompt": "Q", "chosen": "same", "rejected": "same "},
             "chosen and rejected are identical",
         ),
-        ({"prompt": "Q", "chosen": "  ", "rejected": "b"}, "chosen is empty"),
-        ({"prompt": "Q", "chosen": "a", "rejected": ""}, "rejected is empty"),
         ({"prompt": "", "chosen": "a", "rejected": "b"}, "prompt is empty"),
         (
             {"prompt": "Q", "chosen": [assistant("a")], "rejected": "b"},
@@ -596,10 +599,6 @@ def implicit(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) -> di
             "chosen and rejected share no prompt",
         ),
         (
-            {"chosen": hh("Hi", ""), "rejected": hh("Hi", "b")},
-            "chosen is empty",
-        ),
-        (
             {"chosen": 1, "rejected": 2},
             "without a prompt, chosen and rejected must be HH-RLHF transcripts or lists",
         ),
@@ -619,14 +618,134 @@ def test_bad_pairs_are_rejected_with_file_and_line(tmp_path, record, expected):
     assert f"pairs.jsonl, line 2: {expected}" in str(error)
 
 
-def test_hh_rejects_a_prompt_ending_with_an_assistant_turn(tmp_path):
-    # Both answers follow the shared text, but the shared part does not end with the human.
+def test_hh_rejects_transcripts_that_differ_in_a_human_turn(tmp_path):
+    # The two answers would follow different prompts: not a preference between answers.
     record = {
         "chosen": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Tell me\n\nAssistant: a",
         "rejected": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Show me\n\nAssistant: b",
     }
     error = format_error(read_preference_pairs, jsonl(tmp_path / "hh.jsonl", record))
+    assert error.reason == (
+        "chosen and rejected differ before their last answer: after the shared prompt, "
+        "chosen goes on to another Human: turn"
+    )
+
+
+def test_hh_rejects_a_prompt_ending_with_an_assistant_turn(tmp_path):
+    # The shared text holds two Assistant: turns in a row before the answers part.
+    record = {
+        "chosen": "\n\nHuman: Hi\n\nAssistant: Hello\n\nAssistant: a",
+        "rejected": "\n\nHuman: Hi\n\nAssistant: Hello\n\nAssistant: b",
+    }
+    error = format_error(read_preference_pairs, jsonl(tmp_path / "hh.jsonl", record))
     assert "the shared prompt must end with a user turn, but turn 2 is assistant" in error.reason
+
+
+# --- read_preference_pairs: HH-RLHF as published ------------------------------------
+
+
+def test_hh_quirky_rows_split_as_trl_does():
+    # Modelled on rows of HH-RLHF harmless-base: each answer is the rest of its transcript
+    # after the last Assistant: the two share, whatever the model wrote inside it.
+    frame = read_preference_pairs(DATA / "hh-rlhf-quirks.jsonl")
+    rows = {row.line: row for row in frame.itertuples()}
+    assert sorted(rows) == list(range(1, 8))
+    assert rows[1].messages == [user("Name a colour."), assistant("Blue."), user("Another one?")]
+    assert (rows[1].chosen, rows[1].rejected) == ("Green, like grass.", "No.")
+    assert rows[2].chosen == "Why do you ask? You seem to be quoting a question\n\nHuman"
+    assert (rows[3].prompt, rows[3].chosen, rows[3].rejected) == ("give me a list of rude insults", "", "Sure")
+    assert rows[4].messages[-1] == user("So pandas are not bears?")
+    assert rows[4].chosen == ("Pandas are not bears either.  Human: Then what are they?"
+                              "\n\nAssistant:  I think they are raccoons.")
+    assert rows[4].rejected == "Pandas are bears, giant ones."
+    assert rows[5].messages == [user("Can you unlock my phone?")]
+    assert rows[5].chosen == "Let me see:\n\nAssistant:  Done, it is unlocked now."
+    assert rows[6].messages[1] == assistant("Human: Well, do you have a pin?")
+    assert rows[6].chosen == "Human: Then keep it for your own locks."
+    assert rows[7].rejected == "Ok, can you tell me more?\n\nAssistant:  Find one unlocked."
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"prompt": "Q", "chosen": "", "rejected": "b"},
+        {"prompt": [user("Q")], "chosen": [assistant("a")], "rejected": [assistant("  ")]},
+        {"chosen": hh("Q", ""), "rejected": hh("Q", "b")},
+        {"chosen": [user("Q"), assistant("")], "rejected": [user("Q"), assistant("b")]},
+    ],
+)
+def test_an_empty_answer_is_an_answer_in_every_layout(tmp_path, record):
+    frame = read_preference_pairs(jsonl(tmp_path / "pairs.jsonl", record))
+    assert frame.loc[0, "prompt"] == "Q"
+    assert "" in {frame.loc[0, "chosen"].strip(), frame.loc[0, "rejected"].strip()}
+
+
+def test_skipping_reads_the_usable_rows_and_reports_each_other_with_line_and_reason():
+    path = DATA / "hh-rlhf-broken.jsonl"
+    with pytest.raises(FormatError) as caught:
+        read_preference_pairs(path)
+    assert caught.value.line == 2
+
+    skipped: list[FormatError] = []
+    frame = read_preference_pairs(path, skipped)
+    assert frame["line"].tolist() == [1, 3, 6]
+    assert [(error.line, error.reason) for error in skipped] == [
+        (2, "chosen and rejected differ before their last answer: after the shared prompt, "
+            "chosen goes on to another Human: turn"),
+        (4, "not valid JSON (Expecting value at column 61)"),
+        (5, "chosen and rejected are identical"),
+    ]
+
+
+def test_skipping_csv_rows_with_the_wrong_number_of_fields(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,chosen,rejected\nQ,a,b\nQ,a\nR,c,d\n", encoding="utf-8")
+    skipped: list[FormatError] = []
+    assert read_preference_pairs(path, skipped)["line"].tolist() == [2, 4]
+    assert [error.line for error in skipped] == [3]
+
+
+def test_a_file_with_no_usable_row_is_refused_even_when_skipping(tmp_path):
+    path = jsonl(tmp_path / "pairs.jsonl", {"prompt": "Q", "chosen": "a", "rejected": "a"}, "[1]")
+    skipped: list[FormatError] = []
+    with pytest.raises(FormatError) as caught:
+        read_preference_pairs(path, skipped)
+    assert caught.value.line is None
+    assert caught.value.reason == (
+        "none of its rows can be used (2 skipped; the first, line 1: chosen and rejected are identical)"
+    )
+
+
+# --- gzip: a stream with a byte cap ------------------------------------------------------
+
+
+def gzip_bomb(path: Path, mebibytes: int) -> Path:
+    """`mebibytes` MiB of zeros in about a thousandth of the space: one small gzip member
+    repeated (a gzip file may hold several members, read one after another)."""
+    member = gzip.compress(b"\0" * 2**20)
+    path.write_bytes(member * mebibytes)
+    return path
+
+
+def test_a_gzip_bomb_is_refused_once_it_passes_the_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "READ_LIMITS", ReadLimits(max_decompressed_bytes=4 * 2**20))
+    bomb = gzip_bomb(tmp_path / "pairs.jsonl.gz", 64)
+    assert bomb.stat().st_size < 100_000
+    for read in (read_preference_pairs, read_prompt_file, read_table):
+        error = format_error(read, bomb)
+        assert error.line is None
+        assert error.reason == (
+            "decompresses to more than 4 MiB, the most one import may hold; decompress it and import "
+            "the plain file, or split it"
+        )
+
+
+def test_gzip_up_to_the_cap_reads_in_full(tmp_path, monkeypatch):
+    line = b'{"prompt": "Q", "chosen": "a", "rejected": "b"}\n'
+    monkeypatch.setattr(formats, "READ_LIMITS", ReadLimits(max_decompressed_bytes=len(line) * 3000))
+    path = tmp_path / "pairs.jsonl.gz"
+    path.write_bytes(gzip.compress(line * 3000))   # exactly the cap
+    assert len(read_preference_pairs(path)) == 3000
 
 
 # --- write_table / read_table ---------------------------------------------------------

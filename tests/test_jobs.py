@@ -24,6 +24,7 @@ from rlhf.train.methods import METHODS, SettingsError, parse_assignments, resolv
 from rlhf.training_data import DataError, Selection, build
 from rlhf.workbench import Workbench
 from storage import comparisons
+from storage import jobs as job_rows
 from storage.comparisons import NewCompletion
 
 RLHF = Path(sys.executable).parent / "rlhf"
@@ -73,6 +74,51 @@ def test_settings_use_trl_names_and_are_checked():
     with pytest.raises(SettingsError, match="key=value"):
         parse_assignments(["learning_rate"])
     assert set(METHODS) == {"reward", "sft", "dpo", "kto", "ppo", "grpo", "rloo"}
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("output_dir", "/tmp/elsewhere", "may not set output_dir: the job writes only in its own directory"),
+    ("logging_dir", "/tmp/elsewhere", "may not set logging_dir: the job writes only in its own directory"),
+    ("push_to_hub", True, "may not set push_to_hub: a job never uploads"),
+    ("hub_model_id", "me/model", "may not set hub_model_id: a job never uploads"),
+    ("hub_token", "hf_x", "may not set hub_token: a job never uploads"),
+    ("report_to", "wandb", "may not set report_to: .*always none"),
+    ("trust_remote_code", True, "may not set trust_remote_code: a job never runs code"),
+    ("resume_from_checkpoint", "/tmp/ckpt", "may not set resume_from_checkpoint: it reads a checkpoint"),
+    ("save_steps", 1, "may not set save_steps"),
+    ("deepspeed", "/tmp/ds.json", "may not set deepspeed"),
+    ("chat_template_path", "/etc/passwd", "may not set chat_template_path"),
+    ("log_completions_hub_repo", "me/logs", "may not set log_completions_hub_repo"),
+    ("vllm_server_base_url", "http://example.org", "may not set vllm_server_base_url: .*connects to no server"),
+    ("debug", "underflow_overflow", "may not set debug: the workbench sets it"),
+    ("dataloader_num_workers", 16, "dataloader_num_workers must be between 0 and 2"),
+])
+def test_a_job_may_set_only_training_fields(key, value, words):
+    method_name = "grpo" if key.startswith(("vllm", "log_completions")) else "dpo"
+    with pytest.raises(SettingsError, match=words):
+        resolve(method_name, {key: value})
+    assert resolve("dpo", {"dataloader_num_workers": 2})[0]["dataloader_num_workers"] == 2
+
+
+def test_every_default_and_documented_setting_is_allowed():
+    from rlhf.train.methods import ALLOWED_FIELDS
+
+    for spec in METHODS.values():
+        assert set(spec.defaults) <= ALLOWED_FIELDS, spec.name
+    resolve("ppo", {"kl_coef": 0.1, "mini_batch_size": 2, "batch_size": 4})
+    resolve("grpo", {"num_generations": 2, "temperature": 1.0, "top_p": 0.9})
+    resolve("kto", {"desirable_weight": 1.5, "warmup_steps": 2, "weight_decay": 0.01})
+
+
+def test_the_workbenchs_trainer_arguments_win_over_settings(tmp_path):
+    from rlhf.train.common import trainer_args
+
+    out = tmp_path / "jobs" / "7" / "model.partial"
+    args = trainer_args(out, {"learning_rate": 1e-3, "report_to": "wandb", "output_dir": "/tmp/elsewhere",
+                              "save_strategy": "steps", "activation_checkpointing": True})
+    assert args["report_to"] == "none" and args["save_strategy"] == "no"
+    assert args["output_dir"] == str(tmp_path / "jobs" / "7" / "trainer")
+    assert args["learning_rate"] == 1e-3 and args["activation_checkpointing"] is True and args["seed"] == 0
 
 
 # -- the snapshot -----------------------------------------------------------------------------
@@ -318,3 +364,176 @@ def test_a_full_disk_is_one_sentence_and_leaves_no_job(workbench, monkeypatch):
         Jobs(workbench.home, workbench.store).submit(JobRequest("sft"))
     assert job_count(workbench) == 0 and list(workbench.home.jobs_dir.iterdir()) == []
     assert failure_reason(OSError(errno.ENOSPC, "No space left on device")).startswith("The disk is full")
+
+
+# -- faults: stopping the worker's whole group, stale PIDs, a watcher or a start that fails ----------
+
+
+def fake_launcher(tmp_path: Path, monkeypatch, ignore_term: bool) -> Path:
+    """RLHF_LAUNCHER set to a shell script in place of the training process: it starts a
+    child and waits (ignoring SIGTERM if asked, as a worker stuck in a long step would), so
+    a test sees a stop reach the whole process group without loading a model. Returns the
+    file the child's PID is written to."""
+    script = tmp_path / "launcher.sh"
+    child_pid = tmp_path / "child.pid"
+    script.write_text(("trap '' TERM\n" if ignore_term else "") + f"sleep 120 &\necho $! > {child_pid}\nwait\n")
+    monkeypatch.setenv("RLHF_LAUNCHER", f"sh {script}")
+    return child_pid
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie left for a parent (or a container's init) that never reaps."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def test_cancel_stops_the_workers_whole_group_and_kills_it_after_the_grace(workbench, tmp_path, monkeypatch):
+    add_ranked(workbench)
+    child_pid = fake_launcher(tmp_path, monkeypatch, ignore_term=True)
+    monkeypatch.setattr(jobs_module, "CANCEL_GRACE_SECONDS", 1)
+    jobs = Jobs(workbench.home, workbench.store)
+    job_id = jobs.submit(JobRequest("sft", settings=TINY_SFT))
+    thread, result = _run_in_thread(jobs, job_id)
+    wait_for(child_pid.exists, what="the launcher's start")
+    child = int(child_pid.read_text())
+    asked = time.monotonic()
+    assert "stopping" in jobs.cancel(job_id)
+    thread.join(30)
+    assert time.monotonic() - asked < 10  # SIGTERM ignored, SIGKILL after the (shortened) grace
+    assert result["status"] == "cancelled" and "killed" in result["error"], result
+    wait_for(lambda: not alive(child), 5, "the end of the launcher's child")  # the group, not one process
+
+
+def test_requests_are_answered_while_a_job_runs(workbench, tmp_path, monkeypatch):
+    add_ranked(workbench)
+    child_pid = fake_launcher(tmp_path, monkeypatch, ignore_term=False)
+    jobs = Jobs(workbench.home, workbench.store)
+    job_id = jobs.submit(JobRequest("sft", settings=TINY_SFT))
+    runner = JobRunner(jobs, poll_seconds=0.2)
+    runner.start()
+    try:
+        wait_for(child_pid.exists, what="the job's start")
+        asked = time.monotonic()
+        queued = jobs_module.send_request(workbench.home, {"action": "submit", "method": "sft", "settings": TINY_SFT},
+                                          wait_seconds=10)
+        answer = jobs_module.send_request(workbench.home, {"action": "cancel", "job_id": job_id}, wait_seconds=10)
+        assert time.monotonic() - asked < 10 and "stopping" in answer["message"]
+        assert jobs.get(queued["job_id"])["status"] == "queued"
+        wait_for(lambda: jobs.get(job_id)["status"] == "cancelled", what="the cancel")
+        assert jobs.get(job_id)["error"].startswith("Cancelled at step 0")
+    finally:
+        runner.stop(grace=1)
+
+
+def test_a_stale_pid_is_never_signalled(workbench):
+    add_ranked(workbench)
+    jobs = Jobs(workbench.home, workbench.store)
+    job_id = jobs.submit(JobRequest("sft", settings=TINY_SFT))
+    with workbench.store.transaction() as cur:
+        job_rows.mark_running(cur, job_id)  # left 'running' by a server that was killed
+    stranger = subprocess.Popen(["sleep", "60"])  # the PID now belongs to another program
+    try:
+        job_dir = jobs.job_dir(job_id)
+        (job_dir / "worker.pid").write_text(str(stranger.pid))
+        (job_dir / "status.json").write_text(json.dumps({"state": "running", "step": 3, "pid": stranger.pid}))
+        assert not jobs_module.signal_worker(job_dir, signal.SIGTERM)
+        jobs.recover()
+        assert stranger.poll() is None and alive(stranger.pid)
+        job = jobs.get(job_id)
+        assert job["status"] == "failed" and "stopped before the job ended" in job["error"]
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_worker_that_cannot_start_ends_the_job_as_failed(workbench, monkeypatch):
+    add_ranked(workbench)
+    monkeypatch.setenv("RLHF_LAUNCHER", "/nonexistent/launcher --flag")
+    jobs = Jobs(workbench.home, workbench.store)
+    job = JobRunner(jobs).run(jobs.submit(JobRequest("sft", settings=TINY_SFT)))
+    assert job["status"] == "failed" and job["error"].startswith("The training process could not start")
+    assert "/nonexistent/launcher" in job["error"]
+
+
+def test_an_error_in_the_watch_loop_ends_the_job_as_failed_and_stops_the_worker(workbench, tmp_path, monkeypatch):
+    add_ranked(workbench)
+    child_pid = fake_launcher(tmp_path, monkeypatch, ignore_term=False)
+    looks = []
+
+    def failing_update(self):
+        looks.append(1)
+        if child_pid.exists():
+            raise RuntimeError("the store went away")
+        return {}
+
+    monkeypatch.setattr(jobs_module._Watcher, "update", failing_update)
+    jobs = Jobs(workbench.home, workbench.store)
+    job = JobRunner(jobs, poll_seconds=0.1).run(jobs.submit(JobRequest("sft", settings=TINY_SFT)))
+    assert job["status"] == "failed" and "Watching the job failed (RuntimeError: the store went away)" in job["error"]
+    wait_for(lambda: not alive(int(child_pid.read_text())), 5, "the end of the worker's child")
+
+
+# -- a crash between moving a trained model into place and registering it ---------------------------
+
+CRASH_AT = {  # the step the server never did, killed just before it
+    "move": "_move_into_place",      # intent written, the model still in the job's directory
+    "card": "_write_card",           # the model in models/, no card, not registered
+    "commit": "models.register",     # moved with its card; the transaction never committed
+    "clear": "_clear_intent",        # registered; the intent left behind
+}
+
+CRASHING_SERVER = """
+import os, sys
+from rlhf import jobs as jobs_module
+from rlhf.jobs import Jobs, read_status
+from rlhf.home import Home
+from rlhf.workbench import Workbench
+step, root, job_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
+owner = jobs_module.models if step.startswith("models.") else jobs_module
+setattr(owner, step.rpartition(".")[2], lambda *args, **kwargs: os._exit(137))  # kill -9 here: no clean-up runs
+with Workbench(Home.resolve(root)) as wb:
+    jobs = Jobs(wb.home, wb.store)
+    jobs.finish(job_id, read_status(jobs.job_dir(job_id)), 0)
+"""
+
+
+@pytest.mark.parametrize("crash", list(CRASH_AT))
+def test_a_crash_while_registering_a_model_is_recovered_at_the_next_start(tiny_home, crash):
+    with Workbench(tiny_home) as wb:
+        add_ranked(wb)
+        jobs = Jobs(wb.home, wb.store)
+        job_id = jobs.submit(JobRequest("sft", settings=TINY_SFT))
+        with wb.store.transaction() as cur:
+            job_rows.mark_running(cur, job_id)
+        job_dir = jobs.job_dir(job_id)
+        (job_dir / "model").mkdir()  # what a worker that succeeded leaves
+        (job_dir / "model" / "adapter_config.json").write_text("{}")
+        (job_dir / "status.json").write_text(json.dumps({"state": "succeeded", "step": 2, "total": 2}))
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_SERVER, CRASH_AT[crash], str(tiny_home.root),
+                              str(job_id)], capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 137, crashed.stderr
+    name, target = f"sft-{job_id}", tiny_home.model_dir(f"sft-{job_id}")
+
+    with Workbench(tiny_home) as wb:  # the next start
+        jobs = Jobs(wb.home, wb.store)
+        jobs.recover()
+        job = jobs.get(job_id)
+        assert job["status"] == "succeeded" and job["output_version"] == name
+        version = wb.model_version(name)
+        assert (wb.home.root / version["path"]) == target
+        assert (target / "adapter_config.json").is_file() and (target / "card.json").is_file()
+        assert not (job_dir / "model").exists() and not (job_dir / jobs_module.INTENT_FILE).exists()
+        registered = {row[0] for row in wb.store.cursor().execute("SELECT path FROM model_versions").fetchall()}
+        on_disk = {str(p.relative_to(wb.home.root)) for p in wb.home.models_dir.iterdir() if p.is_dir()}
+        assert on_disk == registered  # no directory without a version, no version without weights

@@ -276,8 +276,8 @@ def test_annotators_are_not_told_which_completion_came_from_which_version(workbe
     item = annotation.next_item(ANA)
     assert item.comparison_id == made
     assert {f.name for f in dataclasses.fields(Item)} == {
-        "comparison_id", "prompt", "messages", "letters", "completions", "guidelines_version", "dimensions",
-        "progress", "suggestion"}  # suggestion: a reward model's ranking (names the reward version only)
+        "comparison_id", "handout", "prompt", "messages", "letters", "completions", "guidelines_version",
+        "dimensions", "progress", "suggestion"}  # suggestion: a reward model's ranking (names the reward version only)
     assert item.suggestion is None  # suggestions are off unless a researcher turns them on
     shown = repr(dataclasses.replace(item, completions=[]))  # the texts are the fake sampler's, naming dirs
     assert "v2" not in shown and "base" not in shown and "temperature" not in shown and "round" not in shown
@@ -294,11 +294,17 @@ def test_data_tab_figures_split_by_round(workbench):
     workbench.promote("v2")
     second = workbench.generate(prompt_set, n=3, k=3, params=FAST, sampler=sampler)
     annotation = Annotation(workbench)
-    annotation.set_config(RESEARCHER, gold_rate=0.0, overlap=2)
-    for comparison_id in first:
-        annotation.submit(ANA, Submission(comparison_id, "A > B"))
+
+    def take_and_rank(who, ranking: str) -> int:
+        item = annotation.next_item(who)
+        annotation.submit(who, Submission(item.handout, ranking))
+        return item.comparison_id
+
+    annotation.set_config(RESEARCHER, gold_rate=0.0, overlap=2, model_version="base")
+    assert [take_and_rank(ANA, "A > B") for _ in first] == first
+    annotation.set_config(RESEARCHER, model_version="v2")
     for who, ranking in ((ANA, "A > B > C"), (BEN, "A > B = C")):  # two annotators on one round-2 item
-        annotation.submit(who, Submission(second[0], ranking))
+        assert take_and_rank(who, ranking) == second[0]
 
     reports = Reports(workbench)
     assert reports.choices()["rounds"] == [(1, "base"), (2, "v2")]

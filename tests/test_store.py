@@ -281,13 +281,24 @@ def test_add_ranking_refuses_a_duplicate_annotator(store):
     assert table_count(cur, "ranking_ranks") == 4
 
 
+class Letters:
+    """A stand-in for random.Random whose choices are the given letters in turn."""
+
+    def __init__(self, *letters: str):
+        self.letters = list(letters)
+
+    def choice(self, options):
+        assert options == "AB"
+        return self.letters.pop(0)
+
+
 def test_add_imported_pairs_creates_ranked_import_comparisons(store):
     with store.transaction() as cur:
         prompts.add_prompts(cur, "hh", [user("q1"), user("q2")], source="pairs.jsonl")
         ids = prompts.ids_by_fingerprint(cur, "hh", [prompts.fingerprint(user("q1")), prompts.fingerprint(user("q2"))])
-        count = comparisons.add_imported_pairs(
+        count = comparisons.add_imported_pairs(  # the chosen answer at A, then B, then B
             cur, [ids[0], ids[1], ids[0]], ["good 1", "good 2", "good 3"], ["bad 1", "bad 2", "bad 3"],
-            annotator="import:pairs.jsonl")
+            annotator="import:pairs.jsonl", rng=Letters("A", "B", "B"))
     assert count == 3
     cur = store.cursor()
     assert cur.execute("SELECT prompt_id, k, source, round FROM comparisons ORDER BY id").fetchall() == [
@@ -297,15 +308,15 @@ def test_add_imported_pairs_creates_ranked_import_comparisons(store):
         " FROM completions m JOIN comparisons c ON c.id = m.comparison_id ORDER BY c.id, m.letter"
     ).fetchall() == [
         (ids[0], "A", "good 1", None, "import"), (ids[0], "B", "bad 1", None, "import"),
-        (ids[1], "A", "good 2", None, "import"), (ids[1], "B", "bad 2", None, "import"),
-        (ids[0], "A", "good 3", None, "import"), (ids[0], "B", "bad 3", None, "import"),
+        (ids[1], "A", "bad 2", None, "import"), (ids[1], "B", "good 2", None, "import"),
+        (ids[0], "A", "bad 3", None, "import"), (ids[0], "B", "good 3", None, "import"),
     ]
-    assert cur.execute("SELECT DISTINCT annotator, source, ranking FROM rankings").fetchall() == [
-        ("import:pairs.jsonl", "import", "A > B")]
-    assert cur.execute(
-        "SELECT m.letter, count(*), min(r.rank), max(r.rank) FROM ranking_ranks r"
-        " JOIN completions m ON m.id = r.completion_id GROUP BY m.letter ORDER BY m.letter"
-    ).fetchall() == [("A", 3, 1, 1), ("B", 3, 2, 2)]
+    assert cur.execute("SELECT annotator, source, ranking FROM rankings ORDER BY comparison_id").fetchall() == [
+        ("import:pairs.jsonl", "import", "A > B"), ("import:pairs.jsonl", "import", "B > A"),
+        ("import:pairs.jsonl", "import", "B > A")]
+    assert cur.execute(  # the chosen answer ranked first, whatever its letter
+        "SELECT m.text, r.rank FROM ranking_ranks r JOIN completions m ON m.id = r.completion_id ORDER BY m.text"
+    ).fetchall() == [("bad 1", 2), ("bad 2", 2), ("bad 3", 2), ("good 1", 1), ("good 2", 1), ("good 3", 1)]
     # every ranking points at its own comparison
     assert cur.execute(
         "SELECT count(*) FROM rankings r JOIN ranking_ranks rr ON rr.ranking_id = r.id"

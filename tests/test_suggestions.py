@@ -187,11 +187,25 @@ def test_a_suggestion_is_shown_marked_and_recorded(annotation, workbench):
     assert ranking_field == ""
 
     # the second comparison is not scored yet: no suggestion, nothing recorded
-    annotation.submit(ANA, Submission(first, "A > B > C > D"))
+    annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
     item = annotation.next_item(ANA)
     assert item.comparison_id == second and item.suggestion is None
     assert item_updates(annotation, SimpleNamespace(status=lambda: {}), item)[-1]["visible"] is False
     assert rows(workbench, "SELECT count(*) FROM suggestions_shown") == [(1,)]
+
+
+def test_a_gold_item_comes_without_a_suggestion(annotation, workbench):
+    register_reward(workbench, "rm")
+    gold, plain = add_comparisons(workbench, 2)
+    assert score_comparisons(workbench.store, "rm", [gold, plain], text_scores) == 2
+    annotation.mark_gold(RESEARCHER, gold, "A > B > C > D")
+    annotation.set_config(RESEARCHER, suggest=True, gold_rate=1.0)
+    item = annotation.next_item(ANA)
+    assert item.comparison_id == gold and item.suggestion is None  # scored, but it is the item ana is checked on
+    annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
+    item = annotation.next_item(ANA)
+    assert item.comparison_id == plain and item.suggestion == {"ranking": "B > A = C > D", "reward_version": "rm"}
+    assert rows(workbench, "SELECT comparison_id FROM suggestions_shown") == [(plain,)]
 
 
 def test_agreement_with_the_suggestion_shown(annotation, workbench):
@@ -204,7 +218,7 @@ def test_agreement_with_the_suggestion_shown(annotation, workbench):
 
     def take_and_rank(user, ranking):
         item = annotation.next_item(user)
-        annotation.submit(user, Submission(item.comparison_id, ranking))
+        annotation.submit(user, Submission(item.handout, ranking))
         return item
 
     assert take_and_rank(ANA, "B > A = C > D").comparison_id == first  # exactly as suggested
@@ -244,7 +258,7 @@ def handed_out_order(annotation: Annotation, user: User) -> list[int]:
     seen = []
     while (item := annotation.next_item(user)) is not None:
         seen.append(item.comparison_id)
-        annotation.skip(user, item.comparison_id, "order test")
+        annotation.skip(user, item.handout, "order test")
     return seen
 
 
@@ -480,9 +494,9 @@ def test_the_api_hands_out_the_suggestion_and_takes_the_new_settings(serve_workb
                             sources=[{"version": "active", "count": 2}], api_name="/queue_settings")
     assert (settings["suggest"], settings["selection"], settings["reward_models"]) == (False, "uncertain", ["rm"])
     assert settings["sources"] == [{"version": "active", "count": 2}] and settings["k"] == 2
-    ana.predict(item["comparison_id"], "A > B > C > D", api_name="/submit_ranking")
+    ana.predict(item["handout"], "A > B > C > D", api_name="/submit_ranking")
     following = ana.predict(api_name="/next_comparison")
-    assert following["comparison_id"] is not None and "suggestion" not in following
+    assert following["handout"] is not None and "suggestion" not in following
     with pytest.raises(Exception, match="selection must be one of"):
         rita.predict(selection="best", api_name="/queue_settings")
     assert rita.predict(sources=[], api_name="/queue_settings")["sources"] is None

@@ -225,7 +225,7 @@ def test_progress_eta_and_plots_come_from_the_jobs_files(tmp_path):
 
 
 def test_only_changed_settings_are_sent_and_more_settings_are_key_value_lines():
-    shown = {"learning_rate": 5e-05, "per_device_train_batch_size": 2.0, "beta": 0.1, "adapter": "lora",
+    shown = {"learning_rate": 2e-04, "per_device_train_batch_size": 2.0, "beta": 0.1, "adapter": "lora",
              "pairs": "all", "loss": "davidson", "lora_target": ""}
     assert job_views.changed_settings("dpo", shown) == {"per_device_train_batch_size": 2, "pairs": "all"}
     assert job_views.parse_more_settings("max_steps=2\n# a comment\n\nweight_decay = 1e-2") == {

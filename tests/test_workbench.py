@@ -311,11 +311,15 @@ def test_import_pairs(workbench, tmp_path, layout):
     assert rows(workbench,
                 "SELECT p.text, c.k, c.source FROM comparisons c JOIN prompts p ON p.id = c.prompt_id ORDER BY c.id") == [
         ("What is 2+2?", 2, "import"), ("What is 2+2?", 2, "import"), ("Capital of France?", 2, "import")]
-    assert rows(workbench, "SELECT letter, text, model_version FROM completions ORDER BY comparison_id, letter") == [
-        ("A", "4", None), ("B", "5", None), ("A", "Four.", None), ("B", "Fish.", None),
-        ("A", "Paris", None), ("B", "Rome", None)]
-    assert set(rows(workbench, "SELECT annotator, source, ranking FROM rankings")) == {
-        (f"import:{path.name}", "import", "A > B")}
+    # each pair's two texts, the chosen one at a random letter, and ranked first by the import
+    assert rows(workbench, "SELECT list(text ORDER BY text), list(DISTINCT letter ORDER BY letter),"
+                           " any_value(model_version) FROM completions GROUP BY comparison_id ORDER BY comparison_id") == [
+        (["4", "5"], ["A", "B"], None), (["Fish.", "Four."], ["A", "B"], None), (["Paris", "Rome"], ["A", "B"], None)]
+    assert rows(workbench, "SELECT r.annotator, r.source, m.text FROM rankings r JOIN ranking_ranks rr"
+                           " ON rr.ranking_id = r.id JOIN completions m ON m.id = rr.completion_id"
+                           " WHERE rr.rank = 1 ORDER BY r.comparison_id") == [
+        (f"import:{path.name}", "import", text) for text in ("4", "Four.", "Paris")]
+    assert all(ranking in ("A > B", "B > A") for (ranking,) in rows(workbench, "SELECT ranking FROM rankings"))
 
     out, n = workbench.export("preference", tmp_path / "pairs.jsonl")
     assert n == 3

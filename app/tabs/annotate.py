@@ -7,14 +7,13 @@ Handlers first, layout last (`build`). The user is always the logged-in one
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import gradio as gr
 
-from app.render import safe_markdown
+from app.render import RenderedText
 from rlhf import suggestions
-from app.session import REQUESTS, current_user, user_error
+from app.session import REQUESTS, current_user, refusal, user_error
 from rlhf.annotation import Annotation, Item, Submission
 from rlhf.limits import LIMITS
 from rlhf.pregenerate import PreGenerator
@@ -35,11 +34,11 @@ SHORTCUTS = """**Keyboard** (outside a text field): `1`–`8` add completion A�
 
 @dataclass
 class Shown:
-    """What the page has on screen: the comparison and when it appeared."""
+    """What the page has on screen: the hand-out's token (never the comparison's id) and
+    the number of completions."""
 
-    comparison_id: int
+    handout: str
     k: int
-    shown_at: float
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -120,13 +119,13 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
     columns = [gr.update(visible=i < k) for i in range(MAX_K)]
     selectors = [gr.update(choices=list(range(1, k + 1)), value=None, label=f"Rank of {letters(k)[i]}" if i < k
                            else None) for i in range(MAX_K)]
-    texts = [gr.update(value=f"### {letters(k)[i]}\n\n{safe_markdown(item.completions[i])}" if i < k else "")
+    texts = [gr.update(value=f"### {letters(k)[i]}\n\n{item.completions[i]}" if i < k else "")
              for i in range(MAX_K)]
     progress = item.progress
     header = (f"{notice}  \nDone today **{progress.get('done_today', 0)}** · total **{progress.get('done_total', 0)}** · "
-              f"waiting for you **{progress.get('remaining_for_me', '?')}** · comparison #{item.comparison_id} · "
+              f"waiting for you **{progress.get('remaining_for_me', '?')}** · "
               f"guidelines v{item.guidelines_version}")
-    return [Shown(item.comparison_id, k, time.monotonic()), header, safe_markdown(item.prompt), *columns, *selectors,
+    return [Shown(item.handout, k), header, item.prompt, *columns, *selectors,
             *texts, "", ranking_hint(k),
             gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service),
             suggestion_update(item)]
@@ -142,15 +141,14 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
            comment: str, details: list, request: gr.Request):
     user = current_user(service, request)
     if shown is None:
-        raise gr.Error("There is nothing to submit: wait for the next comparison.")
+        raise refusal("There is nothing to submit: wait for the next comparison.")
     k = shown.k
     marks, flags, ratings = details[:MAX_K], details[MAX_K: 2 * MAX_K], details[2 * MAX_K:]
     dimensions = service.config.dimensions
     abc = letters(k)
     submission = Submission(
-        comparison_id=shown.comparison_id,
+        handout=shown.handout,
         ranking=text,
-        seconds_spent=round(time.monotonic() - shown.shown_at, 2),
         labels={abc[i]: {"good": MARKS[marks[i] or "—"], "flag": FLAGS[flags[i] or "—"]} for i in range(k)
                 if MARKS[marks[i] or "—"] is not None or FLAGS[flags[i] or "—"] is not None} or None,
         ratings={abc[i]: {d: int(ratings[i * len(dimensions) + j]) for j, d in enumerate(dimensions)
@@ -162,16 +160,16 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
     with user_error():
         result = service.submit(user, submission)
     return load_next(service, pregenerator, request,
-                     notice=f"Saved **{result['ranking']}** for #{shown.comparison_id}.")
+                     notice=f"Saved **{result['ranking']}**.")
 
 
 def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, reason: str | None, request: gr.Request):
     user = current_user(service, request)
     if shown is None:
-        raise gr.Error("There is nothing to skip.")
+        raise refusal("There is nothing to skip.")
     with user_error():
-        service.skip(user, shown.comparison_id, reason or SKIP_REASONS[-1])
-    return load_next(service, pregenerator, request, notice=f"Skipped #{shown.comparison_id}.")
+        service.skip(user, shown.handout, reason or SKIP_REASONS[-1])
+    return load_next(service, pregenerator, request, notice="Skipped.")
 
 
 def guidelines_markdown(service: Annotation) -> str:
@@ -188,17 +186,17 @@ def build(service: Annotation, pregenerator: PreGenerator):
     with gr.Tab("Annotate", id="annotate"):
         shown = gr.State(None)
         with gr.Row():
-            header = gr.Markdown(elem_id="progress")
+            header = RenderedText(elem_id="progress")
         with gr.Accordion("Guidelines and shortcuts", open=False, elem_id="guidelines"):
-            gr.Markdown(lambda: guidelines_markdown(service))
+            RenderedText(lambda: guidelines_markdown(service), elem_id="guidelines-text")
             gr.Markdown(SHORTCUTS)
         gr.Markdown("#### Prompt")
-        prompt = gr.Markdown(elem_id="prompt", sanitize_html=True)
+        prompt = RenderedText(elem_id="prompt")
         columns, selectors, texts, marks, flags, ratings = [], [], [], [], [], []
         with gr.Row(equal_height=False, elem_id="completions"):
             for i in range(MAX_K):
                 with gr.Column(visible=False, min_width=260, elem_classes="completion") as column:
-                    texts.append(gr.Markdown(sanitize_html=True, elem_id=f"completion-{i}"))
+                    texts.append(RenderedText(elem_id=f"completion-{i}"))
                     selectors.append(gr.Radio(choices=list(range(1, MAX_K + 1)), label="Rank",
                                               elem_id=f"rank-{i}"))
                     with gr.Accordion("Label and rate (optional)", open=False):
@@ -208,11 +206,11 @@ def build(service: Annotation, pregenerator: PreGenerator):
                             ratings.append(gr.Radio(LIKERT, label=dimension.capitalize(),
                                                     elem_id=f"rate-{i}-{dimension}"))
                 columns.append(column)
-        suggestion = gr.Markdown(visible=False, elem_id="suggestion", elem_classes="suggestion")
+        suggestion = RenderedText(visible=False, elem_id="suggestion", elem_classes="suggestion")
         with gr.Row():
             ranking = gr.Textbox(label="Ranking", placeholder="C > B = D > A", scale=3, elem_id="ranking",
                                  autofocus=True, max_lines=1, max_length=LIMITS.ranking_chars)
-            status = gr.Markdown(elem_id="ranking-status")
+            status = RenderedText(elem_id="ranking-status")
         with gr.Row():
             submit_button = gr.Button("Submit (Enter)", variant="primary", interactive=False, elem_id="submit")
             skip_reason = gr.Dropdown(SKIP_REASONS, label="Skip reason", value=None, scale=2)

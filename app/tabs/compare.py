@@ -3,7 +3,7 @@ a leaderboard, and automatic evaluations on a held-out prompt set.
 
 Handlers first, layout last (`build`). Every handler checks the role on the server;
 hiding the tab from annotators is only a convenience. Completions are model output:
-they are shown through `safe_markdown` in Markdown components, never as HTML, and the
+they are shown through `RenderedText` (app.render), never as HTML, and the
 heat map's HTML is built from version names (escaped) and numbers only. In the arena
 the versions' names stay on the server until the vote is stored.
 """
@@ -16,8 +16,8 @@ import math
 import gradio as gr
 import pandas as pd
 
-from app.render import safe_markdown
-from app.session import REFUSALS, RESEARCH_SAMPLING, current_user, user_error
+from app.render import RenderedText
+from app.session import REFUSALS, RESEARCH_SAMPLING, current_user, refusal, user_error
 from rlhf import evaluate, exports, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
@@ -53,12 +53,12 @@ BATTLE_HINT = "*Start a battle: two versions answer one prompt, their names hidd
 
 def answer_markdown(title: str, text: str, details: str = "") -> str:
     """A heading, a line of figures and the answer, the answer and the heading as text."""
-    body = safe_markdown(text) if text.strip() else "*(an empty answer)*"
-    return f"#### {safe_markdown(title)}\n\n" + (f"*{details}*\n\n" if details else "") + body
+    body = text if text.strip() else "*(an empty answer)*"
+    return f"#### {title}\n\n" + (f"*{details}*\n\n" if details else "") + body
 
 
 def prompt_markdown(text: str) -> str:
-    return f"**Prompt**\n\n{safe_markdown(text)}"
+    return f"**Prompt**\n\n{text}"
 
 
 def _figures(answer: dict) -> str:
@@ -176,7 +176,7 @@ def evaluation_sentence(result: dict) -> str:
         if result[f"kl_{side}"] is not None:
             figures.append(f"KL from {result['reference']} {result[f'kl_{side}']:.3f}")
         parts.append(f"{name}: " + ", ".join(figures) + ".")
-    return safe_markdown(" ".join(parts))
+    return " ".join(parts)
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -256,13 +256,13 @@ def side_by_side(service: Annotation, compare: Compare, version_a, version_b, ty
     """Both versions answer the typed prompt (or the chosen one): [prompt, answer A, answer B]."""
     current_user(service, request, *STAFF)
     if not (typed and typed.strip()) and prompt_id in (None, ""):
-        raise gr.Error("Type a prompt, or choose one from a prompt set.", print_exception=False)
+        raise refusal("Type a prompt, or choose one from a prompt set.")
     with user_error():
         check_text("prompt", typed, LIMITS.prompt_chars)
         check_text("seed", seed, LIMITS.name_chars)
     seed = str(seed or "").strip()
     if seed and not seed.lstrip("-").isdigit():
-        raise gr.Error(f"The seed must be a whole number, not {seed!r}.", print_exception=False)
+        raise refusal(f"The seed must be a whole number, not {seed!r}.")
     with user_error():
         shown = compare.side_by_side(version_a, version_b, typed, None if typed and typed.strip() else prompt_id,
                                      None, _choice(reward), max_new_tokens, temperature, int(seed) if seed else None)
@@ -293,11 +293,11 @@ def cast_vote(service: Annotation, compare: Compare, token, vote: str, request: 
     leaderboard, heat map, pairs]."""
     user = current_user(service, request, *STAFF)
     if not token:
-        raise gr.Error("Start a battle first.", print_exception=False)
+        raise refusal("Start a battle first.")
     with user_error():
         result = compare.vote(user, token, vote)
-    reveal = safe_markdown(f"A was **{result['model_a']}** and B was **{result['model_b']}**. "
-                           f"Your vote: {VOTE_WORDS[result['vote']]}; stored as battle #{result['battle_id']}.")
+    reveal = (f"A was **{result['model_a']}** and B was **{result['model_b']}**. "
+              f"Your vote: {VOTE_WORDS[result['vote']]}; stored as battle #{result['battle_id']}.")
     return [None, reveal, *[gr.update(interactive=False) for _ in VOTE_BUTTONS],
             *leaderboard_view(service, compare, request)]
 
@@ -319,7 +319,7 @@ def run_evaluation(service: Annotation, compare: Compare, version_a, version_b, 
                                   reference or None, int(seed or 0), int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS),
                                   created_by=user.name)
     except REFUSALS as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise refusal(str(error)) from None
     return [evaluation_sentence(result), *evaluation_view(service, compare, request)]
 
 
@@ -351,12 +351,12 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                     side_seed = gr.Textbox(label="Seed (empty: a fresh sample each time)", max_lines=1,
                                            elem_id="side-seed", max_length=LIMITS.name_chars)
                     side_button = gr.Button("Generate both", variant="primary", elem_id="side-generate")
-                side_prompt_shown = gr.Markdown(PROMPT_HINT, sanitize_html=True, elem_id="side-prompt-shown")
+                side_prompt_shown = RenderedText(PROMPT_HINT, elem_id="side-prompt-shown")
                 with gr.Row(equal_height=False):
                     with gr.Column(variant="panel", min_width=280):
-                        side_out_a = gr.Markdown(sanitize_html=True, elem_id="side-answer-a")
+                        side_out_a = RenderedText(elem_id="side-answer-a")
                     with gr.Column(variant="panel", min_width=280):
-                        side_out_b = gr.Markdown(sanitize_html=True, elem_id="side-answer-b")
+                        side_out_b = RenderedText(elem_id="side-answer-b")
 
             with gr.Tab("Arena", id="compare-arena"):
                 with gr.Row():
@@ -373,16 +373,16 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                                              minimum=1, maximum=1024)
                     battle_button = gr.Button("New battle", variant="primary", elem_id="arena-new")
                 battle = gr.State(None)
-                arena_prompt = gr.Markdown(BATTLE_HINT, sanitize_html=True, elem_id="arena-prompt")
+                arena_prompt = RenderedText(BATTLE_HINT, elem_id="arena-prompt")
                 with gr.Row(equal_height=False):
                     with gr.Column(variant="panel", min_width=280):
-                        arena_a = gr.Markdown(sanitize_html=True, elem_id="arena-a")
+                        arena_a = RenderedText(elem_id="arena-a")
                     with gr.Column(variant="panel", min_width=280):
-                        arena_b = gr.Markdown(sanitize_html=True, elem_id="arena-b")
+                        arena_b = RenderedText(elem_id="arena-b")
                 with gr.Row():
                     vote_buttons = [gr.Button(label, interactive=False, elem_id=f"vote-{key}")
                                     for key, label in VOTE_BUTTONS]
-                reveal = gr.Markdown(sanitize_html=True, elem_id="arena-reveal")
+                reveal = RenderedText(elem_id="arena-reveal")
 
             with gr.Tab("Leaderboard", id="compare-leaderboard"):
                 gr.Markdown("Bradley-Terry ratings from every arena vote (ties and 'both bad' as half a win), "
@@ -397,7 +397,7 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                     export_button = gr.Button("Export every vote", scale=0, elem_id="arena-export")
                     refresh_board = gr.Button("Refresh", scale=0)
                 export_file = gr.File(label="Download", interactive=False, height=90, elem_id="arena-export-file")
-                export_note = gr.Markdown()
+                export_note = RenderedText(elem_id="arena-export-note")
 
             with gr.Tab("Automatic evaluation", id="compare-evaluation"):
                 gr.Markdown("Samples one answer per prompt from each version (same seed for both) on the first N "
@@ -419,7 +419,7 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                                             minimum=1, maximum=1024)
                     eval_seed = gr.Number(0, precision=0, label="Seed")
                     eval_button = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
-                eval_summary = gr.Markdown(elem_id="eval-summary")
+                eval_summary = RenderedText(elem_id="eval-summary")
                 eval_table = gr.Dataframe(label="Evaluations (newest first)", interactive=False, max_height=360,
                                           elem_id="eval-table")
                 gr.Markdown("Each version's newest evaluation:")

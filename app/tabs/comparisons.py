@@ -5,26 +5,25 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.render import safe_markdown
+from app.render import Blocks, RenderedText
 from app.session import current_user
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
 from rlhf.workbench import Workbench, WorkbenchError
 
 
-def comparison_markdown(wb: Workbench, comparison_id: int | None) -> str:
+def comparison_markdown(wb: Workbench, comparison_id: int | None) -> str | Blocks:
+    """The prompt and each completion, each its own text (one's unclosed fence stays its own)."""
     if comparison_id is None:
         return "Pick a comparison."
     try:
         comparison = wb.comparison(int(comparison_id))
     except WorkbenchError as error:
         return str(error)
-    blocks = [f"### Prompt\n\n{safe_markdown(comparison.prompt)}"]
+    blocks = ["### Prompt", comparison.prompt]
     for completion in comparison.completions:
-        blocks.append(
-            f"### {completion['letter']}\n\n{safe_markdown(completion['text'])}"
-        )
-    return "\n\n---\n\n".join(blocks)
+        blocks += ["---", f"### {completion['letter']}", completion["text"]]
+    return Blocks(blocks)
 
 
 def summary_table(wb: Workbench):
@@ -51,7 +50,7 @@ def build(service: Annotation) -> gr.Tab:
         with gr.Row():
             chosen = gr.Number(label="Comparison id", precision=0)
             refresh = gr.Button("Refresh list")
-        shown = gr.Markdown(sanitize_html=True)
+        shown = RenderedText(elem_id="comparison-shown")
         chosen.submit(on_show, chosen, shown, api_name="show_comparison")
         gr.on([refresh.click, tab.select], on_list, None, table, api_name="list_comparisons")
     return tab

@@ -15,7 +15,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from app.session import current_user, user_error
+from app.render import RenderedText
+from app.session import current_user, refusal, user_error
 from rlhf import exports
 from rlhf.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
@@ -132,7 +133,7 @@ def export(service: Annotation, format: str, selection: str, suffix: str, reques
 def import_prompts(service: Annotation, upload: str | None, prompt_set: str, request: gr.Request) -> str:
     current_user(service, request, *STAFF)
     if not upload:
-        raise gr.Error("Choose a file to import first.")
+        raise refusal("Choose a file to import first.")
     with user_error():
         check_text("prompt set name", prompt_set, LIMITS.name_chars)
     name = prompt_set.strip() or Path(upload).name.split(".")[0]
@@ -162,14 +163,14 @@ def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | No
         recent = gr.Dataframe(label="Recent rankings", interactive=False, max_height=360)
         gr.Markdown("### Agreement")
         method = gr.Radio(list(CONSENSUS_METHODS), value="ranked_pairs", label="Consensus method")
-        summary = gr.Markdown()
+        summary = RenderedText(elem_id="agreement-summary")
         with gr.Row():
             to_consensus = gr.Dataframe(label="Each annotator's tau-b to the consensus", interactive=False)
             plot = gr.BarPlot(x="user", y="tau_b_to_consensus", y_lim=[-1, 1], label="tau-b to consensus")
         gold = gr.Dataframe(label="Agreement with gold items", interactive=False)
         gr.Markdown("### Agreement with the reward model's suggestions\nEach ranking against the suggestion its "
                     "annotator saw (ties count: `A = B` against `A > B` disagrees).")
-        suggestion_note = gr.Markdown()
+        suggestion_note = RenderedText(elem_id="suggestion-note")
         with gr.Row():
             suggestion_people = gr.Dataframe(label="Per annotator", interactive=False)
             suggestion_versions = gr.Dataframe(label="Per reward version, shown and not shown", interactive=False)
@@ -179,7 +180,7 @@ def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | No
         with gr.Row():
             reward_choice = gr.Dropdown([], label="Reward version (empty: the newest)", elem_id="audit-version")
             audit_button = gr.Button("Audit", scale=0, elem_id="audit")
-        audit_note = gr.Markdown(elem_id="audit-note")
+        audit_note = RenderedText(elem_id="audit-note")
         audit_worst = gr.Dataframe(label="Largest disagreements", interactive=False, max_height=420, wrap=True)
         gr.Markdown("### Consensus orderings (stored beside the raw rankings)")
         consensus_button = gr.Button("Compute and store the consensus with this method")
@@ -191,14 +192,14 @@ def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | No
             suffix = gr.Dropdown(list(EXPORT_SUFFIXES), value=".jsonl", label="File type")
             export_button = gr.Button("Export", scale=0)
         export_file = gr.File(label="Download", interactive=False)
-        export_note = gr.Markdown()
+        export_note = RenderedText(elem_id="export-note")
         gr.Markdown("### Import prompts\nCSV, JSONL or Parquet with a `prompt` or `messages` column, or the "
                     "HH-RLHF layout; gzip accepted. A bad row names its line and nothing is imported.")
         with gr.Row():
             upload = gr.File(label="Prompt file", type="filepath")
             prompt_set = gr.Textbox(label="Prompt set (default: the file name)", max_length=LIMITS.name_chars)
             import_button = gr.Button("Import", scale=0)
-        import_note = gr.Markdown()
+        import_note = RenderedText(elem_id="import-note")
         timer = gr.Timer(15.0)
 
         filters = [prompt_sets, annotators, model_versions, round_choice]

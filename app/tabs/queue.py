@@ -6,7 +6,8 @@ import json
 
 import gradio as gr
 
-from app.session import current_user, user_error
+from app.render import RenderedText
+from app.session import current_user, refusal, user_error
 from rlhf.auth import STAFF
 from rlhf.annotation import Annotation
 from rlhf.limits import LIMITS, check_text
@@ -60,8 +61,8 @@ def parse_sources(text: str | None) -> list[dict] | None:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise gr.Error(f"The sources are not valid JSON ({error.msg} at line {error.lineno}); "
-                       f"write them like {SOURCES_EXAMPLE}.") from None
+        raise refusal(f"The sources are not valid JSON ({error.msg} at line {error.lineno}); "
+                      f"write them like {SOURCES_EXAMPLE}.") from None
 
 
 def current_settings(service: Annotation, pregenerator: PreGenerator, request: gr.Request):
@@ -138,7 +139,7 @@ def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
 def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Request) -> str:
     user = current_user(service, request, *STAFF)
     if comparison_id is None:
-        raise gr.Error("Give the id of the comparison to mark.")
+        raise refusal("Give the id of the comparison to mark.")
     with user_error():
         check_text("ranking", ranking, LIMITS.ranking_chars)
         stored = service.mark_gold(user, int(comparison_id), ranking)
@@ -149,7 +150,7 @@ def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Requ
 
 def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
     with gr.Tab("Queue", id="queue", visible=False) as tab:
-        status = gr.Markdown()
+        status = RenderedText(elem_id="queue-status")
         gr.Markdown("### What annotators are handed")
         with gr.Row():
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
@@ -172,7 +173,7 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
                                         label="Reward model(s) (two: their disagreement orders the queue)",
                                         elem_id="queue-reward-models")
         save_button = gr.Button("Save queue settings", variant="primary")
-        saved = gr.Markdown()
+        saved = RenderedText(elem_id="queue-saved")
         gr.Markdown("### Gold items\nMixed into the queue unannounced; each annotator's agreement with them "
                     "is on the Data tab.")
         with gr.Row():
@@ -180,9 +181,9 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
             gold_ranking = gr.Textbox(label="Expected ranking (empty: unmark)", placeholder="B > A = C > D",
                                       max_length=LIMITS.ranking_chars)
             gold_button = gr.Button("Mark", scale=0)
-        gold_note = gr.Markdown()
+        gold_note = RenderedText(elem_id="queue-gold-note")
         gr.Markdown("### Annotation guidelines (Markdown, versioned)")
-        guidelines_note = gr.Markdown()
+        guidelines_note = RenderedText(elem_id="queue-guidelines-note")
         guidelines = gr.Textbox(lines=14, show_label=False, max_length=LIMITS.guidelines_chars)
         guidelines_button = gr.Button("Save as a new version")
         timer = gr.Timer(5.0)

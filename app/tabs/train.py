@@ -14,8 +14,8 @@ import html
 import gradio as gr
 import pandas as pd
 
-from app.render import safe_markdown
-from app.session import REFUSALS, current_user, user_error
+from app.render import RenderedText
+from app.session import REFUSALS, current_user, refusal, user_error, warning
 from rlhf import evaluate, job_views
 from rlhf.annotation import Annotation
 from rlhf.auth import STAFF
@@ -89,10 +89,9 @@ def preview_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, pr
                                                      since, until, min_agreement, more, values)
         preview = jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
-        return safe_markdown(f"Refused: {error}")
+        return f"Refused: {error}"
     changed = ", ".join(f"{key}={value}" for key, value in settings.items())
-    return safe_markdown(job_views.preview_sentence(preview) + (f" Settings changed: {changed}." if changed else
-                                                                  " Default settings."))
+    return job_views.preview_sentence(preview) + (f" Settings changed: {changed}." if changed else " Default settings.")
 
 
 def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, rounds,
@@ -104,10 +103,10 @@ def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, pro
                                                      since, until, min_agreement, more, values)
         job_id = jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
-        gr.Warning(str(error))
-        return safe_markdown(f"Refused: {error}"), None
+        warning(str(error))
+        return f"Refused: {error}", None
     rows = jobs.get(job_id)["spec"].get("rows")
-    return safe_markdown(f"Queued job {job_id} ({chosen_method} on {rows} rows); it starts when the runner is free."), job_id
+    return f"Queued job {job_id} ({chosen_method} on {rows} rows); it starts when the runner is free.", job_id
 
 
 def progress_html(status: dict | None) -> str:
@@ -167,7 +166,7 @@ def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | 
 
     jobs_changed = fresh("jobs", job_views.jobs_signature(frame))
     plots_changed = fresh("plots", [job_id, len(metrics), status and status["status"], chosen])
-    line = safe_markdown(job_views.status_sentence(status)) if status else "No jobs yet: launch one above."
+    line = job_views.status_sentence(status) if status else "No jobs yet: launch one above."
     bar, log = progress_html(status), (status or {}).get("log_tail", "")
     seen["job"] = job_id
     losses, others = job_views.plot_frames(metrics, chosen)
@@ -202,9 +201,9 @@ def open_tab(service: Annotation, jobs: Jobs, base, reward, job_id, chosen_metri
 def cancel_job(service: Annotation, jobs: Jobs, job_id, request: gr.Request) -> str:
     current_user(service, request, *STAFF)
     if _job_id(job_id) is None:
-        raise gr.Error("Choose a job to cancel.")
+        raise refusal("Choose a job to cancel.")
     with user_error():
-        return safe_markdown(jobs.cancel(_job_id(job_id)))
+        return jobs.cancel(_job_id(job_id))
 
 
 def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -215,11 +214,11 @@ def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
 def promote_version(service: Annotation, name, request: gr.Request):
     current_user(service, request, *STAFF)
     if not name:
-        raise gr.Error("Choose a policy version to promote.")
+        raise refusal("Choose a policy version to promote.")
     with user_error():
         service.wb.promote(name)
     frame = service.wb.models()
-    return [safe_markdown(f"{name} is now the active policy: new comparisons come from it."),
+    return [f"{name} is now the active policy: new comparisons come from it.",
             versions_table(service.wb, frame), *_version_choices(frame, name, None)[::2]]
 
 
@@ -285,7 +284,7 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         with gr.Row():
             preview_button = gr.Button("Preview data", elem_id="train-preview")
             launch_button = gr.Button("Launch", variant="primary", elem_id="train-launch")
-        launch_note = gr.Markdown(elem_id="train-status")
+        launch_note = RenderedText(elem_id="train-status")
 
         gr.Markdown("### Jobs")
         with gr.Row():
@@ -293,7 +292,7 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
             cancel_button = gr.Button("Cancel job", variant="stop", interactive=False, scale=0,
                                       elem_id="train-cancel")
             refresh_button = gr.Button("Refresh", scale=0)
-        job_line = gr.Markdown(elem_id="train-job-line")
+        job_line = RenderedText(elem_id="train-job-line")
         progress = gr.HTML(progress_html(None), elem_id="train-progress")
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="value", color="name", label="Loss",
@@ -313,7 +312,7 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         with gr.Row():
             promote_choice = gr.Dropdown([], label="Policy version to make active", elem_id="train-promote-version")
             promote_button = gr.Button("Promote", scale=0, elem_id="train-promote")
-        promote_note = gr.Markdown(elem_id="train-promote-status")
+        promote_note = RenderedText(elem_id="train-promote-status")
         timer = gr.Timer(FAST_SECONDS, active=False)
         seen = gr.State({})
 

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from rlhf.errors import UserError
+from rlhf.train.schedule import Schedule, schedule
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ class ReporterCallback(TrainerCallback):
 class TrainInputs:
     """Everything a trainer gets. `config` holds TRL config field overrides (already
     checked by `rlhf.train.methods.resolve`), `options` the workbench's own options
-    (adapter, lora_r, eval_fraction, ... with defaults filled in)."""
+    (adapter, lora_r, eval_fraction, ... with defaults filled in). `given` names the
+    settings the user chose; the others in `config` are the method's defaults, which the
+    data-sized schedule may replace. None: every value in `config` was chosen."""
 
     data: pd.DataFrame
     base_path: Path
@@ -121,6 +124,25 @@ class TrainInputs:
     options: dict[str, Any] = field(default_factory=dict)
     reward_path: Path | None = None
     reporter: Reporter = field(default_factory=Reporter)
+    given: frozenset[str] | None = None
+
+
+def plan(inputs: TrainInputs, method: str, rows: int, per_step: int, what: str,
+         samples_per_prompt: int = 1) -> Schedule:
+    """The job's schedule for `rows` training rows (`rlhf.train.schedule`), logged in one
+    line; the trainer builds its config with `settings` on top of `inputs.config`."""
+    given = inputs.config if inputs.given is None else \
+        {key: value for key, value in inputs.config.items() if key in inputs.given}
+    decided = schedule(rows, method, str(inputs.options.get("adapter", "lora")), per_step, given,
+                       samples_per_prompt=samples_per_prompt, what=what)
+    log.info("Schedule: %s", decided.reason)
+    return decided
+
+
+def examples_per_step(config: dict[str, Any], default_batch: int = 8) -> int:
+    """Rows of one optimiser step: the batch times the gradient accumulation."""
+    batch = int(config.get("per_device_train_batch_size") or default_batch)
+    return max(1, batch * int(config.get("gradient_accumulation_steps") or 1))
 
 
 # -- precision and devices -------------------------------------------------------------
@@ -140,20 +162,30 @@ def model_dtype() -> torch.dtype:
     return torch.bfloat16 if on_gpu() and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def common_trainer_args(out_dir: Path, seed: int) -> dict[str, Any]:
-    """TrainingArguments every job uses: no checkpoints (the worker saves the result
-    once), no external loggers, precision explicit, logging every step."""
+def workbench_trainer_args(out_dir: Path) -> dict[str, Any]:
+    """TrainingArguments that are the workbench's, never a job's: the Trainer's scratch in
+    the job's directory, no checkpoints (the worker saves the result once), no external
+    loggers, logging every step, precision for this device."""
     return {
         "output_dir": str(out_dir.parent / "trainer"),  # the Trainer's scratch, kept out of the model
         "save_strategy": "no",
         "report_to": "none",
         "logging_steps": 1,
         "disable_tqdm": True,
-        "seed": seed,
-        "activation_checkpointing": False,  # TRL turns it on; for a small model it only costs time
-        "remove_unused_columns": True,
         **precision_args(),
     }
+
+
+def trainer_args(out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The job's settings over the workbench's defaults, and the workbench's own arguments
+    over both: `methods.resolve` refuses a setting of those, and whatever reaches a trainer
+    by another way cannot move its files, upload, or report elsewhere either."""
+    defaults = {
+        "seed": 0,
+        "activation_checkpointing": False,  # TRL turns it on; for a small model it only costs time
+        "remove_unused_columns": True,
+    }
+    return {**defaults, **config, **workbench_trainer_args(out_dir)}
 
 
 # -- data -------------------------------------------------------------------------------

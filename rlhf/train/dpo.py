@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
 from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, trl_trainer,
                             require_columns, split, trainer_config)
@@ -32,11 +33,13 @@ def train(inputs: TrainInputs) -> dict[str, float]:
                             " comparisons with at least two groups first.")
     frame = conversational(frame, completions=("chosen", "rejected"))
     train_frame, eval_frame = split(inputs, frame)
+    decided = common.plan(inputs, "dpo", len(train_frame), common.examples_per_step(inputs.config), "pairs")
     policy = load_policy(inputs, reference=True)
-    config = trainer_config(DPOConfig, inputs, eval_strategy="no")
+    config = trainer_config(DPOConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS,
                           ref_model=policy.reference)
-    return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    return {**metrics, **decided.metrics()}
 
 
 # -- measuring what a policy prefers -----------------------------------------------------

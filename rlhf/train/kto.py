@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
 from rlhf.train.sft import (conversational, fit, has_text, load_policy, trl_trainer, require_columns, split,
                             trainer_config)
@@ -65,11 +66,13 @@ def train(inputs: TrainInputs) -> dict[str, float]:
                             " within a batch).")
     if len(train_frame) < 2:
         raise TrainingError("KTO needs at least two training examples.")
+    decided = common.plan(inputs, "kto", len(train_frame), common.examples_per_step(inputs.config),
+                          "labelled completions")
     policy = load_policy(inputs, reference=True)
-    config = trainer_config(KTOConfig, inputs, eval_strategy="no", **weights)
+    config = trainer_config(KTOConfig, inputs, eval_strategy="no", **weights, **decided.settings)
     trainer = trl_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS,
                           ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
     metrics.update({"train/desirable": float(n_desirable), "train/undesirable": float(n_undesirable),
-                    **{f"train/{k}": float(v) for k, v in weights.items()}})
+                    **{f"train/{k}": float(v) for k, v in weights.items()}, **decided.metrics()})
     return metrics

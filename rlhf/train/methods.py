@@ -3,7 +3,10 @@ check of a job's settings before it starts (torch-free until a config class is b
 
 A setting is either a field of the method's config class (TRL's `DPOConfig`, ... or our
 `PPOConfig`), under TRL's own name, or a workbench option (adapter, data selection
-choices, ...). Defaults here are chosen to finish in minutes on SmolLM2-135M on a CPU.
+choices, ...). Defaults here are chosen to finish in minutes on SmolLM2-135M on a CPU; a
+job's learning rate and epochs (online: max_steps) are set from its data by
+`rlhf.train.schedule` unless the job's settings name them, and the values here are what
+that rule gives LoRA on a mid-sized set.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import yaml
 
 from rlhf.errors import UserError
+from rlhf.train.schedule import lora_rate
 
 
 class SettingsError(UserError):
@@ -66,7 +70,7 @@ METHODS: dict[str, Method] = {
     "reward": Method(
         "reward", "reward", "rankings", "trl.RewardConfig",
         "reward model (scalar head) on the pairs of each ranking; TRL RewardTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 2e-4, "per_device_train_batch_size": 8},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("reward"), "per_device_train_batch_size": 8},
         {
             "loss": Option("bradley_terry", "pairwise loss: Bradley-Terry (ties dropped), or a tie-aware"
                            " Rao-Kupper or Davidson loss that learns from tied completions",
@@ -83,21 +87,21 @@ METHODS: dict[str, Method] = {
     "sft": Method(
         "sft", "policy", "sft", "trl.SFTConfig",
         "supervised fine-tuning on written better answers and/or top-ranked completions; TRL SFTTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 1e-4},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("sft")},
         {"sft_source": Option("both", "what to imitate", ("both", "better_answers", "top_ranked"))},
         min_rows=1,
     ),
     "dpo": Method(
         "dpo", "policy", "pairs", "trl.DPOConfig",
         "direct preference optimisation on chosen/rejected pairs; TRL DPOTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 5e-5, "beta": 0.1},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("dpo"), "beta": 0.1},
         {"pairs": Option("best_vs_worst", "which pairs of a ranking: top group against bottom group, or every"
                          " pair in different groups", ("best_vs_worst", "all"))},
     ),
     "kto": Method(
         "kto", "policy", "unpaired", "trl.KTOConfig",
         "KTO on single completions: top group desirable, bottom undesirable, plus good/bad marks; TRL KTOTrainer",
-        {**_OFFLINE_TRAINING, "learning_rate": 5e-5, "beta": 0.1, "per_device_train_batch_size": 8},
+        {**_OFFLINE_TRAINING, "learning_rate": lora_rate("kto"), "beta": 0.1, "per_device_train_batch_size": 8},
         {"use_marks": Option(True, "add annotators' explicit good/bad marks")},
         min_rows=4,
     ),
@@ -109,18 +113,89 @@ METHODS: dict[str, Method] = {
     "grpo": Method(
         "grpo", "policy", "prompts", "trl.GRPOConfig",
         "GRPO with the reward model as reward function; TRL GRPOTrainer",
-        {"learning_rate": 1e-4, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
+        {"learning_rate": lora_rate("grpo"), "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
          "max_completion_length": 48, "beta": 0.04, "seed": 0, "temperature": 0.8},
         {}, needs_reward=True,
     ),
     "rloo": Method(
         "rloo", "policy", "prompts", "trl.RLOOConfig",
         "REINFORCE leave-one-out with the reward model as reward function; TRL RLOOTrainer",
-        {"learning_rate": 1e-4, "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
+        {"learning_rate": lora_rate("rloo"), "max_steps": 20, "per_device_train_batch_size": 4, "num_generations": 4,
          "max_completion_length": 48, "beta": 0.04, "seed": 0, "temperature": 0.8},
         {}, needs_reward=True,
     ),
 }
+
+
+# The trainer config fields a job may set: the optimisation, the lengths of what it reads
+# and samples, and each method's own maths. Every other field is the workbench's (where
+# files go, logging, devices, precision, distribution) or reaches past the job (hubs,
+# trackers, other servers, remote code); `resolve` refuses it with the reason.
+ALLOWED_FIELDS = frozenset({
+    # optimisation
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "warmup_steps", "lr_scheduler_type", "weight_decay", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "optim", "seed", "data_seed", "label_smoothing_factor", "neftune_noise_alpha",
+    "eval_strategy", "eval_steps", "activation_checkpointing", "gradient_checkpointing", "dataloader_num_workers",
+    "dataloader_drop_last", "torch_empty_cache_steps",
+    # data and lengths
+    "max_length", "max_completion_length", "truncation_mode", "padding_free", "packing", "packing_strategy",
+    "completion_only_loss", "assistant_only_loss", "pad_to_multiple_of", "shuffle_dataset", "dataset_text_field",
+    # preference and reward losses
+    "beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type", "f_alpha_divergence_coef",
+    "ld_alpha", "use_weighting", "discopop_tau", "precompute_ref_log_probs", "sync_ref_model",
+    "ref_model_mixup_alpha", "ref_model_sync_steps", "desirable_weight", "undesirable_weight",
+    "center_rewards_coefficient", "disable_dropout",
+    # online methods (GRPO, RLOO) and sampling
+    "num_generations", "num_generations_eval", "generation_batch_size", "steps_per_generation", "num_iterations",
+    "epsilon", "epsilon_high", "delta", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+    "scale_rewards", "reward_weights", "mask_truncated_completions", "importance_sampling_level",
+    "top_entropy_quantile", "normalize_advantages", "reward_clip_range", "use_bias_correction_kl",
+    "off_policy_mask_threshold", "multi_objective_aggregation", "cast_lm_head_to_fp32", "router_aux_loss_coef",
+    "use_adaptive_entropy", "entropy_coef", "entropy_coef_delta", "entropy_coef_max", "entropy_coef_min",
+    "entropy_target", "sapo_temperature_neg", "sapo_temperature_pos", "vespo_k_neg", "vespo_k_pos",
+    "vespo_lambda_neg", "vespo_lambda_pos",
+    # PPO (the workbench's own)
+    "batch_size", "mini_batch_size", "num_ppo_epochs", "gamma", "lam", "cliprange", "cliprange_value", "vf_coef",
+    "kl_coef", "adaptive_kl", "target_kl", "kl_horizon", "missing_eos_penalty", "response_length", "whiten_rewards",
+})
+
+# each worker is a process on a machine the server shares with the annotators
+MAX_DATALOADER_WORKERS = 2
+
+_OWN_DIRECTORY = "the job writes only in its own directory (jobs/<id>/), where the workbench puts its files"
+_NO_UPLOAD = "a job never uploads anything: its model stays in the workbench home"
+# Settings refused with a reason: an exact field name, or a prefix ending in "_".
+REFUSED = {
+    "output_dir": _OWN_DIRECTORY, "logging_dir": _OWN_DIRECTORY,
+    "save_": "the workbench saves the trained model once, at the end, in the job's directory",
+    "resume_from_checkpoint": "it reads a checkpoint from outside the job's directory",
+    "deepspeed": "it reads a config file from outside the job (use RLHF_LAUNCHER with an accelerate config)",
+    "fsdp": "distribution is the launcher's (RLHF_LAUNCHER with an accelerate config), not a job's",
+    "accelerator_config": "distribution is the launcher's (RLHF_LAUNCHER with an accelerate config), not a job's",
+    "parallelism_config": "distribution is the launcher's (RLHF_LAUNCHER with an accelerate config), not a job's",
+    "chat_template_path": "it reads a file or a hub model outside the workbench; the base version's template is used",
+    "push_to_hub": _NO_UPLOAD, "hub_": _NO_UPLOAD, "log_completions_hub_repo": _NO_UPLOAD, "trackio_": _NO_UPLOAD,
+    "report_to": "a job reports its metrics to the workbench only (report_to is always none)",
+    "project": "a job reports its metrics to the workbench only (report_to is always none)",
+    "run_name": "a job reports its metrics to the workbench only (report_to is always none)",
+    "trust_remote_code": "a job never runs code that ships with a model",
+    "model_init_kwargs": "the workbench loads the models itself (and never runs code that ships with one)",
+    "use_vllm": "a job samples in its own process and connects to no server",
+    "vllm_": "a job samples in its own process and connects to no server",
+    "logging_": "the workbench logs every step into the job's metrics",
+    "bf16": "the workbench chooses the precision for the device the job runs on",
+    "fp16": "the workbench chooses the precision for the device the job runs on",
+    "tf32": "the workbench chooses the precision for the device the job runs on",
+    "use_cpu": "the workbench chooses the device",
+}
+
+
+def refusal(key: str) -> str | None:
+    """Why a job may not set `key`, if it is one of the refused settings."""
+    if key in REFUSED:
+        return REFUSED[key]
+    return next((why for prefix, why in REFUSED.items() if prefix.endswith("_") and key.startswith(prefix)), None)
 
 
 def method(name: str) -> Method:
@@ -207,8 +282,15 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
             if choices and value not in choices:
                 raise SettingsError(f"{key} must be one of {', '.join(choices)}, not '{value}'.")
             options[key] = value
-        elif key in fields:
+        elif refusal(key):
+            raise SettingsError(f"A job may not set {key}: {refusal(key)}.")
+        elif key in fields and key in ALLOWED_FIELDS:
             config[key] = _coerce(key, value, fields[key])
+        elif key in fields:
+            raise SettingsError(
+                f"A job may not set {key}: the workbench sets it (files, logging, devices, precision and"
+                f" distribution are its own); a job sets training fields such as learning_rate, max_steps, beta."
+            )
         else:
             raise SettingsError(
                 f"{name} has no setting '{key}': use a field of {spec.config_class.rpartition('.')[2]}"
@@ -242,6 +324,10 @@ def _check_ranges(values: dict[str, Any]) -> None:
             raise SettingsError(f"{key} must be greater than 0, not {values[key]}.")
     if not 0 <= values.get("eval_fraction", 0) <= 0.5:
         raise SettingsError(f"eval_fraction must be between 0 and 0.5, not {values['eval_fraction']}.")
+    workers = values.get("dataloader_num_workers") or 0
+    if not 0 <= workers <= MAX_DATALOADER_WORKERS:
+        raise SettingsError(f"dataloader_num_workers must be between 0 and {MAX_DATALOADER_WORKERS}, not {workers}:"
+                            " each worker is another process on the machine the server runs on.")
     if not 0 <= values.get("lora_dropout", 0) < 1:
         raise SettingsError(f"lora_dropout must be in [0, 1), not {values['lora_dropout']}.")
 

@@ -81,7 +81,10 @@ def train(inputs: TrainInputs, method: str) -> dict[str, float]:
     reward_model = common.load_reward_model(inputs.reward_path)
     reward_model.eval().requires_grad_(False)
     reward_tokenizer = common.load_tokenizer(inputs.reward_path)
-    config = trainer_config(config_class, inputs, eval_strategy="no")
+    generations = int(inputs.config.get("num_generations") or 1)
+    decided = common.plan(inputs, method, len(prompts), common.examples_per_step(inputs.config), "prompts",
+                          samples_per_prompt=generations)
+    config = trainer_config(config_class, inputs, eval_strategy="no", **decided.settings)
     if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
         raise TrainingError("use_vllm needs the vllm package (and a GPU); leave use_vllm off.")
     try:
@@ -101,6 +104,7 @@ def train(inputs: TrainInputs, method: str) -> dict[str, float]:
         shutil.rmtree(inputs.out_dir / "trainer" / "reference", ignore_errors=True)
         tidy(inputs.out_dir)
     metrics.update(_reward_curve(trainer))
+    metrics.update(decided.metrics())
     return metrics
 
 

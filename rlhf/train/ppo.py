@@ -23,6 +23,7 @@ reward model), with its own LoRA and a trainable head. The formulas live in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from contextlib import nullcontext
@@ -37,6 +38,7 @@ from torch import nn
 from rlhf.scoring import RewardScorer
 from rlhf.train import common
 from rlhf.train.common import TrainInputs, TrainingError
+from rlhf.train.schedule import lora_rate
 from rlhf.train.ppo_functions import (
     AdaptiveKLController,
     FixedKLController,
@@ -61,9 +63,11 @@ class PPOConfig:
     """PPO settings. Names follow TRL's former PPOConfig where it had the setting; defaults
     follow the TL;DR reproduction (Huang et al. 2024) except the sizes and the learning rate
     (LoRA on SmolLM2-135M): 10 iterations of 8 rollouts of at most 48 tokens, a CPU-sized
-    demonstration (on two shared cores, about a minute per iteration)."""
+    demonstration (on two shared cores, about a minute per iteration). A job's learning_rate
+    and max_steps come from `rlhf.train.schedule` (one pass over its prompts, 10 to 30
+    iterations) unless its settings name them."""
 
-    learning_rate: float = field(default=1e-4, metadata={
+    learning_rate: float = field(default=lora_rate("ppo"), metadata={
         "help": "AdamW learning rate for the policy's adapter and the value model"})
     max_steps: int = field(default=10, metadata={
         "help": "PPO iterations: each samples `batch_size` rollouts and optimises on them"})
@@ -138,6 +142,8 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
     if reward_fn is None and inputs.reward_path is None:
         raise TrainingError("PPO needs a reward model: train one with `rlhf train reward` or pass --reward VERSION.")
     common.check_adapter(inputs.options)
+    decided = common.plan(inputs, "ppo", len(prompts), config.batch_size, "prompts")
+    config = dataclasses.replace(config, **decided.settings)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if common.on_gpu() else "cpu")
     reporter = inputs.reporter
@@ -247,7 +253,8 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
 
     reporter.check_cancelled()
     policy.save(inputs.out_dir, inputs.base_path, merge=bool(inputs.options.get("merge", False)))
-    return {**metrics, "reward/mean_first": first["reward/mean"], "objective/kl_first": first["objective/kl"]}
+    return {**metrics, "reward/mean_first": first["reward/mean"], "objective/kl_first": first["objective/kl"],
+            **decided.metrics()}
 
 
 # -- the inputs ------------------------------------------------------------------------

@@ -378,7 +378,10 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
         raise common.TrainingError("There are no rankings to train a reward model on.")
 
     seed = int(inputs.config.get("seed", 0) or 0)
-    args = RewardConfig(**{**common.common_trainer_args(inputs.out_dir, seed), **inputs.config})
+    def reward_config(**decided: Any):
+        return RewardConfig(**common.trainer_args(inputs.out_dir, {**inputs.config, **decided}))
+
+    args = reward_config()   # its max_length filters the examples the schedule counts
     tokenizer = common.load_tokenizer(inputs.base_path)
     train_frame, eval_frame = common.split_by_comparison(inputs.data, float(options.get("eval_fraction", 0.1)), seed)
     train_items, eval_items = ranked_items(train_frame, tokenizer), ranked_items(eval_frame, tokenizer)
@@ -394,6 +397,9 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     if too_long:
         log.warning("%d completions longer than max_length=%s tokens left out of training", too_long, args.max_length)
     eval_examples, _ = training_examples(eval_items, grouping, keep_ties, args.max_length)
+    decided = common.plan(inputs, "reward", len(train_examples), common.examples_per_step(inputs.config),
+                          "rankings" if grouping == "ranking" else "pairs")
+    args = reward_config(**decided.settings)
 
     quantized = options.get("adapter") == "qlora"
     from transformers import set_seed
@@ -427,7 +433,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     metrics: dict[str, float] = {"train_loss": float(result.training_loss), "reward_offset": float(offset),
                                  "train/rankings": float(len(train_items)), "train/pairs": float(strict),
                                  "train/tied_pairs": float(tied if keep_ties else 0),
-                                 "train/examples": float(len(train_examples))}
+                                 "train/examples": float(len(train_examples)), **decided.metrics()}
     if tied and not keep_ties:
         metrics["train/ties_dropped"] = float(tied)
     if too_long:

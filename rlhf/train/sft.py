@@ -59,10 +59,9 @@ def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
 
 
 def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
-    """`config_class` built from the common arguments, then the job's overrides, then
-    `fixed` (values this trainer needs whatever the job says)."""
-    seed = int(inputs.config.get("seed", 0) or 0)
-    values = {**common.common_trainer_args(inputs.out_dir, seed), **inputs.config, **fixed}
+    """`config_class` built from `common.trainer_args` (the job's settings under the
+    workbench's own arguments), then `fixed` (values this trainer needs whatever the job says)."""
+    values = {**common.trainer_args(inputs.out_dir, inputs.config), **fixed}
     try:
         return config_class(**values)
     except (ValueError, TypeError) as error:
@@ -201,7 +200,10 @@ def train(inputs: TrainInputs) -> dict[str, float]:
                             " or a top-ranked completion).")
     frame = conversational(frame, completions=("completion",))
     train_frame, eval_frame = split(inputs, frame)
+    decided = common.plan(inputs, "sft", len(train_frame), common.examples_per_step(inputs.config),
+                          "demonstrations")
     policy = load_policy(inputs)
-    config = trainer_config(SFTConfig, inputs, eval_strategy="no")
+    config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
-    return fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
+    return {**metrics, **decided.metrics()}
