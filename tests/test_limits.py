@@ -103,9 +103,12 @@ def test_the_tabs_write_their_exports_where_they_are_swept(workbench):
     from rlhf.annotation import Annotation
     from rlhf.compare import Compare
 
-    service, admin = Annotation(workbench), SimpleNamespace(username="admin")  # init's first admin
-    made = [data.export(service, "rankings", "all", ".jsonl", admin)[0],
-            compare.export_votes(service, Compare(workbench), "csv", admin)[0]]
+    from rlhf.auth import create_user
+
+    create_user(workbench.store, "rhea", "researcher", "rhea-secret-pw")
+    service, researcher = Annotation(workbench), SimpleNamespace(username="rhea")
+    made = [data.export(service, "rankings", "all", ".jsonl", researcher)[0],
+            compare.export_votes(service, Compare(workbench), "csv", researcher)[0]]
     for path in map(Path, made):
         assert path.is_file() and path.parent.parent == workbench.home.exports_dir
     assert exports.sweep(workbench.home, now=time.time() + LIMITS.export_ttl_s + 5) == 2
@@ -118,12 +121,14 @@ def test_every_event_has_a_finite_concurrency_limit_and_every_text_input_a_cap(w
     import gradio as gr
 
     from app.server import build_app
+    from app.session import SignIn
     from rlhf.annotation import Annotation
     from rlhf.jobs import Jobs
     from rlhf.pregenerate import PreGenerator
 
     service = Annotation(workbench)
-    app = build_app(workbench, service, PreGenerator(service), Jobs(workbench.home, workbench.store))
+    app = build_app(workbench, service, PreGenerator(service), Jobs(workbench.home, workbench.store), None,
+                    SignIn(service))
     default = app._queue.default_concurrency_limit
     assert isinstance(default, int) and default == LIMITS.request_concurrency
     research, unlimited, uncapped = set(), [], set()
