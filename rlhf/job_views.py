@@ -97,7 +97,8 @@ def method_help(name: str) -> str:
     makes = "a reward model" if spec.kind == "reward" else "a policy"
     needs = " It needs a reward model." if spec.needs_reward else ""
     return (f"**{spec.name}**: {spec.help}. Makes {makes} from {ROW_WORDS.get(spec.data, spec.data)}.{needs}"
-            f" Any other field of {config_class} goes in More settings.")
+            f" Training fields of {config_class} go in More settings; those that choose where files go, where"
+            f" logs are reported or what else runs are the workbench's and are refused.")
 
 
 def changed_settings(name: str, values: dict[str, Any]) -> dict[str, Any]:

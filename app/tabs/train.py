@@ -49,7 +49,7 @@ def method_changed(name: str):
                for key in KEYS]
     config_class = spec.config_class.rpartition(".")[2]
     return [job_views.method_help(name), gr.update(visible=spec.needs_reward),
-            gr.update(label=f"More settings: key=value lines, any field of {config_class}"), *widgets]
+            gr.update(label=f"More settings: key=value lines, training fields of {config_class}"), *widgets]
 
 
 def _version_choices(frame: pd.DataFrame, base, reward):
