@@ -62,6 +62,8 @@ class Home:
     def prepare(self) -> None:
         """Create the layout, readable by its owner only (the database holds password
         hashes and everyone's rankings); a home that cannot be written to is refused up front."""
+        if self.root.exists() and not self.root.is_dir():
+            raise HomeError(f"Cannot create the workbench home {self.root}: file exists.")
         try:
             for directory in (self.root, self.models_dir, self.jobs_dir, self.exports_dir):
                 if not directory.exists():

@@ -207,7 +207,9 @@ def test_rankings_import_pairs_stops_at_a_broken_row_or_skips_it(cli, tiny_home)
         f"Imported 3 preference pairs from {BROKEN_PAIRS} as ranked comparisons (source: import),"
         " skipped 3 unusable rows.",
     ]
-    assert stored(tiny_home, "SELECT text FROM completions WHERE letter = 'A' ORDER BY comparison_id") == [
+    # the chosen answer (ranked first, at whichever letter it was shown) of each imported pair
+    assert stored(tiny_home, "SELECT c.text FROM completions c JOIN ranking_ranks rr ON rr.completion_id = c.id"
+                             " WHERE rr.rank = 1 ORDER BY c.comparison_id") == [
         ("Green, like grass.",), ("",), ("Let me see:\n\nAssistant:  Done, it is unlocked now.",)]
     message = assert_one_line_error(*cli("rankings", "import", str(BROKEN_PAIRS), "--skip-invalid"))
     assert message == "--skip-invalid goes with --pairs; a rankings file is imported whole or not at all."

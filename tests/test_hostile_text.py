@@ -174,7 +174,7 @@ def test_hostile_text_stays_text_for_an_annotator_and_a_researcher(served, page)
     expect(page.locator("#guidelines-text")).to_contain_text("Sign in again")
     assert_shows(page.evaluate(TEXTS), "guidelines-text", GUIDELINES, "guidelines")
     for number, texts in enumerate(COMPARISONS, start=1):
-        expect(page.locator("#progress")).to_contain_text(f"comparison #{number}")
+        expect(page.locator("#progress")).to_contain_text(f"waiting for you {len(COMPARISONS) - number + 1}")
         expect(page.locator(f"#completion-{len(texts) - 1}")).to_contain_text(texts[-1]["visible"][0])
         shown = page.evaluate(TEXTS)
         assert_shows(shown, "prompt", [CORPUS[number - 1]], f"prompt {number}")

@@ -55,7 +55,7 @@ class FakeSampler:
 
     sample = __call__
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10) -> None:
         pass
 
 

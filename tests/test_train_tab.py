@@ -257,7 +257,7 @@ def test_a_researcher_launches_and_watches_a_job_on_the_page(served, page):
 
     # the method's defaults are shown, with their help
     expect(page.locator("#train-method-help")).to_contain_text("direct preference optimisation")
-    expect(page.get_by_label("learning_rate")).to_have_value(re.compile(r"^(0\.00005|5e-05)$"))
+    expect(page.get_by_label("learning_rate")).to_have_value(re.compile(r"^(0\.0002|2e-04)$"))
     expect(page.get_by_label("beta")).to_have_value("0.1")
     expect(page.get_by_label("per_device_train_batch_size")).to_have_value("4")
     expect(page.locator("#setting-pairs")).to_contain_text("which pairs of a ranking")
@@ -272,7 +272,7 @@ def test_a_researcher_launches_and_watches_a_job_on_the_page(served, page):
     expect(page.locator("#setting-pairs")).to_be_hidden()
     choose(page, "#train-method", "dpo")
     expect(page.locator("#train-reward")).to_be_hidden()
-    expect(page.get_by_label("learning_rate")).to_have_value(re.compile(r"^(0\.00005|5e-05)$"))
+    expect(page.get_by_label("learning_rate")).to_have_value(re.compile(r"^(0\.0002|2e-04)$"))
     expect(page.locator("#setting-num_generations")).to_be_hidden()
 
     page.get_by_role("button", name="Preview data").click()
