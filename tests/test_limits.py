@@ -236,15 +236,15 @@ def test_a_chunked_body_is_counted_and_refused_past_the_cap(served):
 def test_overlong_rankings_answers_and_names_are_refused_and_nothing_is_stored(served):
     ana, rita = client(served, "ana"), client(served, "rita")
     item = ana.predict(api_name="/next_comparison")
-    comparison_id = item["comparison_id"]
-    assert comparison_id is not None
+    handout = item["handout"]
+    assert handout is not None
     refusals = {
-        "ranking": lambda: ana.predict(comparison_id, "A > B > C > D" + " " * 100, api_name="/submit_ranking"),
-        "better answer": lambda: ana.predict(comparison_id, "A > B > C > D", None, None, None, False,
+        "ranking": lambda: ana.predict(handout, "A > B > C > D" + " " * 100, api_name="/submit_ranking"),
+        "better answer": lambda: ana.predict(handout, "A > B > C > D", None, None, None, False,
                                              "x" * (LIMITS.text_chars + 1), api_name="/submit_ranking"),
-        "comment": lambda: ana.predict(comparison_id, "A > B > C > D", None, None, None, False, None,
+        "comment": lambda: ana.predict(handout, "A > B > C > D", None, None, None, False, None,
                                        "x" * (LIMITS.text_chars + 1), api_name="/submit_ranking"),
-        "reason": lambda: ana.predict(comparison_id, "x" * (LIMITS.text_chars + 1), api_name="/skip_comparison"),
+        "reason": lambda: ana.predict(handout, "x" * (LIMITS.text_chars + 1), api_name="/skip_comparison"),
         "model version": lambda: rita.predict(None, None, "v" * 1000, api_name="/queue_settings"),
         "prompt": lambda: rita.predict("base", "base", "p" * (LIMITS.prompt_chars + 1), api_name="/compare_versions"),
         "settings": lambda: rita.predict("sft", None, None, {"learning_rate": "1" * (LIMITS.settings_chars + 1)},
@@ -274,7 +274,7 @@ def test_annotators_and_pregeneration_go_on_during_a_long_evaluation(served):
         started = time.monotonic()
         handed = ben.predict(api_name="/next_comparison")
         latencies.append(time.monotonic() - started)
-        if handed["comparison_id"] is None:
+        if handed["handout"] is None:
             handed = None
             time.sleep(0.5)
     assert not evaluation.done(), "the evaluation ended first: it was too short to tell"
