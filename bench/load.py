@@ -128,6 +128,7 @@ class Tally:
     """What the annotators saw, shared between their threads."""
     acknowledged_ids: set[int] = field(default_factory=set)
     acknowledged: int = 0
+    signed_in: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     failed_requests: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -141,6 +142,10 @@ class Tally:
                 self.acknowledged += 1
             if reply.get("ranking_id") is not None:
                 self.acknowledged_ids.add(int(reply["ranking_id"]))
+
+    def sign_in(self) -> None:
+        with self.lock:
+            self.signed_in += 1
 
     def failure(self, error: Exception) -> None:
         with self.lock:
@@ -162,6 +167,7 @@ def annotate(name: str, url: str, tally: Tally, rng: random.Random, reconnect_ti
         try:
             if client is None:
                 client = Client(url, auth=(name, PASSWORD), verbose=False, max_workers=2, analytics_enabled=False)
+                tally.sign_in()
                 item = client.predict(api_name="/next_comparison")
                 down_since = None
             if handle(item) is None:
@@ -185,9 +191,9 @@ def annotate(name: str, url: str, tally: Tally, rng: random.Random, reconnect_ti
 
 
 def drive(url: str, names: list[str], tally: Tally, until: int, settings: LoadSettings,
-          triggers: list[tuple[int, Callable[[], None]]] = ()) -> float:
+          triggers: list[tuple[Callable[[], bool], Callable[[], None]]] = ()) -> float:
     """Run the annotators until `until` rankings are acknowledged, calling each trigger's
-    function once when its count is reached. Returns the wall time."""
+    function once when its condition first holds (in order). Returns the wall time."""
     rng = random.Random(settings.seed)
     threads = [threading.Thread(target=annotate, args=(name, url, tally, random.Random(rng.random()),
                                                       settings.reconnect_timeout_s), daemon=True)
@@ -195,9 +201,9 @@ def drive(url: str, names: list[str], tally: Tally, until: int, settings: LoadSe
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    pending = sorted(triggers, key=lambda trigger: trigger[0])
+    pending = list(triggers)
     while tally.acknowledged < until and any(t.is_alive() for t in threads):
-        while pending and tally.acknowledged >= pending[0][0]:
+        while pending and pending[0][0]():
             pending.pop(0)[1]()
         time.sleep(0.05)
     tally.done.set()
@@ -208,7 +214,8 @@ def drive(url: str, names: list[str], tally: Tally, until: int, settings: LoadSe
 
 class Window:
     """Rankings, server CPU, time and latencies between two moments of a run: the steady
-    part, after every annotator has signed in and before the kill."""
+    part, after every annotator has signed in (sign-ins are scrypt checks, not rankings)
+    and before the kill."""
 
     def __init__(self, server: Server, tally: Tally):
         self.server, self.tally = server, tally
@@ -297,9 +304,10 @@ def measure_workbench(settings: LoadSettings, root: Path) -> dict:
         killed["children_left"] = server.kill()
         killed["restart_s"] = round(server.start(), 1)
 
-    triggers = [(settings.annotators, steady.open)]
+    kill_after = int(settings.rankings * settings.kill_at)
+    triggers = [(lambda: tally.signed_in >= settings.annotators, steady.open)]
     if settings.kill_at > 0:
-        triggers.append((max(settings.annotators + 1, int(settings.rankings * settings.kill_at)), kill_and_restart))
+        triggers.append((lambda: tally.acknowledged >= kill_after, kill_and_restart))
     # gradio_client prints a traceback for each stream the kill breaks: keep them out of the report
     with open(root / "client-errors.log", "w") as errors, contextlib.redirect_stderr(errors):
         wall_s = drive(server.url, names, tally, settings.rankings, settings, triggers)
@@ -327,8 +335,10 @@ def measure_reference(settings: LoadSettings, root: Path, calls: int) -> dict:
     tally = Tally()
     steady = Window(server, tally)
     names = [f"annotator-{i:02d}" for i in range(settings.annotators)]
-    drive(server.url, names, tally, settings.annotators + calls, settings,
-          [(settings.annotators, steady.open), (settings.annotators + calls, steady.close)])
+    drive(server.url, names, tally, 10 ** 9, settings,
+          [(lambda: tally.signed_in >= settings.annotators, steady.open),
+           (lambda: tally.acknowledged >= steady.start_state[0] + calls, steady.close),
+           (lambda: True, tally.done.set)])
     steady.close()
     server.stop()
     return steady.figures()
