@@ -137,7 +137,8 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860,
             shortcuts = script.read()
         # CSP and friends on every response, the 413 included
         middleware = [*headers.middleware(),
-                      Middleware(BodyLimit, max_bytes=LIMITS.body_bytes, upload_bytes=LIMITS.upload_bytes)]
+                      Middleware(BodyLimit, max_bytes=LIMITS.body_bytes, upload_bytes=LIMITS.upload_bytes),
+                      sign_in.gate()]
         app.launch(server_name=host, server_port=port, show_error=True, quiet=True, prevent_thread_lock=True,
                    auth=_gradio_login_refused, auth_message=sign_in.rules(),
                    css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>",

@@ -21,6 +21,7 @@ from typing import Callable
 import gradio as gr
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from rlhf.annotation import Annotation
@@ -132,6 +133,19 @@ def _yield_to_requests() -> None:
         pass
 
 
+class _HoldSignInsUntil:
+    """Pure ASGI: a POST to /login waits until `installed` is set; everything else passes."""
+
+    def __init__(self, app, installed: threading.Event):
+        self.app, self.installed = app, installed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == "/login":
+            while not self.installed.is_set():
+                await asyncio.sleep(0.01)
+        await self.app(scope, receive, send)
+
+
 class SignIn:
     """The server's sign-in: throttled, checked off the event loop, ending in a session token."""
 
@@ -142,6 +156,7 @@ class SignIn:
         self.tokens = SessionTokens(3600 * settings.idle_hours)
         self._pool = ThreadPoolExecutor(max_workers=settings.check_threads, thread_name_prefix="login",
                                         initializer=_yield_to_requests)
+        self._installed = threading.Event()
 
     def check(self, name: str, password: str, address: str) -> User:
         """The user, or AuthError with the one sentence the login page and API show. Runs
@@ -183,6 +198,12 @@ class SignIn:
         response.set_cookie(key=f"access-token-unsecure-{cookie_id}", value=token, httponly=True)
         return response
 
+    def gate(self) -> Middleware:
+        """Middleware that holds a sign-in sent before `install` (Gradio answers its page as
+        soon as it listens, a moment before launch returns) until our route is in place,
+        instead of letting Gradio's own /login refuse it."""
+        return Middleware(_HoldSignInsUntil, installed=self._installed)
+
     def install(self, server_app) -> None:
         """Put our tokens and /login route in place of Gradio's, right after launch."""
         server_app.tokens = self.tokens
@@ -192,6 +213,7 @@ class SignIn:
         ]
         for path in ("/login", "/login/"):
             server_app.router.routes.insert(0, Route(path, self.login, methods=["POST"]))
+        self._installed.set()
 
     def rules(self) -> str:
         """The login page's message: the page itself only says "Incorrect credentials" for
