@@ -85,7 +85,7 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
     from rlhf.auth import User, create_user
     from rlhf.home import BASE_VERSION
     from rlhf.workbench import Workbench, default_prompts
-    from storage import comparisons
+    from storage import comparisons, prompts
     from storage.comparisons import NewCompletion
 
     root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
@@ -102,7 +102,7 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
                                   max_new_tokens=128)
         texts = [row["prompt"] for row in default_prompts()]
         with wb.store.transaction() as cur:  # a full queue of realistic texts, without waiting for sampling
-            prompt_ids = [row[0] for row in cur.execute("SELECT id FROM prompts ORDER BY id DESC").fetchall()]
+            prompt_ids = prompts.in_sets(cur, None)["id"].tolist()[::-1]
             for i, prompt_id in enumerate(prompt_ids[:prefilled]):
                 comparisons.add(cur, prompt_id, [NewCompletion(texts[(i + j) % len(texts)] * 3, BASE_VERSION)
                                                  for j in range(4)])

@@ -20,7 +20,7 @@ from pathlib import Path
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.jobs import JobRequest, JobRunner, Jobs, read_status
 from rlhf.workbench import Workbench
-from storage import comparisons
+from storage import comparisons, prompts
 from storage.comparisons import NewCompletion
 
 OFFLINE = {
@@ -39,7 +39,7 @@ def synthetic_rankings(wb: Workbench, n_comparisons: int, seed: int = 0) -> None
     """K=3 comparisons on the default prompts, ranked longest first (3 pairs each)."""
     rng = random.Random(seed)
     with wb.store.transaction() as cur:
-        prompt_ids = [r[0] for r in cur.execute("SELECT id FROM prompts ORDER BY id").fetchall()]
+        prompt_ids = prompts.in_sets(cur, None)["id"].tolist()
         ids = []
         for i in range(n_comparisons):
             texts = rng.sample(FILLERS, 3)

@@ -22,7 +22,6 @@ are text: whatever shows them must show them as text.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import secrets
 import threading
@@ -163,23 +162,23 @@ class Compare:
             return Prompt([{"role": "user", "content": text}])
         cur = self.wb.store.cursor()
         if prompt_id is not None:
-            frame = cur.execute("SELECT id, prompt_set, messages FROM prompts WHERE id = ?", [int(prompt_id)]).df()
+            frame = prompts.by_id(cur, prompt_id)
             if frame.empty:
                 raise CompareError(f"There is no prompt {prompt_id}.")
         elif prompt_set:
             if prompt_set not in self.prompt_sets():
                 raise CompareError(f"There is no prompt set '{prompt_set}' (known sets: "
                                    f"{', '.join(self.prompt_sets()) or 'none'}).")
-            ids = [row[0] for row in cur.execute("SELECT id FROM prompts WHERE prompt_set = ?", [prompt_set]).fetchall()]
+            ids = prompts.in_sets(cur, [prompt_set])["id"].tolist()
             if not ids:
                 raise CompareError(f"The prompt set '{prompt_set}' has no prompts.")
             with self._lock:
                 chosen = self.rng.choice(ids)
-            frame = cur.execute("SELECT id, prompt_set, messages FROM prompts WHERE id = ?", [chosen]).df()
+            frame = prompts.by_id(cur, chosen)
         else:
             raise CompareError("Type a prompt, or choose one from a prompt set.")
         row = frame.iloc[0]
-        return Prompt(json.loads(row["messages"]), int(row["id"]), row["prompt_set"])
+        return Prompt(row["messages"], int(row["id"]), row["prompt_set"])
 
     # -- sampling -----------------------------------------------------------------------
 

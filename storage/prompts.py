@@ -99,3 +99,10 @@ def in_sets(cur, prompt_sets: list[str] | None) -> pd.DataFrame:
     ).df()
     frame["messages"] = frame["messages"].map(json.loads)
     return frame
+
+
+def by_id(cur, prompt_id: int) -> pd.DataFrame:
+    """The prompt (id, prompt_set, messages) with this id: one row, or none."""
+    frame = cur.execute("SELECT id, prompt_set, messages FROM prompts WHERE id = ?", [int(prompt_id)]).df()
+    frame["messages"] = frame["messages"].map(json.loads)
+    return frame
