@@ -76,9 +76,12 @@ def register(service: Annotation, pregenerator: PreGenerator) -> None:
         ('next'), as the page does (it is then claimed for this user)."""
         user = current_user(service, request)
         with user_error():
-            result = service.submit(user, Submission(handout, ranking, seconds_spent, labels, ratings,
-                                                     bool(none_acceptable), better_answer, comment))
-            return {**result, "next": item_payload(service.next_item(user))} if fetch_next else result
+            submission = Submission(handout, ranking, seconds_spent, labels, ratings, bool(none_acceptable),
+                                    better_answer, comment)
+            if not fetch_next:
+                return service.submit(user, submission)
+            result, item = service.submit_and_next(user, submission)
+            return {**result, "next": item_payload(item)}
 
     def skip_comparison(handout: str, reason: str, request: gr.Request = None) -> dict:
         """Skip the item handed to you (`handout` from next_comparison) with a reason; it is

@@ -105,6 +105,13 @@ class Item:
     suggestion: dict | None = None
 
 
+@dataclass(frozen=True)
+class _Chosen:
+    comparison_id: int
+    fresh: bool  # a new hand-out, not the item they already hold
+    open_for_me: int | None = None  # counted by the queue while choosing; None: not counted
+
+
 @dataclass
 class Submission:
     handout: str  # Item.handout of the item ranked
@@ -207,23 +214,24 @@ class Annotation:
 
     # -- handing out items --------------------------------------------------------
 
-    def next_item(self, user: User) -> Item | None:
+    def next_item(self, user: User, config: QueueConfig | None = None) -> Item | None:
         """The item this user should work on now, claimed for them; None when the queue
-        holds nothing for them. A reload gives back the item they already hold."""
+        holds nothing for them. A reload gives back the item they already hold. `config`:
+        the queue configuration when the caller has read it for this request already."""
         require_role(user, *ROLES)
-        config = self.config
+        config = config or self.config
         rewards = self.scoring_wanted(config)
         suggestion = None
         with _WRITE_LOCK, self.wb.store.transaction() as cur:
             chosen = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)
             if chosen is None:
                 return None
-            comparison_id, fresh = chosen
-            token = queue.hand_out(cur, comparison_id, user.name, secrets.token_hex(16), fresh)
+            token = queue.hand_out(cur, chosen.comparison_id, user.name, secrets.token_hex(16), chosen.fresh)
             # a gold item gets no suggestion: it would answer the item annotators are checked on
-            if config.suggest and rewards and not queue.is_gold(cur, comparison_id):
-                suggestion = self._suggestion(cur, comparison_id, user.name, rewards[0])
-        item = self._item(comparison_id, token, user, config)
+            if config.suggest and rewards and not queue.is_gold(cur, chosen.comparison_id):
+                suggestion = self._suggestion(cur, chosen.comparison_id, user.name, rewards[0])
+            progress = self._progress(cur, user, config, chosen.open_for_me)
+        item = self._item(chosen.comparison_id, token, config, progress)
         item.suggestion = suggestion
         return item
 
@@ -237,12 +245,12 @@ class Annotation:
         return {"ranking": found["ranking"], "reward_version": reward_version}
 
     def _choose(self, cur, annotator: str, config: QueueConfig,
-                uncertain_by: list[str] | None = None) -> tuple[int, bool] | None:
-        """(comparison id, whether it is a fresh hand-out rather than the item they hold), claimed."""
+                uncertain_by: list[str] | None = None) -> _Chosen | None:
+        """The comparison to hand out, claimed: the one they hold, a gold item, or the queue's next."""
         held = queue.own_claim(cur, annotator, config.claim_ttl_s)
         if held is not None:
             queue.claim(cur, held, annotator)  # refresh: they are still on it
-            return held, False
+            return _Chosen(held, fresh=False)
         # Gold items come unannounced, at about gold_rate among the items handed out, and
         # in random order: the oldest first would let annotators who compare notes spot them.
         if config.gold_rate > 0 and self.rng.random() < config.gold_rate:
@@ -250,12 +258,12 @@ class Annotation:
             if golds:
                 gold = self.rng.choice(golds)
                 queue.claim(cur, gold, annotator)
-                return gold, True
+                return _Chosen(gold, fresh=True)
         found = queue.next_for(cur, annotator, config.overlap, config.prompt_sets, config.model_version,
                                config.claim_ttl_s, uncertain_by=uncertain_by or None)
-        return None if found is None else (found, True)
+        return None if found is None else _Chosen(found.comparison_id, fresh=True, open_for_me=found.open_for_me)
 
-    def _item(self, comparison_id: int, token: str, user: User, config: QueueConfig) -> Item:
+    def _item(self, comparison_id: int, token: str, config: QueueConfig, progress: dict) -> Item:
         comparison = self.wb.comparison(comparison_id)
         version, _ = self.guidelines()
         return Item(
@@ -267,7 +275,7 @@ class Annotation:
             completions=[c["text"] for c in comparison.completions],
             guidelines_version=version,
             dimensions=config.dimensions,
-            progress=self.progress(user),
+            progress=progress,
         )
 
     # -- rankings and skips -------------------------------------------------------
@@ -277,44 +285,54 @@ class Annotation:
         came with it, in one transaction; the time spent is measured from the hand-out. The
         same ranking sent again is answered 'already_stored' and stores nothing; a different
         ranking of an item already ranked, or a ranking of a skipped one, is refused."""
+        config = self.config
+        return {**self._store_ranking(user, s, config), "progress": self.progress(user, config)}
+
+    def submit_and_next(self, user: User, s: Submission) -> tuple[dict, Item | None]:
+        """`submit`, then `next_item`, as the page does after every ranking: one read of the
+        queue configuration and one count of the user's progress for both."""
+        config = self.config
+        result = self._store_ranking(user, s, config)
+        item = self.next_item(user, config)
+        return {**result, "progress": item.progress if item else self.progress(user, config)}, item
+
+    def _store_ranking(self, user: User, s: Submission, config: QueueConfig) -> dict:
         for what, text, cap in (("ranking", s.ranking, LIMITS.ranking_chars), ("better answer", s.better_answer,
                                 MAX_TEXT), ("comment", s.comment, MAX_TEXT)):
             check_text(what, text, cap)  # before anything parses them (rlhf.limits)
         require_role(user, *ROLES)
-        config = self.config
         handout = self._own_handout(user, s.handout)
-        comparison = self.wb.comparison(handout.comparison_id)
-        ranking = parse_ranking(s.ranking, comparison.k)
-        labels = _checked_labels(s.labels, comparison.k)
-        ratings = _checked_ratings(s.ratings, comparison.k, config.dimensions)
+        ranking = parse_ranking(s.ranking, handout.k)
+        labels = _checked_labels(s.labels, handout.k)
+        ratings = _checked_ratings(s.ratings, handout.k, config.dimensions)
         client_seconds = _checked_seconds(s.client_seconds)
         better_answer, comment = _clean_text("better answer", s.better_answer), _clean_text("comment", s.comment)
         with _WRITE_LOCK:
             cur = self.wb.store.cursor()
-            existing = feedback.ranking_by(cur, comparison.id, user.name)
+            existing = feedback.ranking_by(cur, handout.comparison_id, user.name)
             if existing is not None:
-                return self._already_ranked(user, existing, ranking)
-            if feedback.skip_reason(cur, comparison.id, user.name) is not None:
+                return self._already_ranked(existing, ranking)
+            if feedback.skip_reason(cur, handout.comparison_id, user.name) is not None:
                 raise WorkbenchError("You skipped this item, so it cannot be ranked: ask for the next one.")
             now = datetime.now()
             with self.wb.store.transaction() as tx:
                 ranking_id = feedback.add_ranking(
-                    tx, comparison.id, user.name, ranking.canonical, ranking.ranks(), source="human",
+                    tx, handout.comparison_id, user.name, ranking.canonical, ranking.ranks(), source="human",
                     seconds_spent=_seconds_since(handout.handed_at, now), comment=comment,
                     better_answer=better_answer,
                 )
                 feedback.set_ranking_context(tx, ranking_id, guidelines.current(tx)[0], bool(s.none_acceptable))
-                feedback.add_labels(tx, ranking_id, comparison.id, labels)
-                feedback.add_ratings(tx, ranking_id, comparison.id, ratings)
-                queue.release(tx, comparison.id, user.name)
+                feedback.add_labels(tx, ranking_id, handout.comparison_id, labels)
+                feedback.add_ratings(tx, ranking_id, handout.comparison_id, ratings)
+                queue.release(tx, handout.comparison_id, user.name)
                 queue.close_handout(tx, handout.token, client_seconds, now)
-        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id,
-                "progress": self.progress(user)}
+        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id}
 
-    def _already_ranked(self, user: User, existing: str, ranking: Ranking) -> dict:
+    @staticmethod
+    def _already_ranked(existing: str, ranking: Ranking) -> dict:
         if existing != ranking.canonical:
             raise WorkbenchError(f"You already ranked this item as '{existing}'; rankings are never overwritten.")
-        return {"status": "already_stored", "ranking": existing, "progress": self.progress(user)}
+        return {"status": "already_stored", "ranking": existing}
 
     def skip(self, user: User, handout: str, reason: str) -> dict:
         """Pass on an item handed to this user, saying why; it is not offered to them again."""
@@ -381,11 +399,18 @@ class Annotation:
 
     # -- figures ------------------------------------------------------------------
 
-    def progress(self, user: User) -> dict:
+    def progress(self, user: User, config: QueueConfig | None = None) -> dict:
         """{done_today, done_total, skipped, remaining_for_me} for this user."""
-        config = self.config
-        return queue.progress(self.wb.store.cursor(), user.name, config.overlap, config.prompt_sets,
-                              config.model_version, config.claim_ttl_s)
+        config = config or self.config
+        return self._progress(self.wb.store.cursor(), user, config)
+
+    @staticmethod
+    def _progress(cur, user: User, config: QueueConfig, open_for_me: int | None = None) -> dict:
+        """`progress`; `open_for_me` when the queue has just counted it while choosing."""
+        if open_for_me is None:
+            return queue.progress(cur, user.name, config.overlap, config.prompt_sets, config.model_version,
+                                  config.claim_ttl_s)
+        return {**queue.done_counts(cur, user.name), "remaining_for_me": open_for_me}
 
     def ready(self) -> int:
         """Comparisons that still have a free slot for someone (the pre-generator's gauge)."""

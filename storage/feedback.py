@@ -36,10 +36,12 @@ def add_ranking(
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         [comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer],
     ).fetchall()[0][0]
-    cur.executemany(
+    cur.execute(  # one statement for all K ranks (each statement costs DuckDB ~1 ms on its own)
         "INSERT INTO ranking_ranks (ranking_id, completion_id, rank)"
-        " SELECT ?, id, ? FROM completions WHERE comparison_id = ? AND letter = ?",
-        [[ranking_id, rank, comparison_id, letter] for letter, rank in ranks.items()],
+        " SELECT $ranking, m.id, r.rank FROM completions m"
+        " JOIN (SELECT unnest($letters::VARCHAR[]) AS letter, unnest($ranks::INTEGER[]) AS rank) r"
+        "   ON r.letter = m.letter WHERE m.comparison_id = $comparison",
+        {"ranking": ranking_id, "comparison": comparison_id, "letters": list(ranks), "ranks": list(ranks.values())},
     )
     return ranking_id
 

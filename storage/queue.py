@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -79,6 +80,11 @@ def set_setting(cur, key: str, value) -> None:
 # -- handing out comparisons --------------------------------------------------------------
 
 
+class Claimed(NamedTuple):
+    comparison_id: int
+    open_for_me: int  # comparisons with a free slot for this annotator, the claimed one included
+
+
 def next_for(
     cur,
     annotator: str,
@@ -88,10 +94,12 @@ def next_for(
     claim_ttl_s: int,
     now: datetime | None = None,
     uncertain_by: list[str] | None = None,
-) -> int | None:
-    """Claim the next comparison for `annotator` and return its id; None when there is
-    none. Their own live claim comes first (a reloaded page resumes the same item), then
-    the comparisons closest to complete (so finished data arrives early), then the oldest.
+) -> Claimed | None:
+    """Claim the next comparison for `annotator`; None when there is none. Their own live
+    claim comes first (a reloaded page resumes the same item), then the comparisons closest
+    to complete (so finished data arrives early), then the oldest. The same query counts
+    what is open for them (their progress figure), which would otherwise cost a second pass
+    over every ranking and claim.
 
     With `uncertain_by` (one or two reward versions), the comparisons the reward model is
     least sure about come right after the annotator's own claim: with one version, the
@@ -108,19 +116,21 @@ def next_for(
         uncertainty, extra = scores.uncertainty_sql(list(uncertain_by), candidates="open_now")
         row = first_row(cur.execute(
             f"WITH open_now AS MATERIALIZED ({_OPEN_SLOTS})"
-            f" SELECT o.id FROM open_now o LEFT JOIN ({uncertainty}) u ON u.comparison_id = o.id"
+            " SELECT o.id, count(*) OVER () FROM open_now o"
+            f" LEFT JOIN ({uncertainty}) u ON u.comparison_id = o.id"
             " ORDER BY o.mine DESC, u.comparison_id IS NULL, u.disagreement DESC NULLS LAST, u.gap NULLS LAST,"
             " o.rankings DESC, o.created_at, o.id LIMIT 1",
             params | extra,
         ))
     else:
         row = first_row(cur.execute(
-            f"{_OPEN_SLOTS} ORDER BY mine DESC, rankings DESC, c.created_at, c.id LIMIT 1", params
+            f"SELECT id, count(*) OVER () FROM ({_OPEN_SLOTS})"
+            " ORDER BY mine DESC, rankings DESC, created_at, id LIMIT 1", params
         ))
     if row is None:
         return None
     claim(cur, row[0], annotator, now)
-    return row[0]
+    return Claimed(row[0], row[1])
 
 
 def without_suggestion(
@@ -187,6 +197,17 @@ def ready_count(
     return cur.execute(f"SELECT count(*) FROM ({_OPEN_SLOTS})", params).fetchall()[0][0]
 
 
+def done_counts(cur, annotator: str) -> dict:
+    """{done_today, done_total, skipped} for one annotator, in one query; 'today' is the
+    database's calendar day, the one its created_at defaults are written in."""
+    done_today, done_total, skipped = cur.execute(
+        "SELECT count(*) FILTER (WHERE created_at >= CAST(current_date AS TIMESTAMP)), count(*),"
+        " (SELECT count(*) FROM skips WHERE annotator = $me) FROM rankings WHERE annotator = $me",
+        {"me": annotator},
+    ).fetchall()[0]
+    return {"done_today": done_today, "done_total": done_total, "skipped": skipped}
+
+
 def progress(
     cur,
     annotator: str,
@@ -196,17 +217,10 @@ def progress(
     claim_ttl_s: int = 900,
     now: datetime | None = None,
 ) -> dict:
-    """{done_today, done_total, skipped, remaining_for_me} for one annotator; 'today' is
-    the database's calendar day, the one its created_at defaults are written in."""
-    done_today, done_total = cur.execute(
-        "SELECT count(*) FILTER (WHERE created_at >= CAST(current_date AS TIMESTAMP)), count(*)"
-        " FROM rankings WHERE annotator = ?",
-        [annotator],
-    ).fetchall()[0]
-    skipped = cur.execute("SELECT count(*) FROM skips WHERE annotator = ?", [annotator]).fetchall()[0][0]
+    """{done_today, done_total, skipped, remaining_for_me} for one annotator."""
     params = _slot_params(annotator, overlap, prompt_sets, model_version, claim_ttl_s, now)
     remaining = cur.execute(f"SELECT count(*) FROM ({_OPEN_SLOTS})", params).fetchall()[0][0]
-    return {"done_today": done_today, "done_total": done_total, "skipped": skipped, "remaining_for_me": remaining}
+    return {**done_counts(cur, annotator), "remaining_for_me": remaining}
 
 
 # -- hand-outs: what a client may rank or skip ----------------------------------------------
@@ -218,9 +232,11 @@ class Handout:
     comparison_id: int
     annotator: str
     handed_at: datetime
+    k: int  # the comparison's number of completions: what a ranking of it is checked against
 
 
-_HANDOUT_COLUMNS = "token, comparison_id, annotator, handed_at"
+_HANDOUT_COLUMNS = "h.token, h.comparison_id, h.annotator, h.handed_at, c.k"
+_HANDOUTS = "handouts h JOIN comparisons c ON c.id = h.comparison_id"
 
 
 def _handout(row) -> Handout | None:
@@ -230,12 +246,12 @@ def _handout(row) -> Handout | None:
 def handout_for(cur, comparison_id: int, annotator: str) -> Handout | None:
     """The hand-out of this comparison to this annotator (open or closed), if any."""
     return _handout(first_row(cur.execute(
-        f"SELECT {_HANDOUT_COLUMNS} FROM handouts WHERE comparison_id = ? AND annotator = ?",
+        f"SELECT {_HANDOUT_COLUMNS} FROM {_HANDOUTS} WHERE h.comparison_id = ? AND h.annotator = ?",
         [comparison_id, annotator])))
 
 
 def handout_by_token(cur, token: str) -> Handout | None:
-    return _handout(first_row(cur.execute(f"SELECT {_HANDOUT_COLUMNS} FROM handouts WHERE token = ?", [token])))
+    return _handout(first_row(cur.execute(f"SELECT {_HANDOUT_COLUMNS} FROM {_HANDOUTS} WHERE h.token = ?", [token])))
 
 
 def hand_out(cur, comparison_id: int, annotator: str, token: str, fresh: bool, now: datetime | None = None) -> str:

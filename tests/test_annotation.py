@@ -195,6 +195,27 @@ def test_next_submit_skip_cycle_stores_everything(annotation, workbench):
     assert annotation.progress(ANA) == {"done_today": 2, "done_total": 2, "skipped": 1, "remaining_for_me": 0}
 
 
+def test_submit_and_next_counts_progress_as_a_fresh_look_would(annotation, workbench):
+    """The page's one request (store, then hand out the next) counts progress once, from the
+    queue's own choice; the figures must be those `progress` reads afresh."""
+    add_comparisons(workbench, 4)
+    annotation.set_config(User("admin", "admin"), overlap=2)
+    held_by_ben = annotation.next_item(BEN)
+    item = annotation.next_item(ANA)
+    result, following = annotation.submit_and_next(ANA, Submission(item.handout, "B > A = C > D"))
+    assert result["status"] == "stored" and following.comparison_id != item.comparison_id
+    assert result["progress"] == following.progress == annotation.progress(ANA) == {
+        "done_today": 1, "done_total": 1, "skipped": 0, "remaining_for_me": 3}
+    annotation.skip(ANA, following.handout, "I cannot judge this topic")
+    for _ in range(2):
+        last = annotation.next_item(ANA)
+        result, following = annotation.submit_and_next(ANA, Submission(last.handout, "A > B > C > D"))
+    assert following is None  # what is left is ranked, skipped, or ben's
+    assert (held_by_ben.comparison_id, "ben") in rows(workbench, "SELECT comparison_id, annotator FROM claims")
+    assert result["progress"] == annotation.progress(ANA) == {
+        "done_today": 3, "done_total": 3, "skipped": 1, "remaining_for_me": 0}
+
+
 def test_double_submit_stores_one_ranking(annotation, workbench):
     add_comparisons(workbench, 1)
     item = annotation.next_item(ANA)
@@ -390,9 +411,9 @@ def test_queue_claims_measure_age_with_the_given_clock(workbench):
     [comparison_id] = add_comparisons(workbench, 1)
     start = datetime(2030, 1, 1, 12, 0, 0)
     with workbench.store.transaction() as cur:
-        assert queue.next_for(cur, "ana", 1, None, None, 900, now=start) == comparison_id
+        assert queue.next_for(cur, "ana", 1, None, None, 900, now=start).comparison_id == comparison_id
         assert queue.next_for(cur, "ben", 1, None, None, 900, now=start + timedelta(seconds=899)) is None
-        assert queue.next_for(cur, "ben", 1, None, None, 900, now=start + timedelta(seconds=901)) == comparison_id
+        assert queue.next_for(cur, "ben", 1, None, None, 900, now=start + timedelta(seconds=901)).comparison_id == comparison_id
 
 
 def test_the_queue_keeps_to_the_chosen_prompt_sets_and_model(annotation, workbench):

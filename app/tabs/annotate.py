@@ -158,9 +158,8 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
         comment=comment.strip() or None,
     )
     with user_error():
-        result = service.submit(user, submission)
-    return load_next(service, pregenerator, request,
-                     notice=f"Saved **{result['ranking']}**.")
+        result, item = service.submit_and_next(user, submission)
+        return item_updates(service, pregenerator, item, notice=f"Saved **{result['ranking']}**.")
 
 
 def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, reason: str | None, request: gr.Request):
