@@ -22,6 +22,7 @@ from rlhf.jobs.runner import JobRunner
 from rlhf.jobs.files import read_log, read_status
 from rlhf.jobs.requests import send_request
 from rlhf.train.methods import METHODS, SettingsError, parse_assignments
+from rlhf.versions import wrong_kind
 from rlhf.collect.workbench import Workbench
 
 FINAL_METRICS = ("train_loss", "train/loss", "train/reward_last", "eval/accuracy", "eval/tie_accuracy",
@@ -211,7 +212,7 @@ def cmd_eval_reward(home: Home, args) -> int:
                        f" (trained versions: {', '.join(known) or 'none'}).")
     card = json.loads((path / "card.json").read_text()) if (path / "card.json").is_file() else {}
     if card.get("kind", "reward") != "reward":
-        raise JobError(f"'{args.reward}' is a {card['kind']} model, not a reward model.")
+        raise wrong_kind(args.reward, card["kind"], "reward", "the version scored")
     result = evaluate_pairs(RewardScorer(path), read_preference_pairs(args.file))
     if args.json:
         print(json.dumps({"reward": args.reward, "file": args.file, **result}))

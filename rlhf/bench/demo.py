@@ -104,7 +104,7 @@ def win_rate_against_base(wb: Workbench, version: str, judge: "Annotator", confi
     params = SamplingParams(temperature=0.7, max_new_tokens=config.max_new_tokens, seed=config.seed)
     texts = {}
     for name in (version, BASE_VERSION):
-        policy = models.policy(wb.home.root / wb.model_version(name)["path"])
+        policy = models.policy(wb.model_version(name).path)
         texts[name] = [samples[0].text for samples in sample(policy, conversations, k=1, params=params)]
     result = judge_winrate(judge, conversations, texts[version], texts[BASE_VERSION], seed=config.seed)
     result["mean_chars"] = sum(map(len, texts[version])) / len(conversations)
@@ -130,7 +130,7 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
                                     seed=config.seed + round_number)
             store_round = wb.current_round().number  # the demo's round r is the store's on a fresh home
             on_step(f"round {round_number}: generating {config.prompts_per_round} comparisons of K={config.k}"
-                    f" from {wb.model_version(None)['name']}")
+                    f" from {wb.model_version(None).name}")
             made = wb.generate(TRAIN_SET, n=config.prompts_per_round, k=config.k, params=params)
             for comparison_id in made:
                 shown = wb.comparison(comparison_id)

@@ -154,7 +154,7 @@ class Annotation:
             raise WorkbenchError(f"gold_rate must be a number from 0 to 1, not {config.gold_rate!r}.")
         config.gold_rate = float(config.gold_rate)
         config.prompt_sets = self._checked_prompt_sets(config.prompt_sets)
-        config.model_version = self.wb.model_version(config.model_version)["name"] if config.model_version else None
+        config.model_version = self.wb.model_version(config.model_version).name if config.model_version else None
         config.sources = self.wb.check_sources(config.sources)
         if config.sources is not None:
             config.k = sum(source["count"] for source in config.sources)
@@ -177,7 +177,7 @@ class Annotation:
         chosen = list(dict.fromkeys(chosen))
         if len(chosen) > MAX_REWARD_MODELS:
             raise WorkbenchError(f"Choose one or two reward models, not {len(chosen)}.")
-        return [self.wb.reward_model(name)["name"] for name in chosen]
+        return [self.wb.reward_model(name).name for name in chosen]
 
     def reward_versions(self, config: QueueConfig | None = None) -> list[str]:
         """The reward version(s) the queue uses: those chosen, else the newest; [] when

@@ -174,7 +174,7 @@ class PreGenerator(threading.Thread):
                 return False
             version, ids = batch
             wb = self.annotation.wb
-            reward_dir = wb.home.root / wb.reward_model(version)["path"]
+            reward_dir = wb.reward_model(version).path
             scored = score_comparisons(wb.store, version, ids,
                                        lambda prompts, texts: self.sampler.score(reward_dir, prompts, texts))
         except Exception as error:  # noqa: BLE001 - reported, never fatal

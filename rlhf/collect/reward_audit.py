@@ -41,6 +41,7 @@ from rlhf.preference import agreement
 from rlhf.preference.ranking import ranking_from_ranks
 from rlhf.collect.suggestions import ScoreFn, score_comparisons
 from rlhf.collect.workbench import Workbench, WorkbenchError
+from rlhf.versions import ModelVersion
 from storage import comparisons, scores
 from storage.scores import EQUAL_SCORE
 
@@ -60,24 +61,24 @@ def split_comparisons(comparison_ids, eval_fraction: float, seed: int) -> tuple[
     return set(ordered.tolist()) - held_out, held_out
 
 
-def trained_comparisons(wb: Workbench, version: dict) -> tuple[set[int], str]:
+def trained_comparisons(wb: Workbench, version: ModelVersion) -> tuple[set[int], str]:
     """The comparisons a reward version was trained on, and one sentence saying how that
     is known. WorkbenchError when its snapshot is named but cannot be read."""
-    snapshot = version.get("data_snapshot")
+    snapshot = version.data_snapshot
     if not isinstance(snapshot, str) or not snapshot:
-        return set(), (f"{version['name']} has no training snapshot in this store: every human ranking counts "
+        return set(), (f"{version.name} has no training snapshot in this store: every human ranking counts "
                        "as held out.")
     path = wb.home.root / snapshot
     try:
         ids = pd.read_parquet(path, columns=["comparison_id"])["comparison_id"]
     except (OSError, ValueError, KeyError) as error:
-        raise WorkbenchError(f"Cannot read the training snapshot {snapshot} of {version['name']} ({error}), "
+        raise WorkbenchError(f"Cannot read the training snapshot {snapshot} of {version.name} ({error}), "
                              "so its held-out rankings are unknown.") from None
     spec = _spec(path.parent / "spec.json")
     fraction = float((spec.get("options") or {}).get("eval_fraction", DEFAULT_EVAL_FRACTION))
     seed = int((spec.get("config") or {}).get("seed", 0) or 0)
     trained, held = split_comparisons(ids, fraction, seed)
-    return trained, (f"{version['name']} trained on {len(trained)} comparisons of {snapshot} (it held out "
+    return trained, (f"{version.name} trained on {len(trained)} comparisons of {snapshot} (it held out "
                      f"{len(held)} of them, eval_fraction {fraction:g}, seed {seed}); every human ranking of any "
                      "other comparison is held out.")
 
@@ -127,7 +128,7 @@ def audit(wb: Workbench, reward_version: str | None = None, limit: int = 20, sco
         (DataFrame, WORST_COLUMNS, at most `limit` rows, worst first).
     """
     version = wb.reward_model(reward_version)
-    name = version["name"]
+    name = version.name
     trained, note = trained_comparisons(wb, version)
     cur = wb.store.cursor()
     ranks = scores.rank_lists(cur, sources)

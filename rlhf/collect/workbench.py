@@ -28,6 +28,8 @@ from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.preference.ranking import Ranking, RankingError, parse_ranking
+from rlhf import versions
+from rlhf.versions import ModelVersion
 from storage import comparisons, feedback, models, prompts, rounds
 from storage.comparisons import NewCompletion
 from storage.db import Store, StoreLockedError
@@ -243,7 +245,7 @@ class Workbench:
 
     # -- models -----------------------------------------------------------------
 
-    def model_version(self, name: str | None) -> dict:
+    def model_version(self, name: str | None) -> ModelVersion:
         """A registered version by name; None means the active policy."""
         cur = self.store.cursor()
         known = ", ".join(models.names(cur))
@@ -252,10 +254,7 @@ class Workbench:
         name = name or models.active_policy(cur)
         if name is None:
             raise WorkbenchError(f"No policy is active (known versions: {known}): promote one or name a version.")
-        version = models.get(cur, name)
-        if version is None:
-            raise WorkbenchError(f"There is no model version '{name}' (known versions: {known}).")
-        return version
+        return versions.lookup(cur, self.home.root, name)
 
     def models(self) -> pd.DataFrame:
         return models.list_versions(self.store.cursor())
@@ -264,11 +263,9 @@ class Workbench:
         """Make a policy version the active one: the queue's new comparisons come from it,
         in the next round (promoting the active policy again starts none). Returns the
         round's number."""
-        version = self.model_version(name)
-        if version["kind"] != "policy":
-            raise WorkbenchError(f"'{name}' is a reward model; only a policy can be active.")
+        version = self.model_version(name).policy("the active version")
         with self.store.transaction() as cur:
-            return models.promote(cur, version["name"])
+            return models.promote(cur, version.name)
 
     def current_round(self) -> rounds.Round:
         return rounds.current(self.store.cursor())
@@ -277,17 +274,14 @@ class Workbench:
         """round, policy (the active version of the round), started_at."""
         return rounds.list_rounds(self.store.cursor())
 
-    def reward_model(self, name: str | None) -> dict:
+    def reward_model(self, name: str | None, purpose: str = "the reward version") -> ModelVersion:
         """A reward version by name; None means the newest."""
         from storage.scores import newest_reward
 
         name = name or newest_reward(self.store.cursor())
         if name is None:
             raise WorkbenchError("There is no reward model yet: train one with `rlhf train reward`.")
-        version = self.model_version(name)
-        if version["kind"] != "reward":
-            raise WorkbenchError(f"'{name}' is a policy, not a reward model.")
-        return version
+        return self.model_version(name).reward(purpose)
 
     def score(self, reward: str | None, comparison_ids: list[int] | None = None, limit: int = 10) -> pd.DataFrame:
         """Reward-model scores of stored completions: one row per completion (comparison_id,
@@ -304,7 +298,7 @@ class Workbench:
         frame = pd.DataFrame(rows, columns=["comparison_id", "letter", "model_version", "text", "messages"])
         if frame.empty:
             return frame.drop(columns=["messages"]).assign(score=[])
-        scorer = RewardScorer(self.home.root / version["path"])
+        scorer = RewardScorer(version.path)
         frame["score"] = scorer.score(list(frame["messages"]), list(frame["text"]))
         return frame[["comparison_id", "letter", "model_version", "score", "text"]]
 
@@ -316,11 +310,8 @@ class Workbench:
 
     # -- comparisons ------------------------------------------------------------
 
-    def _policy(self, name: str) -> dict:
-        version = self.model_version(name)
-        if version["kind"] != "policy":
-            raise WorkbenchError(f"'{name}' is a reward model; completions come from policy versions.")
-        return version
+    def _policy(self, name: str) -> ModelVersion:
+        return self.model_version(name).policy("a source of completions")
 
     def check_sources(self, sources) -> list[dict] | None:
         """`check_sources` plus: every named version exists and is a policy."""
@@ -342,26 +333,26 @@ class Workbench:
         if sources is None or len(sources) == 0:
             if not MIN_K <= k <= MAX_K:
                 raise WorkbenchError(f"K must be between {MIN_K} and {MAX_K}, not {k}.")
-            return SourcePlan(number, chosen["name"], (PlannedSource("active", chosen["name"], k, params),))
+            return SourcePlan(number, chosen.name, (PlannedSource("active", chosen.name, k, params),))
         notes, planned = [], []
         for source in self.check_sources(sources):
             role = source["version"]
             if role == "active":
-                version = chosen["name"]
+                version = chosen.name
             elif role == "previous":
                 version = rounds.previous_policy(cur)
                 if version is None:
-                    version = chosen["name"]
+                    version = chosen.name
                     notes.append(f"Round {number} has no previous round: the 'previous' completions come from "
                                  f"{version} instead.")
             elif role == "base":
-                version = self._policy(BASE_VERSION)["name"]
+                version = self._policy(BASE_VERSION).name
             else:
                 version = role
             overrides = {key: source[key] for key in ("temperature", "top_p") if key in source}
             planned.append(PlannedSource(role, version, source["count"], dataclasses.replace(params, **overrides)))
         versions = [source.version for source in planned]
-        primary = chosen["name"] if chosen["name"] in versions else versions[0]
+        primary = chosen.name if chosen.name in versions else versions[0]
         return SourcePlan(number, primary, tuple(planned), tuple(notes), mixed=True)
 
     def generate(
@@ -405,7 +396,7 @@ class Workbench:
         conversations = list(todo["messages"])
         per_prompt: list[list[NewCompletion]] = [[] for _ in conversations]
         for (version, source_params), count in _sampling_groups(plan).items():
-            model_dir = self.home.root / self.model_version(version)["path"]
+            model_dir = self.model_version(version).path
             samples = (sampler or self._sample_here)(model_dir, conversations, count, source_params)
             for completions, drawn in zip(per_prompt, samples):
                 completions += [NewCompletion(s.text, version, source_params.as_dict(), s.num_tokens, s.finish_reason)

@@ -43,10 +43,7 @@ COLUMNS = ("id", "version_a", "version_b", "reward_version", "prompt_set", "n")
 
 
 def _policy_path(wb: "Workbench", name: str, what: str) -> Path:
-    version = wb.model_version(name)
-    if version["kind"] != "policy":
-        raise EvaluationError(f"'{name}' is a reward model; the {what} must be a policy version.")
-    return wb.home.root / version["path"]
+    return wb.model_version(name).policy(f"the {what}").path
 
 
 def _conversations(prompts: Sequence[Any]) -> list[list[dict]]:
@@ -98,7 +95,7 @@ def plan(source: "Workbench | None", version_a: str | Path, version_b: str | Pat
         reward_version = newest_reward(wb.store.cursor())  # none at all: no reward figures
     reward_path = None
     if reward_version is not None:
-        reward_path = wb.home.root / wb.reward_model(str(reward_version))["path"]
+        reward_path = wb.reward_model(str(reward_version)).path
     if isinstance(prompts, str):
         prompt_set, conversations = prompts, set_prompts(wb, prompts, n)
     else:

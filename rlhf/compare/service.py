@@ -144,15 +144,12 @@ class Compare:
     def _policy(self, name: str | None, what: str) -> str:
         if not name or not str(name).strip():
             raise CompareError(f"Choose {what}.")
-        version = self.wb.model_version(str(name).strip())
-        if version["kind"] != "policy":
-            raise CompareError(f"'{version['name']}' is a reward model; {what} must be a policy version.")
-        return version["name"]
+        return self.wb.model_version(str(name).strip()).policy(what).name
 
     def _reward(self, name: str | None) -> str | None:
         if name is None or not str(name).strip():
             return None
-        return self.wb.reward_model(str(name).strip())["name"]
+        return self.wb.reward_model(str(name).strip()).name
 
     def prompt(self, text: str | None = None, prompt_id: int | None = None,
                prompt_set: str | None = None) -> Prompt:
@@ -206,8 +203,8 @@ class Compare:
                  reward: str | None = None) -> list[Answer]:
         """One answer from each version (each seeded alike when a seed is given), scored
         by `reward` when named (`rlhf.modeling.measure.answer`, in the sampler when there is one)."""
-        dirs = [self.wb.home.root / self.wb.model_version(version)["path"] for version in versions]
-        reward_dir = None if reward is None else self.wb.home.root / self.wb.model_version(reward)["path"]
+        dirs = [self.wb.model_version(version).path for version in versions]
+        reward_dir = None if reward is None else self.wb.model_version(reward).path
         rows = (self.sampler.answer(dirs, prompt.messages, params, reward_dir) if self.sampler is not None
                 else measure.answer(self.cache, dirs, prompt.messages, params, reward_dir))
         return [Answer(version, text, tokens, "eos" if done else "length", score)

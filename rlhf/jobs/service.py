@@ -55,6 +55,7 @@ from rlhf.jobs.files import (
 )
 from rlhf.jobs.training_data import Selection
 from rlhf.train.methods import method, resolve
+from rlhf.versions import ModelVersion, lookup
 from storage import jobs as job_rows
 from storage import models
 from storage.db import Store
@@ -105,10 +106,10 @@ class Jobs:
         return Prepared(
             spec={
                 "method": spec.name, "kind": spec.kind,
-                "base": base["name"], "base_path": str(self.home.root / base["path"]),
-                "base_model": base["base_model"],
-                "reward": reward and reward["name"],
-                "reward_path": reward and str(self.home.root / reward["path"]),
+                "base": base.name, "base_path": str(base.path),
+                "base_model": base.base_model,
+                "reward": reward and reward.name,
+                "reward_path": reward and str(reward.path),
                 "config": config, "options": options, "selection": selection.as_dict(),
                 "settings": sorted(request.settings),  # what the user chose; the schedule fills in the rest
                 "rows": len(rows), "created_by": request.created_by,
@@ -142,7 +143,7 @@ class Jobs:
         log.info("Queued job %d: %s from %s on %d rows.", job_id, spec["method"], spec["base"], spec["rows"])
         return job_id
 
-    def _version(self, cur, name: str | None, kind: str) -> dict:
+    def _version(self, cur, name: str | None, kind: str) -> ModelVersion:
         if name is None:
             name = models.active_policy(cur) if kind == "policy" else newest_reward(cur)
             if name is None:
@@ -150,13 +151,8 @@ class Jobs:
                                if kind == "policy" else
                                "This method needs a reward model and there is none yet: train one first"
                                " (method reward), or name a reward version.")
-        version = models.get(cur, name)
-        if version is None:
-            known = ", ".join(models.names(cur)) or "none"
-            raise JobError(f"There is no model version '{name}' (known versions: {known}).")
-        if version["kind"] != kind:
-            raise JobError(f"'{name}' is a {version['kind']} model; a {kind} model is needed here.")
-        return version
+        version = lookup(cur, self.home.root, name)
+        return version.policy("the base version") if kind == "policy" else version.reward("the reward version")
 
     # -- looking -----------------------------------------------------------------------
 

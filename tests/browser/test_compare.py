@@ -21,7 +21,8 @@ from app.tabs.compare import answer_markdown, heatmap_html
 from rlhf.auth import User, create_user
 from rlhf.compare.service import Compare, CompareError
 from rlhf.home import BASE_VERSION
-from rlhf.collect.workbench import Workbench, WorkbenchError
+from rlhf.collect.workbench import Workbench
+from rlhf.versions import VersionError
 from storage import arena as arena_store
 
 from conftest import make_home
@@ -128,7 +129,7 @@ def test_battles_come_in_a_random_order_from_the_least_played_pair_and_a_prompt_
     (("base", "nope"), "There is no model version 'nope'"),
 ])
 def test_a_bad_battle_is_refused_in_one_sentence(compare, pair, words):
-    with pytest.raises((CompareError, WorkbenchError), match=words.replace("(", r"\(")):
+    with pytest.raises((CompareError, VersionError), match=words.replace("(", r"\(")):
         compare.start_battle(RITA, *pair, text="hi")
 
 
@@ -144,7 +145,7 @@ def test_side_by_side_shows_both_answers_with_scores_only_under_a_reward_model(c
     assert chosen["prompt"] == stored_text and chosen["prompt_id"] == prompt_id and chosen["prompt_set"] == "default"
     with pytest.raises(CompareError, match="Type a prompt, or choose one"):
         compare.side_by_side("base", "parrot", text="  ")
-    with pytest.raises(WorkbenchError, match="'parrot' is a policy, not a reward model."):
+    with pytest.raises(VersionError, match="'parrot' is a policy version; the reward version must be a reward model."):
         compare.side_by_side("base", "parrot", text="hi", reward="parrot")
 
 

@@ -24,8 +24,10 @@ from rlhf.jobs.runner import JobRunner
 from rlhf.train.methods import METHODS, SettingsError, parse_assignments, resolve
 from rlhf.jobs.training_data import DataError, Selection, build
 from rlhf.collect.workbench import Workbench
+from rlhf.versions import VersionError
 from storage import comparisons
 from storage import jobs as job_rows
+from storage import models
 from storage.comparisons import NewCompletion
 
 RLHF = Path(sys.executable).parent / "rlhf"
@@ -188,11 +190,11 @@ def test_sft_imitates_better_answers_and_top_completions(workbench):
     (JobRequest("ppo"), "needs a reward model"),
     (JobRequest("dpo", base="nope"), "no model version 'nope'"),
     (JobRequest("dpo", settings={"learning_rate": 0}), "greater than 0"),
-    (JobRequest("sft", reward="base"), "'base' is a policy model"),
+    (JobRequest("sft", reward="base"), "'base' is a policy version; the reward version must be a reward model"),
 ])
 def test_refused_jobs_change_nothing(workbench, request_, words):
     jobs = Jobs(workbench.home, workbench.store)
-    with pytest.raises((JobError, SettingsError, DataError), match=words):
+    with pytest.raises((JobError, SettingsError, DataError, VersionError), match=words):
         jobs.submit(request_)
     assert job_count(workbench) == 0
     assert list(workbench.home.jobs_dir.iterdir()) == []
@@ -228,9 +230,10 @@ def test_a_job_trains_registers_a_version_and_keeps_its_record(workbench):
     assert any(status.get("state") == "running" for status in seen)
 
     version = workbench.model_version(f"sft-{job_id}")
-    assert (version["kind"], version["parent"], version["method"], version["job_id"]) == ("policy", "base", "sft", job_id)
-    assert version["data_snapshot"] == f"jobs/{job_id}/data.parquet"
-    model_dir = workbench.home.root / version["path"]
+    row = models.get(workbench.store.cursor(), version.name)
+    assert (version.kind, version.parent, row["method"], row["job_id"]) == ("policy", "base", "sft", job_id)
+    assert version.data_snapshot == f"jobs/{job_id}/data.parquet"
+    model_dir = version.path
     card = json.loads((model_dir / "card.json").read_text())
     assert card["parent"] == "base" and card["weights"] == "adapter" and card["rows"] == spec["rows"]
     assert (model_dir / "adapter_config.json").is_file() and not (job_dir / "model").exists()
@@ -239,7 +242,7 @@ def test_a_job_trains_registers_a_version_and_keeps_its_record(workbench):
     assert "Succeeded" in jobs.log_text(job_id)
 
     workbench.promote(f"sft-{job_id}")  # the new version samples the next comparisons
-    assert workbench.generate(n=1, k=2) and workbench.model_version(None)["name"] == f"sft-{job_id}"
+    assert workbench.generate(n=1, k=2) and workbench.model_version(None).name == f"sft-{job_id}"
 
 
 def _run_in_thread(jobs: Jobs, job_id: int) -> tuple[threading.Thread, dict]:
@@ -532,8 +535,7 @@ def test_a_crash_while_registering_a_model_is_recovered_at_the_next_start(tiny_h
         jobs.recover()
         job = jobs.get(job_id)
         assert job["status"] == "succeeded" and job["output_version"] == name
-        version = wb.model_version(name)
-        assert (wb.home.root / version["path"]) == target
+        assert wb.model_version(name).path == target
         assert (target / "adapter_config.json").is_file() and (target / "card.json").is_file()
         assert not (job_dir / "model").exists() and not (job_dir / files.INTENT_FILE).exists()
         registered = {row[0] for row in wb.store.cursor().execute("SELECT path FROM model_versions").fetchall()}

@@ -45,6 +45,6 @@ def test_a_job_keeps_what_the_user_set_replaces_the_defaults_and_records_the_sch
     assert ("Schedule: 6 pairs: 1 epoch, 1 step, lr 2e-4 (1 step an epoch at 8 pairs a step;"
             " num_train_epochs as set; lr for DPO with LoRA)") in log
     assert job["step"] == job["total_steps"] == 1
-    card = json.loads((workbench.home.root / workbench.model_version(f"dpo-{job_id}")["path"] / "card.json").read_text())
+    card = json.loads((workbench.model_version(f"dpo-{job_id}").path / "card.json").read_text())
     assert card["metrics"]["schedule/epochs"] == 1 and card["metrics"]["schedule/steps"] == 1
     assert card["metrics"]["schedule/learning_rate"] == 2e-4

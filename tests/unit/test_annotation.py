@@ -19,6 +19,7 @@ from rlhf.collect.pregenerate import PreGenerator
 from rlhf.preference.ranking import RankingError
 from rlhf.collect.reports import Reports
 from rlhf.collect.workbench import Workbench, WorkbenchError
+from rlhf.versions import VersionError
 from storage import comparisons, feedback, guidelines, models, prompts, queue
 from storage.activity import Filters
 from storage.comparisons import NewCompletion
@@ -112,7 +113,7 @@ def test_settings_are_checked_and_kept(annotation, workbench):
         annotation.set_config(RESEARCHER, overlap=0)
     with pytest.raises(WorkbenchError, match="Unknown queue setting 'speed'"):
         annotation.set_config(RESEARCHER, speed=2)
-    with pytest.raises(WorkbenchError, match="no model version 'v9'"):
+    with pytest.raises(VersionError, match="no model version 'v9'"):
         annotation.set_config(RESEARCHER, model_version="v9")
     changed = annotation.set_config(RESEARCHER, overlap=2, prompt_sets=["default"], dimensions=["clarity"])
     assert Annotation(workbench).config == changed  # stored, not just remembered

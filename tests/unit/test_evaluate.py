@@ -27,7 +27,8 @@ from rlhf.home import BASE_VERSION
 from rlhf.modeling.models import ModelLoadError, load_policy
 from rlhf.modeling.sampler_process import SamplerProcess
 from rlhf.modeling.sampling import SamplingParams
-from rlhf.collect.workbench import Workbench, WorkbenchError
+from rlhf.collect.workbench import Workbench
+from rlhf.versions import VersionError
 from storage import evaluations
 
 from conftest import make_home
@@ -183,7 +184,7 @@ def test_without_a_workbench_models_are_directories_and_nothing_is_stored(home, 
 @pytest.mark.parametrize("change, words", [
     (dict(version_b="nope"), "There is no model version 'nope' (known versions: base, copy, other, rm)."),
     (dict(version_b="rm"), "'rm' is a reward model; the version compared must be a policy version."),
-    (dict(reward_version="other"), "'other' is a policy, not a reward model."),
+    (dict(reward_version="other"), "'other' is a policy version; the reward version must be a reward model."),
     (dict(prompts="nowhere"), "There is no prompt set 'nowhere' (known sets: default)."),
     (dict(n=0), "N must be a whole number of 1 or more, not 0."),
     (dict(temperature=0.0), "The temperature must be above 0"),
@@ -192,7 +193,7 @@ def test_a_bad_evaluation_is_refused_in_one_sentence_and_stores_nothing(home, ch
     arguments = dict(version_a=BASE_VERSION, version_b="copy", prompts="default", **TINY) | change
     with Workbench(home) as wb:
         before = evaluations.count(wb.store.cursor())
-        with pytest.raises((EvaluationError, WorkbenchError)) as refused:
+        with pytest.raises((EvaluationError, VersionError)) as refused:
             evaluate.evaluate(wb, **arguments)
         assert evaluations.count(wb.store.cursor()) == before
     assert words in str(refused.value) and "\n" not in str(refused.value)
@@ -229,7 +230,7 @@ def test_rlhf_compare_prints_and_stores_the_figures(home, capsys):
 
 @pytest.mark.parametrize("argv, sentence", [
     (("compare", "base", "nope"), "rlhf: There is no model version 'nope' (known versions: base, copy, other, rm)."),
-    (("compare", "base", "copy", "--reward", "copy"), "rlhf: 'copy' is a policy, not a reward model."),
+    (("compare", "base", "copy", "--reward", "copy"), "rlhf: 'copy' is a policy version; the reward version must be a reward model."),
     (("compare", "base", "copy", "--prompts", "nowhere"), "rlhf: There is no prompt set 'nowhere' (known sets: default)."),
 ])
 def test_rlhf_compare_refuses_in_one_sentence(home, capsys, argv, sentence):

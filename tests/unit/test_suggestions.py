@@ -22,6 +22,7 @@ from rlhf.collect.reports import Filters, Reports
 from rlhf.collect.reward_audit import audit, split_comparisons
 from rlhf.collect.suggestions import score_comparisons, suggested_ranking
 from rlhf.collect.workbench import WorkbenchError
+from rlhf.versions import VersionError
 from storage import scores
 from storage.db import Migration, Store
 from helpers import add_comparisons, register, rows, text_scores
@@ -76,11 +77,11 @@ def test_the_reward_settings_are_checked(annotation, workbench):
         annotation.set_config(RESEARCHER, selection="smart")
     with pytest.raises(WorkbenchError, match="suggest must be true or false"):
         annotation.set_config(RESEARCHER, suggest="yes")
-    with pytest.raises(WorkbenchError, match="'base' is a policy"):
+    with pytest.raises(VersionError, match="'base' is a policy"):
         annotation.set_config(RESEARCHER, reward_models=["base"])
     with pytest.raises(WorkbenchError, match="one or two reward models"):
         annotation.set_config(RESEARCHER, reward_models=["rm", "rm2", "rm3"])
-    with pytest.raises(WorkbenchError, match="no model version 'nope'"):
+    with pytest.raises(VersionError, match="no model version 'nope'"):
         annotation.set_config(RESEARCHER, reward_models="nope")
     assert annotation.config.suggest is False  # nothing refused was stored
 

@@ -15,6 +15,7 @@ from rlhf.modeling.generate import SamplingParams
 from rlhf.home import BASE_VERSION, Home, HomeError
 from rlhf.preference.ranking import RankingError
 from rlhf.collect.workbench import DEFAULT_PROMPT_SET, Workbench, WorkbenchError, default_prompts
+from rlhf.versions import VersionError
 from storage import comparisons
 from storage.comparisons import NewCompletion
 from helpers import rows
@@ -80,7 +81,7 @@ def test_reopened_home_keeps_its_state(tiny_home):
     with Workbench(tiny_home) as wb:
         assert wb.init().prompts_added == 0
         assert count(wb, "model_versions") == 1
-        assert wb.model_version(None)["name"] == "base"
+        assert wb.model_version(None).name == "base"
 
 
 # -- generate ---------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def test_generate_refuses_k_out_of_range(workbench, k):
 
 
 def test_generate_refuses_unknown_model_version(workbench):
-    with pytest.raises(WorkbenchError) as caught:
+    with pytest.raises(VersionError) as caught:
         workbench.generate(n=1, k=2, model_version="v9", params=FAST)
     assert str(caught.value) == "There is no model version 'v9' (known versions: base)."
     assert count(workbench, "comparisons") == 0 and count(workbench, "completions") == 0
