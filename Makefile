@@ -1,4 +1,5 @@
-# The two commands: `make run` serves the workbench, `make test` runs the whole suite.
+# The two commands: `make run` serves the workbench, `make test` runs the whole suite
+# (`make test-fast`: the unit tests alone, in about a minute).
 # Both set everything up on a fresh machine and are quick the second time.
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 PYTEST_ARGS ?=
 
-.PHONY: run test setup browser bench clean
+.PHONY: run test test-fast setup browser bench clean
 
 setup: $(STAMP)
 
@@ -37,11 +38,14 @@ run: setup
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
 bench: setup
 	$(BIN)/rlhf init </dev/null >/dev/null
 	$(BIN)/python -m rlhf.bench generate
 	$(BIN)/python -m rlhf.bench annotate
-	$(BIN)/python -m bench.load
+	$(BIN)/python -m rlhf.bench load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

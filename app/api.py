@@ -8,13 +8,13 @@ from __future__ import annotations
 import gradio as gr
 
 from app.session import REQUESTS, RESEARCH_SAMPLING, current_user, user_error
-from rlhf import job_views
+from app import job_views
 from rlhf.auth import STAFF
-from rlhf.annotation import Annotation, Item, Submission
-from rlhf.compare import Compare, CompareError
-from rlhf.jobs import Jobs
+from rlhf.collect.annotation import Annotation, Item, Submission
+from rlhf.compare.service import Compare, CompareError
+from rlhf.jobs.service import Jobs
 from rlhf.limits import LIMITS, check_text, check_value
-from rlhf.pregenerate import PreGenerator
+from rlhf.collect.pregenerate import PreGenerator
 
 
 def check_names(**names) -> None:

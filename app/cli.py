@@ -9,28 +9,18 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from rlhf import auth, evaluate
-from rlhf.formats import FormatError
+from app.cli_tables import print_table
+from rlhf import auth
+from rlhf.compare import evaluate
+from rlhf.collect.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.home import Home
-from rlhf.ranking import RankingError
-from rlhf.sampling import MAX_K, MIN_K, SamplingParams
-from rlhf.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
+from rlhf.preference.ranking import RankingError
+from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
+from rlhf.collect.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
 from storage.db import StoreError
 
 USER_ERRORS = (UserError, FormatError, RankingError, StoreError)
-
-
-def print_table(frame: pd.DataFrame, as_json: bool, empty: str) -> None:
-    if as_json:
-        print(frame.to_json(orient="records", date_format="iso", force_ascii=False))
-    elif frame.empty:
-        print(empty)
-    else:
-        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-            print(frame.to_string(index=False))
 
 
 def cmd_init(wb: Workbench, args) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 
-from rlhf import evaluate
+from rlhf.compare import evaluate
 from rlhf.home import BASE_VERSION
-from rlhf.workbench import DEFAULT_PROMPT_SET, Workbench
+from rlhf.collect.workbench import DEFAULT_PROMPT_SET, Workbench
 
 
 def _number(value, digits: int = 3) -> str:
@@ -51,7 +51,7 @@ def cmd_compare(wb: Workbench, args) -> int:
                                n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                reference=args.reference, temperature=args.temperature, created_by="cli")
     if args.json:
-        from rlhf.job_views import jsonable  # NaN (a standard error of one sample) is not JSON: null
+        from app.job_views import jsonable  # NaN (a standard error of one sample) is not JSON: null
 
         print(json.dumps(jsonable(result)))
     else:

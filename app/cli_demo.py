@@ -14,7 +14,7 @@ COLUMNS = ("round", "rankings", "reward_eval_accuracy", "policy_version", "win_r
 
 
 def cmd_demo(home: Home, args) -> int:
-    from rlhf.demo import DemoConfig, run_demo  # torch: only when the demo runs
+    from rlhf.bench.demo import DemoConfig, run_demo  # torch: only when the demo runs
 
     if args.home is None:  # never the user's own ./workbench
         home = Home.resolve(tempfile.mkdtemp(prefix="rlhf-demo-"))
@@ -38,7 +38,7 @@ def cmd_demo(home: Home, args) -> int:
 
     rows = run_demo(home, config, report, step)
     if args.plot:
-        from rlhf.demo import plot_rounds  # matplotlib: only when asked
+        from rlhf.bench.demo import plot_rounds  # matplotlib: only when asked
 
         plot_rounds(rows, config, args.plot)
         print(f"Plot written to {args.plot}.", file=sys.stderr)
@@ -51,7 +51,7 @@ def cmd_demo(home: Home, args) -> int:
 
 
 def add_commands(command, commands, home_option, json_option) -> None:
-    from rlhf.demo import DEMO_METHODS, DemoConfig
+    from rlhf.bench.demo import DEMO_METHODS, DemoConfig
 
     defaults = DemoConfig()
     demo = command("demo", cmd_demo, "run the whole loop on a fresh home with a simulated annotator",

@@ -15,10 +15,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from app.cli_tables import print_table
 from rlhf.home import Home
-from rlhf.jobs import JobError, JobRequest, JobRunner, Jobs, read_log, read_status, send_request
+from rlhf.jobs.service import JobError, JobRequest, Jobs
+from rlhf.jobs.runner import JobRunner
+from rlhf.jobs.files import read_log, read_status
+from rlhf.jobs.requests import send_request
 from rlhf.train.methods import METHODS, SettingsError, parse_assignments
-from rlhf.workbench import Workbench
+from rlhf.versions import wrong_kind
+from rlhf.collect.workbench import Workbench
 
 FINAL_METRICS = ("train_loss", "train/loss", "train/reward_last", "eval/accuracy", "eval/tie_accuracy",
                  "eval/rewards/accuracies", "eval/rewards/margins", "reward/mean", "objective/kl", "reward_offset")
@@ -119,8 +124,6 @@ def cmd_jobs_run(wb: Workbench, args) -> int:
 
 
 def _jobs_table(frame: pd.DataFrame, as_json: bool) -> None:
-    from app.cli import print_table
-
     if not as_json and not frame.empty:
         frame = frame.assign(progress=[f"{s}/{t}" if t else str(s) for s, t in zip(frame["step"], frame["total_steps"])])
         frame = frame[["id", "method", "status", "progress", "base", "output_version", "created_at", "error"]]
@@ -190,8 +193,6 @@ def cmd_promote(wb: Workbench, args) -> int:
 
 
 def cmd_score(wb: Workbench, args) -> int:
-    from app.cli import print_table
-
     frame = wb.score(args.reward, args.comparison or None, args.limit)
     if not args.json:
         frame = frame.assign(text=frame["text"].str.slice(0, 70).str.replace("\n", " "))
@@ -201,8 +202,8 @@ def cmd_score(wb: Workbench, args) -> int:
 
 def cmd_eval_reward(home: Home, args) -> int:
     """Needs no store: the version is read from models/<name>/."""
-    from rlhf.formats import read_preference_pairs
-    from rlhf.scoring import RewardScorer, evaluate_pairs
+    from rlhf.collect.formats import read_preference_pairs
+    from rlhf.modeling.scoring import RewardScorer, evaluate_pairs
 
     path = home.model_dir(args.reward)
     if not (path / "config.json").is_file():
@@ -211,7 +212,7 @@ def cmd_eval_reward(home: Home, args) -> int:
                        f" (trained versions: {', '.join(known) or 'none'}).")
     card = json.loads((path / "card.json").read_text()) if (path / "card.json").is_file() else {}
     if card.get("kind", "reward") != "reward":
-        raise JobError(f"'{args.reward}' is a {card['kind']} model, not a reward model.")
+        raise wrong_kind(args.reward, card["kind"], "reward", "the version scored")
     result = evaluate_pairs(RewardScorer(path), read_preference_pairs(args.file))
     if args.json:
         print(json.dumps({"reward": args.reward, "file": args.file, **result}))

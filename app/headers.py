@@ -13,7 +13,7 @@ elsewhere, and load in no other site's frame. It is as tight as Gradio 6's page 
   from the server itself, and `connect-src 'self'` keeps Gradio's fetch and server-sent
   events at home.
 
-Checked in Chromium by tests/test_hostile_text.py on every tab, which fails on any
+Checked in Chromium by tests/browser/test_hostile_text.py on every tab, which fails on any
 violation: without `'unsafe-eval'` every gr.HTML stays empty ("Error evaluating template").
 """
 

@@ -21,16 +21,17 @@ from app.body_limit import BodyLimit  # noqa: E402
 from app.render import RenderedText  # noqa: E402
 from app.session import SignIn  # noqa: E402
 from app.tabs import annotate, compare, comparisons, data, queue, train, users  # noqa: E402
-from rlhf.annotation import Annotation  # noqa: E402
+from rlhf.collect.annotation import Annotation  # noqa: E402
 from rlhf.auth import STAFF, AccountSettings, PermissionDenied, session_user  # noqa: E402
-from rlhf import exports  # noqa: E402
-from rlhf.compare import Compare  # noqa: E402
-from rlhf.jobs import JobRunner, Jobs  # noqa: E402
+from rlhf.collect import exports  # noqa: E402
+from rlhf.compare.service import Compare  # noqa: E402
+from rlhf.jobs.runner import JobRunner
+from rlhf.jobs.service import Jobs  # noqa: E402
 from rlhf.limits import LIMITS  # noqa: E402
-from rlhf.pregenerate import PreGenerator  # noqa: E402
-from rlhf.reports import Reports  # noqa: E402
-from rlhf.sampler_process import SamplerProcess  # noqa: E402
-from rlhf.workbench import Workbench  # noqa: E402
+from rlhf.collect.pregenerate import PreGenerator  # noqa: E402
+from rlhf.collect.reports import Reports  # noqa: E402
+from rlhf.modeling.sampler_process import SamplerProcess  # noqa: E402
+from rlhf.collect.workbench import Workbench  # noqa: E402
 
 log = logging.getLogger(__name__)
 

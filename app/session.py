@@ -24,13 +24,13 @@ from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from rlhf.annotation import Annotation
+from rlhf.collect.annotation import Annotation
 from rlhf.auth import (AccountSettings, AuthError, LoginGuard, PermissionDenied, User, authenticate, require_role,
                        session_user)
 from rlhf.errors import UserError
-from rlhf.formats import FormatError
+from rlhf.collect.formats import FormatError
 from rlhf.limits import LIMITS
-from rlhf.ranking import RankingError
+from rlhf.preference.ranking import RankingError
 
 REFUSALS = (UserError, RankingError, FormatError, PermissionDenied)
 # Every event has a finite concurrency limit. Sampling for researchers (side by side,

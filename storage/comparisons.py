@@ -126,3 +126,16 @@ def list_comparisons(cur, pending: bool = False, limit: int | None = None) -> pd
         " ORDER BY c.id LIMIT ?",
         [pending, limit],
     ).df()
+
+
+def rounds_of(cur, comparison_ids: list[int]) -> dict[int, int]:
+    """{comparison id: the round it was made in} for the given comparisons (unknown ids are left out)."""
+    return dict(cur.execute("SELECT id, round FROM comparisons WHERE list_contains(?::BIGINT[], id)",
+                            [[int(i) for i in comparison_ids]]).fetchall())
+
+
+def completion_counts(cur, comparison_ids: list[int]) -> dict[int, int]:
+    """{comparison id: how many completions it has} for the given comparisons."""
+    return dict(cur.execute("SELECT comparison_id, count(*) FROM completions"
+                            " WHERE list_contains(?::BIGINT[], comparison_id) GROUP BY comparison_id",
+                            [[int(i) for i in comparison_ids]]).fetchall())

@@ -1,5 +1,5 @@
 """Automatic evaluations: one policy version against another on a prompt set, with the
-figures (`metrics`) that `rlhf.evaluate` measured."""
+figures (`metrics`) that `rlhf.compare.evaluate` measured."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from storage.db import first_row
 
-# Two scores closer than this are "scored equal" (the same value as rlhf.scoring.EQUAL_SCORE,
+# Two scores closer than this are "scored equal" (the same value as rlhf.modeling.scoring.EQUAL_SCORE,
 # which this layer cannot import): the model ties them.
 EQUAL_SCORE = 1e-6
 
@@ -160,7 +160,7 @@ _RELATION = f"CASE WHEN abs({{0}}) < {EQUAL_SCORE} THEN 0 ELSE sign({{0}}) END"
 
 # Per comparison among {candidates} that both versions scored completely: the share of
 # completion pairs that `$first_reward` and `$second_reward` order differently (better,
-# tied or worse, as in rlhf.agreement.pairwise_agreement), and the first one's smallest gap.
+# tied or worse, as in rlhf.preference.agreement.pairwise_agreement), and the first one's smallest gap.
 _DISAGREEMENT = f"""
 SELECT p.comparison_id, p.disagreement, g.gap FROM (
     SELECT x.comparison_id, any_value(x.k) AS k, count(*) AS n,

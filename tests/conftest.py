@@ -1,6 +1,11 @@
 """Shared fixtures: a tiny random Llama for fast tests, the real default model for the
 few integration tests, workbench homes built on either, and a served workbench
-(`rlhf serve` in a subprocess) for the API and browser tests."""
+(`rlhf serve` in a subprocess) for the API and browser tests. Shared helpers that are not
+fixtures are in helpers.py.
+
+The folders say what a test needs, and each test gets its folder's marker: unit/ (no
+server, no real model), api/ (a served workbench through gradio_client), browser/
+(headless Chromium), integration/ (the real model, training jobs, the CLI end to end)."""
 
 from __future__ import annotations
 
@@ -30,8 +35,19 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach a model hub
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when the 2 cores are oversubscribed
 
+from helpers import save_reward_model  # noqa: E402
+from rlhf.collect.workbench import Workbench  # noqa: E402
 from rlhf.home import BASE_VERSION, Home, ensure_default_model  # noqa: E402
-from rlhf.workbench import Workbench  # noqa: E402
+
+FOLDER_MARKERS = ("unit", "api", "browser", "integration")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Each test is marked with its folder's kind (`-m unit`, `-m "not browser"`)."""
+    for item in items:
+        folder = Path(str(item.path)).parent.name
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)
 
 
 def build_tiny_llama(directory: Path, tokenizer_source: Path) -> Path:
@@ -96,6 +112,25 @@ def make_home(root: Path, model_dir: Path) -> Home:
     with Workbench(home) as wb:
         wb.init()
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A randomly initialised scalar-head Llama with the tiny policy's config and tokenizer."""
+    return save_reward_model(tmp_path_factory.mktemp("tiny-reward"), tiny_model_dir)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on two CPU cores shared with other runs, two OpenMP threads wait on
+    each other at every parallel region and a forward pass takes two to five times longer
+    (one `generate` measured 3 s with one thread, 45 s with two)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -214,7 +249,7 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
     the tiny random Llama instead of a config-only placeholder (for a test that samples);
     `serve_args` are added to `rlhf serve`'s command line.
     Every server made is stopped at the end of the module."""
-    from rlhf.annotation import Annotation
+    from rlhf.collect.annotation import Annotation
     from rlhf.auth import User
 
     made: list[ServedWorkbench] = []

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.render import RenderedText
-from rlhf import suggestions
+from rlhf.collect import suggestions
 from app.session import REQUESTS, current_user, refusal, user_error
-from rlhf.annotation import Annotation, Item, Submission
+from rlhf.collect.annotation import Annotation, Item, Submission
 from rlhf.limits import LIMITS
-from rlhf.pregenerate import PreGenerator
-from rlhf.ranking import RankingError, letters, parse_ranking, ranking_from_ranks
-from rlhf.sampling import MAX_K
+from rlhf.collect.pregenerate import PreGenerator
+from rlhf.preference.ranking import RankingError, letters, parse_ranking, ranking_from_ranks
+from rlhf.modeling.sampling import MAX_K
 
 FLAGS = {"—": None, "unsafe": "unsafe", "factually wrong": "factually_wrong", "nonsense": "nonsense"}
 MARKS = {"—": None, "good": True, "bad": False}

@@ -18,13 +18,14 @@ import pandas as pd
 
 from app.render import RenderedText
 from app.session import REFUSALS, RESEARCH_SAMPLING, current_user, refusal, user_error
-from rlhf import evaluate, exports, job_views
-from rlhf.annotation import Annotation
+from rlhf.compare import evaluate
+from rlhf.collect import exports
+from rlhf.collect.annotation import Annotation
 from rlhf.auth import STAFF
-from rlhf.compare import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS, Compare
+from rlhf.compare.service import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS, Compare
 from rlhf.home import BASE_VERSION
 from rlhf.limits import LIMITS, check_text
-from rlhf.workbench import DEFAULT_PROMPT_SET
+from rlhf.collect.workbench import DEFAULT_PROMPT_SET, active_policy, versions_of
 
 NO_REWARD = "(no reward model)"
 NEWEST_REWARD = "(the newest reward model)"
@@ -207,13 +208,13 @@ def open_tab(service: Annotation, compare: Compare, chosen: dict, request: gr.Re
     evaluations."""
     current_user(service, request, *STAFF)
     frame, sets = service.wb.models(), compare.prompt_sets()
-    policies, rewards = job_views.versions_of(frame, "policy"), job_views.versions_of(frame, "reward")
+    policies, rewards = versions_of(frame, "policy"), versions_of(frame, "reward")
 
     def pick(key, options, fallback=None):
         value = chosen.get(key)
         return value if value in options else fallback
 
-    first = job_views.active_policy(frame) or (policies[-1] if policies else None)
+    first = active_policy(frame) or (policies[-1] if policies else None)
     other = next((name for name in reversed(policies) if name != first), first)
     newest = policies[-1] if policies else None  # the newest policy, against base, in an evaluation
     reward_choices = [NO_REWARD, *reversed(rewards)]

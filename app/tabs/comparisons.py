@@ -7,9 +7,9 @@ import gradio as gr
 
 from app.render import Blocks, RenderedText
 from app.session import current_user
-from rlhf.annotation import Annotation
+from rlhf.collect.annotation import Annotation
 from rlhf.auth import STAFF
-from rlhf.workbench import Workbench, WorkbenchError
+from rlhf.collect.workbench import Workbench, WorkbenchError
 
 
 def comparison_markdown(wb: Workbench, comparison_id: int | None) -> str | Blocks:

@@ -17,14 +17,14 @@ import pandas as pd
 
 from app.render import RenderedText
 from app.session import current_user, refusal, user_error
-from rlhf import exports
-from rlhf.agreement import CONSENSUS_METHODS
+from rlhf.collect import exports
+from rlhf.preference.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text
-from rlhf.annotation import Annotation
-from rlhf.pregenerate import PreGenerator
-from rlhf.reports import Filters, Reports
-from rlhf.workbench import EXPORT_FORMATS
+from rlhf.collect.annotation import Annotation
+from rlhf.collect.pregenerate import PreGenerator
+from rlhf.collect.reports import Filters, Reports
+from rlhf.collect.workbench import EXPORT_FORMATS
 
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 ALL_ROUNDS = "all"

@@ -9,10 +9,10 @@ import gradio as gr
 from app.render import RenderedText
 from app.session import current_user, refusal, user_error
 from rlhf.auth import STAFF
-from rlhf.annotation import Annotation
+from rlhf.collect.annotation import Annotation
 from rlhf.limits import LIMITS, check_text
-from rlhf.pregenerate import PreGenerator
-from rlhf.workbench import SOURCES_EXAMPLE
+from rlhf.collect.pregenerate import PreGenerator
+from rlhf.collect.workbench import SOURCES_EXAMPLE
 
 ACTIVE_POLICY = "(the active policy)"
 SOURCES_HELP = ("Where each comparison's completions come from, as JSON; empty: all K from the generating "

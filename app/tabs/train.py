@@ -16,13 +16,15 @@ import pandas as pd
 
 from app.render import RenderedText
 from app.session import REFUSALS, current_user, refusal, user_error, warning
-from rlhf import evaluate, job_views
-from rlhf.annotation import Annotation
+from rlhf.compare import evaluate
+from app import job_views
+from rlhf.collect.annotation import Annotation
 from rlhf.auth import STAFF
-from rlhf.jobs import Jobs
+from rlhf.jobs.service import Jobs
 from rlhf.limits import LIMITS, check_text, check_value
-from rlhf.reports import Reports
+from rlhf.collect.reports import Reports
 from rlhf.train.methods import METHODS, method
+from rlhf.collect.workbench import active_policy, versions_of
 
 DEFAULT_METHOD = "dpo"
 NEWEST_REWARD = "(the newest reward model)"
@@ -53,9 +55,9 @@ def method_changed(name: str):
 
 
 def _version_choices(frame: pd.DataFrame, base, reward):
-    policies = job_views.versions_of(frame, "policy")
-    active = job_views.active_policy(frame)
-    rewards = [NEWEST_REWARD, *reversed(job_views.versions_of(frame, "reward"))]
+    policies = versions_of(frame, "policy")
+    active = active_policy(frame)
+    rewards = [NEWEST_REWARD, *reversed(versions_of(frame, "reward"))]
     promotable = [name for name in policies if name != active]
     return [gr.update(choices=policies, value=base if base in policies else active),
             gr.update(choices=rewards, value=reward if reward in rewards else NEWEST_REWARD),

@@ -8,7 +8,7 @@ import gradio as gr
 
 from app.session import SignIn, current_user, user_error
 from rlhf import auth
-from rlhf.annotation import Annotation
+from rlhf.collect.annotation import Annotation
 
 STATE_CHOICES = [("Enabled", "enable"), ("Disabled", "disable")]
 

@@ -11,9 +11,19 @@ import pandas as pd
 import torch
 
 from rlhf.train import common
-from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_text, load_policy, messages, trl_trainer,
-                            require_columns, split, trainer_config)
+from rlhf.train.common import TrainInputs
+from rlhf.errors import TrainingError
+from rlhf.train.plumbing import (
+    conversational,
+    fit,
+    has_text,
+    load_policy,
+    messages,
+    trl_trainer,
+    require_columns,
+    split,
+    trainer_config,
+)
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
 

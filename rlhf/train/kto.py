@@ -9,9 +9,18 @@ import numpy as np
 import pandas as pd
 
 from rlhf.train import common
-from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import (conversational, fit, has_text, load_policy, trl_trainer, require_columns, split,
-                            trainer_config)
+from rlhf.train.common import TrainInputs
+from rlhf.errors import TrainingError
+from rlhf.train.plumbing import (
+    conversational,
+    fit,
+    has_text,
+    load_policy,
+    trl_trainer,
+    require_columns,
+    split,
+    trainer_config,
+)
 
 log = logging.getLogger(__name__)
 

@@ -298,7 +298,7 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
             )
     _check_ranges({**config, **options})
     if options["adapter"] == "qlora":
-        from rlhf.train.common import check_adapter  # imports torch: only for QLoRA
+        from rlhf.modeling.loading import check_adapter  # imports torch: only for QLoRA
 
         try:
             check_adapter(options)

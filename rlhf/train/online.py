@@ -13,9 +13,10 @@ import shutil
 from typing import Any
 
 from rlhf.train import common
-from rlhf.train.common import TrainInputs, TrainingError
-from rlhf.train.sft import callbacks, conversational, fit, load_policy, require_columns, tidy, \
-    trainer_config
+from rlhf.modeling import loading
+from rlhf.train.common import TrainInputs
+from rlhf.errors import TrainingError
+from rlhf.train.plumbing import callbacks, conversational, fit, load_policy, require_columns, tidy, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _reference_dir(inputs: TrainInputs, policy, beta: float) -> None:
     """Full fine-tuning with a KL penalty: TRL reloads the reference from the model's
     config name, which for a LoRA parent names the parent's base. Point it at the parent
     itself, merged, saved in a scratch folder (removed after training)."""
-    if beta == 0 or policy.peft_config is not None or not common.is_adapter(inputs.base_path):
+    if beta == 0 or policy.peft_config is not None or not loading.is_adapter(inputs.base_path):
         return
     scratch = inputs.out_dir / "trainer" / "reference"
     policy.model.save_pretrained(str(scratch), safe_serialization=True)
@@ -78,9 +79,9 @@ def train(inputs: TrainInputs, method: str) -> dict[str, float]:
         raise TrainingError(f"{method.upper()} needs at least one prompt to sample completions for.")
     policy = load_policy(inputs)
     inputs.reporter.progress(0, None, message="loading the reward model")
-    reward_model = common.load_reward_model(inputs.reward_path)
+    reward_model = loading.load_reward_model(inputs.reward_path)
     reward_model.eval().requires_grad_(False)
-    reward_tokenizer = common.load_tokenizer(inputs.reward_path)
+    reward_tokenizer = loading.load_tokenizer(inputs.reward_path)
     generations = int(inputs.config.get("num_generations") or 1)
     decided = common.plan(inputs, method, len(prompts), common.examples_per_step(inputs.config), "prompts",
                           samples_per_prompt=generations)

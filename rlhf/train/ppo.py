@@ -35,9 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhf.scoring import RewardScorer
+from rlhf.preference.messages import plain
+from rlhf.modeling.scoring import RewardScorer
 from rlhf.train import common
-from rlhf.train.common import TrainInputs, TrainingError
+from rlhf.modeling import loading
+from rlhf.train.common import TrainInputs
+from rlhf.errors import TrainingError
 from rlhf.train.schedule import lora_rate
 from rlhf.train.ppo_functions import (
     AdaptiveKLController,
@@ -141,11 +144,11 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
     prompts = _prompts(inputs)
     if reward_fn is None and inputs.reward_path is None:
         raise TrainingError("PPO needs a reward model: train one with `rlhf train reward` or pass --reward VERSION.")
-    common.check_adapter(inputs.options)
+    loading.check_adapter(inputs.options)
     decided = common.plan(inputs, "ppo", len(prompts), config.batch_size, "prompts")
     config = dataclasses.replace(config, **decided.settings)
     torch.manual_seed(config.seed)
-    device = torch.device("cuda" if common.on_gpu() else "cpu")
+    device = torch.device("cuda" if loading.on_gpu() else "cpu")
     reporter = inputs.reporter
 
     policy = Policy.load(inputs.base_path, inputs.options, config, device)
@@ -273,7 +276,7 @@ def _prompts(inputs: TrainInputs) -> list[list[dict]]:
         raise TrainingError("PPO needs prompts: the training data has no `prompt` column.")
     prompts = []
     for cell in frame["prompt"]:
-        value = common.plain(cell)
+        value = plain(cell)
         if isinstance(value, str):
             value = [{"role": "user", "content": value}] if value.strip() else []
         if isinstance(value, list) and value:
@@ -317,7 +320,7 @@ class Rollout:
     response_ids: torch.Tensor    # [b, R]
     response_mask: torch.Tensor   # [b, R]
     has_eos: torch.Tensor         # [b] bool
-    completions: list[str]        # decoded responses without EOS, as `rlhf.generate.sample` gives them
+    completions: list[str]        # decoded responses without EOS, as `rlhf.modeling.generate.sample` gives them
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -375,13 +378,13 @@ class Policy:
     def load(cls, base_path: Path, options: dict[str, Any], config: PPOConfig, device: torch.device) -> "Policy":
         from peft import get_peft_model
 
-        tokenizer = common.load_tokenizer(base_path)
+        tokenizer = loading.load_tokenizer(base_path)
         quantized = options.get("adapter") == "qlora"
-        model = common.load_causal_lm(base_path, quantize_4bit=quantized)
+        model = loading.load_causal_lm(base_path, quantize_4bit=quantized)
         if not quantized:
             model = model.to(device)
         former = disable_dropout(model) if config.disable_dropout else {}
-        adapter = common.peft_config(options, "CAUSAL_LM")
+        adapter = loading.peft_config(options, "CAUSAL_LM")
         reference = None
         if adapter is None:  # full fine-tuning: the reference is a frozen copy
             reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -402,10 +405,10 @@ class Policy:
     @torch.no_grad()
     def rollout(self, conversations: list[list[dict]]) -> Rollout:
         """One response per conversation, sampled at the configured temperature from the
-        full distribution (top-p 1, no top-k), as `rlhf.generate` samples."""
-        from rlhf.generate import generate_tokens
-        from rlhf.models import Policy as GenerationPolicy
-        from rlhf.sampling import SamplingParams
+        full distribution (top-p 1, no top-k), as `rlhf.modeling.generate` samples."""
+        from rlhf.modeling.generate import generate_tokens
+        from rlhf.modeling.models import Policy as GenerationPolicy
+        from rlhf.modeling.sampling import SamplingParams
 
         params = SamplingParams(temperature=self.config.temperature, top_p=1.0,
                                 max_new_tokens=self.config.response_length)
@@ -446,7 +449,7 @@ class Policy:
         for key, value in self.former_dropout.items():  # the saved config as it was loaded
             setattr(self._base_config(), key, value)
         self.tokenizer.padding_side = self.padding_side
-        return common.save_model(self.model, self.tokenizer, out_dir, base_path, merge=merge)
+        return loading.save_model(self.model, self.tokenizer, out_dir, base_path, merge=merge)
 
     def _base_config(self):
         return self.model.get_base_model().config if hasattr(self.model, "get_base_model") else self.model.config
@@ -502,10 +505,10 @@ class ValueModel:
                 log.warning("The reward model's vocabulary differs from the policy's: the value model starts from"
                             " the policy's base instead.")
             root = Path(inputs.base_path)
-            while common.is_adapter(root):
-                root = common.adapter_base(root)
+            while loading.is_adapter(root):
+                root = loading.adapter_base(root)
             model = AutoModelForSequenceClassification.from_pretrained(str(root), num_labels=1,
-                                                                       dtype=common.model_dtype())
+                                                                       dtype=loading.model_dtype())
             with torch.no_grad():  # a fresh head starts at V = 0: first advantages are the returns, not noise
                 model.score.weight.zero_()
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -515,7 +518,7 @@ class ValueModel:
         options = dict(inputs.options)
         if options.get("adapter") in ("prompt", "qlora"):
             options["adapter"] = "lora"
-        adapter = common.peft_config(options, "SEQ_CLS")
+        adapter = loading.peft_config(options, "SEQ_CLS")
         if adapter is not None:
             model = get_peft_model(model, adapter)
             if config.disable_dropout:

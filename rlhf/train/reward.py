@@ -27,7 +27,7 @@ parameter, is the largest of the three outcomes (Davidson: |r_a - r_b| < 2 log n
 
 Output: full weights (a LoRA is merged), config.json, safetensors, tokenizer, and
 `reward.json` with `offset`, the mean raw reward of the distinct (prompt, completion) pairs
-of the snapshot, i.e. of the base policy's samples: `rlhf.scoring.RewardScorer` subtracts
+of the snapshot, i.e. of the base policy's samples: `rlhf.modeling.scoring.RewardScorer` subtracts
 it, so rewards are mean 0 on the base policy (option `normalize`; offset 0 when off).
 """
 
@@ -46,10 +46,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from rlhf.preferences import prompt_messages
-from rlhf.ranking import RankingError, parse_ranking
-from rlhf.scoring import REWARD_FILE, encode_conversation, score_ids
+from rlhf.preference.messages import plain
+from rlhf.preference.pairs import prompt_messages
+from rlhf.preference.ranking import RankingError, parse_ranking
+from rlhf.modeling.scoring import REWARD_FILE, encode_conversation, score_ids
 from rlhf.train import common
+from rlhf import errors
+from rlhf.modeling import loading
 from rlhf.train.reward_losses import LOSSES, TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, predicts_tie, ranked_pairs
 
 log = logging.getLogger(__name__)
@@ -67,7 +70,7 @@ def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
     prompt = row.get("prompt")
     if isinstance(prompt, str):
         return prompt_messages(row)
-    return [{"role": m["role"], "content": m["content"]} for m in common.plain(prompt)]
+    return [{"role": m["role"], "content": m["content"]} for m in plain(prompt)]
 
 
 @dataclass
@@ -85,11 +88,11 @@ class RankedItems:
 def ranked_items(frame: pd.DataFrame, tokenizer) -> list[RankedItems]:
     items = []
     for row in frame.to_dict("records"):
-        texts = [str(t) for t in common.plain(row["completions"])]
+        texts = [str(t) for t in plain(row["completions"])]
         try:
             ranking = parse_ranking(row["ranking"], k=len(texts))
         except (RankingError, ValueError) as error:
-            raise common.TrainingError(f"Ranking {row.get('ranking_id')} '{row['ranking']}' is invalid: {error}") from None
+            raise errors.TrainingError(f"Ranking {row.get('ranking_id')} '{row['ranking']}' is invalid: {error}") from None
         prompt = conversation(row)
         items.append(RankedItems(row["comparison_id"], prompt, texts,
                                  [encode_conversation(tokenizer, prompt, t) for t in texts], ranking.rank_list()))
@@ -258,17 +261,17 @@ def _scratch(near: Path) -> Iterator[Path]:
 def load_classifier(base_path: Path, quantize_4bit: bool = False, scratch_near: Path | None = None):
     """A scalar-head classifier (`num_labels=1`, new random head) on the policy at
     `base_path`: full weights are loaded directly; a LoRA policy is merged into its base
-    (`common.load_causal_lm`) and saved to a scratch directory first."""
+    (`loading.load_causal_lm`) and saved to a scratch directory first."""
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    kwargs: dict[str, Any] = {"num_labels": 1, "dtype": common.model_dtype()}
+    kwargs: dict[str, Any] = {"num_labels": 1, "dtype": loading.model_dtype()}
     if quantize_4bit:
-        kwargs["quantization_config"] = common.bnb_4bit_config()
-    if not common.is_adapter(base_path):
+        kwargs["quantization_config"] = loading.bnb_4bit_config()
+    if not loading.is_adapter(base_path):
         with suppress_seqcls_warning():
             return AutoModelForSequenceClassification.from_pretrained(str(base_path), **kwargs)
-    merged = common.load_causal_lm(base_path)
+    merged = loading.load_causal_lm(base_path)
     with _scratch(scratch_near or Path(tempfile.gettempdir())) as scratch:
         merged.save_pretrained(str(scratch), safe_serialization=True)
         del merged
@@ -349,17 +352,17 @@ def _remove_if_empty(directory: Path) -> None:
 def _check_options(options: dict[str, Any]) -> tuple[str, float | None]:
     loss = options.get("loss", "bradley_terry")
     if loss not in LOSSES:
-        raise common.TrainingError(f"loss must be one of {', '.join(LOSSES)}, not '{loss}'.")
+        raise errors.TrainingError(f"loss must be one of {', '.join(LOSSES)}, not '{loss}'.")
     if options.get("grouping", "pairs") not in ("pairs", "ranking"):
-        raise common.TrainingError(f"grouping must be pairs or ranking, not '{options.get('grouping')}'.")
+        raise errors.TrainingError(f"grouping must be pairs or ranking, not '{options.get('grouping')}'.")
     if options.get("adapter", "lora") == "prompt":
-        raise common.TrainingError("A reward model is saved as full weights and a soft prompt cannot be merged"
+        raise errors.TrainingError("A reward model is saved as full weights and a soft prompt cannot be merged"
                                    " into them; use adapter=lora or adapter=full.")
     fixed = float(options.get("tie_param") or 0.0) or None
     if fixed is not None and loss == "rao_kupper" and fixed <= 1:
-        raise common.TrainingError(f"tie_param (Rao-Kupper theta) must be greater than 1, or 0 to learn it, not {fixed}.")
+        raise errors.TrainingError(f"tie_param (Rao-Kupper theta) must be greater than 1, or 0 to learn it, not {fixed}.")
     if fixed is not None and fixed < 0:
-        raise common.TrainingError(f"tie_param (Davidson nu) must be greater than 0, or 0 to learn it, not {fixed}.")
+        raise errors.TrainingError(f"tie_param (Davidson nu) must be greater than 0, or 0 to learn it, not {fixed}.")
     return loss, fixed
 
 
@@ -373,26 +376,26 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     loss, fixed_tie = _check_options(options)
     grouping = options.get("grouping", "pairs")
     keep_ties = loss in TIE_AWARE
-    common.check_adapter(options)
+    loading.check_adapter(options)
     if inputs.data is None or len(inputs.data) == 0:
-        raise common.TrainingError("There are no rankings to train a reward model on.")
+        raise errors.TrainingError("There are no rankings to train a reward model on.")
 
     seed = int(inputs.config.get("seed", 0) or 0)
     def reward_config(**decided: Any):
         return RewardConfig(**common.trainer_args(inputs.out_dir, {**inputs.config, **decided}))
 
     args = reward_config()   # its max_length filters the examples the schedule counts
-    tokenizer = common.load_tokenizer(inputs.base_path)
+    tokenizer = loading.load_tokenizer(inputs.base_path)
     train_frame, eval_frame = common.split_by_comparison(inputs.data, float(options.get("eval_fraction", 0.1)), seed)
     train_items, eval_items = ranked_items(train_frame, tokenizer), ranked_items(eval_frame, tokenizer)
     strict, tied = count_pairs(train_items)
     if strict == 0 and not keep_ties:
-        raise common.TrainingError(
+        raise errors.TrainingError(
             "Every training ranking is a full tie, which the Bradley-Terry loss cannot learn from;"
             " use loss=rao_kupper or loss=davidson, or rank some completions apart.")
     train_examples, too_long = training_examples(train_items, grouping, keep_ties, args.max_length)
     if not train_examples:
-        raise common.TrainingError(f"Every training pair has a completion longer than max_length={args.max_length}"
+        raise errors.TrainingError(f"Every training pair has a completion longer than max_length={args.max_length}"
                                    " tokens; raise max_length.")
     if too_long:
         log.warning("%d completions longer than max_length=%s tokens left out of training", too_long, args.max_length)
@@ -412,7 +415,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
         data_collator=RankedCollator(tokenizer.pad_token_id, keep_ties, args.pad_to_multiple_of),
         train_dataset=Dataset.from_list(train_examples),
         eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
-        peft_config=common.peft_config(options, "SEQ_CLS"),
+        peft_config=loading.peft_config(options, "SEQ_CLS"),
         callbacks=[common.ReporterCallback(inputs.reporter)],
         loss=loss, use_margin=bool(options.get("use_margin", False)),
         margin_scale=float(options.get("margin_scale", 1.0)), tie=tie,
@@ -444,7 +447,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
         metrics["eval/rankings"] = float(len(eval_items))
         metrics.update(pair_metrics(eval_items, eval_rewards, loss, tie_value))
 
-    common.save_model(model, tokenizer, inputs.out_dir, inputs.base_path, merge=True)
+    loading.save_model(model, tokenizer, inputs.out_dir, inputs.base_path, merge=True)
     _remove_if_empty(Path(args.output_dir))
     info = {"offset": float(offset), "loss": loss, "grouping": grouping,
             "use_margin": bool(options.get("use_margin", False)), "margin_scale": float(options.get("margin_scale", 1.0)),

