@@ -21,11 +21,21 @@ def password(name: str) -> str:
     return f"{name}-secret-pw"
 
 
-def client(served, name: str, secret: str | None = None):
-    """A `gradio_client` session of `name` on a served workbench (its test password unless `secret`)."""
+# gradio_client's own login timeout is 5 s; on two busy cores the server checks passwords
+# (scrypt, two at a time) slower than that when several tests sign in at once
+CLIENT_TIMEOUT_S = 60
+
+
+def connect(url: str, auth: tuple[str, str] | None = None):
+    """A `gradio_client` Client of `url`, signed in with `auth` when given."""
     from gradio_client import Client
 
-    return Client(served.url, auth=(name, secret or password(name)), verbose=False)
+    return Client(url, auth=auth, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
+
+
+def client(served, name: str, secret: str | None = None):
+    """A `gradio_client` session of `name` on a served workbench (its test password unless `secret`)."""
+    return connect(served.url, (name, secret or password(name)))
 
 
 def log_in(page, url: str, name: str, role: str) -> None:

@@ -8,7 +8,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from rlhf.collect.annotation import SETTINGS_KEY
@@ -16,7 +15,7 @@ from rlhf.auth import create_user
 from rlhf.preference.ranking import RankingError, parse_ranking
 from storage import comparisons, prompts, queue
 from storage.comparisons import NewCompletion
-from helpers import password, client
+from helpers import client, connect, password
 
 CROWD = [f"worker{i:02d}" for i in range(20)]
 ANNOTATORS = ["ana", "ben", "cy", "dan", "eve", "fay", "gus", "hal", "ivy", *CROWD]
@@ -76,11 +75,11 @@ def grammar_sentence(text: str, k: int) -> str:
 
 def test_only_a_right_password_logs_in(served):
     with pytest.raises(ValueError, match="Could not login"):
-        Client(served.url, auth=("ana", "not-anas-password"), verbose=False)
+        connect(served.url, ("ana", "not-anas-password"))
     with pytest.raises(ValueError, match="Could not login"):
-        Client(served.url, auth=("nobody", password("nobody")), verbose=False)
+        connect(served.url, ("nobody", password("nobody")))
     with pytest.raises(ValueError, match="credentials were not provided"):
-        Client(served.url, verbose=False)
+        connect(served.url)
     assert client(served, "ana").predict(api_name="/progress")["done_total"] == 0
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gradio_client import Client
 
 from rlhf.auth import create_user
 from storage import comparisons
 from storage.comparisons import NewCompletion
+
+from helpers import connect
 
 RLHF = Path(sys.executable).with_name("rlhf")
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> **bold**"
@@ -47,11 +48,11 @@ def test_server_announces_itself_and_cli_points_there(served):
 
 def test_api_client_logs_in_and_reads_a_comparison(served):
     with pytest.raises(ValueError, match="credentials were not provided"):
-        Client(served.url, verbose=False)
-    annotator = Client(served.url, auth=("ana", "ana-secret-pw"), verbose=False)
+        connect(served.url)
+    annotator = connect(served.url, ("ana", "ana-secret-pw"))
     with pytest.raises(Exception, match="Only researchers or admins"):  # no reading ahead in the queue
         annotator.predict(1, api_name="/show_comparison")
-    client = Client(served.url, auth=("rita", "rita-secret-pw"), verbose=False)
+    client = connect(served.url, ("rita", "rita-secret-pw"))
     text = client.predict(1, api_name="/show_comparison")
     assert "&lt;script&gt;" in text and "<script>" not in text and "<img" not in text
     # rendered on the server: Markdown's formatting, each completion its own text, code keeps its characters
@@ -87,7 +88,7 @@ def test_sigterm_stops_the_server_within_10_s_with_clients_connected_and_a_job_r
         time.sleep(0.1)
     assert child_pid.exists(), served.log()
 
-    api_client = Client(url, auth=("rita", "rita-secret-pw"), verbose=False)
+    api_client = connect(url, ("rita", "rita-secret-pw"))
     assert api_client.predict(api_name="/list_jobs")  # a signed-in API client
     browser_like = httpx.Client(base_url=url, timeout=30)  # a signed-in page's open heartbeat stream
     assert browser_like.post("/login", data={"username": "ana", "password": "ana-secret-pw"}).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import add_comparisons, register, text_scores
+from helpers import add_comparisons, connect, register, text_scores
 from rlhf.auth import create_user
 from rlhf.collect.suggestions import score_comparisons
 from storage import prompts
@@ -22,14 +22,12 @@ def _api_setup(wb) -> None:
 
 
 def test_the_api_hands_out_the_suggestion_and_takes_the_new_settings(serve_workbench):
-    from gradio_client import Client
-
     served = serve_workbench(_api_setup, queue={"suggest": True, "prompt_sets": ["loop"]})
-    ana = Client(served.url, auth=("ana", "ana-secret-pw"), verbose=False)
+    ana = connect(served.url, ("ana", "ana-secret-pw"))
     item = ana.predict(api_name="/next_comparison")
     assert item["suggestion"]["ranking"] == "B > A = C > D" and item["suggestion"]["reward_version"] == "rm"
 
-    rita = Client(served.url, auth=("rita", "rita-secret-pw"), verbose=False)
+    rita = connect(served.url, ("rita", "rita-secret-pw"))
     settings = rita.predict(suggest=False, selection="uncertain", reward_models=["rm"],
                             sources=[{"version": "active", "count": 2}], api_name="/queue_settings")
     assert (settings["suggest"], settings["selection"], settings["reward_models"]) == (False, "uncertain", ["rm"])
