@@ -9,7 +9,7 @@ import gradio as gr
 from app.render import RenderedText
 from app.session import current_user, refusal, user_error
 from rlhf.auth import STAFF
-from rlhf.collect.annotation import Annotation
+from rlhf.collect.annotation import Annotation, QueueConfig
 from rlhf.limits import LIMITS, check_text
 from rlhf.collect.pregenerate import PreGenerator
 from rlhf.collect.workbench import SOURCES_EXAMPLE
@@ -156,11 +156,14 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
             model_version = gr.Dropdown([ACTIVE_POLICY], label="Generating model version")
         with gr.Row():
-            overlap = gr.Number(label="Annotators per comparison (overlap)", precision=0, minimum=1)
-            ready_target = gr.Number(label="Comparisons kept ready", precision=0, minimum=0)
-            gold_rate = gr.Slider(0, 1, step=0.05, label="Share of gold items")
-            k = gr.Slider(2, 8, step=1, label="Completions per comparison (K)")
-            max_new_tokens = gr.Number(label="Max new tokens", precision=0, minimum=1)
+            overlap = gr.Number(label="Annotators per comparison (overlap)", precision=0, minimum=1,
+                                info=QueueConfig.help("overlap"))
+            ready_target = gr.Number(label="Comparisons kept ready", precision=0, minimum=0,
+                                     info=QueueConfig.help("ready_target"))
+            gold_rate = gr.Slider(0, 1, step=0.05, label="Share of gold items", info=QueueConfig.help("gold_rate"))
+            k = gr.Slider(2, 8, step=1, label="Completions per comparison (K)", info=QueueConfig.help("k"))
+            max_new_tokens = gr.Number(label="Max new tokens", precision=0, minimum=1,
+                                       info=QueueConfig.help("max_new_tokens"))
         sources = gr.Textbox(label="Completion sources (JSON; empty: all K from one version)", lines=4,
                              placeholder=SOURCES_EXAMPLE, elem_id="queue-sources", max_length=LIMITS.settings_chars)
         gr.Markdown(SOURCES_HELP + f"  \nFor example: `{SOURCES_EXAMPLE}`")

@@ -50,32 +50,44 @@ MAX_TEXT = LIMITS.text_chars  # characters in a better answer or a comment; more
 _WRITE_LOCK = threading.Lock()
 
 
+def _setting(default, help: str, **kwargs):
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
 @dataclass
 class QueueConfig:
-    overlap: int = 1  # how many different annotators rank each comparison
-    prompt_sets: list[str] | None = None  # None: any set
-    model_version: str | None = None  # None: comparisons from any model; generation uses the active policy
-    ready_target: int = 16  # comparisons with a free slot the pre-generator keeps ready
-    gold_rate: float = 0.1  # share of handed-out items that are gold items
-    claim_ttl_s: int = 900  # a handed-out item returns to the queue after this long
-    dimensions: tuple[str, ...] = ("helpfulness", "harmlessness", "honesty")
-    k: int = 4  # completions per generated comparison
-    max_new_tokens: int = 256
-    # Where a generated comparison's completions come from (None: all K from the generating
-    # version), e.g. [{"version": "active", "count": 2}, {"version": "previous", "count": 1},
-    # {"version": "base", "count": 1, "temperature": 1.0}]: version is 'active', 'previous'
-    # (active in the round before), 'base' or a version name; K is the sum of the counts.
-    sources: list[dict] | None = None
-    # Closing the loop with a reward model (rlhf/collect/suggestions.py). `suggest`: show annotators
-    # the reward model's ranking, marked as a suggestion (never filled into their ranking).
-    # `selection`: 'random', the order without a model (closest to complete, then oldest);
-    # 'uncertain', the comparisons the reward model is least sure about first (see
-    # storage.queue.next_for). `reward_models`: the version(s) used, None for the newest;
-    # with two, 'uncertain' means where they disagree most, and the first one suggests.
-    # Scores are computed in the background (the pre-generator) while either is on.
-    suggest: bool = False
-    selection: str = "random"
-    reward_models: list[str] | None = None
+    """How comparisons are made and handed out; stored in the database, changed on the Queue
+    tab or through /queue_settings. Each field's help is what the tab shows beside it."""
+
+    overlap: int = _setting(1, "how many different annotators rank each comparison")
+    prompt_sets: list[str] | None = _setting(None, "prompt sets comparisons come from; none chosen: any set")
+    model_version: str | None = _setting(None, "hand out only comparisons with completions from this version; "
+                                               "none: any (generation uses the active policy)")
+    ready_target: int = _setting(16, "comparisons with a free slot the pre-generator keeps ready")
+    gold_rate: float = _setting(0.1, "share of handed-out items that are gold items (0 to 1)")
+    claim_ttl_s: int = _setting(900, "seconds after which a handed-out item returns to the queue")
+    dimensions: tuple[str, ...] = _setting(("helpfulness", "harmlessness", "honesty"),
+                                           "the dimensions annotators may rate each completion on (1-5)")
+    k: int = _setting(4, "completions per generated comparison")
+    max_new_tokens: int = _setting(256, "the token budget of each generated completion")
+    sources: list[dict] | None = _setting(None, (
+        "where a generated comparison's completions come from; none: all K from the generating version. "
+        'For example [{"version": "active", "count": 2}, {"version": "previous", "count": 1}, '
+        '{"version": "base", "count": 1, "temperature": 1.0}]: version is active, previous (active in the '
+        "round before), base or a version name; K is the sum of the counts"))
+    # Closing the loop with a reward model (rlhf/collect/suggestions.py); scores are computed
+    # in the background (the pre-generator) while either is on.
+    suggest: bool = _setting(False, "show annotators the reward model's ranking, marked as a suggestion "
+                                    "(never filled into their ranking)")
+    selection: str = _setting("random", "which comparison comes next: random (closest to complete, then oldest) "
+                                        "or uncertain (what the reward model is least sure of first)")
+    reward_models: list[str] | None = _setting(None, "the reward version(s) used; none: the newest. With two, "
+                                                     "uncertain means where they disagree most, and the first "
+                                                     "one suggests")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
     @classmethod
     def from_dict(cls, stored: dict) -> "QueueConfig":

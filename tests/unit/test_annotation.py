@@ -550,3 +550,13 @@ def test_pregenerator_reports_errors_and_keeps_running(annotation, workbench, mo
     finally:
         generator.stop()
     assert not generator.is_alive()
+
+
+def test_every_queue_setting_has_its_help_where_the_queue_tab_reads_it():
+    import dataclasses
+
+    from rlhf.collect.annotation import QueueConfig
+
+    helps = {f.name: QueueConfig.help(f.name) for f in dataclasses.fields(QueueConfig)}
+    assert all(len(text) > 20 for text in helps.values()), helps
+    assert QueueConfig().overlap == 1 and QueueConfig.from_dict(QueueConfig().as_dict()) == QueueConfig()
