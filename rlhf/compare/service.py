@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rlhf.preference.messages import as_messages
 from rlhf.preference import arena
 from rlhf.compare import evaluate
 from rlhf.modeling import measure
@@ -158,7 +159,7 @@ class Compare:
         if text is not None and str(text).strip():
             text = str(text)
             check_text("prompt", text, LIMITS.prompt_chars)
-            return Prompt([{"role": "user", "content": text}])
+            return Prompt(as_messages(text))
         cur = self.wb.store.cursor()
         if prompt_id is not None:
             frame = prompts.by_id(cur, prompt_id)

@@ -13,8 +13,7 @@ from typing import Any
 from rlhf.preference.agreement import dense_ranks
 from rlhf.preference.ranking import Ranking, RankingError, letters, parse_ranking, ranking_from_ranks
 from rlhf.simulate.rules import EQUAL_SCORE, Annotator
-
-Message = dict[str, str]
+from rlhf.preference.messages import Message
 
 
 _RANKING_IN_TEXT = re.compile(r"[A-H](?:\s*[>=]\s*[A-H])+")

@@ -49,19 +49,10 @@ from typing import Any
 
 from rlhf.preference.agreement import dense_ranks
 from rlhf.preference.ranking import Ranking, letters, ranking_from_ranks
-
-Message = dict[str, str]
+from rlhf.preference.messages import Message, as_messages
 
 
 EQUAL_SCORE = 1e-9  # scores closer than this always tie (floating-point noise)
-
-
-def as_messages(prompt: Any) -> list[Message]:
-    """A prompt as chat messages: text becomes one user turn; a sequence (or the numpy
-    array Parquet gives back) of {role, content} is made plain."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [{"role": str(message["role"]), "content": str(message["content"])} for message in prompt]
 
 
 def _number(value: float) -> str:

@@ -13,12 +13,12 @@ import torch
 from rlhf.train import common
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
+from rlhf.preference.messages import as_messages
 from rlhf.train.plumbing import (
     conversational,
     fit,
     has_text,
     load_policy,
-    messages,
     trl_trainer,
     require_columns,
     split,
@@ -77,7 +77,7 @@ def completion_logprobs(model, tokenizer, prompts: list[Any], completions: list[
     """Summed log-probability of each completion's tokens given its chat-templated prompt.
 
     `model` is a causal LM or a PEFT model around one (soft-prompt tokens included)."""
-    encoded = [_encode(tokenizer, messages(p, "user"), messages(c, "assistant"))
+    encoded = [_encode(tokenizer, as_messages(p, "user"), as_messages(c, "assistant"))
                for p, c in zip(prompts, completions, strict=True)]
     device = next(model.parameters()).device
     was_training = model.training

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlhf.preference.messages import plain
+from rlhf.preference.messages import as_messages
 from rlhf.errors import TrainingError
 from rlhf.modeling import loading
 from rlhf.train import common
@@ -65,23 +65,12 @@ def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
         raise TrainingError(f"Invalid setting: {str(error).strip().splitlines()[0]}") from None
 
 
-def messages(value: Any, role: str) -> list[dict[str, str]]:
-    """A cell as chat messages: plain lists of {role, content}; a bare string becomes one
-    message of `role`."""
-    value = plain(value)
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    if isinstance(value, dict):
-        return [{"role": value.get("role", role), "content": value["content"]}]
-    return list(value)
-
-
 def conversational(frame: pd.DataFrame, prompt: str = "prompt", completions: tuple[str, ...] = ()) -> pd.DataFrame:
     """A copy of `frame` whose prompt and completion cells are message lists."""
     frame = frame.copy()
-    frame[prompt] = [messages(v, "user") for v in frame[prompt]]
+    frame[prompt] = [as_messages(v, "user") for v in frame[prompt]]
     for column in completions:
-        frame[column] = [messages(v, "assistant") for v in frame[column]]
+        frame[column] = [as_messages(v, "assistant") for v in frame[column]]
     return frame
 
 
@@ -89,7 +78,7 @@ def has_text(completion: Any) -> bool:
     """Whether a completion cell holds a non-empty answer."""
     if completion is None or (isinstance(completion, float) and math.isnan(completion)):
         return False
-    turns = messages(completion, "assistant")
+    turns = as_messages(completion, "assistant")
     return bool(turns) and bool(str(turns[-1].get("content") or "").strip())
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhf.preference.messages import plain
+from rlhf.preference.messages import as_messages, plain
 from rlhf.modeling.scoring import RewardScorer
 from rlhf.train import common
 from rlhf.modeling import loading
@@ -276,11 +276,11 @@ def _prompts(inputs: TrainInputs) -> list[list[dict]]:
         raise TrainingError("PPO needs prompts: the training data has no `prompt` column.")
     prompts = []
     for cell in frame["prompt"]:
+        if isinstance(cell, str) and not cell.strip():
+            continue  # a blank prompt is no prompt
         value = plain(cell)
-        if isinstance(value, str):
-            value = [{"role": "user", "content": value}] if value.strip() else []
-        if isinstance(value, list) and value:
-            prompts.append(value)
+        if isinstance(value, (str, list)) and value:
+            prompts.append(as_messages(value))
     if not prompts:
         raise TrainingError("PPO needs prompts: the selected prompt sets hold none; import some with"
                             " `rlhf prompts import`.")
