@@ -19,9 +19,9 @@ import torch
 
 from rlhf.preference.messages import Message, as_messages, plain
 from rlhf.modeling import loading
+from storage.scores import EQUAL_SCORE  # two scores closer than this are "scored equal" (a model tie)
 
 REWARD_FILE = "reward.json"
-EQUAL_SCORE = 1e-6   # two scores closer than this are "scored equal" (a model tie)
 
 
 

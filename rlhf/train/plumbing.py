@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Policy:
+class TrlPolicy:
     """A loaded policy, ready to hand to a TRL trainer."""
 
     model: Any
@@ -32,7 +32,7 @@ class Policy:
     reference: Any = None       # a frozen copy for full fine-tuning (PEFT disables the adapter instead)
 
 
-def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
+def load_trl_policy(inputs: TrainInputs, reference: bool = False) -> TrlPolicy:
     """The policy at `inputs.base_path` (full weights, or a LoRA version merged into its
     base), its tokenizer and the PEFT config of `options["adapter"]`. With `reference`
     and full fine-tuning, also a second frozen copy as the reference model (TRL would
@@ -52,7 +52,7 @@ def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
         ref = loading.load_causal_lm(inputs.base_path)
         ref.config.pad_token_id = tokenizer.pad_token_id
         ref.eval().requires_grad_(False)
-    return Policy(model, tokenizer, peft, ref)
+    return TrlPolicy(model, tokenizer, peft, ref)
 
 
 def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
@@ -120,7 +120,7 @@ def eval_metrics(trainer) -> dict[str, float]:
             if k != "epoch" and not k.endswith("_per_second")}
 
 
-def fit(trainer, inputs: TrainInputs, policy: Policy, counts: dict[str, int], evaluate: bool = True) -> dict[str, float]:
+def fit(trainer, inputs: TrainInputs, policy: TrlPolicy, counts: dict[str, int], evaluate: bool = True) -> dict[str, float]:
     """Train, stop cleanly if the job was cancelled, evaluate on the held-out split, save
     the result to `inputs.out_dir`, and return the final metrics."""
     inputs.reporter.check_cancelled()
@@ -155,7 +155,7 @@ def callbacks(inputs: TrainInputs) -> list:
     return [common.ReporterCallback(inputs.reporter)]
 
 
-def trl_trainer(trainer_class: type, inputs: TrainInputs, policy: Policy, config, train_frame: pd.DataFrame,
+def trl_trainer(trainer_class: type, inputs: TrainInputs, policy: TrlPolicy, config, train_frame: pd.DataFrame,
                 eval_frame: pd.DataFrame, columns: list[str], **extra):
     """A TRL trainer (SFTTrainer; DPOTrainer and KTOTrainer with `ref_model` in `extra`)
     on the split rows, reporting through the job's callbacks."""
