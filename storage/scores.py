@@ -17,8 +17,8 @@ import pandas as pd
 
 from storage.db import first_row
 
-# Two scores closer than this are "scored equal" (the same value as rlhf.modeling.scoring.EQUAL_SCORE,
-# which this layer cannot import): the model ties them.
+# Two reward-model scores closer than this are "scored equal": the model ties them. The one
+# definition (the SQL below needs it; suggestions, the reward audit, evaluations import it).
 EQUAL_SCORE = 1e-6
 
 

@@ -26,7 +26,7 @@ from rlhf.collect.workbench import Workbench, WorkbenchError
 from storage import prompts as prompt_rows
 
 if TYPE_CHECKING:
-    from rlhf.compare.evaluate import ModelCache
+    from rlhf.modeling.model_cache import ModelCache
     from rlhf.simulate.rules import Annotator
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
     """Run the loop; returns (and hands `on_round`) one row of figures per round, and
     tells `on_step` what it starts next, in a few words."""
     annotator = check(config)
-    from rlhf.compare.evaluate import ModelCache
+    from rlhf.modeling.model_cache import ModelCache
 
     judge = annotator.with_noise(flip_prob=0.0, tie_prob=0.0)
     models = ModelCache()

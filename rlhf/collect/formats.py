@@ -30,8 +30,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlhf.preference.messages import Message
+
 PathLike = str | os.PathLike[str]
-Message = dict[str, str]
 Record = dict[str, Any]
 T = TypeVar("T")
 

@@ -142,4 +142,4 @@ def describe(suggestion: dict | None) -> str:
     return f"Reward model suggests: {suggestion['ranking']}"
 
 
-__all__ = ["EQUAL_SCORE", "agreement_with_suggestions", "describe", "score_comparisons", "suggested_ranking"]
+__all__ = ["agreement_with_suggestions", "describe", "score_comparisons", "suggested_ranking"]

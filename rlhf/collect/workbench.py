@@ -22,6 +22,7 @@ import pandas as pd
 
 from rlhf.collect import formats
 from rlhf.preference import pairs
+from rlhf.preference.messages import as_messages
 from rlhf.collect.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
@@ -207,7 +208,7 @@ class Workbench:
                 )
             rows = default_prompts()
             added = prompts.add_prompts(
-                cur, DEFAULT_PROMPT_SET, [[{"role": "user", "content": r["prompt"]}] for r in rows],
+                cur, DEFAULT_PROMPT_SET, [as_messages(r["prompt"]) for r in rows],
                 source="default", categories=[r.get("category") for r in rows],
             )
         return InitReport(self.home.root, self.store.schema_version(), base_dir, added, DEFAULT_PROMPT_SET,
@@ -234,7 +235,7 @@ class Workbench:
         """Import a prompt file (see `formats.read_prompt_file`); returns how many were new."""
         frame = formats.read_prompt_file(path)
         conversations = [
-            list(messages) if messages is not None else [{"role": "user", "content": text}]
+            list(messages) if messages is not None else as_messages(text)
             for text, messages in zip(frame["prompt"], frame["messages"])
         ]
         with self.store.transaction() as cur:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch is imported by the functions that need it
 
     from rlhf.collect.workbench import Workbench
 from rlhf.modeling.measure import EvaluationError, Plan, measure
+from rlhf.preference.messages import as_messages
 
 DEFAULT_N = 16
 
@@ -47,8 +48,6 @@ def _policy_path(wb: "Workbench", name: str, what: str) -> Path:
 
 
 def _conversations(prompts: Sequence[Any]) -> list[list[dict]]:
-    from rlhf.modeling.scoring import as_messages
-
     conversations = [as_messages(prompt) for prompt in prompts]
     if any(not messages or not str(messages[-1].get("content", "")).strip() for messages in conversations):
         raise EvaluationError("Every prompt needs some text.")

@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rlhf.preference.messages import as_messages
 from rlhf.preference import arena
 from rlhf.compare import evaluate
+from rlhf.modeling.model_cache import ModelCache
 from rlhf.modeling import measure
 from rlhf.auth import User
 from rlhf.errors import UserError
@@ -111,7 +113,7 @@ def csv_safe(value: Any) -> Any:
 
 
 class Compare:
-    def __init__(self, wb: Workbench, cache: evaluate.ModelCache | None = None, rng: random.Random | None = None,
+    def __init__(self, wb: Workbench, cache: ModelCache | None = None, rng: random.Random | None = None,
                  sampler: "SamplerProcess | None" = None):
         """`sampler` samples elsewhere (the server: a child process of its own, since side
         by side, battles and evaluations take seconds to minutes and must not hold the
@@ -119,7 +121,7 @@ class Compare:
         `cache`."""
         self.wb = wb
         self.sampler = sampler
-        self.cache = cache or evaluate.ModelCache()
+        self.cache = cache or ModelCache()
         self.rng = rng or random.Random(secrets.randbits(64))
         self._open: OrderedDict[str, OpenBattle] = OrderedDict()
         self._lock = threading.Lock()  # guards the open battles and the rng
@@ -158,7 +160,7 @@ class Compare:
         if text is not None and str(text).strip():
             text = str(text)
             check_text("prompt", text, LIMITS.prompt_chars)
-            return Prompt([{"role": "user", "content": text}])
+            return Prompt(as_messages(text))
         cur = self.wb.store.cursor()
         if prompt_id is not None:
             frame = prompts.by_id(cur, prompt_id)

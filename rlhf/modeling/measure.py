@@ -4,7 +4,7 @@ prompt, and the figures of a planned evaluation of one version against another.
 Figures (the keys of the dict :func:`evaluate` returns; ``_a`` / ``_b`` per side):
 
 - ``win_rate``: the share of prompts where the reward model scores A's completion above
-  B's, a tie (scores closer than ``rlhf.modeling.scoring.EQUAL_SCORE``) counting half; with
+  B's, a tie (scores closer than ``storage.scores.EQUAL_SCORE``) counting half; with
   ``wins``, ``ties``, ``losses``. Like AlpacaEval's win rate, with a reward model as the
   judge. None without a reward model.
 - ``mean_reward_a``/``_b``: the reward model's mean score (offset subtracted, see
@@ -88,7 +88,7 @@ def kl_k1(logprobs: Sequence[float], ref_logprobs: Sequence[float]) -> tuple[flo
 def win_counts(rewards_a: Sequence[float], rewards_b: Sequence[float], margin: float | None = None) -> dict[str, Any]:
     """Wins, ties and losses of A against B prompt by prompt, and the win rate with ties
     as half (NaN for no prompts)."""
-    from rlhf.modeling.scoring import EQUAL_SCORE
+    from storage.scores import EQUAL_SCORE
 
     margin = EQUAL_SCORE if margin is None else margin
     wins = sum(a - b >= margin for a, b in zip(rewards_a, rewards_b))

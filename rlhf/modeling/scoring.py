@@ -17,21 +17,12 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from rlhf.preference.messages import plain
+from rlhf.preference.messages import Message, as_messages, plain
 from rlhf.modeling import loading
+from storage.scores import EQUAL_SCORE  # two scores closer than this are "scored equal" (a model tie)
 
 REWARD_FILE = "reward.json"
-EQUAL_SCORE = 1e-6   # two scores closer than this are "scored equal" (a model tie)
 
-Message = dict[str, str]
-
-
-def as_messages(prompt: Any) -> list[Message]:
-    """A prompt as chat messages: text becomes one user turn; a list (or the numpy array
-    Parquet gives back) of {role, content} is made plain."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [{"role": m["role"], "content": m["content"]} for m in plain(prompt)]
 
 
 def completion_text(completion: Any) -> str:

@@ -12,31 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from rlhf.preference.messages import Message, prompt_messages
 from rlhf.preference.ranking import Pair, Ranking, letter_index, parse_ranking
-
-Message = dict[str, str]
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "margin", "comparison_id", "ranking_id", "user"]
 TIED_COLUMNS = ["prompt", "completion_a", "completion_b", "comparison_id", "ranking_id", "user"]
 UNPAIRED_COLUMNS = ["prompt", "completion", "label", "comparison_id", "ranking_id", "user"]
 SELECTIONS = ("all", "best_vs_worst")
-
-
-def prompt_messages(row: Mapping[str, Any]) -> list[Message]:
-    """The conversation a ranking row prompts with, as a fresh list of messages.
-
-    ``messages`` wins when it holds at least one message; otherwise ``prompt`` becomes a
-    single user turn. Only ``role`` and ``content`` are kept, because columns read back
-    from Parquet or DuckDB carry every struct field, filled with nulls.
-    """
-    messages = row.get("messages")
-    # Parquet hands lists back as numpy arrays; a missing value is None or NaN.
-    if isinstance(messages, (list, tuple, np.ndarray)) and len(messages) > 0:
-        return [{"role": message["role"], "content": message["content"]} for message in messages]
-    return [{"role": "user", "content": row["prompt"]}]
 
 
 def _assistant(content: str) -> list[Message]:

@@ -49,19 +49,10 @@ from typing import Any
 
 from rlhf.preference.agreement import dense_ranks
 from rlhf.preference.ranking import Ranking, letters, ranking_from_ranks
-
-Message = dict[str, str]
-
-
-EQUAL_SCORE = 1e-9  # scores closer than this always tie (floating-point noise)
+from rlhf.preference.messages import Message, as_messages
 
 
-def as_messages(prompt: Any) -> list[Message]:
-    """A prompt as chat messages: text becomes one user turn; a sequence (or the numpy
-    array Parquet gives back) of {role, content} is made plain."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [{"role": str(message["role"]), "content": str(message["content"])} for message in prompt]
+SCORE_NOISE = 1e-9  # a rule's scores closer than this always tie (floating-point noise)
 
 
 def _number(value: float) -> str:
@@ -166,7 +157,7 @@ class ScoredAnnotator(Annotator):
         scores = self.scores(prompt, completions)
         if not all(math.isfinite(score) for score in scores):
             raise ValueError(f"{self.name} gave a score that is not a finite number: {scores}.")
-        return ranking_from_ranks(dense_ranks(scores, max(self.tie_margin, EQUAL_SCORE)))
+        return ranking_from_ranks(dense_ranks(scores, max(self.tie_margin, SCORE_NOISE)))
 
     def _parts(self) -> list[tuple["ScoredAnnotator", float]]:
         return [(self, 1.0)]
@@ -296,7 +287,7 @@ class Combined(ScoredAnnotator):
             scores = part.scores(prompt, completions)
             low, spread = min(scores), max(scores) - min(scores)
             for position, score in enumerate(scores):
-                total[position] += weight * ((score - low) / spread if spread > EQUAL_SCORE else 0.0)
+                total[position] += weight * ((score - low) / spread if spread > SCORE_NOISE else 0.0)
         return total
 
 

@@ -15,7 +15,7 @@ from rlhf.train.plumbing import (
     conversational,
     fit,
     has_text,
-    load_policy,
+    load_trl_policy,
     trl_trainer,
     require_columns,
     split,
@@ -77,7 +77,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
         raise TrainingError("KTO needs at least two training examples.")
     decided = common.plan(inputs, "kto", len(train_frame), common.examples_per_step(inputs.config),
                           "labelled completions")
-    policy = load_policy(inputs, reference=True)
+    policy = load_trl_policy(inputs, reference=True)
     config = trainer_config(KTOConfig, inputs, eval_strategy="no", **weights, **decided.settings)
     trainer = trl_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS,
                           ref_model=policy.reference)

@@ -16,7 +16,7 @@ from rlhf.train import common
 from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
-from rlhf.train.plumbing import callbacks, conversational, fit, load_policy, require_columns, tidy, trainer_config
+from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, tidy, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def train(inputs: TrainInputs, method: str) -> dict[str, float]:
     prompts = _prompts(inputs.data)
     if len(prompts) == 0:
         raise TrainingError(f"{method.upper()} needs at least one prompt to sample completions for.")
-    policy = load_policy(inputs)
+    policy = load_trl_policy(inputs)
     inputs.reporter.progress(0, None, message="loading the reward model")
     reward_model = loading.load_reward_model(inputs.reward_path)
     reward_model.eval().requires_grad_(False)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlhf.preference.messages import plain
+from rlhf.preference.messages import as_messages
 from rlhf.errors import TrainingError
 from rlhf.modeling import loading
 from rlhf.train import common
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Policy:
+class TrlPolicy:
     """A loaded policy, ready to hand to a TRL trainer."""
 
     model: Any
@@ -32,7 +32,7 @@ class Policy:
     reference: Any = None       # a frozen copy for full fine-tuning (PEFT disables the adapter instead)
 
 
-def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
+def load_trl_policy(inputs: TrainInputs, reference: bool = False) -> TrlPolicy:
     """The policy at `inputs.base_path` (full weights, or a LoRA version merged into its
     base), its tokenizer and the PEFT config of `options["adapter"]`. With `reference`
     and full fine-tuning, also a second frozen copy as the reference model (TRL would
@@ -52,7 +52,7 @@ def load_policy(inputs: TrainInputs, reference: bool = False) -> Policy:
         ref = loading.load_causal_lm(inputs.base_path)
         ref.config.pad_token_id = tokenizer.pad_token_id
         ref.eval().requires_grad_(False)
-    return Policy(model, tokenizer, peft, ref)
+    return TrlPolicy(model, tokenizer, peft, ref)
 
 
 def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
@@ -65,23 +65,12 @@ def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
         raise TrainingError(f"Invalid setting: {str(error).strip().splitlines()[0]}") from None
 
 
-def messages(value: Any, role: str) -> list[dict[str, str]]:
-    """A cell as chat messages: plain lists of {role, content}; a bare string becomes one
-    message of `role`."""
-    value = plain(value)
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    if isinstance(value, dict):
-        return [{"role": value.get("role", role), "content": value["content"]}]
-    return list(value)
-
-
 def conversational(frame: pd.DataFrame, prompt: str = "prompt", completions: tuple[str, ...] = ()) -> pd.DataFrame:
     """A copy of `frame` whose prompt and completion cells are message lists."""
     frame = frame.copy()
-    frame[prompt] = [messages(v, "user") for v in frame[prompt]]
+    frame[prompt] = [as_messages(v, "user") for v in frame[prompt]]
     for column in completions:
-        frame[column] = [messages(v, "assistant") for v in frame[column]]
+        frame[column] = [as_messages(v, "assistant") for v in frame[column]]
     return frame
 
 
@@ -89,7 +78,7 @@ def has_text(completion: Any) -> bool:
     """Whether a completion cell holds a non-empty answer."""
     if completion is None or (isinstance(completion, float) and math.isnan(completion)):
         return False
-    turns = messages(completion, "assistant")
+    turns = as_messages(completion, "assistant")
     return bool(turns) and bool(str(turns[-1].get("content") or "").strip())
 
 
@@ -131,7 +120,7 @@ def eval_metrics(trainer) -> dict[str, float]:
             if k != "epoch" and not k.endswith("_per_second")}
 
 
-def fit(trainer, inputs: TrainInputs, policy: Policy, counts: dict[str, int], evaluate: bool = True) -> dict[str, float]:
+def fit(trainer, inputs: TrainInputs, policy: TrlPolicy, counts: dict[str, int], evaluate: bool = True) -> dict[str, float]:
     """Train, stop cleanly if the job was cancelled, evaluate on the held-out split, save
     the result to `inputs.out_dir`, and return the final metrics."""
     inputs.reporter.check_cancelled()
@@ -166,7 +155,7 @@ def callbacks(inputs: TrainInputs) -> list:
     return [common.ReporterCallback(inputs.reporter)]
 
 
-def trl_trainer(trainer_class: type, inputs: TrainInputs, policy: Policy, config, train_frame: pd.DataFrame,
+def trl_trainer(trainer_class: type, inputs: TrainInputs, policy: TrlPolicy, config, train_frame: pd.DataFrame,
                 eval_frame: pd.DataFrame, columns: list[str], **extra):
     """A TRL trainer (SFTTrainer; DPOTrainer and KTOTrainer with `ref_model` in `extra`)
     on the split rows, reporting through the job's callbacks."""

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhf.preference.messages import plain
+from rlhf.preference.messages import as_messages, plain
 from rlhf.modeling.scoring import RewardScorer
 from rlhf.train import common
 from rlhf.modeling import loading
@@ -151,7 +151,7 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
     device = torch.device("cuda" if loading.on_gpu() else "cpu")
     reporter = inputs.reporter
 
-    policy = Policy.load(inputs.base_path, inputs.options, config, device)
+    policy = PPOPolicy.load(inputs.base_path, inputs.options, config, device)
     scorer = None if reward_fn is not None else load_scorer(Path(inputs.reward_path), device)
     value_model = ValueModel.load(inputs, scorer, policy.tokenizer, config, device)
     trainable = policy.trainable_parameters() + value_model.trainable_parameters()
@@ -276,11 +276,11 @@ def _prompts(inputs: TrainInputs) -> list[list[dict]]:
         raise TrainingError("PPO needs prompts: the training data has no `prompt` column.")
     prompts = []
     for cell in frame["prompt"]:
+        if isinstance(cell, str) and not cell.strip():
+            continue  # a blank prompt is no prompt
         value = plain(cell)
-        if isinstance(value, str):
-            value = [{"role": "user", "content": value}] if value.strip() else []
-        if isinstance(value, list) and value:
-            prompts.append(value)
+        if isinstance(value, (str, list)) and value:
+            prompts.append(as_messages(value))
     if not prompts:
         raise TrainingError("PPO needs prompts: the selected prompt sets hold none; import some with"
                             " `rlhf prompts import`.")
@@ -366,7 +366,7 @@ def disable_dropout(model: nn.Module) -> dict[str, float]:
     return former
 
 
-class Policy:
+class PPOPolicy:
     """The trained causal LM, its frozen reference, and the tokenizer."""
 
     def __init__(self, model, reference, tokenizer, config: PPOConfig, former_dropout: dict[str, float]):
@@ -375,7 +375,7 @@ class Policy:
         self.padding_side = tokenizer.padding_side
 
     @classmethod
-    def load(cls, base_path: Path, options: dict[str, Any], config: PPOConfig, device: torch.device) -> "Policy":
+    def load(cls, base_path: Path, options: dict[str, Any], config: PPOConfig, device: torch.device) -> "PPOPolicy":
         from peft import get_peft_model
 
         tokenizer = loading.load_tokenizer(base_path)
@@ -407,12 +407,12 @@ class Policy:
         """One response per conversation, sampled at the configured temperature from the
         full distribution (top-p 1, no top-k), as `rlhf.modeling.generate` samples."""
         from rlhf.modeling.generate import generate_tokens
-        from rlhf.modeling.models import Policy as GenerationPolicy
+        from rlhf.modeling.models import Policy
         from rlhf.modeling.sampling import SamplingParams
 
         params = SamplingParams(temperature=self.config.temperature, top_p=1.0,
                                 max_new_tokens=self.config.response_length)
-        generated = generate_tokens(GenerationPolicy(self.model, self.tokenizer, "ppo"), conversations, params)
+        generated = generate_tokens(Policy(self.model, self.tokenizer, "ppo"), conversations, params)
         lengths = generated.response_mask.sum(dim=1) - generated.has_eos.long()  # without the EOS
         completions = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
                        for row, n in zip(generated.response_ids, lengths.tolist())]

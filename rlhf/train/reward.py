@@ -46,8 +46,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from rlhf.preference.messages import plain
-from rlhf.preference.pairs import prompt_messages
+from rlhf.preference.messages import plain, prompt_messages
 from rlhf.preference.ranking import RankingError, parse_ranking
 from rlhf.modeling.scoring import REWARD_FILE, encode_conversation, score_ids
 from rlhf.train import common
@@ -63,15 +62,6 @@ PAIR_KEYS = ("pair_first", "pair_second", "pair_margin", "pair_tie", "pair_weigh
 
 
 # -- data ----------------------------------------------------------------------------------
-
-def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
-    """The prompt messages of a snapshot row: `prompt` holds messages (a list, or the numpy
-    array Parquet gives back), or text (then a `messages` column may hold them)."""
-    prompt = row.get("prompt")
-    if isinstance(prompt, str):
-        return prompt_messages(row)
-    return [{"role": m["role"], "content": m["content"]} for m in plain(prompt)]
-
 
 @dataclass
 class RankedItems:
@@ -93,7 +83,7 @@ def ranked_items(frame: pd.DataFrame, tokenizer) -> list[RankedItems]:
             ranking = parse_ranking(row["ranking"], k=len(texts))
         except (RankingError, ValueError) as error:
             raise errors.TrainingError(f"Ranking {row.get('ranking_id')} '{row['ranking']}' is invalid: {error}") from None
-        prompt = conversation(row)
+        prompt = prompt_messages(row)
         items.append(RankedItems(row["comparison_id"], prompt, texts,
                                  [encode_conversation(tokenizer, prompt, t) for t in texts], ranking.rank_list()))
     return items

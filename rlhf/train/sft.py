@@ -11,7 +11,7 @@ from rlhf.train.plumbing import (
     conversational,
     fit,
     has_text,
-    load_policy,
+    load_trl_policy,
     require_columns,
     split,
     trainer_config,
@@ -36,7 +36,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     train_frame, eval_frame = split(inputs, frame)
     decided = common.plan(inputs, "sft", len(train_frame), common.examples_per_step(inputs.config),
                           "demonstrations")
-    policy = load_policy(inputs)
+    policy = load_trl_policy(inputs)
     config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})

@@ -19,6 +19,7 @@ import torch
 
 from rlhf.train import dpo, kto, online, sft
 from rlhf.modeling import loading
+from rlhf.modeling.logprobs import completion_logprobs
 from rlhf.train.common import Cancelled, Reporter, TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.train.methods import resolve
@@ -290,7 +291,7 @@ def test_logprob_margin_is_batch_invariant_and_zero_for_identical_completions(ti
     np.testing.assert_allclose(one_by_one, batched, atol=1e-3)
     assert one_by_one[4] == pytest.approx(0.0, abs=1e-6)
     # a completion's log-probability is a sum over its tokens: strictly negative, longer is lower
-    short, long = dpo.completion_logprobs(model, tokenizer, [user_turn("Hi")] * 2, [said("Yes."), said("Yes. " * 8)])
+    short, long = completion_logprobs(model, tokenizer, [user_turn("Hi")] * 2, [said("Yes."), said("Yes. " * 8)])
     assert long < short < 0
 
 

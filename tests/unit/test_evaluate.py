@@ -21,7 +21,8 @@ from app.cli import main
 from rlhf.compare import evaluate
 from app import job_views
 from rlhf.modeling.measure import EvaluationError, kl_k1, win_counts
-from rlhf.modeling.logprobs import sequence_logprobs
+from rlhf.modeling.logprobs import completion_logprobs, sequence_logprobs
+from rlhf.preference.messages import as_messages
 from rlhf.modeling.generate import Generated, _eos_ids, mask_through_first_eos
 from rlhf.home import BASE_VERSION
 from rlhf.modeling.models import ModelLoadError, load_policy
@@ -102,6 +103,26 @@ def test_log_probabilities_are_those_the_samples_were_drawn_from(tiny_model_dir)
                       inputs["attention_mask"][:1, inputs["attention_mask"][0].bool()], response[:1], mask[:1],
                       has_eos[:1])
     assert torch.allclose(sequence_logprobs(policy.model, alone, 0.7), expected[:1], atol=1e-4)
+
+
+def test_a_given_completion_is_measured_as_one_unpadded_forward_pass_measures_it(tiny_model_dir):
+    """completion_logprobs (what DPO's margins read) pads prompts left and completions right
+    into the same computation as sampled ones: each sum is the one a single unpadded pass
+    over the chat-templated conversation gives for the completion's tokens."""
+    policy = load_policy(tiny_model_dir)
+    prompts = ["Hi", [{"role": "user", "content": "Tell me a much longer story about a cat and a dog, please."}]]
+    completions = ["Hello there, friend.", "No."]
+    measured = completion_logprobs(policy.model, policy.tokenizer, prompts, completions, batch_size=2)
+    for prompt, completion, got in zip(prompts, completions, measured):
+        conversation = as_messages(prompt) + as_messages(completion, "assistant")
+        start = len(policy.tokenizer.apply_chat_template(as_messages(prompt), tokenize=True, return_dict=True,
+                                                         add_generation_prompt=True)["input_ids"])
+        ids = torch.tensor([policy.tokenizer.apply_chat_template(conversation, tokenize=True,
+                                                                 return_dict=True)["input_ids"]])
+        with torch.no_grad():
+            logits = policy.model(input_ids=ids).logits[0, :-1].float()
+        picked = torch.log_softmax(logits, -1).gather(1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
+        assert got == pytest.approx(picked[start - 1:].sum().item(), abs=1e-3) and got < 0
 
 
 # -- evaluate ---------------------------------------------------------------------------------
