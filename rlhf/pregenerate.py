@@ -3,7 +3,8 @@ for sampling.
 
 A `PreGenerator` thread checks every few seconds how many comparisons still have a free
 slot (`Annotation.ready()`); below the configured target it samples K completions for
-up to `batch_prompts` new prompts in one batched call per source (the queue's
+up to `batch_prompts` new prompts in one batched call per source (fewer while the queue is
+nearly empty, so that the first comparison comes in seconds: `batch_size`; the queue's
 `sources` setting can mix the active policy with the previous round's, the base, or
 other temperatures). It reports what it is doing through `status()` and never lets an
 error escape: a failing model must not take the server down with it.
@@ -99,7 +100,7 @@ class PreGenerator(threading.Thread):
             self._set(state="idle")
             return False
         self._set(state="generating")
-        made = self._generate(config, min(self.batch_prompts, config.ready_target - ready))
+        made = self._generate(config, self.batch_size(ready, config.ready_target))
         if not made:
             # every prompt of the chosen sets already has a comparison from this model
             self._set(state="exhausted")
@@ -109,6 +110,14 @@ class PreGenerator(threading.Thread):
         log.info("Pre-generated %d comparisons (ids %d-%d)", len(made), made[0], made[-1])
         self._set(state="idle", ready=self.annotation.ready())
         return True
+
+    def batch_size(self, ready: int, target: int) -> int:
+        """Prompts in the next batch: at most twice what is ready (one when the queue is
+        empty), then `batch_prompts`. A batch's comparisons all arrive when its slowest
+        completion ends, so on a fresh home the first comparison comes after one prompt's
+        K completions (seconds), not after a full batch's (8 x 4 x 256 tokens: a minute and
+        more on a CPU), and the queue doubles while the first ones are being ranked."""
+        return max(1, min(self.batch_prompts, target - ready, 2 * ready))
 
     def _generate(self, config: QueueConfig, wanted: int) -> list[int]:
         """Up to `wanted` new comparisons, taking the chosen prompt sets in turn."""
