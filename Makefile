@@ -38,8 +38,10 @@ test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/rlhf init </dev/null >/dev/null
 	$(BIN)/python -m rlhf.bench generate
+	$(BIN)/python -m rlhf.bench first
 	$(BIN)/python -m rlhf.bench annotate
 	$(BIN)/python -m bench.load
 

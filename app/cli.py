@@ -57,7 +57,9 @@ def cmd_init(wb: Workbench, args) -> None:
 
 def cmd_serve(wb: Workbench, args) -> None:
     from app.server import serve  # Gradio is imported only by the command that needs it
+    from rlhf import precision
 
+    precision.requested()  # a bad RLHF_PRECISION refuses here, not in the sampling child
     accounts = auth.AccountSettings(lock_failures=args.lock_failures, lock_minutes=args.lock_minutes,
                                     idle_hours=args.idle_hours)
     serve(wb, host=args.host, port=args.port, accounts=accounts)

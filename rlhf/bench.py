@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|annotate|train` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|train` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -163,15 +165,97 @@ def print_engines(model: str, threads: int, max_new_tokens: int, result: dict) -
         print(f"  {note}")
 
 
+def _fresh_home(model_dir: Path) -> Path:
+    """A home as `rlhf init` leaves it, in a temporary directory, with its base model linked
+    from `model_dir` (copied where links cannot be made) rather than converted again."""
+    import shutil
+    import tempfile
+
+    from rlhf.home import BASE_VERSION
+
+    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    home = Home(root)
+    home.prepare()
+
+    def link_or_copy(source, destination):
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.copytree(model_dir, home.model_dir(BASE_VERSION), copy_function=link_or_copy)
+    return root
+
+
+@contextmanager
+def _served(root: Path):
+    """`rlhf serve` on `root` at a free port, yielding (url, seconds from launch until it
+    answered a signed-in client); stopped and the home removed afterwards."""
+    import shutil
+    import socket
+    import subprocess
+
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server_log = open(root / "serve.log", "w")
+    launched = time.monotonic()
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--home", str(root), "--port", str(port)],
+                              stdout=server_log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                Client(url, auth=("bench", "bench-password"), verbose=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.25)
+        yield url, time.monotonic() - launched
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        server_log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_first(model_dir: Path, repeats: int) -> dict:
+    """Seconds from `rlhf serve` answering, on a home fresh from `rlhf init`, until an
+    annotator's `/next_comparison` hands out a comparison (the pre-generator's first batch),
+    the median over `repeats` fresh homes (the server's own start-up, until it answers, beside)."""
+    from gradio_client import Client
+
+    from rlhf.auth import create_user
+    from rlhf.workbench import Workbench
+
+    waits, startups = [], []
+    for _ in range(repeats):
+        root = _fresh_home(model_dir)
+        with Workbench(Home(root)) as wb:
+            wb.init(admin_password="bench-admin-password")
+            create_user(wb.store, "bench", "annotator", "bench-password")
+        with _served(root) as (url, startup):
+            answered = time.monotonic()
+            client = Client(url, auth=("bench", "bench-password"), verbose=False)
+            deadline = answered + 600
+            while client.predict(api_name="/next_comparison")["handout"] is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no comparison within 600 s of the server answering")
+                time.sleep(0.25)
+            waits.append(time.monotonic() - answered)
+            startups.append(startup)
+    return {"repeats": repeats, "first_comparison_after_answer_s": round(statistics.median(waits), 1),
+            "each_s": [round(w, 1) for w in waits], "server_start_until_answer_s": round(statistics.median(startups), 1)}
+
+
 def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict:
     """Latency of the annotation loop through a real server: an annotator's client submits a
     ranking and asks for the next comparison, while the server's pre-generator samples
     new comparisons with the default model in the background (the worst case on 2 cores)."""
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-
     from gradio_client import Client
 
     from rlhf.annotation import Annotation
@@ -181,11 +265,8 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
     from storage import comparisons, prompts
     from storage.comparisons import NewCompletion
 
-    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
-    home = Home(root)
-    home.prepare()
-    shutil.copytree(model_dir, home.model_dir(BASE_VERSION))
-    with Workbench(home) as wb:
+    root = _fresh_home(model_dir)
+    with Workbench(Home(root)) as wb:
         wb.init()
         create_user(wb.store, "bench", "annotator", "bench-password")
         create_user(wb.store, "bench-lead", "researcher", "bench-password")
@@ -199,23 +280,9 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
             for i, prompt_id in enumerate(prompt_ids[:prefilled]):
                 comparisons.add(cur, prompt_id, [NewCompletion(texts[(i + j) % len(texts)] * 3, BASE_VERSION)
                                                  for j in range(4)])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server_log = open(root / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--home", str(root), "--port", str(port)],
-                              stdout=server_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client = Client(f"http://127.0.0.1:{port}", auth=("bench", "bench-password"), verbose=False)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(1)
-        lead = Client(f"http://127.0.0.1:{port}", auth=("bench-lead", "bench-password"), verbose=False)
+    with _served(root) as (url, _):
+        client = Client(url, auth=("bench", "bench-password"), verbose=False)
+        lead = Client(url, auth=("bench-lead", "bench-password"), verbose=False)
         generation = lead.predict(api_name="/queue_settings")["generation"]
         deadline = time.monotonic() + 300
         while ready_target and generation["generated_total"] == 0:  # measure while it really samples
@@ -237,11 +304,6 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
                 item = client.predict(api_name="/next_comparison")
                 next_ms.append((time.perf_counter() - start) * 1000)
         generation = lead.predict(api_name="/queue_settings")["generation"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        server_log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
     def quantiles(values: list[float]) -> dict:
         cuts = statistics.quantiles(values, n=20)
@@ -274,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     annotate.add_argument("--ready-target", type=int, default=64,
                           help="comparisons the pre-generator wants beyond the pre-filled queue, so that it samples "
                           "all through the run (0: it stays idle)")
+    first = sub.add_parser("first", help="seconds from `rlhf serve` answering on a fresh home to the first "
+                           "comparison an annotator gets")
+    first.add_argument("--home", default=None, help="workbench home whose base model to use")
+    first.add_argument("--model", default=None, help="base model directory (default: the home's base)")
+    first.add_argument("--repeats", type=int, default=3, help="fresh homes, one server each")
     train = sub.add_parser("train", help="each training method on the default model: s/step, examples/s, memory")
     train.add_argument("--methods", default="reward,sft,dpo,kto,ppo,grpo,rloo",
                        help="comma-separated; ppo/grpo/rloo use the reward model trained first")
@@ -292,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else "")
         if not args.json:
             print_table(rows)
+        return 0
+    if args.what == "first":
+        model_dir = Path(args.model) if args.model else ensure_default_model(Home.resolve(args.home))
+        print(json.dumps(bench_first(model_dir, args.repeats), indent=2))
         return 0
     if args.what == "annotate":
         result = bench_annotate(ensure_default_model(Home.resolve(args.home)), args.submissions, args.ready_target)

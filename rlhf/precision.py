@@ -7,8 +7,9 @@ than fp32, so fp32 stays. `RLHF_PRECISION=fp32|bf16|auto` (default auto) overrid
 choice, say to compare both on one machine. The weights are the same either way (a cast,
 no quantisation); each completion records the dtype it was sampled in.
 
-The CPU check reads /proc/cpuinfo and the GPU check imports torch only when asked, so
-that the server can say what its sampler will use without loading torch itself.
+The setting is checked without torch (`requested`: `rlhf serve` refuses a bad value at
+once); the GPU check imports torch, so the sampling process, not the server, says what
+it samples in.
 """
 
 from __future__ import annotations

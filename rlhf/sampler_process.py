@@ -34,7 +34,7 @@ def _serve(connection) -> None:
     """The child: load each model once, answer sampling requests until the pipe closes."""
     import torch
 
-    from rlhf import evaluate
+    from rlhf import evaluate, precision
     from rlhf.errors import UserError
     from rlhf.generate import sample
 
@@ -43,6 +43,8 @@ def _serve(connection) -> None:
     except OSError:
         pass
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    # the server's output says what its completions are sampled in (`rlhf serve` checked RLHF_PRECISION)
+    print(f"Sampling process {os.getpid()}: models sample in {precision.current().describe()}.", flush=True)
     models = evaluate.ModelCache()  # one copy of each recently used model, whatever the request
     while True:
         try:
