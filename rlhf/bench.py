@@ -224,19 +224,25 @@ def _served(root: Path):
 
 
 def bench_first(model_dir: Path, repeats: int) -> dict:
-    """Seconds from `rlhf serve` answering, on a home fresh from `rlhf init`, until an
-    annotator's `/next_comparison` hands out a comparison (the pre-generator's first batch),
-    the median over `repeats` fresh homes (the server's own start-up, until it answers, beside)."""
+    """Seconds from `rlhf serve` answering, on a home fresh from `rlhf init` (its base model
+    linked from `model_dir`), until an annotator's `/next_comparison` hands out a comparison,
+    the median over `repeats` fresh homes; `rlhf init`'s time and the server's own start-up
+    (until it answers) beside."""
     from gradio_client import Client
 
     from rlhf.auth import create_user
     from rlhf.workbench import Workbench
 
-    waits, startups = [], []
+    import subprocess
+
+    waits, startups, inits = [], [], []
     for _ in range(repeats):
         root = _fresh_home(model_dir)
+        start = time.monotonic()
+        subprocess.run([sys.executable, "-m", "app.cli", "init", "--home", str(root)], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, check=True)
+        inits.append(time.monotonic() - start)
         with Workbench(Home(root)) as wb:
-            wb.init(admin_password="bench-admin-password")
             create_user(wb.store, "bench", "annotator", "bench-password")
         with _served(root) as (url, startup):
             answered = time.monotonic()
@@ -249,7 +255,8 @@ def bench_first(model_dir: Path, repeats: int) -> dict:
             waits.append(time.monotonic() - answered)
             startups.append(startup)
     return {"repeats": repeats, "first_comparison_after_answer_s": round(statistics.median(waits), 1),
-            "each_s": [round(w, 1) for w in waits], "server_start_until_answer_s": round(statistics.median(startups), 1)}
+            "each_s": [round(w, 1) for w in waits], "server_start_until_answer_s": round(statistics.median(startups), 1),
+            "rlhf_init_s": round(statistics.median(inits), 1)}
 
 
 def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict:

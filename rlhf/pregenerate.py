@@ -22,16 +22,54 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 from rlhf.annotation import Annotation, QueueConfig
 from rlhf.sampler_process import SamplerProcess
 from rlhf.sampling import SamplingParams
 from rlhf.suggestions import score_comparisons
+from rlhf.workbench import SourcePlan
 from storage import queue, scores
 
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "generating", "exhausted", "error")
+
+
+def queue_plan(annotation: Annotation, config: QueueConfig) -> tuple[SamplingParams, SourcePlan]:
+    """The sampling and the sources of the queue's next comparisons."""
+    params = SamplingParams(max_new_tokens=config.max_new_tokens)
+    return params, annotation.wb.plan_sources(config.sources, config.model_version, config.k, params)
+
+
+def queue_batch(annotation: Annotation, config: QueueConfig, params: SamplingParams, plan: SourcePlan, wanted: int,
+                sampler: Callable | None = None) -> list[int]:
+    """Up to `wanted` new comparisons as the queue's settings ask, taking the chosen prompt
+    sets in turn; `sampler` as `Workbench.generate` takes it (None: in this process)."""
+    made: list[int] = []
+    for prompt_set in config.prompt_sets or [None]:  # None: every set
+        made += annotation.wb.generate(
+            prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
+            sampler=sampler, sources=config.sources, plan=plan,
+        )
+        if len(made) >= wanted:
+            break
+    return made
+
+
+def prepare_first(annotation: Annotation) -> list[int]:
+    """On a home without comparisons (and a queue that wants some), one comparison made in
+    this process, as the pre-generator would make it. `rlhf init` calls it, so that the
+    first annotator after `rlhf serve` answers finds a comparison at once: otherwise the
+    server's sampling process must start, load the model and sample K x 256 tokens first,
+    niced, on one core (over a minute on a busy 2-core machine)."""
+    config = annotation.config
+    if config.ready_target == 0 or not annotation.wb.comparisons(limit=1).empty:
+        return []
+    params, plan = queue_plan(annotation, config)
+    for note in plan.notes:
+        log.warning(note)
+    return queue_batch(annotation, config, params, plan, 1)
 
 
 class PreGenerator(threading.Thread):
@@ -120,23 +158,13 @@ class PreGenerator(threading.Thread):
         return max(1, min(self.batch_prompts, target - ready, 2 * ready))
 
     def _generate(self, config: QueueConfig, wanted: int) -> list[int]:
-        """Up to `wanted` new comparisons, taking the chosen prompt sets in turn."""
-        params = SamplingParams(max_new_tokens=config.max_new_tokens)
-        wb = self.annotation.wb
-        plan = wb.plan_sources(config.sources, config.model_version, config.k, params)
+        """Up to `wanted` new comparisons, sampled in the child process."""
+        params, plan = queue_plan(self.annotation, config)
         note = " ".join(plan.notes) or None
         if note and note != self._note:
             log.warning("Pre-generation: %s", note)
         self._set(note=note, round=plan.round)
-        made: list[int] = []
-        for prompt_set in config.prompt_sets or [None]:  # None: every set
-            made += wb.generate(
-                prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
-                sampler=self.sampler.sample, sources=config.sources, plan=plan,
-            )
-            if len(made) >= wanted:
-                break
-        return made
+        return queue_batch(self.annotation, config, params, plan, wanted, self.sampler.sample)
 
     # -- scoring ------------------------------------------------------------------
 

@@ -72,6 +72,17 @@ def test_init_is_idempotent(cli, tiny_home):
     assert stored(tiny_home, "SELECT count(*) FROM model_versions") == [(1,)]
 
 
+def test_init_prepares_the_first_comparison_once(cli, tiny_home):
+    """`rlhf serve` on a fresh home has a comparison to hand out the moment it answers."""
+    code, out, err = cli("init")
+    assert code == 0, err
+    assert "first comparison prepared" in out
+    assert stored(tiny_home, "SELECT count(*), any_value(k) FROM comparisons") == [(1, 4)]
+    code, out, err = cli("init")
+    assert code == 0 and "first comparison" not in out, err
+    assert stored(tiny_home, "SELECT count(*) FROM comparisons") == [(1,)]
+
+
 def test_prompts_import_and_list(cli, tiny_home, tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "Hello?"}, {"prompt": "Bye?"}, {"prompt": "Hello?"}])
     code, out, err = cli("prompts", "import", str(path))
