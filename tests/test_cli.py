@@ -15,6 +15,7 @@ import pytest
 from storage.db import migrations
 
 from app.cli import main
+from rlhf import precision
 from rlhf.formats import read_table
 from rlhf.workbench import Workbench, default_prompts
 from storage import comparisons
@@ -63,7 +64,17 @@ def assert_one_line_error(code: int, out: str, err: str) -> str:
     return err.removeprefix("rlhf: ").strip()
 
 
+def short_answers(home) -> None:
+    """The queue's token budget cut to 8, so that `init`'s first comparison costs little."""
+    from rlhf.annotation import Annotation
+    from rlhf.auth import User
+
+    with Workbench(home) as wb:
+        Annotation(wb).set_config(User("admin", "admin"), max_new_tokens=8)
+
+
 def test_init_is_idempotent(cli, tiny_home):
+    short_answers(tiny_home)
     code, out, err = cli("init")
     assert code == 0, err
     assert f"Home ready at {tiny_home.root}" in out
@@ -74,6 +85,7 @@ def test_init_is_idempotent(cli, tiny_home):
 
 def test_init_prepares_the_first_comparison_once(cli, tiny_home):
     """`rlhf serve` on a fresh home has a comparison to hand out the moment it answers."""
+    short_answers(tiny_home)
     code, out, err = cli("init")
     assert code == 0, err
     assert "first comparison prepared" in out
@@ -112,7 +124,8 @@ def test_generate_and_list_comparisons(cli, tiny_home, tmp_path):
     assert len(created) == 2
     assert stored(tiny_home, "SELECT comparison_id, count(*), any_value(model_version), any_value(sampling)"
                   " FROM completions GROUP BY comparison_id ORDER BY comparison_id") == [
-        (cid, 3, "base", json.dumps({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 3, "seed": 7}))
+        (cid, 3, "base", json.dumps({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 3, "seed": 7,
+                                     "dtype": precision.current().dtype}))
         for cid in created]
     code, out, _ = cli("generate", "--set", "few", "--n", "5", "--k", "3", "--max-new-tokens", "3")
     assert code == 0 and out.startswith("Every prompt in the selection already has a comparison")
