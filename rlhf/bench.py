@@ -190,7 +190,8 @@ def _fresh_home(model_dir: Path) -> Path:
 @contextmanager
 def _served(root: Path):
     """`rlhf serve` on `root` at a free port, yielding (url, seconds from launch until it
-    answered a signed-in client); stopped and the home removed afterwards."""
+    answered, the annotator 'bench' signed in as the client it answered); stopped and the
+    home removed afterwards."""
     import shutil
     import socket
     import subprocess
@@ -209,13 +210,13 @@ def _served(root: Path):
         deadline = time.monotonic() + 120
         while True:
             try:
-                Client(url, auth=("bench", "bench-password"), verbose=False)
+                client = Client(url, auth=("bench", "bench-password"), verbose=False)
                 break
             except Exception:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.25)
-        yield url, time.monotonic() - launched
+        yield url, time.monotonic() - launched, client
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -228,12 +229,10 @@ def bench_first(model_dir: Path, repeats: int) -> dict:
     linked from `model_dir`), until an annotator's `/next_comparison` hands out a comparison,
     the median over `repeats` fresh homes; `rlhf init`'s time and the server's own start-up
     (until it answers) beside."""
-    from gradio_client import Client
+    import subprocess
 
     from rlhf.auth import create_user
     from rlhf.workbench import Workbench
-
-    import subprocess
 
     waits, startups, inits = [], [], []
     for _ in range(repeats):
@@ -244,9 +243,8 @@ def bench_first(model_dir: Path, repeats: int) -> dict:
         inits.append(time.monotonic() - start)
         with Workbench(Home(root)) as wb:
             create_user(wb.store, "bench", "annotator", "bench-password")
-        with _served(root) as (url, startup):
+        with _served(root) as (_, startup, client):
             answered = time.monotonic()
-            client = Client(url, auth=("bench", "bench-password"), verbose=False)
             deadline = answered + 600
             while client.predict(api_name="/next_comparison")["handout"] is None:
                 if time.monotonic() > deadline:
@@ -287,8 +285,7 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
             for i, prompt_id in enumerate(prompt_ids[:prefilled]):
                 comparisons.add(cur, prompt_id, [NewCompletion(texts[(i + j) % len(texts)] * 3, BASE_VERSION)
                                                  for j in range(4)])
-    with _served(root) as (url, _):
-        client = Client(url, auth=("bench", "bench-password"), verbose=False)
+    with _served(root) as (url, _, client):
         lead = Client(url, auth=("bench-lead", "bench-password"), verbose=False)
         generation = lead.predict(api_name="/queue_settings")["generation"]
         deadline = time.monotonic() + 300
