@@ -42,8 +42,10 @@ test-fast: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/rlhf init </dev/null >/dev/null
 	$(BIN)/python -m rlhf.bench generate
+	$(BIN)/python -m rlhf.bench first
 	$(BIN)/python -m rlhf.bench annotate
 	$(BIN)/python -m rlhf.bench load
 

@@ -42,12 +42,30 @@ def cmd_init(wb: Workbench, args) -> None:
               "`rlhf users add NAME --role annotator|researcher|admin` adds people)")
     elif chosen is not None:
         print("  first admin created: log in as 'admin' with the password you chose")
+    _prepare_first_comparison(wb)
     print("Next: `rlhf generate --n 8` to make comparisons, or `rlhf serve` to open the workbench.")
+
+
+def _prepare_first_comparison(wb: Workbench) -> None:
+    """A fresh home gets its first comparison now, so that `rlhf serve` has one to hand out
+    the moment it answers; a model that cannot sample leaves it to the server, said in a line."""
+    from rlhf.collect.annotation import Annotation
+    from rlhf.collect.pregenerate import prepare_first
+
+    try:
+        made = prepare_first(Annotation(wb))
+    except UserError as error:
+        print(f"  no first comparison prepared ({error}); the server's pre-generator will make them")
+        return
+    if made:
+        print(f"  first comparison prepared (id {made[0]}): annotators get one as soon as `rlhf serve` answers")
 
 
 def cmd_serve(wb: Workbench, args) -> None:
     from app.server import serve  # Gradio is imported only by the command that needs it
+    from rlhf.modeling import precision
 
+    precision.requested()  # a bad RLHF_PRECISION refuses here, not in the sampling child
     accounts = auth.AccountSettings(lock_failures=args.lock_failures, lock_minutes=args.lock_minutes,
                                     idle_hours=args.idle_hours)
     serve(wb, host=args.host, port=args.port, accounts=accounts)

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|annotate|train|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|train|load` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -9,21 +9,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rlhf.bench.annotate import bench_annotate
-from rlhf.bench.generate import bench_generate, peak_rss_mib
+from rlhf.bench.first import bench_first
+from rlhf.bench.generate import bench_engines, bench_generate, peak_rss_mib, print_engines
 from rlhf.home import Home, ensure_default_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhf.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
-    generate = sub.add_parser("generate", help="tokens/s of batched sampling on the default model")
+    generate = sub.add_parser("generate", help="tokens/s of the workbench's sampler beside CTranslate2 int8 and "
+                              "float32 on the default model (8 prompts x K=4)")
     generate.add_argument("--home", default=None, help="workbench home whose base model to use")
     generate.add_argument("--model", default=None, help="model directory or hub id (default: the home's base)")
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--max-new-tokens", type=int, default=128)
-    generate.add_argument("--no-reference", action="store_true", help="skip the one-prompt-per-call reference")
+    generate.add_argument("--threads", type=int, default=2, help="CPU threads for every engine")
+    generate.add_argument("--levers", action="store_true",
+                          help="also the sampler with a lever switched off (transformers' full-sort top-p)")
+    generate.add_argument("--batching", action="store_true",
+                          help="instead: the sampler on 1, 4 and 8 prompts, batched and one prompt per call")
+    generate.add_argument("--no-reference", action="store_true", help="with --batching: skip one prompt per call")
     generate.add_argument("--json", action="store_true")
     annotate = sub.add_parser("annotate", help="submit-to-next-comparison latency through a served workbench")
     annotate.add_argument("--home", default=None, help="workbench home whose base model to use")
@@ -31,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     annotate.add_argument("--ready-target", type=int, default=64,
                           help="comparisons the pre-generator wants beyond the pre-filled queue, so that it samples "
                           "all through the run (0: it stays idle)")
+    first = sub.add_parser("first", help="seconds from `rlhf serve` answering on a fresh home to the first "
+                           "comparison an annotator gets")
+    first.add_argument("--home", default=None, help="workbench home whose base model to use")
+    first.add_argument("--model", default=None, help="base model directory (default: the home's base)")
+    first.add_argument("--repeats", type=int, default=3, help="fresh homes, one server each")
     train = sub.add_parser("train", help="each training method on the default model: s/step, examples/s, memory")
     train.add_argument("--methods", default="reward,sft,dpo,kto,ppo,grpo,rloo",
                        help="comma-separated; ppo/grpo/rloo use the reward model trained first")
@@ -60,11 +73,24 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print_table(rows)
         return 0
+    if args.what == "first":
+        model_dir = Path(args.model) if args.model else ensure_default_model(Home.resolve(args.home))
+        print(json.dumps(bench_first(model_dir, args.repeats), indent=2))
+        return 0
     if args.what == "annotate":
         result = bench_annotate(ensure_default_model(Home.resolve(args.home)), args.submissions, args.ready_target)
         print(json.dumps(result, indent=2))
         return 0
     model = args.model or str(ensure_default_model(Home.resolve(args.home)))
+    torch.set_num_threads(args.threads)
+    if not args.batching:
+        result = bench_engines(model, args.repeats, args.max_new_tokens, args.threads, args.levers)
+        if args.json:
+            print(json.dumps({"model": model, "threads": args.threads, "max_new_tokens": args.max_new_tokens,
+                              **result}, indent=2))
+            return 0
+        print_engines(model, args.threads, args.max_new_tokens, result)
+        return 0
     rows = bench_generate(model, args.repeats, args.max_new_tokens, not args.no_reference)
     summary = {
         "model": model,

@@ -5,10 +5,10 @@ the pre-generator samples in the background.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
+from rlhf.bench.serving import fresh_home, served
 from rlhf.home import Home
 
 
@@ -16,25 +16,17 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
     """Latency of the annotation loop through a real server: an annotator's client submits a
     ranking and asks for the next comparison, while the server's pre-generator samples
     new comparisons with the default model in the background (the worst case on 2 cores)."""
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-
     from gradio_client import Client
 
-    from rlhf.auth import User, create_user
     from rlhf.collect.annotation import Annotation
-    from rlhf.collect.workbench import Workbench, default_prompts
+    from rlhf.auth import User, create_user
     from rlhf.home import BASE_VERSION
+    from rlhf.collect.workbench import Workbench, default_prompts
     from storage import comparisons, prompts
     from storage.comparisons import NewCompletion
 
-    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
-    home = Home(root)
-    home.prepare()
-    shutil.copytree(model_dir, home.model_dir(BASE_VERSION))
-    with Workbench(home) as wb:
+    root = fresh_home(model_dir)
+    with Workbench(Home(root)) as wb:
         wb.init()
         create_user(wb.store, "bench", "annotator", "bench-password")
         create_user(wb.store, "bench-lead", "researcher", "bench-password")
@@ -48,23 +40,8 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
             for i, prompt_id in enumerate(prompt_ids[:prefilled]):
                 comparisons.add(cur, prompt_id, [NewCompletion(texts[(i + j) % len(texts)] * 3, BASE_VERSION)
                                                  for j in range(4)])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server_log = open(root / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--home", str(root), "--port", str(port)],
-                              stdout=server_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client = Client(f"http://127.0.0.1:{port}", auth=("bench", "bench-password"), verbose=False)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(1)
-        lead = Client(f"http://127.0.0.1:{port}", auth=("bench-lead", "bench-password"), verbose=False)
+    with served(root) as (url, _, client):
+        lead = Client(url, auth=("bench-lead", "bench-password"), verbose=False)
         generation = lead.predict(api_name="/queue_settings")["generation"]
         deadline = time.monotonic() + 300
         while ready_target and generation["generated_total"] == 0:  # measure while it really samples
@@ -86,11 +63,6 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
                 item = client.predict(api_name="/next_comparison")
                 next_ms.append((time.perf_counter() - start) * 1000)
         generation = lead.predict(api_name="/queue_settings")["generation"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        server_log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
     def quantiles(values: list[float]) -> dict:
         cuts = statistics.quantiles(values, n=20)

@@ -3,7 +3,8 @@ for sampling.
 
 A `PreGenerator` thread checks every few seconds how many comparisons still have a free
 slot (`Annotation.ready()`); below the configured target it samples K completions for
-up to `batch_prompts` new prompts in one batched call per source (the queue's
+up to `batch_prompts` new prompts in one batched call per source (fewer while the queue is
+nearly empty, so that the first comparison comes in seconds: `batch_size`; the queue's
 `sources` setting can mix the active policy with the previous round's, the base, or
 other temperatures). It reports what it is doing through `status()` and never lets an
 error escape: a failing model must not take the server down with it.
@@ -21,16 +22,54 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 from rlhf.collect.annotation import Annotation, QueueConfig
+from rlhf.collect.suggestions import score_comparisons
+from rlhf.collect.workbench import SourcePlan
 from rlhf.modeling.sampler_process import SamplerProcess
 from rlhf.modeling.sampling import SamplingParams
-from rlhf.collect.suggestions import score_comparisons
 from storage import queue, scores
 
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "generating", "exhausted", "error")
+
+
+def queue_plan(annotation: Annotation, config: QueueConfig) -> tuple[SamplingParams, SourcePlan]:
+    """The sampling and the sources of the queue's next comparisons."""
+    params = SamplingParams(max_new_tokens=config.max_new_tokens)
+    return params, annotation.wb.plan_sources(config.sources, config.model_version, config.k, params)
+
+
+def queue_batch(annotation: Annotation, config: QueueConfig, params: SamplingParams, plan: SourcePlan, wanted: int,
+                sampler: Callable | None = None) -> list[int]:
+    """Up to `wanted` new comparisons as the queue's settings ask, taking the chosen prompt
+    sets in turn; `sampler` as `Workbench.generate` takes it (None: in this process)."""
+    made: list[int] = []
+    for prompt_set in config.prompt_sets or [None]:  # None: every set
+        made += annotation.wb.generate(
+            prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
+            sampler=sampler, sources=config.sources, plan=plan,
+        )
+        if len(made) >= wanted:
+            break
+    return made
+
+
+def prepare_first(annotation: Annotation) -> list[int]:
+    """On a home without comparisons (and a queue that wants some), one comparison made in
+    this process, as the pre-generator would make it. `rlhf init` calls it, so that the
+    first annotator after `rlhf serve` answers finds a comparison at once: otherwise the
+    server's sampling process must start, load the model and sample K x 256 tokens first,
+    niced, on one core (over a minute on a busy 2-core machine)."""
+    config = annotation.config
+    if config.ready_target == 0 or not annotation.wb.comparisons(limit=1).empty:
+        return []
+    params, plan = queue_plan(annotation, config)
+    for note in plan.notes:
+        log.warning(note)
+    return queue_batch(annotation, config, params, plan, 1)
 
 
 class PreGenerator(threading.Thread):
@@ -99,7 +138,7 @@ class PreGenerator(threading.Thread):
             self._set(state="idle")
             return False
         self._set(state="generating")
-        made = self._generate(config, min(self.batch_prompts, config.ready_target - ready))
+        made = self._generate(config, self.batch_size(ready, config.ready_target))
         if not made:
             # every prompt of the chosen sets already has a comparison from this model
             self._set(state="exhausted")
@@ -110,24 +149,22 @@ class PreGenerator(threading.Thread):
         self._set(state="idle", ready=self.annotation.ready())
         return True
 
+    def batch_size(self, ready: int, target: int) -> int:
+        """Prompts in the next batch: at most twice what is ready (one when the queue is
+        empty), then `batch_prompts`. A batch's comparisons all arrive when its slowest
+        completion ends, so on a fresh home the first comparison comes after one prompt's
+        K completions (seconds), not after a full batch's (8 x 4 x 256 tokens: a minute and
+        more on a CPU), and the queue doubles while the first ones are being ranked."""
+        return max(1, min(self.batch_prompts, target - ready, 2 * ready))
+
     def _generate(self, config: QueueConfig, wanted: int) -> list[int]:
-        """Up to `wanted` new comparisons, taking the chosen prompt sets in turn."""
-        params = SamplingParams(max_new_tokens=config.max_new_tokens)
-        wb = self.annotation.wb
-        plan = wb.plan_sources(config.sources, config.model_version, config.k, params)
+        """Up to `wanted` new comparisons, sampled in the child process."""
+        params, plan = queue_plan(self.annotation, config)
         note = " ".join(plan.notes) or None
         if note and note != self._note:
             log.warning("Pre-generation: %s", note)
         self._set(note=note, round=plan.round)
-        made: list[int] = []
-        for prompt_set in config.prompt_sets or [None]:  # None: every set
-            made += wb.generate(
-                prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
-                sampler=self.sampler.sample, sources=config.sources, plan=plan,
-            )
-            if len(made) >= wanted:
-                break
-        return made
+        return queue_batch(self.annotation, config, params, plan, wanted, self.sampler.sample)
 
     # -- scoring ------------------------------------------------------------------
 

@@ -400,7 +400,8 @@ class Workbench:
             model_dir = self.model_version(version).path
             samples = (sampler or self._sample_here)(model_dir, conversations, count, source_params)
             for completions, drawn in zip(per_prompt, samples):
-                completions += [NewCompletion(s.text, version, source_params.as_dict(), s.num_tokens, s.finish_reason)
+                completions += [NewCompletion(s.text, version, {**source_params.as_dict(), "dtype": s.dtype},
+                                              s.num_tokens, s.finish_reason)
                                 for s in drawn]
         created = []
         with self.store.transaction() as tx:

@@ -2,17 +2,20 @@
 
 Prompts are rendered with the tokenizer's chat template and left-padded, so one
 forward pass serves every prompt of a batch and all K samples of each
-(`num_return_sequences=K`). Temperature and top-p are transformers' own; a seed makes a
-call reproducible (it seeds torch, as `transformers.set_seed` does).
+(`num_return_sequences=K`). Temperature and top-p are `rlhf.modeling.nucleus`'s (transformers'
+nucleus, found without sorting the vocabulary); a seed makes a call reproducible (it
+seeds torch, as `transformers.set_seed` does).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from transformers import LogitsProcessorList
 
 from rlhf.modeling.models import Policy
+from rlhf.modeling.nucleus import NucleusWarper
 from rlhf.modeling.sampling import MAX_K, SamplingParams
 
 
@@ -21,6 +24,9 @@ class Sample:
     text: str
     num_tokens: int  # generated tokens up to and including EOS
     finish_reason: str  # 'eos' or 'length'
+    # the weights' dtype it was sampled in ('bfloat16', 'float32'), recorded with the
+    # completion's sampling; not part of equality: the same text is the same sample
+    dtype: str | None = field(default=None, compare=False)
 
 
 def render_prompts(policy: Policy, conversations: list[list[dict]]) -> list[str]:
@@ -54,8 +60,9 @@ def generate_tokens(policy: Policy, conversations: list[list[dict]], params: Sam
     """One `generate` call for `conversations` (k samples each, rows i*k .. i*k+k-1 for
     conversation i), as token ids. Does not seed: the caller does (see `sample`).
 
-    Sampling is transformers' own: temperature, then top-p, no top-k; temperature 0 is
-    greedy (decoded once, repeated k times)."""
+    Sampling is temperature, then top-p, no top-k (`rlhf.modeling.nucleus.NucleusWarper`: the
+    nucleus transformers' top-p keeps, found without a full sort), then transformers'
+    own draw; temperature 0 is greedy (decoded once, repeated k times)."""
     tokenizer = policy.tokenizer
     tokenizer.padding_side = "left"
     eos_ids = _eos_ids(policy)
@@ -65,9 +72,12 @@ def generate_tokens(policy: Policy, conversations: list[list[dict]], params: Sam
     output = policy.model.generate(
         **inputs,
         do_sample=not greedy,
-        temperature=None if greedy else params.temperature,
-        top_p=None if greedy else params.top_p,
-        top_k=None,
+        # generate's own warpers off (neutral values, not None, which would let a model's
+        # generation_config bring its own): NucleusWarper does temperature and top-p
+        temperature=None if greedy else 1.0,
+        top_p=None if greedy else 1.0,
+        top_k=None if greedy else 0,
+        logits_processor=None if greedy else LogitsProcessorList([NucleusWarper(params.temperature, params.top_p)]),
         num_return_sequences=1 if greedy else k,
         max_new_tokens=params.max_new_tokens,
         eos_token_id=eos_ids,
@@ -107,12 +117,13 @@ def sample(
     if not 1 <= k <= MAX_K:  # one sample is a source's share of a mixed comparison, or an evaluation's
         raise ValueError(f"K must be between 1 and {MAX_K}, not {k}.")
     eos_ids = _eos_ids(policy)
+    dtype = str(policy.model.dtype).removeprefix("torch.")
     if params.seed is not None:
         torch.manual_seed(params.seed)
     results: list[list[Sample]] = []
     for start in range(0, len(conversations), batch_prompts):
         generated = generate_tokens(policy, conversations[start : start + batch_prompts], params, k)
-        samples = [to_sample(policy.tokenizer, row, eos_ids) for row in generated.response_ids]
+        samples = [to_sample(policy.tokenizer, row, eos_ids, dtype) for row in generated.response_ids]
         results.extend(samples[i : i + k] for i in range(0, len(samples), k))
     return results
 
@@ -124,9 +135,9 @@ def _eos_ids(policy: Policy) -> list[int]:
     return ids or [policy.tokenizer.eos_token_id]
 
 
-def to_sample(tokenizer, row: torch.Tensor, eos_ids: list[int]) -> Sample:
+def to_sample(tokenizer, row: torch.Tensor, eos_ids: list[int], dtype: str | None = None) -> Sample:
     is_eos = torch.isin(row, torch.tensor(eos_ids, device=row.device))
     if is_eos.any():
         end = int(is_eos.nonzero()[0]) + 1
-        return Sample(tokenizer.decode(row[: end - 1], skip_special_tokens=True).strip(), end, "eos")
-    return Sample(tokenizer.decode(row, skip_special_tokens=True).strip(), len(row), "length")
+        return Sample(tokenizer.decode(row[: end - 1], skip_special_tokens=True).strip(), end, "eos", dtype)
+    return Sample(tokenizer.decode(row, skip_special_tokens=True).strip(), len(row), "length", dtype)

@@ -18,6 +18,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.modeling import precision
 from rlhf.errors import UserError
 
 transformers.logging.disable_progress_bar()  # the workbench reports its own progress
@@ -40,11 +41,6 @@ class Policy:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def dtype_for(target: torch.device) -> torch.dtype:
-    """bf16 on a GPU, fp32 on the CPU (bf16 matmuls are slow or missing on many CPUs)."""
-    return torch.bfloat16 if target.type == "cuda" else torch.float32
 
 
 def default_gguf_path() -> Path:
@@ -92,8 +88,10 @@ def import_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
 def load_policy(source: str | Path, target: torch.device | None = None) -> Policy:
     """Load a causal LM and its tokenizer from a directory or a Hugging Face hub id,
-    on `target` (default: the GPU when there is one) in eval mode."""
+    on `target` (default: the GPU when there is one) in eval mode, in the precision
+    `rlhf.modeling.precision.current` chooses for that device (a trained version's adapter too)."""
     target = target or device()
+    dtype = precision.current(target.type).torch_dtype()
     local = Path(source).expanduser()
     tried = f"the directory {local}" if local.exists() else f"'{source}' as a local path (no such directory) and as a Hugging Face hub id"
     try:
@@ -104,11 +102,11 @@ def load_policy(source: str | Path, target: torch.device | None = None) -> Polic
             tokenizer, model = load_tokenizer(local), load_adapted_policy(local)
         else:
             tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype_for(target))
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"Could not load a model from {tried}: {reason}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Policy(model.to(target).eval(), tokenizer, where)
+    return Policy(model.to(target, dtype).eval(), tokenizer, where)
 

@@ -34,7 +34,7 @@ def _serve(connection) -> None:
     """The child: load each model once, answer sampling requests until the pipe closes."""
     import torch
 
-    from rlhf.modeling import measure
+    from rlhf.modeling import measure, precision
     from rlhf.modeling.model_cache import ModelCache
     from rlhf.errors import UserError
     from rlhf.modeling.generate import sample
@@ -44,6 +44,8 @@ def _serve(connection) -> None:
     except OSError:
         pass
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    # the server's output says what its completions are sampled in (`rlhf serve` checked RLHF_PRECISION)
+    print(f"Sampling process {os.getpid()}: models sample in {precision.current().describe()}.", flush=True)
     models = ModelCache()  # one copy of each recently used model, whatever the request
     while True:
         try:

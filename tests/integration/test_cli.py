@@ -17,6 +17,9 @@ from storage.db import migrations
 from app.cli import main
 from rlhf.collect.formats import read_table
 from rlhf.collect.workbench import Workbench, default_prompts
+from rlhf.modeling import precision
+from storage import comparisons
+from storage.comparisons import NewCompletion
 from helpers import add_comparisons
 from helpers import DATA
 
@@ -52,13 +55,35 @@ def assert_one_line_error(code: int, out: str, err: str) -> str:
     return err.removeprefix("rlhf: ").strip()
 
 
+def short_answers(home) -> None:
+    """The queue's token budget cut to 8, so that `init`'s first comparison costs little."""
+    from rlhf.collect.annotation import Annotation
+    from rlhf.auth import User
+
+    with Workbench(home) as wb:
+        Annotation(wb).set_config(User("admin", "admin"), max_new_tokens=8)
+
+
 def test_init_is_idempotent(cli, tiny_home):
+    short_answers(tiny_home)
     code, out, err = cli("init")
     assert code == 0, err
     assert f"Home ready at {tiny_home.root}" in out
     assert f"database: {tiny_home.db_path} (schema version {migrations()[-1].version})" in out
     assert "prompt set 'default': 0 new prompts" in out
     assert stored(tiny_home, "SELECT count(*) FROM model_versions") == [(1,)]
+
+
+def test_init_prepares_the_first_comparison_once(cli, tiny_home):
+    """`rlhf serve` on a fresh home has a comparison to hand out the moment it answers."""
+    short_answers(tiny_home)
+    code, out, err = cli("init")
+    assert code == 0, err
+    assert "first comparison prepared" in out
+    assert stored(tiny_home, "SELECT count(*), any_value(k) FROM comparisons") == [(1, 4)]
+    code, out, err = cli("init")
+    assert code == 0 and "first comparison" not in out, err
+    assert stored(tiny_home, "SELECT count(*) FROM comparisons") == [(1,)]
 
 
 def test_prompts_import_and_list(cli, tiny_home, tmp_path):
@@ -90,7 +115,8 @@ def test_generate_and_list_comparisons(cli, tiny_home, tmp_path):
     assert len(created) == 2
     assert stored(tiny_home, "SELECT comparison_id, count(*), any_value(model_version), any_value(sampling)"
                   " FROM completions GROUP BY comparison_id ORDER BY comparison_id") == [
-        (cid, 3, "base", json.dumps({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 3, "seed": 7}))
+        (cid, 3, "base", json.dumps({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 3, "seed": 7,
+                                     "dtype": precision.current().dtype}))
         for cid in created]
     code, out, _ = cli("generate", "--set", "few", "--n", "5", "--k", "3", "--max-new-tokens", "3")
     assert code == 0 and out.startswith("Every prompt in the selection already has a comparison")

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from rlhf.modeling import precision
 from rlhf.modeling.generate import SamplingParams, sample
 from rlhf.home import BASE_VERSION
 from rlhf.modeling.models import load_policy
@@ -53,7 +54,7 @@ def test_workbench_generates_with_the_real_model(tmp_path, real_model_dir):
             assert _englishish(completion["text"]), completion["text"]
             assert 1 <= completion["num_tokens"] <= 32
             assert completion["finish_reason"] in ("eos", "length")
-            assert json.loads(completion["sampling"]) == params.as_dict()
+            assert json.loads(completion["sampling"]) == {**params.as_dict(), "dtype": precision.current().dtype}
         # sampling at temperature 0.8: the four completions of a prompt are not all identical
         for cid in created:
             assert len({c["text"] for c in wb.comparison(cid).completions}) > 1

@@ -535,6 +535,26 @@ def test_pregenerator_fills_the_queue_then_reports_exhausted(annotation, workben
     assert not generator.is_alive()
 
 
+def test_pregenerator_starts_an_empty_queue_with_one_prompt_then_doubles(annotation, workbench):
+    """On a fresh home the first comparison must not wait for a full batch (8 prompts x K x
+    256 tokens took ~100 s on a CPU): one prompt first, then at most twice what is ready."""
+    from rlhf.modeling.generate import Sample
+
+    batches = []
+
+    def sampler(model_dir, conversations, k, params):
+        batches.append(len(conversations))
+        return [[Sample(f"answer {j}", 3, "eos") for j in range(k)] for _ in conversations]
+
+    annotation.set_config(RESEARCHER, ready_target=16, k=2, max_new_tokens=4)
+    generator = PreGenerator(annotation)
+    generator.sampler = SimpleNamespace(sample=sampler, close=lambda timeout=10: None)
+    while generator.fill_once():
+        pass
+    assert batches == [1, 2, 6, 7]  # ready 0 -> 1 -> 3 -> 9 -> 16, never past batch_prompts (8)
+    assert annotation.ready() == 16
+
+
 def test_pregenerator_reports_errors_and_keeps_running(annotation, workbench, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("the model fell over")

@@ -20,6 +20,7 @@ from app.tabs.data import _filters, round_choices
 from app.tabs.queue import parse_sources, sources_text
 from rlhf.collect.annotation import Annotation, Item, Submission
 from rlhf.auth import User, create_user
+from rlhf.modeling.generate import Sample
 from rlhf.home import BASE_VERSION
 from rlhf.collect.pregenerate import PreGenerator
 from rlhf.collect.reports import Filters, Reports
@@ -48,8 +49,8 @@ class FakeSampler:
     def __call__(self, model_dir, conversations, k, params):
         self.calls.append((model_dir.name, len(conversations), k, params.temperature))
         call = len(self.calls)
-        return [[SimpleNamespace(text=f"{model_dir.name} call {call} prompt {i} sample {j}", num_tokens=3,
-                                 finish_reason="eos") for j in range(k)] for i in range(len(conversations))]
+        return [[Sample(f"{model_dir.name} call {call} prompt {i} sample {j}", 3, "eos")
+                 for j in range(k)] for i in range(len(conversations))]
 
     sample = __call__
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from rlhf.collect.formats import FormatError, read_table
+from rlhf.modeling import precision
 from rlhf.modeling.generate import SamplingParams
 from rlhf.home import BASE_VERSION, Home, HomeError
 from rlhf.preference.ranking import RankingError
@@ -99,7 +100,9 @@ def test_generate_stores_comparisons_with_provenance(workbench):
     assert list(completions["letter"]) == ["A", "B", "C"] * 2
     assert set(completions["model_version"]) == {"base"}
     for sampling in completions["sampling"]:
-        assert json.loads(sampling) == {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 4, "seed": 1}
+        # the dtype the weights ran in is part of a completion's provenance (bf16 where the CPU has it)
+        assert json.loads(sampling) == {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 4, "seed": 1,
+                                        "dtype": precision.current().dtype}
     assert set(completions["finish_reason"]) <= {"eos", "length"}
     assert (completions["num_tokens"] >= 1).all() and (completions["num_tokens"] <= 4).all()
     length = completions[completions["finish_reason"] == "length"]

@@ -1,0 +1,81 @@
+"""The precision policies sample in (rlhf.modeling.precision): chosen from the hardware, forced by
+RLHF_PRECISION, recorded with each completion, and reproducible under bf16."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rlhf.modeling import precision
+from rlhf.modeling.generate import SamplingParams, sample
+from rlhf.modeling.models import load_policy
+from rlhf.modeling.precision import PrecisionError, cpu_bf16_flags, decide
+from rlhf.collect.workbench import Workbench
+
+CONVERSATIONS = [[{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "Hi"}]]
+
+
+@pytest.mark.parametrize("setting, on_gpu, gpu_bf16, flags, expected", [
+    ("auto", False, False, ["amx_bf16", "avx512_bf16"], "bfloat16"),
+    ("auto", False, False, ["avx512_bf16"], "bfloat16"),
+    ("auto", False, False, [], "float32"),  # AVX2 only: bf16 would be emulated, slower than fp32
+    ("auto", True, True, [], "bfloat16"),
+    ("auto", True, False, [], "float32"),
+    ("fp32", False, False, ["amx_bf16"], "float32"),  # forced fp32 wins over a bf16 CPU
+    ("fp32", True, True, [], "float32"),
+    ("bf16", False, False, [], "bfloat16"),
+])
+def test_decide(setting, on_gpu, gpu_bf16, flags, expected):
+    chosen = decide(setting, on_gpu, gpu_bf16, flags)
+    assert chosen.dtype == expected
+    assert (setting in chosen.reason) if setting != "auto" else chosen.reason.startswith("auto")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert cpu_bf16_flags(cpuinfo) == ["amx_bf16", "avx512_bf16"]
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_bf16_flags(cpuinfo) == []
+    assert cpu_bf16_flags(tmp_path / "missing") == []
+
+
+def test_a_bad_setting_is_one_sentence(monkeypatch):
+    monkeypatch.setenv(precision.ENV_VAR, "fp8")
+    with pytest.raises(PrecisionError, match="RLHF_PRECISION must be one of auto, bf16, fp32, not 'fp8'"):
+        precision.current("cpu")
+
+
+def test_forced_fp32_and_auto_load_what_they_say(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    assert load_policy(tiny_model_dir, torch.device("cpu")).model.dtype == torch.float32
+    monkeypatch.setenv(precision.ENV_VAR, "auto")
+    auto = precision.current("cpu")
+    assert auto.dtype == ("bfloat16" if cpu_bf16_flags() else "float32")
+    assert load_policy(tiny_model_dir, torch.device("cpu")).model.dtype == auto.torch_dtype()
+
+
+@pytest.fixture(scope="module")
+def bf16_policy(tiny_model_dir):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(precision.ENV_VAR, "bf16")
+        return load_policy(tiny_model_dir, torch.device("cpu"))
+
+
+def test_bf16_sampling_is_seeded_and_says_its_dtype(bf16_policy):
+    assert bf16_policy.model.dtype == torch.bfloat16
+    params = SamplingParams(max_new_tokens=6, seed=7)
+    first = sample(bf16_policy, CONVERSATIONS, k=3, params=params)
+    assert sample(bf16_policy, CONVERSATIONS, k=3, params=params) == first
+    assert {s.dtype for drawn in first for s in drawn} == {"bfloat16"}
+    assert any(len({s.text for s in drawn}) > 1 for drawn in first)  # sampled, not greedy
+
+
+def test_each_completion_records_its_dtype(tiny_home, monkeypatch):
+    monkeypatch.setenv(precision.ENV_VAR, "bf16")
+    with Workbench(tiny_home) as wb:
+        created = wb.generate(n=1, k=2, params=SamplingParams(max_new_tokens=3, seed=1))
+        completions = wb.comparison(created[0]).completions
+    assert [json.loads(c["sampling"])["dtype"] for c in completions] == ["bfloat16", "bfloat16"]
