@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from rlhf.preference import arena
-from rlhf.preference.agreement import krippendorff_alpha_ordinal
+from rlhf.preference.agreement import bradley_terry_strengths, krippendorff_alpha_ordinal
 
 
 def random_panel(rng: np.random.Generator) -> np.ndarray:
@@ -120,3 +120,21 @@ def test_bootstrap_intervals_cover_the_true_ratings_about_95_percent_of_the_time
     for model in ("good", "weak"):
         # 95% nominal; with 40 runs a correct interval covers >= 34 times with probability ~0.97.
         assert covered[model] >= 34, (model, covered[model])
+
+
+def test_consensus_bradley_terry_strengths_match_choix():
+    """The consensus strengths of `rlhf.preference.agreement` on rankings with ties: each
+    ranking compares every pair once (a tie: half a win each way) and adds `prior_ties`
+    virtual ties per pair. Doubled for choix as in `choix_ratings`; both give log-strengths
+    with mean 0 (our strengths have geometric mean 1)."""
+    rng = np.random.default_rng(5)
+    k, rankings = 4, [list(rng.integers(1, 4, size=4)) for _ in range(9)]
+    strengths = bradley_terry_strengths(rankings, prior_ties=1.0)
+    data = []
+    for ranks in rankings:
+        for i, j in itertools.combinations(range(k), 2):
+            data += [(i, j)] * 2 if ranks[i] < ranks[j] else [(j, i)] * 2 if ranks[j] < ranks[i] else [(i, j), (j, i)]
+    for i, j in itertools.combinations(range(k), 2):
+        data += [(i, j), (j, i)] * len(rankings)  # 1.0 virtual tie per ranking: half a win each way, doubled
+    params = choix.ilsr_pairwise(k, data, alpha=0.0, max_iter=10_000, tol=1e-13)
+    assert np.log(strengths) == pytest.approx(params - params.mean(), abs=1e-7)
