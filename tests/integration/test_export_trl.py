@@ -108,3 +108,73 @@ def test_exported_pairs_train_one_reward_model_step(preference_file, tiny_model_
     trainer.train()
     assert trainer.state.global_step == 1
     assert _finite_losses(trainer), trainer.state.log_history
+
+
+# -- the unpaired (KTO) export and the Parquet export, one step each -------------------------
+
+
+@pytest.fixture(scope="module")
+def other_exports(tmp_path_factory, tiny_model_dir):
+    """Two comparisons of K=3 from the tiny model, ranked, exported as TRL unpaired (KTO)
+    rows in JSONL and as preference pairs in Parquet."""
+    root = tmp_path_factory.mktemp("kto-parquet")
+    home = make_home(root / "h", tiny_model_dir)
+    with Workbench(home) as wb:
+        created = wb.generate(n=2, k=3, params=SamplingParams(max_new_tokens=24, seed=1))
+        wb.rank(created[0], "A > B > C", user="alice")
+        wb.rank(created[1], "C > A = B", user="alice")
+        unpaired, unpaired_rows = wb.export("unpaired", root / "unpaired.jsonl")
+        parquet, pair_rows = wb.export("preference", root / "pairs.parquet")
+    assert pair_rows == 3 + 2
+    return {"unpaired": unpaired, "unpaired_rows": unpaired_rows, "parquet": parquet}
+
+
+def _one_step_config(config_class, output_dir, **extra):
+    return config_class(
+        output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+        learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", bf16=False, fp16=False,
+        use_cpu=True, max_length=128, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
+        **extra,
+    )
+
+
+def test_exported_unpaired_rows_train_one_kto_step(other_exports, tiny_model_dir, tmp_path):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import KTOConfig, KTOTrainer
+
+    dataset = load_dataset("json", data_files=str(other_exports["unpaired"]), split="train")
+    assert set(dataset.column_names) == {"prompt", "completion", "label"}
+    assert len(dataset) == other_exports["unpaired_rows"]
+    # 'A > B > C': A good, C bad; 'C > A = B': C good, A and B bad
+    assert sorted(dataset["label"]) == [False, False, False, True, True]
+    first = dataset[0]
+    assert first["prompt"][-1]["role"] == "user" and first["completion"][0]["role"] == "assistant"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = KTOTrainer(model=model, args=_one_step_config(KTOConfig, tmp_path / "kto"), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=_lora())
+    assert len(trainer.train_dataset) == len(dataset)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert _finite_losses(trainer), trainer.state.log_history
+
+
+def test_exported_parquet_pairs_train_one_dpo_step(other_exports, tiny_model_dir, tmp_path):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    dataset = load_dataset("parquet", data_files=str(other_exports["parquet"]), split="train")
+    assert set(dataset.column_names) == {"prompt", "chosen", "rejected", "margin"}
+    first = dataset[0]
+    # Parquet structs carry every field of any message: each message must still be just a role and content
+    assert all(set(message) == {"role", "content"} for message in first["prompt"] + first["chosen"]), first
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = DPOTrainer(model=model, args=_one_step_config(DPOConfig, tmp_path / "dpo"), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=_lora())
+    assert len(trainer.train_dataset) == len(dataset)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert _finite_losses(trainer), trainer.state.log_history
