@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python -m rlhf.bench generate
 	$(BIN)/python -m rlhf.bench first
 	$(BIN)/python -m rlhf.bench annotate
+	$(BIN)/python -m rlhf.bench service
 	$(BIN)/python -m rlhf.bench load
 
 clean:

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|train|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|load` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf.bench.annotate import bench_annotate
+from rlhf.bench.annotate import bench_annotate, bench_service
 from rlhf.bench.first import bench_first
 from rlhf.bench.generate import bench_engines, bench_generate, peak_rss_mib, print_engines
 from rlhf.home import Home, ensure_default_model
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     annotate.add_argument("--ready-target", type=int, default=64,
                           help="comparisons the pre-generator wants beyond the pre-filled queue, so that it samples "
                           "all through the run (0: it stays idle)")
+    service = sub.add_parser("service", help="the annotation service's own ms per submit-and-next, in-process "
+                             "(no Gradio, no network)")
+    service.add_argument("--annotators", type=int, default=50)
+    service.add_argument("--rankings", type=int, default=300)
     first = sub.add_parser("first", help="seconds from `rlhf serve` answering on a fresh home to the first "
                            "comparison an annotator gets")
     first.add_argument("--home", default=None, help="workbench home whose base model to use")
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else "")
         if not args.json:
             print_table(rows)
+        return 0
+    if args.what == "service":
+        print(json.dumps(bench_service(args.annotators, args.rankings), indent=2))
         return 0
     if args.what == "first":
         model_dir = Path(args.model) if args.model else ensure_default_model(Home.resolve(args.home))

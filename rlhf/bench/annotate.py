@@ -71,3 +71,36 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
     return {"submissions": submissions, "pregeneration_target": ready_target,
             "generator_at_end": {key: generation[key] for key in ("state", "generated_total", "ready")},
             "submit_to_next_comparison": quantiles(submit_ms), "next_comparison_alone": quantiles(next_ms)}
+
+
+def bench_service(annotators: int, rankings: int) -> dict:
+    """The annotation service's own cost, without Gradio or a network: `annotators` users
+    each ranking as the page does (`Annotation.submit_and_next`: store the ranking, hand out
+    the next item with its progress) in turns, in this process, on a home of the load
+    benchmark's shape (`rlhf.bench.load.prepare_home`); the median and p95 of each call."""
+    import random
+    import tempfile
+
+    from rlhf.auth import User
+    from rlhf.bench.load import RANKINGS, LoadSettings, prepare_home
+    from rlhf.collect.annotation import Annotation, Submission
+    from rlhf.collect.workbench import Workbench
+
+    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-service-"))
+    home, names = prepare_home(root / "home", LoadSettings(annotators=annotators, rankings=rankings))
+    rng = random.Random(0)
+    with Workbench(home) as wb:
+        service = Annotation(wb)
+        users = [User(name, "annotator") for name in names]
+        items = {user.name: service.next_item(user) for user in users}
+        per_call_ms = []
+        for i in range(rankings):
+            user = users[i % len(users)]
+            start = time.perf_counter()
+            _, items[user.name] = service.submit_and_next(user, Submission(items[user.name].handout,
+                                                                           rng.choice(RANKINGS)))
+            per_call_ms.append((time.perf_counter() - start) * 1000)
+    warm = per_call_ms[len(users):]  # each user's first call pays one-time costs
+    return {"annotators": annotators, "rankings": rankings,
+            "submit_and_next_ms": {"p50": round(statistics.median(warm), 1),
+                                   "p95": round(statistics.quantiles(warm, n=20)[18], 1)}}
