@@ -12,7 +12,7 @@ import logging
 import shutil
 from typing import Any
 
-from rlhf.train import common
+from rlhf.train import common, guard
 from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
@@ -106,6 +106,8 @@ def train(inputs: TrainInputs, method: str) -> dict[str, float]:
         tidy(inputs.out_dir)
     metrics.update(_reward_curve(trainer))
     metrics.update(decided.metrics())
+    metrics.update(guard.report(inputs, method, None, guard.prompts_of(prompts,
+                                                                      limit=inputs.options.get("guard_prompts", 0))))
     return metrics
 
 
