@@ -114,8 +114,7 @@ def verdict(figures: Figures, method: str, max_kl: float, max_repetition: float)
     if far:
         longer = "max_steps" if online else "num_train_epochs"
         leash = " or raise beta (the KL penalty)" if method != "sft" else ""
-        return (f"This job moved too far: {' and '.join(far)}; try a lower learning_rate or fewer {longer}"
-                f"{leash}.")
+        return (f"This job moved too far: {' and '.join(far)}; try a lower learning_rate or {longer}{leash}.")
     little = []
     if figures.kl is not None and (figures.kl < MIN_KL or (figures.kl_stderr is not None
                                                           and math.isfinite(figures.kl_stderr)
@@ -125,7 +124,7 @@ def verdict(figures: Figures, method: str, max_kl: float, max_repetition: float)
         little.append(f"its held-out accuracy {figures.accuracy:.2f} on {figures.pairs} pairs is within noise of 0.5")
     if little:
         longer = "max_steps" if online else "num_train_epochs"
-        return (f"This job moved too little: {' and '.join(little)}; try more {longer} or a higher learning_rate"
+        return (f"This job moved too little: {' and '.join(little)}; try a higher {longer} or learning_rate"
                 " (or more rankings).")
     return None
 
