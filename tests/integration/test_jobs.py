@@ -32,7 +32,7 @@ from storage import models
 from storage.comparisons import NewCompletion
 
 RLHF = Path(sys.executable).parent / "rlhf"
-TINY_SFT = {"max_steps": 2, "per_device_train_batch_size": 2}
+TINY_SFT = {"max_steps": 2, "per_device_train_batch_size": 2, "guard_prompts": 2, "guard_max_new_tokens": 4}
 
 RANKINGS = [  # (annotator, ranking) per comparison of K=3
     [("ana", "A > B > C"), ("bo", "A > B = C")],
