@@ -437,7 +437,7 @@ def test_grpo_lowers_the_held_out_chance_of_a_disfavoured_opening(real_model_dir
     started = time.monotonic()
     before = opening_logprob(real_model_dir, held_out)
     upper_half = r".*layers\.(1[5-9]|2[0-9])\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-    config, options = resolve("grpo", {**SMALL_GUARD, "max_steps": 6, "per_device_train_batch_size": 8,
+    config, options = resolve("grpo", {**SMALL_GUARD, "max_steps": 4, "per_device_train_batch_size": 8,
                                        "num_generations": 4, "max_completion_length": 4, "learning_rate": 1e-3,
                                        "temperature": 1.0, "lora_target": upper_half})
     frame = parquet_round_trip(pd.DataFrame({"prompt": train_prompts}), tmp_path)
