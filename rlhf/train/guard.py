@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -172,6 +173,8 @@ def measure(inputs, method: str, pairs: pd.DataFrame | None, prompts: list[list[
     options = inputs.options
     pairs = None if pairs is None else pairs.head(int(options.get("guard_pairs", 0)))
     prompts = prompts[: int(options.get("guard_prompts", 0))]
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` the first process measures and reports
+        return Figures()
     if (pairs is None or pairs.empty) and not prompts:
         return Figures()
     policy, parent = load_policy(inputs.out_dir), load_policy(inputs.base_path)
@@ -206,7 +209,7 @@ def report(inputs, method: str, pairs: pd.DataFrame | None, prompts: list[list[d
     elif figures.accuracy is None:
         notes.append("no held-out accuracy: no pairs were held out (guard_pairs 0, eval_fraction 0 or one"
                      " comparison)")
-    if figures.kl is None:
+    if figures.kl is None and not inputs.options.get("guard_prompts"):
         notes.append("no KL or repetition: guard_prompts is 0")
     start = {key: value for key, value in (("guard/heldout_accuracy", 0.5), ("guard/kl", 0.0)) if key in values}
     inputs.reporter.metrics(0, start)
