@@ -323,8 +323,8 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         seen = gr.State({})
 
         form = [chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more]
-        watched = [job_choice, job_line, progress, loss_plot, metrics_plot, guard_plot, metric_choice, log_box, jobs_table,
-                   models_table, cancel_button, timer, seen]
+        watched = [job_choice, job_line, progress, loss_plot, metrics_plot, guard_plot, metric_choice, log_box,
+                   jobs_table, models_table, cancel_button, timer, seen]
 
         # the request comes first: Gradio cannot pass it after *values
         def on_open(request: gr.Request, base_value, reward_value, job_id, chosen):
