@@ -124,7 +124,8 @@ def cmd_models(wb: Workbench, args) -> None:
         from app.job_views import GUARD_COLUMNS, guard_figure, stored_metrics
 
         stored = [stored_metrics(m) for m in frame["metrics"]]
-        frame = frame.assign(**{column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()},
+        figures = {column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()}
+        frame = frame.assign(**figures,
                              guardrail=[m.get("guard/verdict") or "" for m in stored])
         frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", *GUARD_COLUMNS,
                        "guardrail", "evaluation", "created_at"]]

@@ -84,6 +84,6 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
     metrics.update({"train/desirable": float(n_desirable), "train/undesirable": float(n_undesirable),
                     **{f"train/{k}": float(v) for k, v in weights.items()}, **decided.metrics()})
-    metrics.update(guard.report(inputs, "kto", guard.kto_pairs(eval_frame),
-                                guard.prompts_of(eval_frame, train_frame, limit=inputs.options.get("guard_prompts", 0))))
+    prompts = guard.prompts_of(eval_frame, train_frame, limit=inputs.options.get("guard_prompts", 0))
+    metrics.update(guard.report(inputs, "kto", guard.kto_pairs(eval_frame), prompts))
     return metrics
