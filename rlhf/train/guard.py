@@ -60,9 +60,11 @@ class Figures:
     prompts: int = 0
 
     def metrics(self) -> dict[str, float]:
-        values = {"guard/heldout_accuracy": self.accuracy, "guard/heldout_pairs": float(self.pairs),
+        """The measured figures (none when nothing was: a job that skips them logs nothing)."""
+        values = {"guard/heldout_accuracy": self.accuracy,
+                  "guard/heldout_pairs": None if self.accuracy is None else float(self.pairs),
                   "guard/kl": self.kl, "guard/kl_stderr": self.kl_stderr, "guard/repetition": self.repetition,
-                  "guard/prompts": float(self.prompts)}
+                  "guard/prompts": None if self.kl is None else float(self.prompts)}
         return {key: value for key, value in values.items() if value is not None and math.isfinite(value)}
 
 

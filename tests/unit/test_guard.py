@@ -84,8 +84,9 @@ def test_a_job_that_moved_clearly_and_within_bounds_says_nothing():
 
 
 def test_figures_keep_only_measured_values():
-    assert Figures(kl=1.5, kl_stderr=math.nan, prompts=4).metrics() == {
-        "guard/heldout_pairs": 0.0, "guard/kl": 1.5, "guard/prompts": 4.0}
+    assert Figures(kl=1.5, kl_stderr=math.nan, prompts=4).metrics() == {"guard/kl": 1.5, "guard/prompts": 4.0}
+    assert Figures(accuracy=0.5, pairs=6).metrics() == {"guard/heldout_accuracy": 0.5, "guard/heldout_pairs": 6.0}
+    assert Figures().metrics() == {}  # skipped: nothing logged
 
 
 def test_kto_rows_pair_within_their_comparison():
