@@ -139,8 +139,14 @@ def cmd_models(wb: Workbench, args) -> None:
     summaries = evaluate.version_summaries(wb)
     frame["evaluation"] = [summaries.get(name, "") for name in frame["name"]]
     if not args.json:
-        frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", "evaluation",
-                       "created_at"]]
+        from app.job_views import GUARD_COLUMNS, guard_figure, stored_metrics
+
+        stored = [stored_metrics(m) for m in frame["metrics"]]
+        figures = {column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()}
+        frame = frame.assign(**figures,
+                             guardrail=[m.get("guard/verdict") or "" for m in stored])
+        frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", *GUARD_COLUMNS,
+                       "guardrail", "evaluation", "created_at"]]
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
 
 

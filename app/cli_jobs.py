@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from app.cli_tables import print_table
+from app.job_views import guard_summary
 from rlhf.home import Home
 from rlhf.jobs.service import JobError, JobRequest, Jobs
 from rlhf.jobs.runner import JobRunner
@@ -71,8 +72,10 @@ def describe_outcome(job: dict) -> str:
     if job["status"] == "succeeded":
         metrics = read_status(Path(job["job_dir"])).get("metrics", {})
         shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key in FINAL_METRICS)
+        guarded = guard_summary(metrics)
         return (f"Job {job['id']} succeeded: registered {job['output_version']} ({job['spec']['kind']},"
-                f" parent {job['spec']['base']})" + (f". {shown}" if shown else "."))
+                f" parent {job['spec']['base']})" + (f". {shown}" if shown else ".")
+                + (f"\nGuardrails: {guarded}" if guarded else ""))
     return f"Job {job['id']} {job['status']}: {job['error']}"
 
 
@@ -186,6 +189,31 @@ def cmd_jobs_log(home: Home, args) -> int:
     return 0
 
 
+def cmd_jobs_show(home: Home, args) -> int:
+    """A job's state and, once it has ended, its final metrics and guardrails (held-out
+    accuracy, KL, repetition and the sentence when it moved too little or too far); read
+    from the job's directory, so it never needs the store."""
+    job_dir = home.jobs_dir / str(args.job_id)
+    if not (job_dir / "spec.json").is_file():
+        raise JobError(f"There is no job {args.job_id} in {home.jobs_dir}.")
+    spec, status = json.loads((job_dir / "spec.json").read_text()), read_status(job_dir)
+    metrics = status.get("metrics") or {}
+    if args.json:
+        print(json.dumps({"job_id": args.job_id, "method": spec["method"], "base": spec["base"],
+                          "status": status.get("state", "queued"), "error": status.get("error"),
+                          "metrics": metrics}))
+        return 0
+    print(f"Job {args.job_id}: {spec['method']} from {spec['base']} on {spec['rows']} rows · "
+          + status.get("state", "queued") + (f" · {status['error']}" if status.get("error") else ""))
+    shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key in FINAL_METRICS)
+    if shown:
+        print(f"Final metrics: {shown}")
+    guarded = guard_summary(metrics)
+    if guarded:
+        print(f"Guardrails: {guarded}")
+    return 0
+
+
 def cmd_promote(wb: Workbench, args) -> int:
     wb.promote(args.version)
     print(f"{args.version} is now the active policy: new comparisons come from it.")
@@ -243,7 +271,7 @@ def add_commands(command, commands, home_option, json_option) -> None:
     train.add_argument("--queue", action="store_true", help="only queue the job (a server or `rlhf jobs run` runs it)")
     train.set_defaults(via_server=train_via_server)
 
-    jobs = command("jobs", cmd_jobs, "list training jobs; `jobs cancel ID`, `jobs log ID`, `jobs run`",
+    jobs = command("jobs", cmd_jobs, "list training jobs; `jobs show ID`, `jobs cancel ID`, `jobs log ID`, `jobs run`",
                    parents=(home_option, json_option))
     jobs.add_argument("--limit", type=int, default=20)
     jobs.set_defaults(via_server=jobs_from_files)
@@ -256,6 +284,10 @@ def add_commands(command, commands, home_option, json_option) -> None:
     log.add_argument("--tail", type=int, help="only the last N lines")
     log.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     log.set_defaults(handler=cmd_jobs_log, without_store=True)
+    show = job_commands.add_parser("show", parents=[home_option, json_option],
+                                   help="a job's state, final metrics and guardrails")
+    show.add_argument("job_id", type=int)
+    show.set_defaults(handler=cmd_jobs_show, without_store=True)
     job_commands.add_parser("run", parents=[home_option], help="run the queued jobs here, one after another"
                             ).set_defaults(handler=cmd_jobs_run)
 

@@ -44,6 +44,12 @@ KEY_METRIC_MARKS = ("accurac", "margin", "reward/mean", "rewards/mean", "reward_
 # Figures trainers log that say little about what was learnt.
 DIAGNOSTICS = ("mean_token_accuracy", "entropy", "num_tokens", "logits", "logps", "examples", "steps")
 
+# The guardrails every policy job measures at its end (rlhf.train.guard): their own plot
+# and their own columns in the models table.
+GUARD = "guard/"
+GUARD_PLOTTED = ("guard/heldout_accuracy", "guard/kl")
+GUARD_COLUMNS = {"held-out acc": "guard/heldout_accuracy", "KL": "guard/kl", "repetition": "guard/repetition"}
+
 ROW_WORDS = {"rankings": "rankings", "pairs": "preference pairs", "unpaired": "labelled completions",
              "sft": "demonstrations", "prompts": "prompts"}
 
@@ -259,6 +265,9 @@ def status_sentence(status: dict) -> str:
         parts.append(f"made {status['output_version']}")
     if status.get("error"):
         parts.append(status["error"])
+    guarded = guard_summary(status.get("final_metrics"))
+    if guarded:
+        parts.append(guarded)
     return " · ".join(parts)
 
 
@@ -331,7 +340,7 @@ def metric_names(metrics: pd.DataFrame) -> list[str]:
 def default_metric_names(names: list[str]) -> list[str]:
     """The method's key figures when logged (accuracy, margins, mean reward, KL), else every
     name that is not bookkeeping."""
-    learning = [name for name in names if not is_bookkeeping(name)]
+    learning = [name for name in names if not is_bookkeeping(name) and not name.startswith(GUARD)]
     key = [name for name in learning if any(mark in name for mark in KEY_METRIC_MARKS)
            and not any(word in name for word in DIAGNOSTICS)]
     return key or learning
@@ -352,6 +361,44 @@ def plot_frames(metrics: pd.DataFrame, chosen: list[str] | None = None) -> tuple
     return losses, others
 
 
+def guard_frame(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The guardrail figures (held-out accuracy, KL to the parent) in long format
+    step/value/name for their own plot: the parent's at step 0, the job's at its end."""
+    frame = metrics[["step", "value", "name"]] if not metrics.empty else metrics.reindex(columns=["step", "value",
+                                                                                                   "name"])
+    frame = frame[frame["name"].isin(GUARD_PLOTTED)].astype({"step": "int64", "value": "float64"})
+    return frame.sort_values(["name", "step"]).reset_index(drop=True)
+
+
+def stored_metrics(metrics: Any) -> dict:
+    """A version's or a job's metrics as a dict (stored as JSON text, or missing)."""
+    if isinstance(metrics, str):
+        try:
+            metrics = json.loads(metrics)
+        except ValueError:
+            return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def guard_summary(metrics: Any) -> str:
+    """A policy job's guardrails in one line: held-out accuracy, KL, repetition, then the
+    sentence when it moved too little or too far, or what could not be measured."""
+    metrics = stored_metrics(metrics)
+    parts = []
+    if "guard/heldout_accuracy" in metrics:
+        parts.append(f"held-out accuracy {metrics['guard/heldout_accuracy']:.2f}"
+                     f" on {int(metrics.get('guard/heldout_pairs', 0))} pairs")
+    if "guard/kl" in metrics:
+        parts.append(f"KL to parent {metrics['guard/kl']:.3g} nats")
+    if "guard/repetition" in metrics:
+        parts.append(f"repetition {metrics['guard/repetition']:.0%}")
+    words = ", ".join(parts)
+    for key in ("guard/verdict", "guard/note"):
+        if metrics.get(key):
+            words = f"{words}. {metrics[key]}" if words else str(metrics[key])
+    return words
+
+
 # -- model versions ---------------------------------------------------------------------------
 
 def metrics_summary(metrics: Any, limit: int = 4) -> str:
@@ -367,7 +414,7 @@ def metrics_summary(metrics: Any, limit: int = 4) -> str:
     if not isinstance(metrics, dict) or not metrics:
         return ""
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float))
-               and not isinstance(value, bool) and not is_bookkeeping(key)
+               and not isinstance(value, bool) and not is_bookkeeping(key) and not key.startswith(GUARD)
                and not any(word in key for word in DIAGNOSTICS)}
 
     def rank(key: str) -> tuple:
@@ -381,19 +428,31 @@ def metrics_summary(metrics: Any, limit: int = 4) -> str:
 def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None) -> pd.DataFrame:
     """Every version with its lineage: name, kind, status, parent, method, job, training
     metrics, and its newest automatic evaluation (`evaluations`: rlhf.compare.evaluate.version_summaries)."""
-    columns = ["name", "kind", "status", "parent", "method", "job", "metrics", "evaluation", "created_at"]
+    columns = ["name", "kind", "status", "parent", "method", "job", *GUARD_COLUMNS, "guardrail", "metrics",
+               "evaluation", "created_at"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
+    stored = [stored_metrics(m) for m in frame["metrics"]]
     table = pd.DataFrame({
         "name": frame["name"], "kind": frame["kind"], "status": frame["status"], "parent": frame["parent"],
         "method": frame["method"],
         "job": [f"#{int(j)}" if pd.notna(j) else "" for j in frame["job_id"]],
+        **{column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()},
+        "guardrail": [m.get("guard/verdict") or "" for m in stored],
         "metrics": [metrics_summary(m) for m in frame["metrics"]],
         "evaluation": [(evaluations or {}).get(name, "") for name in frame["name"]],
         "created_at": [format_time(value) for value in frame["created_at"]],
     })
     table = table.iloc[::-1].reset_index(drop=True)  # newest first
     return table.astype(object).where(table.notna(), "")
+
+
+def guard_figure(metrics: dict, key: str) -> str:
+    """One guardrail figure as the models table shows it ("" when not measured)."""
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return ""
+    return f"{value:.0%}" if key == "guard/repetition" else f"{value:.3g}"
 
 
 def model_list(frame: pd.DataFrame) -> list[dict]:

@@ -172,6 +172,7 @@ def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | 
     bar, log = progress_html(status), (status or {}).get("log_tail", "")
     seen["job"] = job_id
     losses, others = job_views.plot_frames(metrics, chosen)
+    guarded = job_views.guard_frame(metrics)
     active = job_views.anything_active(frame)
     return [
         gr.update(choices=job_views.job_choices(frame), value=job_id) if jobs_changed or pick_default
@@ -180,6 +181,7 @@ def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | 
         bar if fresh("bar", bar) else gr.skip(),
         losses if plots_changed else gr.skip(),
         others if plots_changed else gr.skip(),
+        guarded if plots_changed else gr.skip(),
         gr.update(choices=names, value=chosen) if plots_changed else gr.skip(),
         log if fresh("log", log) else gr.skip(),
         job_views.jobs_table(frame) if jobs_changed else gr.skip(),
@@ -301,6 +303,8 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
                                     elem_id="train-loss-plot")
             metrics_plot = gr.LinePlot(x="step", y="value", color="name", label="Metrics",
                                        elem_id="train-metrics-plot")
+            guard_plot = gr.LinePlot(x="step", y="value", color="name", elem_id="train-guard-plot",
+                                     label="Guardrails: held-out accuracy and KL to the parent (start and end)")
         metric_choice = gr.Dropdown([], multiselect=True, allow_custom_value=True, elem_id="train-metric-names",
                                     label="Metrics to plot (none chosen: the method's key ones)")
         log_box = gr.Textbox(label=f"Log (last {job_views.LOG_LINES} lines)", lines=12, max_lines=12,
@@ -319,8 +323,8 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         seen = gr.State({})
 
         form = [chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more]
-        watched = [job_choice, job_line, progress, loss_plot, metrics_plot, metric_choice, log_box, jobs_table,
-                   models_table, cancel_button, timer, seen]
+        watched = [job_choice, job_line, progress, loss_plot, metrics_plot, guard_plot, metric_choice, log_box,
+                   jobs_table, models_table, cancel_button, timer, seen]
 
         # the request comes first: Gradio cannot pass it after *values
         def on_open(request: gr.Request, base_value, reward_value, job_id, chosen):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rlhf.train import common
+from rlhf.train import common, guard
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.modeling.logprobs import completion_logprobs
@@ -47,7 +47,9 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     trainer = trl_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS,
                           ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
-    return {**metrics, **decided.metrics()}
+    checked = guard.report(inputs, "dpo", eval_frame, guard.prompts_of(eval_frame, train_frame,
+                                                                       limit=inputs.options.get("guard_prompts", 0)))
+    return {**metrics, **decided.metrics(), **checked}
 
 
 # -- measuring what a policy prefers -----------------------------------------------------

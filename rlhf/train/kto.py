@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from rlhf.train import common
+from rlhf.train import common, guard
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.train.plumbing import (
@@ -84,4 +84,6 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
     metrics.update({"train/desirable": float(n_desirable), "train/undesirable": float(n_undesirable),
                     **{f"train/{k}": float(v) for k, v in weights.items()}, **decided.metrics()})
+    prompts = guard.prompts_of(eval_frame, train_frame, limit=inputs.options.get("guard_prompts", 0))
+    metrics.update(guard.report(inputs, "kto", guard.kto_pairs(eval_frame), prompts))
     return metrics

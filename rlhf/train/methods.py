@@ -63,6 +63,19 @@ COMMON_OPTIONS = {
     "eval_fraction": Option(0.1, "share of comparisons held out for evaluation (split by comparison)"),
 }
 
+# The guardrails every policy job measures at its end (rlhf.train.guard): a few held-out
+# prompts and pairs, so that they cost seconds, not minutes.
+GUARD_OPTIONS = {
+    "guard_prompts": Option(8, "held-out prompts sampled once after training for the KL to the parent and the"
+                            " repetition rate (0: skip them)"),
+    "guard_max_new_tokens": Option(48, "tokens per guardrail sample"),
+    "guard_pairs": Option(64, "held-out pairs for the held-out (implicit reward) accuracy (0: skip it)"),
+    "max_kl": Option(20.0, "KL to the parent (nats per completion, sampled) above which the job says it moved"
+                     " too far"),
+    "max_repetition": Option(0.3, "share of sampled answers repeating themselves (over half their 4-grams"
+                             " repeated) above which the job says it moved too far"),
+}
+
 _OFFLINE_TRAINING = {"num_train_epochs": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
                      "max_length": 512, "warmup_steps": 0, "lr_scheduler_type": "linear", "seed": 0}
 
@@ -205,7 +218,8 @@ def method(name: str) -> Method:
 
 
 def options_of(spec: Method) -> dict[str, Option]:
-    return {**COMMON_OPTIONS, **spec.options}
+    guard = GUARD_OPTIONS if spec.kind == "policy" else {}
+    return {**COMMON_OPTIONS, **guard, **spec.options}
 
 
 def config_class(spec: Method) -> type:
@@ -314,7 +328,7 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 POSITIVE = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
             "max_length", "lora_r", "lora_alpha", "num_virtual_tokens", "beta", "num_generations",
-            "max_completion_length", "margin_scale")
+            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl")
 
 
 def _check_ranges(values: dict[str, Any]) -> None:
@@ -328,6 +342,11 @@ def _check_ranges(values: dict[str, Any]) -> None:
     if not 0 <= workers <= MAX_DATALOADER_WORKERS:
         raise SettingsError(f"dataloader_num_workers must be between 0 and {MAX_DATALOADER_WORKERS}, not {workers}:"
                             " each worker is another process on the machine the server runs on.")
+    for key in ("guard_prompts", "guard_pairs"):
+        if values.get(key, 0) < 0:
+            raise SettingsError(f"{key} must be 0 (skip) or more, not {values[key]}.")
+    if not 0 <= values.get("max_repetition", 0) <= 1:
+        raise SettingsError(f"max_repetition must be between 0 and 1, not {values['max_repetition']}.")
     if not 0 <= values.get("lora_dropout", 0) < 1:
         raise SettingsError(f"lora_dropout must be in [0, 1), not {values['lora_dropout']}.")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
-from typing import Any
+from typing import Any, Callable
 
-from rlhf.train import common
+from rlhf.train import common, guard
 from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
@@ -66,22 +66,26 @@ def _reference_dir(inputs: TrainInputs, policy, beta: float) -> None:
     policy.model.config._name_or_path = str(scratch)
 
 
-def train(inputs: TrainInputs, method: str) -> dict[str, float]:
+def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]] | None = None) -> dict[str, float]:
     """GRPO (`method="grpo"`) or RLOO (`"rloo"`) on the `prompt` column (messages), with the
-    reward model at `inputs.reward_path` as reward function. Returns train loss, the
+    reward model at `inputs.reward_path` as reward function, or `reward_fn` when given (a
+    TRL reward function, `reward_fn(prompts, completions, **columns) -> [float]`: a rule
+    to test learning against). Returns train loss, the
     reward curve (`train/reward_first`, `train/reward_last`, `train/reward_mean`), the
     final `train/kl` and `train/examples` (distinct prompts)."""
     config_class, trainer_class = _trl(method)
-    if inputs.reward_path is None:
+    if inputs.reward_path is None and reward_fn is None:
         raise TrainingError(f"{method.upper()} needs a reward model: train one (method reward) and choose it.")
     prompts = _prompts(inputs.data)
     if len(prompts) == 0:
         raise TrainingError(f"{method.upper()} needs at least one prompt to sample completions for.")
     policy = load_trl_policy(inputs)
-    inputs.reporter.progress(0, None, message="loading the reward model")
-    reward_model = loading.load_reward_model(inputs.reward_path)
-    reward_model.eval().requires_grad_(False)
-    reward_tokenizer = loading.load_tokenizer(inputs.reward_path)
+    reward_model, reward_tokenizer = reward_fn, None
+    if reward_fn is None:
+        inputs.reporter.progress(0, None, message="loading the reward model")
+        reward_model = loading.load_reward_model(inputs.reward_path)
+        reward_model.eval().requires_grad_(False)
+        reward_tokenizer = loading.load_tokenizer(inputs.reward_path)
     generations = int(inputs.config.get("num_generations") or 1)
     decided = common.plan(inputs, method, len(prompts), common.examples_per_step(inputs.config), "prompts",
                           samples_per_prompt=generations)
@@ -106,6 +110,8 @@ def train(inputs: TrainInputs, method: str) -> dict[str, float]:
         tidy(inputs.out_dir)
     metrics.update(_reward_curve(trainer))
     metrics.update(decided.metrics())
+    metrics.update(guard.report(inputs, method, None, guard.prompts_of(prompts,
+                                                                      limit=inputs.options.get("guard_prompts", 0))))
     return metrics
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from rlhf.preference.messages import as_messages, plain
 from rlhf.modeling.scoring import RewardScorer
-from rlhf.train import common
+from rlhf.train import common, guard
 from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
@@ -256,8 +256,9 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
 
     reporter.check_cancelled()
     policy.save(inputs.out_dir, inputs.base_path, merge=bool(inputs.options.get("merge", False)))
+    checked = guard.report(inputs, "ppo", None, prompts[: int(inputs.options.get("guard_prompts", 0))])
     return {**metrics, "reward/mean_first": first["reward/mean"], "objective/kl_first": first["objective/kl"],
-            **decided.metrics()}
+            **decided.metrics(), **checked}
 
 
 # -- the inputs ------------------------------------------------------------------------

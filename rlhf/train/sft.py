@@ -5,7 +5,7 @@ and/or top-ranked completions), with TRL's SFTTrainer (through :mod:`rlhf.train.
 from __future__ import annotations
 
 from rlhf.errors import TrainingError
-from rlhf.train import common
+from rlhf.train import common, guard
 from rlhf.train.common import TrainInputs
 from rlhf.train.plumbing import (
     conversational,
@@ -40,4 +40,6 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
-    return {**metrics, **decided.metrics()}
+    checked = guard.report(inputs, "sft", None, guard.prompts_of(eval_frame, train_frame,
+                                                                 limit=inputs.options.get("guard_prompts", 0)))
+    return {**metrics, **decided.metrics(), **checked}

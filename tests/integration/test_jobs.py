@@ -6,6 +6,7 @@ the store, the registered version with its card, and every way a job can end bad
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from storage import models
 from storage.comparisons import NewCompletion
 
 RLHF = Path(sys.executable).parent / "rlhf"
-TINY_SFT = {"max_steps": 2, "per_device_train_batch_size": 2}
+TINY_SFT = {"max_steps": 2, "per_device_train_batch_size": 2, "guard_prompts": 2, "guard_max_new_tokens": 4}
 
 RANKINGS = [  # (annotator, ranking) per comparison of K=3
     [("ana", "A > B > C"), ("bo", "A > B = C")],
@@ -541,3 +542,33 @@ def test_a_crash_while_registering_a_model_is_recovered_at_the_next_start(tiny_h
         registered = {row[0] for row in wb.store.cursor().execute("SELECT path FROM model_versions").fetchall()}
         on_disk = {str(p.relative_to(wb.home.root)) for p in wb.home.models_dir.iterdir() if p.is_dir()}
         assert on_disk == registered  # no directory without a version, no version without weights
+
+
+def test_a_policy_job_reports_its_guardrails_in_its_metrics_and_the_models_table(workbench, capsys):
+    from argparse import Namespace
+
+    from app import job_views
+    from app.cli import cmd_models
+
+    add_ranked(workbench)
+    jobs = Jobs(workbench.home, workbench.store)
+    job_id = jobs.submit(JobRequest("dpo", settings={"max_steps": 2, "per_device_train_batch_size": 2,
+                                                     "eval_fraction": 0.5, "guard_prompts": 3,
+                                                     "guard_max_new_tokens": 8}))
+    job = JobRunner(jobs).run(job_id)
+    assert job["status"] == "succeeded", jobs.log_text(job_id)
+    final = models.get(workbench.store.cursor(), f"dpo-{job_id}")["metrics"]
+    final = json.loads(final) if isinstance(final, str) else final
+    assert 0 <= final["guard/heldout_accuracy"] <= 1 and final["guard/heldout_pairs"] >= 1
+    assert math.isfinite(final["guard/kl"]) and 0 <= final["guard/repetition"] <= 1 and final["guard/prompts"] == 3
+    assert "Guardrails:" in jobs.log_text(job_id)
+    # the plot has the parent's figures at step 0 and the job's at its end
+    plotted = job_views.guard_frame(jobs.metrics(job_id))
+    assert set(plotted["name"]) == {"guard/heldout_accuracy", "guard/kl"} and sorted(set(plotted["step"]))[0] == 0
+    row = job_views.models_table(workbench.models()).iloc[0]
+    assert row["name"] == f"dpo-{job_id}" and row["held-out acc"] != "" and row["KL"] != "" and row["repetition"]
+    assert row["guardrail"] == final.get("guard/verdict", "")
+    cmd_models(workbench, Namespace(json=False))
+    assert "held-out acc" in capsys.readouterr().out
+    assert main(["jobs", "show", str(job_id), "--home", str(workbench.home.root)]) == 0
+    assert "Guardrails: held-out accuracy" in capsys.readouterr().out

@@ -1,9 +1,12 @@
 """The TRL policy trainers (SFT, DPO, KTO, GRPO, RLOO): each trains a step or two on the
 tiny random Llama and saves what it should (a LoRA or soft-prompt adapter, or full
 weights), on top of a LoRA version as well; too little data is refused in one sentence;
-a cancelled job saves nothing. Two integration tests on the real SmolLM2: DPO and KTO,
-trained on rankings with a hidden preference made up here, raise the policy's
-log-probability margin of the preferred over the other completion on held-out prompts."""
+a cancelled job saves nothing. Integration tests on the real SmolLM2, one per method
+family, that a short job moves a held-out measure beyond its noise (a no-op fails them):
+DPO, KTO and SFT, trained on rankings with a hidden preference made up here, raise the
+policy's log-probability margin of the preferred over the other completion on held-out
+prompts; GRPO, rewarded for answers that do not open with "The", lowers the chance of
+that opening on held-out questions."""
 
 from __future__ import annotations
 
@@ -64,8 +67,11 @@ def prompt_rows(n: int) -> pd.DataFrame:
     return pd.DataFrame([{"prompt": user_turn(f"Tell me about topic {i}."), "prompt_id": i} for i in range(n)])
 
 
-FAST = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 128}
-ONLINE_FAST = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8}
+# the guardrails run in every job, on two prompts of four tokens here
+TINY_GUARD = {"guard_prompts": 2, "guard_max_new_tokens": 4}
+FAST = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 128, **TINY_GUARD}
+ONLINE_FAST = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8,
+               **TINY_GUARD}
 
 
 def run(method: str, frame: pd.DataFrame, base: Path, out: Path, reward: Path | None = None,
@@ -327,8 +333,8 @@ def margins_before_and_after(method: str, train_frame: pd.DataFrame, held_out: p
     tokenizer = loading.load_tokenizer(base)
     before = dpo.logprob_margin(loading.load_causal_lm(base), tokenizer, held_out)
     torch.manual_seed(0)
-    config, options = resolve(method, overrides)
-    metrics = {"dpo": dpo, "kto": kto}[method].train(TrainInputs(train_frame, base, out, config, options))
+    config, options = resolve(method, {**SMALL_GUARD, **overrides})
+    metrics = {"dpo": dpo, "kto": kto, "sft": sft}[method].train(TrainInputs(train_frame, base, out, config, options))
     after = dpo.logprob_margin(loading.load_causal_lm(out), tokenizer, held_out)
     return before, after, metrics, time.monotonic() - started
 
@@ -337,6 +343,8 @@ def margins_before_and_after(method: str, train_frame: pd.DataFrame, held_out: p
 # little more than the forward passes (each test takes 25-45 s on two busy CPU cores);
 # fewer adapted weights take a higher learning rate than the all-linear default.
 FAST_LORA = {"learning_rate": 5e-4}
+# the guardrails on a few short samples: seconds, not the default's tens of seconds here
+SMALL_GUARD = {"guard_prompts": 4, "guard_max_new_tokens": 16}
 TOP_LAYERS = r".*layers\.(2[4-9])\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
 
 
@@ -370,3 +378,76 @@ def test_kto_raises_the_held_out_margin_of_a_hidden_preference(real_model_dir, t
     assert after.mean() > before.mean() + 0.5
     assert (after > before).mean() >= 0.75
     assert metrics["train/desirable"] > 0 and metrics["train/undesirable"] > 0
+
+
+@pytest.mark.integration
+def test_sft_raises_the_held_out_margin_of_an_imitated_habit(real_model_dir, tmp_path):
+    rng = random.Random(2)
+    certainly = lambda text: "Certainly! " + text  # noqa: E731
+    demonstrations = hidden_preference_pairs(TOPICS[:12], rng, certainly)  # the chosen answers: 24 to imitate
+    held_out = hidden_preference_pairs(TOPICS[-HELD_OUT:], rng, certainly)
+    demonstrations = demonstrations.assign(completion=demonstrations["chosen"])[["prompt", "completion",
+                                                                                  "comparison_id"]]
+    before, after, metrics, seconds = margins_before_and_after(
+        "sft", parquet_round_trip(demonstrations, tmp_path), held_out, real_model_dir, tmp_path / "model",
+        lora_target=TOP_LAYERS, **FAST_LORA)
+    print(f"SFT in {seconds:.0f} s: held-out margin {before.mean():.2f} -> {after.mean():.2f}; {metrics}")
+    assert after.mean() > before.mean() + 0.5
+    assert (after > before).mean() >= 0.75
+    assert "guard/kl" in metrics and "no preference pairs" in metrics["guard/note"]
+
+
+QUESTIONS = ["What is the capital of France?", "Name a primary colour.", "What is 2 + 2?", "Which animal barks?",
+             "What colour is the sky?", "How many legs does a spider have?", "What is the opposite of hot?",
+             "Name a fruit.",
+             # held out: never seen in training
+             "What is the capital of Italy?", "Name a vegetable.", "What is 3 + 3?", "Which animal meows?",
+             "What colour is grass?", "How many wheels does a bicycle have?", "What is the opposite of up?",
+             "Name a flower."]
+
+
+def briefly(question: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Answer briefly."}, *user_turn(question)]
+
+
+def opening_logprob(model_dir: Path, prompts: list[list[dict]], word: str = "The") -> np.ndarray:
+    """log p(the answer's first token is `word`'s | prompt) per prompt: one forward pass each."""
+    tokenizer, model = loading.load_tokenizer(model_dir), loading.load_causal_lm(model_dir)
+    token = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    values = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True,
+                                                return_tensors="pt")
+            values.append(float(torch.log_softmax(model(**ids).logits[0, -1].float(), dim=-1)[token]))
+    return np.array(values)
+
+
+@pytest.mark.integration
+def test_grpo_lowers_the_held_out_chance_of_a_disfavoured_opening(real_model_dir, tmp_path):
+    """SmolLM2 opens about two answers in three with "The" (see the PPO integration test);
+    GRPO rewarded for any other opening must make "The" less likely on questions it never
+    saw. Sized like the PPO test: 4-token answers, LoRA on the upper half of the layers, a
+    high learning rate."""
+    def not_the(prompts, completions, **columns):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [0.0 if text.strip().startswith("The") else 1.0 for text in texts]
+
+    train_prompts = [briefly(q) for q in QUESTIONS[:8]]
+    held_out = [briefly(q) for q in QUESTIONS[8:]]
+    started = time.monotonic()
+    before = opening_logprob(real_model_dir, held_out)
+    upper_half = r".*layers\.(1[5-9]|2[0-9])\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    config, options = resolve("grpo", {**SMALL_GUARD, "max_steps": 4, "per_device_train_batch_size": 8,
+                                       "num_generations": 4, "max_completion_length": 4, "learning_rate": 1e-3,
+                                       "temperature": 1.0, "lora_target": upper_half})
+    frame = parquet_round_trip(pd.DataFrame({"prompt": train_prompts}), tmp_path)
+    torch.manual_seed(0)
+    metrics = online.train(TrainInputs(frame, real_model_dir, tmp_path / "model", config, options), "grpo",
+                           reward_fn=not_the)
+    after = opening_logprob(tmp_path / "model", held_out)
+    print(f"GRPO in {time.monotonic() - started:.0f} s: held-out log p(The) {before.mean():.2f} ->"
+          f" {after.mean():.2f}; {metrics}")
+    assert after.mean() < before.mean() - 0.5
+    assert (after < before).mean() >= 0.75
+    assert metrics["guard/kl"] > 0 and "guard/heldout_accuracy" not in metrics
