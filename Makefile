@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
 PYTEST_ARGS ?=
+# Test files run in this many processes (pytest-xdist, whole files per worker, so a module's
+# server is started once); more than the cores only adds waiting. 0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast setup browser bench clean
 
@@ -36,10 +39,10 @@ run: setup
 	$(BIN)/rlhf serve --host $(HOST) --port $(PORT)
 
 test: setup browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'

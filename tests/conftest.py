@@ -282,6 +282,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture(scope="session")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
+    # a page's answer waits on the server's CPU (scrypt at sign-in, job workers, a second test
+    # worker): Playwright's 5 s default for assertions failed on two busy cores
+    sync_api.expect.set_options(timeout=20_000)
     with sync_api.sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield launched

@@ -360,8 +360,11 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
                    [base, reward, promote_choice, prompt_sets, annotators, rounds, *watched], **private)
         chosen_method.change(on_method, chosen_method, [help_line, reward, more, *widgets], **private)
         preview_button.click(on_preview, [*form, *widgets], launch_note, **private)
-        launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched], **private)
-        timer.tick(on_watch, [job_choice, metric_choice, seen], watched, **quiet)
+        watching = timer.tick(on_watch, [job_choice, metric_choice, seen], watched, **quiet)
+        # a tick in flight when Launch is pressed carries the previous job: landing after the
+        # launch's answer it switched the view back, so a launch cancels it
+        launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched],
+                            cancels=[watching], **private)
         gr.on([job_choice.input, metric_choice.input], on_watch, [job_choice, metric_choice, seen], watched, **quiet)
         refresh_button.click(on_refresh, [job_choice, metric_choice], watched, **private)
         jobs_table.select(job_from_table, jobs_table, job_choice, **private).then(

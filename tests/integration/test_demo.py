@@ -7,7 +7,11 @@ import json
 
 import pytest
 
+from safetensors.torch import load_file
+
 from app.cli import main
+from rlhf.bench.demo import DemoConfig, check, win_rate_against_base
+from rlhf.modeling.model_cache import ModelCache
 from rlhf.home import Home
 from rlhf.collect.workbench import Workbench
 
@@ -40,6 +44,19 @@ def test_one_round_demo_closes_the_loop(tmp_path, real_model_dir, capsys):
     assert "round 1: generating 4 comparisons of K=4 from base" in steps[0]
     assert "training a reward model on 4 rankings" in steps[1] and "with dpo" in steps[2]
     assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the figures printed are a tally of the held-out prompts, and judging again finds them
+    assert row["win_rate_vs_base"] == pytest.approx((row["wins"] + row["ties"] / 2) / 4)
+    config = DemoConfig(rounds=1, prompts_per_round=4, held_out=4, max_new_tokens=16)
+    with Workbench(Home(home.root)) as wb:
+        judged = win_rate_against_base(wb, row["policy_version"], check(config).with_noise(flip_prob=0.0, tie_prob=0.0), config,
+                                       ModelCache())
+        policy_path = wb.model_version(row["policy_version"]).path
+    assert (judged["wins"], judged["ties"], judged["losses"]) == (row["wins"], row["ties"], row["losses"])
+    # the trained policy is not the base: LoRA starts with B = 0, so a non-zero B was learned
+    adapter = load_file(policy_path / "adapter_model.safetensors")
+    lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
+    assert lora_b and any(tensor.abs().max() > 0 for tensor in lora_b)
 
 
 def test_demo_refuses_a_home_with_rankings_and_a_bad_annotator(tiny_home, capsys):
