@@ -8,7 +8,7 @@ end the store is opened and checked against what the server acknowledged: nothin
 nothing stored twice, no comparison over its overlap, every ranking with its ranks.
 
 Reference in the same run: a trivial Gradio endpoint behind the same login
-(`rlhf.bench.trivial_server`), driven by the same clients, gives Gradio's own floor of
+(`app/trivial_server.py`, Gradio being the app layer's), driven by the same clients, gives Gradio's own floor of
 server CPU per call. Figures, never assertions: the machine is shared.
 """
 
@@ -329,7 +329,7 @@ def measure_reference(settings: LoadSettings, root: Path, calls: int) -> dict:
     """The same clients against the trivial endpoint, over as many calls as the
     workbench's steady window had."""
     port = free_port()
-    server = Server([sys.executable, "-m", "rlhf.bench.trivial_server", "--port", str(port), "--password", PASSWORD],
+    server = Server([sys.executable, "-m", "app.trivial_server", "--port", str(port), "--password", PASSWORD],
                     port, root / "trivial.log")
     server.start()
     tally = Tally()
