@@ -59,6 +59,19 @@ class Home:
     def model_dir(self, version: str) -> Path:
         return self.models_dir / version
 
+    def link_base_model(self, model_dir: Path) -> Path:
+        """Make `model_dir` this home's base model by hard links (no disk, no time: a test
+        suite once wrote gigabytes of model copies), copying only where links cannot be made."""
+        import shutil
+
+        def link_or_copy(source: str, destination: str) -> None:
+            try:
+                os.link(source, destination)
+            except OSError:
+                shutil.copy2(source, destination)
+
+        return Path(shutil.copytree(model_dir, self.model_dir(BASE_VERSION), copy_function=link_or_copy))
+
     def prepare(self) -> None:
         """Create the layout, readable by its owner only (the database holds password
         hashes and everyone's rankings); a home that cannot be written to is refused up front."""

@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when 
 
 from helpers import save_reward_model  # noqa: E402
 from rlhf.collect.workbench import Workbench  # noqa: E402
-from rlhf.home import BASE_VERSION, Home, ensure_default_model  # noqa: E402
+from rlhf.home import Home, ensure_default_model  # noqa: E402
 
 FOLDER_MARKERS = ("unit", "api", "browser", "integration")
 
@@ -95,20 +95,12 @@ def tiny_model_dir(tmp_path_factory, real_model_dir) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), real_model_dir)
 
 
-def link_or_copy(source: str, destination: str) -> None:
-    """Hard links cost no disk and no time (the suite once wrote gigabytes of model copies)."""
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
-
-
 def make_home(root: Path, model_dir: Path) -> Home:
     """A home whose base model is `model_dir` (linked, not copied), initialised with the
     default prompts."""
     home = Home(root)
     home.prepare()
-    shutil.copytree(model_dir, home.model_dir(BASE_VERSION), copy_function=link_or_copy)
+    home.link_base_model(model_dir)
     with Workbench(home) as wb:
         wb.init()
     return home

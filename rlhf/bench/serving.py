@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -15,22 +14,12 @@ from rlhf.home import Home
 def fresh_home(model_dir: Path) -> Path:
     """A home as `rlhf init` leaves it, in a temporary directory, with its base model linked
     from `model_dir` (copied where links cannot be made) rather than converted again."""
-    import shutil
     import tempfile
-
-    from rlhf.home import BASE_VERSION
 
     root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
     home = Home(root)
     home.prepare()
-
-    def link_or_copy(source, destination):
-        try:
-            os.link(source, destination)
-        except OSError:
-            shutil.copy2(source, destination)
-
-    shutil.copytree(model_dir, home.model_dir(BASE_VERSION), copy_function=link_or_copy)
+    home.link_base_model(model_dir)
     return root
 
 
