@@ -10,6 +10,8 @@ lines, errors and anything a worker wrote are shown as text, never as HTML.
 from __future__ import annotations
 
 import html
+import threading
+from collections import OrderedDict
 
 import gradio as gr
 import pandas as pd
@@ -35,6 +37,33 @@ KEYS = list(SETTINGS)
 
 
 # -- handlers -----------------------------------------------------------------------
+
+
+class ViewedJobs:
+    """Which job each open page (Gradio session) shows, kept on the server.
+
+    A timer tick carries the job box's value from the moment it fired: one fired just
+    before a launch answered would switch the view back to the previous job. So every
+    choice (a launch, the job box, the table, opening the tab) is recorded here with a
+    generation number; a tick shows the recorded job and drops its answer when a choice
+    came in while it ran. Only the newest `size` pages are remembered."""
+
+    def __init__(self, size: int = 256):
+        self._views: OrderedDict[str, tuple[int | None, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def choose(self, page: str, job_id: int | None) -> None:
+        with self._lock:
+            generation = self._views.pop(page, (None, 0))[1] + 1
+            self._views[page] = (job_id, generation)
+            while len(self._views) > self._size:
+                self._views.popitem(last=False)
+
+    def current(self, page: str) -> tuple[int | None, int]:
+        """(the recorded job or None, its generation)."""
+        with self._lock:
+            return self._views.get(page, (None, 0))
 
 
 def setting_info(setting: job_views.Setting, default) -> str:
@@ -326,9 +355,17 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
         watched = [job_choice, job_line, progress, loss_plot, metrics_plot, guard_plot, metric_choice, log_box,
                    jobs_table, models_table, cancel_button, timer, seen]
 
+        views = ViewedJobs()
+
+        def shown(request: gr.Request, outputs: list) -> list:
+            """Record the job a view shows (the `seen` state, last, holds it) for the ticks."""
+            views.choose(request.session_hash, outputs[-1]["job"])
+            return outputs
+
         # the request comes first: Gradio cannot pass it after *values
         def on_open(request: gr.Request, base_value, reward_value, job_id, chosen):
-            return open_tab(service, jobs, base_value, reward_value, job_id, chosen, request)
+            outputs = open_tab(service, jobs, base_value, reward_value, job_id, chosen, request)
+            return [*outputs[:-len(watched)], *shown(request, outputs[-len(watched):])]
 
         def on_method(name):
             return method_changed(name)
@@ -340,13 +377,20 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
             note, job_id = launch_job(service, jobs, *values[: len(form)], values[len(form):], request)
             if job_id is None:
                 return [note, *[gr.skip()] * len(watched)]
-            return [note, *watch(service, jobs, job_id, chosen, None, request)]
+            return [note, *shown(request, watch(service, jobs, job_id, chosen, None, request))]
 
         def on_watch(request: gr.Request, job_id, chosen, seen_now):
-            return watch(service, jobs, job_id, chosen, seen_now, request)
+            return shown(request, watch(service, jobs, job_id, chosen, seen_now, request))
+
+        def on_tick(request: gr.Request, job_id, chosen, seen_now):
+            recorded, generation = views.current(request.session_hash)
+            outputs = watch(service, jobs, job_id if recorded is None else recorded, chosen, seen_now, request)
+            if views.current(request.session_hash)[1] != generation:
+                return [gr.skip()] * len(watched)  # a newer choice answered meanwhile
+            return outputs
 
         def on_refresh(request: gr.Request, job_id, chosen):
-            return watch(service, jobs, job_id, chosen, None, request)
+            return shown(request, watch(service, jobs, job_id, chosen, None, request))
 
         def on_cancel(job_id, request: gr.Request):
             return cancel_job(service, jobs, job_id, request)
@@ -360,11 +404,8 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
                    [base, reward, promote_choice, prompt_sets, annotators, rounds, *watched], **private)
         chosen_method.change(on_method, chosen_method, [help_line, reward, more, *widgets], **private)
         preview_button.click(on_preview, [*form, *widgets], launch_note, **private)
-        watching = timer.tick(on_watch, [job_choice, metric_choice, seen], watched, **quiet)
-        # a tick in flight when Launch is pressed carries the previous job: landing after the
-        # launch's answer it switched the view back, so a launch cancels it
-        launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched],
-                            cancels=[watching], **private)
+        timer.tick(on_tick, [job_choice, metric_choice, seen], watched, **quiet)
+        launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched], **private)
         gr.on([job_choice.input, metric_choice.input], on_watch, [job_choice, metric_choice, seen], watched, **quiet)
         refresh_button.click(on_refresh, [job_choice, metric_choice], watched, **private)
         jobs_table.select(job_from_table, jobs_table, job_choice, **private).then(
