@@ -18,18 +18,12 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from app import api, headers  # noqa: E402
 from app.body_limit import BodyLimit  # noqa: E402
+from app.context import AppContext  # noqa: E402
 from app.render import RenderedText  # noqa: E402
-from app.session import SignIn  # noqa: E402
 from app.tabs import annotate, compare, comparisons, data, queue, train, users  # noqa: E402
-from rlhf.collect.annotation import Annotation  # noqa: E402
 from rlhf.auth import STAFF, AccountSettings, PermissionDenied, session_user  # noqa: E402
-from rlhf.collect import exports  # noqa: E402
-from rlhf.compare.service import Compare  # noqa: E402
-from rlhf.jobs.runner import JobRunner
-from rlhf.jobs.service import Jobs  # noqa: E402
+from rlhf.jobs.runner import JobRunner  # noqa: E402
 from rlhf.limits import LIMITS  # noqa: E402
-from rlhf.collect.pregenerate import PreGenerator  # noqa: E402
-from rlhf.collect.reports import Reports  # noqa: E402
 from rlhf.modeling.sampler_process import SamplerProcess  # noqa: E402
 from rlhf.collect.workbench import Workbench  # noqa: E402
 
@@ -44,12 +38,7 @@ SAMPLER_STOP_SECONDS = 2     # the sampling child: asked, then terminated
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jobs: Jobs,
-              research: SamplerProcess | None, sign_in: SignIn) -> gr.Blocks:
-    # one per app: the tab and the API share open battles; side by side, battles and
-    # evaluations sample for seconds to minutes, so they run in `research`, a sampling
-    # process of their own (pre-generation goes on in its own meanwhile)
-    comparer = Compare(wb, sampler=research)
+def build_app(ctx: AppContext) -> gr.Blocks:
     # Gradio's copies of the files it serves (exports) go after the same hour as ours
     with gr.Blocks(title=TITLE, delete_cache=(300, LIMITS.export_ttl_s)) as app:
         with gr.Row():
@@ -57,19 +46,19 @@ def build_app(wb: Workbench, service: Annotation, pregenerator: PreGenerator, jo
             user_line = RenderedText(elem_id="user-line")
             gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tabs():
-            load_item, item_outputs = annotate.build(service, pregenerator)
-            research_tabs = [queue.build(service, pregenerator), data.build(service, Reports(wb), pregenerator),
-                             comparisons.build(service), train.build(service, jobs), compare.build(service, comparer)]
-            _, users_tab = users.build(service, sign_in)
-        api.register(service, pregenerator)
-        api.register_jobs(service, jobs)
-        api.register_compare(service, comparer)
+            load_item, item_outputs = annotate.build(ctx)
+            research_tabs = [queue.build(ctx), data.build(ctx), comparisons.build(ctx), train.build(ctx),
+                             compare.build(ctx)]
+            _, users_tab = users.build(ctx)
+        api.register(ctx)
+        api.register_jobs(ctx)
+        api.register_compare(ctx)
 
         def who(request: gr.Request):
             """Who is signed in; researchers' tabs are shown to researchers and admins (the
             handlers behind them check the role again on every call)."""
             try:
-                user = session_user(wb.store, request.username)
+                user = session_user(ctx.wb.store, request.username)
             except PermissionDenied as refused:  # disabled, or must choose a new password first
                 return [str(refused), *[gr.update(visible=False) for _ in research_tabs], gr.update(visible=False)]
             line = f"Signed in as **{user.name}** ({user.role})"
@@ -117,19 +106,15 @@ def _stop_within(seconds: float, app: gr.Blocks, runner: JobRunner, samplers: li
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860,
           accounts: AccountSettings = AccountSettings()) -> None:
     """Serve until interrupted; server.json in the home tells other processes where."""
-    service = Annotation(wb)
-    pregenerator = PreGenerator(service)
-    jobs = Jobs(wb.home, wb.store)
-    runner = JobRunner(jobs)
-    research = SamplerProcess()
-    sweeper = exports.Sweeper(wb.home)
-    sign_in = SignIn(service, accounts)
-    app = build_app(wb, service, pregenerator, jobs, research, sign_in)
+    # side by side, battles and evaluations sample for seconds to minutes, so they run in a
+    # sampling process of their own (pre-generation goes on in its own meanwhile)
+    ctx = AppContext.create(wb, research=SamplerProcess(), accounts=accounts)
+    app = build_app(ctx)
     url = f"http://{host}:{port}"
     wb.home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": url}))
-    pregenerator.start()
-    runner.start()
-    sweeper.start()
+    ctx.pregenerator.start()
+    ctx.runner.start()
+    ctx.sweeper.start()
     stopping = threading.Event()  # set by SIGTERM (a service manager) or SIGINT (Ctrl-C)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -139,21 +124,21 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 7860,
         # CSP and friends on every response, the 413 included
         middleware = [*headers.middleware(),
                       Middleware(BodyLimit, max_bytes=LIMITS.body_bytes, upload_bytes=LIMITS.upload_bytes),
-                      sign_in.gate()]
+                      ctx.sign_in.gate()]
         app.launch(server_name=host, server_port=port, show_error=True, quiet=True, prevent_thread_lock=True,
-                   auth=_gradio_login_refused, auth_message=sign_in.rules(),
+                   auth=_gradio_login_refused, auth_message=ctx.sign_in.rules(),
                    css_paths=[os.path.join(STATIC, "workbench.css")], head=f"<script>{shortcuts}</script>",
                    max_file_size=LIMITS.upload_bytes, allowed_paths=[str(wb.home.exports_dir)],
                    app_kwargs={"middleware": middleware})
-        sign_in.install(app.server_app)
+        ctx.sign_in.install(app.server_app)
         print(f"Serving the workbench at {url} (home {wb.home.root}); sign in there. Ctrl-C stops.", flush=True)
         while not stopping.is_set():
             time.sleep(0.2)
         print("Stopping the workbench.", flush=True)
     finally:
-        sign_in.close()
-        sweeper.stop()
-        _stop_within(STOP_SECONDS, app, runner, [pregenerator.stop, research.close], wb.home.server_file)
+        ctx.sign_in.close()
+        ctx.sweeper.stop()
+        _stop_within(STOP_SECONDS, app, ctx.runner, [ctx.pregenerator.stop, ctx.research.close], wb.home.server_file)
         wb.home.server_file.unlink(missing_ok=True)
     _exit_without_teardown(wb)
 

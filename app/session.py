@@ -1,6 +1,6 @@
-"""Who is asking, and how refusals reach the page: shared by every tab.
+"""How refusals reach the page (shared by every tab), and the server's side of signing in.
 
-Also the server's side of signing in. Gradio keeps sign-ins as random tokens in the
+Gradio keeps sign-ins as random tokens in the
 `tokens` dict of its FastAPI app (token -> user name, read on every request through its
 cookie) and calls an `auth` callable from its `/login` route on the event loop. We put
 our own `/login` route in its place (the password check runs in a small thread pool,
@@ -24,9 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from rlhf.collect.annotation import Annotation
-from rlhf.auth import (AccountSettings, AuthError, LoginGuard, PermissionDenied, User, authenticate, require_role,
-                       session_user)
+from rlhf.auth import AccountSettings, AuthError, LoginGuard, PermissionDenied, User, authenticate, session_user
 from rlhf.errors import UserError
 from rlhf.collect.formats import FormatError
 from rlhf.limits import LIMITS
@@ -39,19 +37,6 @@ REFUSALS = (UserError, RankingError, FormatError, PermissionDenied)
 REQUESTS = {"concurrency_limit": LIMITS.request_concurrency}
 RESEARCH_SAMPLING = {"concurrency_id": "research-sampling", "concurrency_limit": LIMITS.research_concurrency}
 MAX_NAME_CHARS, MAX_PASSWORD_CHARS = 64, 1024  # checked before hashing: scrypt of a huge string is work
-
-
-def current_user(service: Annotation, request: gr.Request | None, *roles: str,
-                 changing_password: bool = False) -> User:
-    """The logged-in user (from Gradio's auth cookie, never from the request body), looked
-    up in the store on every request (a disabled account, or one that must first choose a
-    new password, is refused), and refused unless they hold one of `roles` (any role when
-    none are named)."""
-    name = getattr(request, "username", None) if request is not None else None
-    with user_error():
-        user = session_user(service.wb.store, name, changing_password=changing_password)
-        require_role(user, *(roles or ("annotator", "researcher", "admin")))
-    return user
 
 
 def as_text(message: str) -> str:
@@ -149,8 +134,8 @@ class _HoldSignInsUntil:
 class SignIn:
     """The server's sign-in: throttled, checked off the event loop, ending in a session token."""
 
-    def __init__(self, service: Annotation, settings: AccountSettings = AccountSettings()):
-        self.store = service.wb.store
+    def __init__(self, store, settings: AccountSettings = AccountSettings()):
+        self.store = store
         self.settings = settings
         self.guard = LoginGuard(settings)
         self.tokens = SessionTokens(3600 * settings.idle_hours)

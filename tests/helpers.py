@@ -16,6 +16,16 @@ DATA = Path(__file__).parent / "data"
 
 # -- a served workbench's users ----------------------------------------------------------
 
+def app_context(wb: Workbench, **parts):
+    """The app's context on `wb` as `serve()` builds it (nothing started), with `parts`
+    (an annotation service, a pre-generator with a fake sampler, ...) in place."""
+    from dataclasses import replace
+
+    from app.context import AppContext
+
+    return replace(AppContext.create(wb), **parts)
+
+
 def password(name: str) -> str:
     """The password every test user is created with."""
     return f"{name}-secret-pw"

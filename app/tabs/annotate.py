@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from app.context import AppContext
 from app.render import RenderedText
 from rlhf.collect import suggestions
-from app.session import REQUESTS, current_user, refusal, user_error
-from rlhf.collect.annotation import Annotation, Item, Submission
+from app.session import REQUESTS, refusal, user_error
+from rlhf.collect.annotation import Item, Submission
 from rlhf.limits import LIMITS
-from rlhf.collect.pregenerate import PreGenerator
 from rlhf.preference.ranking import RankingError, letters, parse_ranking, ranking_from_ranks
 from rlhf.modeling.sampling import MAX_K
 
@@ -87,9 +87,9 @@ def selected_ranks(shown: Shown | None, *ranks):
     return [canonical, f"Ranking: `{canonical}`", gr.update(interactive=True)]
 
 
-def cleared_details(service: Annotation) -> list:
+def cleared_details(ctx: AppContext) -> list:
     """Marks, flags, ratings, 'none acceptable' and the comment, back to empty."""
-    ratings = [None] * (MAX_K * len(service.config.dimensions))
+    ratings = [None] * (MAX_K * len(ctx.annotation.config.dimensions))
     return [*["—"] * MAX_K, *["—"] * MAX_K, *ratings, False, ""]
 
 
@@ -104,17 +104,17 @@ def suggestion_update(item: Item | None):
         "rank as you judge. It is not filled in for you.*"))
 
 
-def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | None, notice: str = ""):
+def item_updates(ctx: AppContext, item: Item | None, notice: str = ""):
     """Every component's new state for showing `item` (or the empty-queue message); the
     suggestion box comes last."""
     if item is None:
-        status = pregenerator.status()
+        status = ctx.pregenerator.status()
         waiting = (f"No comparison is waiting for you right now. Generation: **{status['state']}**, "
                    f"{status['ready']} ready of {status['target']} wanted. This page checks again every few seconds.")
         hidden = [gr.update(visible=False)] * MAX_K
         return [None, notice or waiting, "", *hidden, *[gr.update(value=None) for _ in range(MAX_K)],
                 *[gr.update(value="") for _ in range(MAX_K)], "", "", gr.update(interactive=False),
-                gr.update(visible=False), "", *cleared_details(service), suggestion_update(None)]
+                gr.update(visible=False), "", *cleared_details(ctx), suggestion_update(None)]
     k = len(item.completions)
     columns = [gr.update(visible=i < k) for i in range(MAX_K)]
     selectors = [gr.update(choices=list(range(1, k + 1)), value=None, label=f"Rank of {letters(k)[i]}" if i < k
@@ -127,24 +127,24 @@ def item_updates(service: Annotation, pregenerator: PreGenerator, item: Item | N
               f"guidelines v{item.guidelines_version}")
     return [Shown(item.handout, k), header, item.prompt, *columns, *selectors,
             *texts, "", ranking_hint(k),
-            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(service),
+            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(ctx),
             suggestion_update(item)]
 
 
-def load_next(service: Annotation, pregenerator: PreGenerator, request: gr.Request, notice: str = ""):
-    user = current_user(service, request)
+def load_next(ctx: AppContext, request: gr.Request, notice: str = ""):
+    user = ctx.user(request)
     with user_error():
-        return item_updates(service, pregenerator, service.next_item(user), notice)
+        return item_updates(ctx, ctx.annotation.next_item(user), notice)
 
 
-def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, text: str, none_acceptable: bool, better_answer: str,
+def submit(ctx: AppContext, shown: Shown | None, text: str, none_acceptable: bool, better_answer: str,
            comment: str, details: list, request: gr.Request):
-    user = current_user(service, request)
+    user = ctx.user(request)
     if shown is None:
         raise refusal("There is nothing to submit: wait for the next comparison.")
     k = shown.k
     marks, flags, ratings = details[:MAX_K], details[MAX_K: 2 * MAX_K], details[2 * MAX_K:]
-    dimensions = service.config.dimensions
+    dimensions = ctx.annotation.config.dimensions
     abc = letters(k)
     submission = Submission(
         handout=shown.handout,
@@ -158,36 +158,36 @@ def submit(service: Annotation, pregenerator: PreGenerator, shown: Shown | None,
         comment=comment.strip() or None,
     )
     with user_error():
-        result, item = service.submit_and_next(user, submission)
-        return item_updates(service, pregenerator, item, notice=f"Saved **{result['ranking']}**.")
+        result, item = ctx.annotation.submit_and_next(user, submission)
+        return item_updates(ctx, item, notice=f"Saved **{result['ranking']}**.")
 
 
-def skip(service: Annotation, pregenerator: PreGenerator, shown: Shown | None, reason: str | None, request: gr.Request):
-    user = current_user(service, request)
+def skip(ctx: AppContext, shown: Shown | None, reason: str | None, request: gr.Request):
+    user = ctx.user(request)
     if shown is None:
         raise refusal("There is nothing to skip.")
     with user_error():
-        service.skip(user, shown.handout, reason or SKIP_REASONS[-1])
-    return load_next(service, pregenerator, request, notice="Skipped.")
+        ctx.annotation.skip(user, shown.handout, reason or SKIP_REASONS[-1])
+    return load_next(ctx, request, notice="Skipped.")
 
 
-def guidelines_markdown(service: Annotation) -> str:
-    version, text = service.guidelines()
+def guidelines_markdown(ctx: AppContext) -> str:
+    version, text = ctx.annotation.guidelines()
     return f"*Guidelines version {version}*\n\n{text}"
 
 
 # -- layout -------------------------------------------------------------------------
 
 
-def build(service: Annotation, pregenerator: PreGenerator):
+def build(ctx: AppContext):
     """Lay the tab out; returns (page-load handler, its outputs) for the app to wire."""
-    dimensions = service.config.dimensions
+    dimensions = ctx.annotation.config.dimensions
     with gr.Tab("Annotate", id="annotate"):
         shown = gr.State(None)
         with gr.Row():
             header = RenderedText(elem_id="progress")
         with gr.Accordion("Guidelines and shortcuts", open=False, elem_id="guidelines"):
-            RenderedText(lambda: guidelines_markdown(service), elem_id="guidelines-text")
+            RenderedText(lambda: guidelines_markdown(ctx), elem_id="guidelines-text")
             gr.Markdown(SHORTCUTS)
         gr.Markdown("#### Prompt")
         prompt = RenderedText(elem_id="prompt")
@@ -226,19 +226,19 @@ def build(service: Annotation, pregenerator: PreGenerator):
                         better_answer, *details, none_acceptable, comment, suggestion]
 
         def on_load(request: gr.Request):
-            return load_next(service, pregenerator, request)
+            return load_next(ctx, request)
 
         def on_poll(current, request: gr.Request):
             if current is not None:
                 return [gr.skip()] * len(item_outputs)
-            return load_next(service, pregenerator, request)
+            return load_next(ctx, request)
 
         # the request comes first: Gradio cannot pass it after *rest
         def on_submit(request: gr.Request, current, text, none_ok, better, note, *rest):
-            return submit(service, pregenerator, current, text, none_ok, better, note, list(rest), request)
+            return submit(ctx, current, text, none_ok, better, note, list(rest), request)
 
         def on_skip(current, reason, request: gr.Request):
-            return skip(service, pregenerator, current, reason, request)
+            return skip(ctx, current, reason, request)
 
         # .change, not .input: Gradio's Textbox fires .input on keypress only (Backspace, a
         # paste and the keyboard shortcuts of shortcuts.js went unseen) and drops keystrokes

@@ -16,13 +16,13 @@ import math
 import gradio as gr
 import pandas as pd
 
+from app.context import AppContext
 from app.render import RenderedText
-from app.session import REFUSALS, RESEARCH_SAMPLING, current_user, refusal, user_error
+from app.session import REFUSALS, RESEARCH_SAMPLING, refusal, user_error
 from rlhf.compare import evaluate
 from rlhf.collect import exports
-from rlhf.collect.annotation import Annotation
 from rlhf.auth import STAFF
-from rlhf.compare.service import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS, Compare
+from rlhf.compare.service import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS
 from rlhf.home import BASE_VERSION
 from rlhf.limits import LIMITS, check_text
 from rlhf.collect.workbench import DEFAULT_PROMPT_SET, active_policy, versions_of
@@ -187,27 +187,27 @@ def _choice(value):
     return None if value in (None, "", NO_REWARD, NEWEST_REWARD, ANY_SET) else value
 
 
-def leaderboard_view(service: Annotation, compare: Compare, request: gr.Request):
+def leaderboard_view(ctx: AppContext, request: gr.Request):
     """The leaderboard, the heat map and the votes per pair."""
-    current_user(service, request, *STAFF)
-    return [leaderboard_table(compare.leaderboard(rounds=BOOTSTRAP_ROUNDS)), heatmap_html(compare.win_rates()),
-            compare.pair_counts()]
+    ctx.user(request, *STAFF)
+    return [leaderboard_table(ctx.compare.leaderboard(rounds=BOOTSTRAP_ROUNDS)), heatmap_html(ctx.compare.win_rates()),
+            ctx.compare.pair_counts()]
 
 
-def evaluation_view(service: Annotation, compare: Compare, request: gr.Request):
+def evaluation_view(ctx: AppContext, request: gr.Request):
     """The evaluations table and the per-version plots."""
-    current_user(service, request, *STAFF)
-    figures = compare.version_figures()
+    ctx.user(request, *STAFF)
+    figures = ctx.compare.version_figures()
     latest = version_figures(figures)
-    return [evaluations_table(compare.evaluations()), bar_update(latest, "mean_reward"), bar_update(latest, "kl"),
+    return [evaluations_table(ctx.compare.evaluations()), bar_update(latest, "mean_reward"), bar_update(latest, "kl"),
             bar_update(latest, "mean_length"), scatter_update(figures)]
 
 
-def open_tab(service: Annotation, compare: Compare, chosen: dict, request: gr.Request):
+def open_tab(ctx: AppContext, chosen: dict, request: gr.Request):
     """Fresh choices (keeping what is chosen when it still exists), the leaderboard and the
     evaluations."""
-    current_user(service, request, *STAFF)
-    frame, sets = service.wb.models(), compare.prompt_sets()
+    ctx.user(request, *STAFF)
+    frame, sets = ctx.wb.models(), ctx.compare.prompt_sets()
     policies, rewards = versions_of(frame, "policy"), versions_of(frame, "reward")
 
     def pick(key, options, fallback=None):
@@ -236,26 +236,26 @@ def open_tab(service: Annotation, compare: Compare, chosen: dict, request: gr.Re
         gr.update(choices=policies, value=pick("eval_reference", policies,
                                                BASE_VERSION if BASE_VERSION in policies else first)),
         gr.update(choices=sets, value=pick("eval_set", sets, default_set)),
-        *leaderboard_view(service, compare, request),
-        *evaluation_view(service, compare, request),
+        *leaderboard_view(ctx, request),
+        *evaluation_view(ctx, request),
     ]
 
 
-def prompt_choices(service: Annotation, compare: Compare, prompt_set, request: gr.Request):
+def prompt_choices(ctx: AppContext, prompt_set, request: gr.Request):
     """The prompts of the chosen set to pick from (id and the start of the text)."""
-    current_user(service, request, *STAFF)
+    ctx.user(request, *STAFF)
     if not prompt_set:
         return gr.update(choices=[], value=None)
     with user_error():
-        frame = compare.set_prompts(prompt_set, PROMPTS_LISTED)
+        frame = ctx.compare.set_prompts(prompt_set, PROMPTS_LISTED)
     choices = [(f"#{row.id} · {' '.join(row.text.split())[:90]}", int(row.id)) for row in frame.itertuples()]
     return gr.update(choices=choices, value=None)
 
 
-def side_by_side(service: Annotation, compare: Compare, version_a, version_b, typed, prompt_id, prompt_set, reward,
+def side_by_side(ctx: AppContext, version_a, version_b, typed, prompt_id, prompt_set, reward,
                  max_new_tokens, temperature, seed, request: gr.Request):
     """Both versions answer the typed prompt (or the chosen one): [prompt, answer A, answer B]."""
-    current_user(service, request, *STAFF)
+    ctx.user(request, *STAFF)
     if not (typed and typed.strip()) and prompt_id in (None, ""):
         raise refusal("Type a prompt, or choose one from a prompt set.")
     with user_error():
@@ -265,21 +265,21 @@ def side_by_side(service: Annotation, compare: Compare, version_a, version_b, ty
     if seed and not seed.lstrip("-").isdigit():
         raise refusal(f"The seed must be a whole number, not {seed!r}.")
     with user_error():
-        shown = compare.side_by_side(version_a, version_b, typed, None if typed and typed.strip() else prompt_id,
+        shown = ctx.compare.side_by_side(version_a, version_b, typed, None if typed and typed.strip() else prompt_id,
                                      None, _choice(reward), max_new_tokens, temperature, int(seed) if seed else None)
     return [prompt_markdown(shown["prompt"]),
             answer_markdown(shown["a"]["version"], shown["a"]["text"], _figures(shown["a"])),
             answer_markdown(shown["b"]["version"], shown["b"]["text"], _figures(shown["b"]))]
 
 
-def new_battle(service: Annotation, compare: Compare, mode, version_x, version_y, typed, prompt_set, max_new_tokens,
+def new_battle(ctx: AppContext, mode, version_x, version_y, typed, prompt_set, max_new_tokens,
                request: gr.Request):
     """Open a blind battle: [battle token, prompt, answer A, answer B, reveal line, 4 vote buttons]."""
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     chosen = mode == CHOSEN_PAIR
     with user_error():
         check_text("prompt", typed, LIMITS.prompt_chars)
-        battle = compare.start_battle(user, version_x if chosen else None, version_y if chosen else None,
+        battle = ctx.compare.start_battle(user, version_x if chosen else None, version_y if chosen else None,
                                       typed if typed and typed.strip() else None, None, _choice(prompt_set),
                                       max_new_tokens)
     how = "the least-played pair" if battle["chosen_by"] == "least_played" else "the pair you chose"
@@ -289,46 +289,45 @@ def new_battle(service: Annotation, compare: Compare, mode, version_x, version_y
             *[gr.update(interactive=True) for _ in VOTE_BUTTONS]]
 
 
-def cast_vote(service: Annotation, compare: Compare, token, vote: str, request: gr.Request):
+def cast_vote(ctx: AppContext, token, vote: str, request: gr.Request):
     """Store the vote and reveal the names: [token (cleared), reveal line, 4 buttons,
     leaderboard, heat map, pairs]."""
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     if not token:
         raise refusal("Start a battle first.")
     with user_error():
-        result = compare.vote(user, token, vote)
+        result = ctx.compare.vote(user, token, vote)
     reveal = (f"A was **{result['model_a']}** and B was **{result['model_b']}**. "
               f"Your vote: {VOTE_WORDS[result['vote']]}; stored as battle #{result['battle_id']}.")
     return [None, reveal, *[gr.update(interactive=False) for _ in VOTE_BUTTONS],
-            *leaderboard_view(service, compare, request)]
+            *leaderboard_view(ctx, request)]
 
 
-def export_votes(service: Annotation, compare: Compare, format: str, request: gr.Request):
-    current_user(service, request, *STAFF)
-    out = exports.new_path(service.wb.home, f"arena-battles.{format}")
+def export_votes(ctx: AppContext, format: str, request: gr.Request):
+    ctx.user(request, *STAFF)
+    out = exports.new_path(ctx.wb.home, f"arena-battles.{format}")
     with user_error():
-        path, rows = compare.export_battles(out, format)
+        path, rows = ctx.compare.export_battles(out, format)
     return str(path), f"{rows} votes in `{path.name}`."
 
 
-def run_evaluation(service: Annotation, compare: Compare, version_a, version_b, prompt_set, n, reward, reference, seed,
+def run_evaluation(ctx: AppContext, version_a, version_b, prompt_set, n, reward, reference, seed,
                    max_new_tokens, request: gr.Request):
     """Evaluate A against B; [summary, evaluations table, plots]."""
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     try:
-        result = compare.evaluate(version_a, version_b, prompt_set, int(n or evaluate.DEFAULT_N), _choice(reward),
+        result = ctx.compare.evaluate(version_a, version_b, prompt_set, int(n or evaluate.DEFAULT_N), _choice(reward),
                                   reference or None, int(seed or 0), int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS),
                                   created_by=user.name)
     except REFUSALS as error:
         raise refusal(str(error)) from None
-    return [evaluation_sentence(result), *evaluation_view(service, compare, request)]
+    return [evaluation_sentence(result), *evaluation_view(ctx, request)]
 
 
 # -- layout ---------------------------------------------------------------------------
 
 
-def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
-    compare = compare or Compare(service.wb)
+def build(ctx: AppContext) -> gr.Tab:
     private = dict(api_visibility="private")
     with gr.Tab("Compare", id="compare", visible=False) as tab:
         gr.Markdown("Compare policy versions: side by side, blind in the arena, and automatically on a held-out "
@@ -440,26 +439,26 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
 
         # the request comes first: Gradio cannot pass it after *values
         def on_open(request: gr.Request, *values):
-            return open_tab(service, compare, dict(zip(choice_keys, values)), request)
+            return open_tab(ctx, dict(zip(choice_keys, values)), request)
 
         def on_set(prompt_set, request: gr.Request):
-            return prompt_choices(service, compare, prompt_set, request)
+            return prompt_choices(ctx, prompt_set, request)
 
         def on_side(a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed, request: gr.Request):
-            return side_by_side(service, compare, a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed,
+            return side_by_side(ctx, a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed,
                                 request)
 
         def on_battle(chosen_mode, x, y, text, prompt_set, tokens, request: gr.Request):
-            return new_battle(service, compare, chosen_mode, x, y, text, prompt_set, tokens, request)
+            return new_battle(ctx, chosen_mode, x, y, text, prompt_set, tokens, request)
 
         def on_board(request: gr.Request):
-            return leaderboard_view(service, compare, request)
+            return leaderboard_view(ctx, request)
 
         def on_export(chosen_format, request: gr.Request):
-            return export_votes(service, compare, chosen_format, request)
+            return export_votes(ctx, chosen_format, request)
 
         def on_evaluate(a, b, prompt_set, n, reward, reference, seed, tokens, request: gr.Request):
-            return run_evaluation(service, compare, a, b, prompt_set, n, reward, reference, seed, tokens, request)
+            return run_evaluation(ctx, a, b, prompt_set, n, reward, reference, seed, tokens, request)
 
         tab.select(on_open, choices, [*choices, *board_outputs, *eval_outputs], **private)
         side_set.change(on_set, side_set, side_prompt, **private)
@@ -472,7 +471,7 @@ def build(service: Annotation, compare: Compare | None = None) -> gr.Tab:
                             **RESEARCH_SAMPLING)
         def voting(vote: str):
             def on_vote(token, request: gr.Request):
-                return cast_vote(service, compare, token, vote, request)
+                return cast_vote(ctx, token, vote, request)
             return on_vote
 
         for (key, _), button in zip(VOTE_BUTTONS, vote_buttons):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app.context import AppContext
 from app.render import Blocks, RenderedText
-from app.session import current_user
-from rlhf.collect.annotation import Annotation
 from rlhf.auth import STAFF
 from rlhf.collect.workbench import Workbench, WorkbenchError
 
@@ -33,15 +32,15 @@ def summary_table(wb: Workbench):
     return frame.assign(prompt=frame["prompt"].str.slice(0, 80))[["id", "prompt_set", "prompt", "k", "rankings"]]
 
 
-def build(service: Annotation) -> gr.Tab:
-    wb = service.wb
+def build(ctx: AppContext) -> gr.Tab:
+    wb = ctx.wb
 
     def on_show(comparison_id, request: gr.Request) -> str:
-        current_user(service, request, *STAFF)
+        ctx.user(request, *STAFF)
         return comparison_markdown(wb, comparison_id)
 
     def on_list(request: gr.Request):
-        current_user(service, request, *STAFF)
+        ctx.user(request, *STAFF)
         return summary_table(wb)
 
     with gr.Tab("Comparisons", id="comparisons", visible=False) as tab:

@@ -15,15 +15,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from app.context import AppContext
 from app.render import RenderedText
-from app.session import current_user, refusal, user_error
+from app.session import refusal, user_error
 from rlhf.collect import exports
 from rlhf.preference.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text
-from rlhf.collect.annotation import Annotation
-from rlhf.collect.pregenerate import PreGenerator
-from rlhf.collect.reports import Filters, Reports
+from rlhf.collect.reports import Filters
 from rlhf.collect.workbench import EXPORT_FORMATS
 
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
@@ -65,29 +64,29 @@ def suggestion_summary(figures: dict) -> str:
             "when shown suggests annotators follow it rather than judge.")
 
 
-def refresh(service: Annotation, reports: Reports, method: str, prompt_sets, annotators, model_versions,
+def refresh(ctx: AppContext, method: str, prompt_sets, annotators, model_versions,
             round_choice, request: gr.Request):
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     filters = _filters(prompt_sets, annotators, model_versions, round_choice)
-    activity = reports.activity(filters)
-    figures = reports.agreement(filters, method)
+    activity = ctx.reports.activity(filters)
+    figures = ctx.reports.agreement(filters, method)
     per_annotator = figures["per_annotator"]
-    suggested = reports.suggestion_agreement(filters)
-    choices = reports.choices()
+    suggested = ctx.reports.suggestion_agreement(filters)
+    choices = ctx.reports.choices()
     return [
         gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
         gr.update(choices=choices["model_versions"]), gr.update(choices=round_choices(choices["rounds"])),
-        reports.by_round(filters, method),
+        ctx.reports.by_round(filters, method),
         activity["per_annotator"], activity["per_day"], activity["recent"],
         agreement_summary(figures), per_annotator,
         per_annotator.dropna(subset=["tau_b_to_consensus"]) if not per_annotator.empty else per_annotator,
-        service.gold_agreement(user),
+        ctx.annotation.gold_agreement(user),
         suggestion_summary(suggested), suggested["per_annotator"], suggested["by_version"],
         gr.update(choices=choices["reward_versions"]),
     ]
 
 
-def audit_summary(result: dict, requested: int | None) -> str:
+def audit_summary(result: dict, requested: int) -> str:
     lines = [f"**{result['version']}** against **{result['held_out_rankings']}** held-out human rankings of "
              f"{result['held_out_comparisons']} comparisons ({result['scored_rankings']} scored): pairwise "
              f"agreement **{_figure(result['pairwise_agreement'])}**, Kendall's tau-b "
@@ -95,56 +94,51 @@ def audit_summary(result: dict, requested: int | None) -> str:
              f"({result['pairs_right']} right, {result['pairs_wrong']} wrong of the annotators' strict pairs).",
              f"*{result['note']}*"]
     if result["missing"]:
-        lines.append(f"{len(result['missing'])} held-out comparisons have no scores from this version yet"
-                     + (f": they are being scored in the background ({requested} waiting); audit again in a moment."
-                        if requested is not None else
-                        " (scoring needs the server's background scorer; `rlhf` can score them)."))
+        lines.append(f"{len(result['missing'])} held-out comparisons have no scores from this version yet: they are "
+                     f"being scored in the background ({requested} waiting); audit again in a moment.")
     return "  \n".join(lines)
 
 
-def audit_reward(service: Annotation, reports: Reports, pregenerator: PreGenerator | None, version,
-                 request: gr.Request):
+def audit_reward(ctx: AppContext, version, request: gr.Request):
     """The reward version against held-out human rankings; comparisons it has not scored yet
     are handed to the background scorer."""
-    current_user(service, request, *STAFF)
+    ctx.user(request, *STAFF)
     with user_error():
-        result = reports.reward_audit(version or None)
-    requested = None
-    if result["missing"] and pregenerator is not None:
-        requested = pregenerator.request_scores(result["version"], result["missing"])
+        result = ctx.reports.reward_audit(version or None)
+    requested = ctx.pregenerator.request_scores(result["version"], result["missing"]) if result["missing"] else 0
     return audit_summary(result, requested), result["worst"]
 
 
-def compute_consensus(service: Annotation, reports: Reports, method: str, prompt_sets, annotators,
+def compute_consensus(ctx: AppContext, method: str, prompt_sets, annotators,
                       model_versions, round_choice, request: gr.Request) -> pd.DataFrame:
-    current_user(service, request, *STAFF)
+    ctx.user(request, *STAFF)
     with user_error():
-        return reports.compute_consensus(_filters(prompt_sets, annotators, model_versions, round_choice), method)
+        return ctx.reports.compute_consensus(_filters(prompt_sets, annotators, model_versions, round_choice), method)
 
 
-def export(service: Annotation, format: str, selection: str, suffix: str, request: gr.Request):
-    current_user(service, request, *STAFF)
-    out = exports.new_path(service.wb.home, f"{format}{suffix}")
+def export(ctx: AppContext, format: str, selection: str, suffix: str, request: gr.Request):
+    ctx.user(request, *STAFF)
+    out = exports.new_path(ctx.wb.home, f"{format}{suffix}")
     with user_error():
-        path, rows = service.wb.export(format, out, selection)
+        path, rows = ctx.wb.export(format, out, selection)
     return str(path), f"{rows} {format} rows in `{path.name}`."
 
 
-def import_prompts(service: Annotation, upload: str | None, prompt_set: str, request: gr.Request) -> str:
-    current_user(service, request, *STAFF)
+def import_prompts(ctx: AppContext, upload: str | None, prompt_set: str, request: gr.Request) -> str:
+    ctx.user(request, *STAFF)
     if not upload:
         raise refusal("Choose a file to import first.")
     with user_error():
         check_text("prompt set name", prompt_set, LIMITS.name_chars)
     name = prompt_set.strip() or Path(upload).name.split(".")[0]
     with user_error():
-        added = service.wb.import_prompts(upload, name)
+        added = ctx.wb.import_prompts(upload, name)
     return f"Imported **{added}** new prompts into set **{name}**."
 
 
-def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | None = None) -> gr.Tab:
-    """The tab; with the server's `pregenerator`, the reward audit scores what it needs in
-    the background."""
+def build(ctx: AppContext) -> gr.Tab:
+    """The tab; the reward audit has the server's pre-generator score what it needs in the
+    background."""
     with gr.Tab("Data", id="data", visible=False) as tab:
         with gr.Row():
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets")
@@ -208,21 +202,21 @@ def build(service: Annotation, reports: Reports, pregenerator: PreGenerator | No
 
         # the request comes first: Gradio cannot pass it after *chosen
         def on_refresh(request: gr.Request, chosen_method, *chosen):
-            return refresh(service, reports, chosen_method, *chosen, request)
+            return refresh(ctx, chosen_method, *chosen, request)
 
         gr.on([refresh_button.click, timer.tick, method.change, *(f.change for f in filters)], on_refresh,
               [method, *filters], outputs, api_visibility="private", show_progress="hidden")
         def on_consensus(request: gr.Request, chosen_method, *chosen):
-            return compute_consensus(service, reports, chosen_method, *chosen, request)
+            return compute_consensus(ctx, chosen_method, *chosen, request)
 
         def on_export(chosen_format, chosen_selection, chosen_suffix, request: gr.Request):
-            return export(service, chosen_format, chosen_selection, chosen_suffix, request)
+            return export(ctx, chosen_format, chosen_selection, chosen_suffix, request)
 
         def on_import(path, name, request: gr.Request):
-            return import_prompts(service, path, name, request)
+            return import_prompts(ctx, path, name, request)
 
         def on_audit(version, request: gr.Request):
-            return audit_reward(service, reports, pregenerator, version, request)
+            return audit_reward(ctx, version, request)
 
         audit_button.click(on_audit, [reward_choice], [audit_note, audit_worst], api_visibility="private")
         consensus_button.click(on_consensus, [method, *filters], consensus, api_visibility="private")

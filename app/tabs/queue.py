@@ -6,10 +6,11 @@ import json
 
 import gradio as gr
 
+from app.context import AppContext
 from app.render import RenderedText
-from app.session import current_user, refusal, user_error
+from app.session import refusal, user_error
 from rlhf.auth import STAFF
-from rlhf.collect.annotation import Annotation, QueueConfig
+from rlhf.collect.annotation import QueueConfig
 from rlhf.limits import LIMITS, check_text
 from rlhf.collect.pregenerate import PreGenerator
 from rlhf.collect.workbench import SOURCES_EXAMPLE
@@ -65,19 +66,19 @@ def parse_sources(text: str | None) -> list[dict] | None:
                       f"write them like {SOURCES_EXAMPLE}.") from None
 
 
-def current_settings(service: Annotation, pregenerator: PreGenerator, request: gr.Request):
-    current_user(service, request, *STAFF)
-    config = service.config
-    versions = list(service.wb.models()["name"])
-    version, text = service.guidelines()
+def current_settings(ctx: AppContext, request: gr.Request):
+    ctx.user(request, *STAFF)
+    config = ctx.annotation.config
+    versions = list(ctx.wb.models()["name"])
+    version, text = ctx.annotation.guidelines()
     return [
-        gr.update(choices=list(service.wb.prompt_sets()["prompt_set"]), value=config.prompt_sets or []),
+        gr.update(choices=list(ctx.wb.prompt_sets()["prompt_set"]), value=config.prompt_sets or []),
         gr.update(choices=[ACTIVE_POLICY, *versions], value=config.model_version or ACTIVE_POLICY),
         config.overlap, config.ready_target, config.gold_rate, config.k, config.max_new_tokens,
         sources_text(config.sources),
-        generation_line(pregenerator), text, f"Editing guidelines version {version}.",
+        generation_line(ctx.pregenerator), text, f"Editing guidelines version {version}.",
         config.suggest, config.selection,
-        gr.update(choices=[NEWEST_REWARD, *service.wb.models().query("kind == 'reward'")["name"]],
+        gr.update(choices=[NEWEST_REWARD, *ctx.wb.models().query("kind == 'reward'")["name"]],
                   value=config.reward_models or [NEWEST_REWARD]),
     ]
 
@@ -100,12 +101,12 @@ def describe_loop(config) -> str:
     return f" With {models}: {', '.join(parts)}."
 
 
-def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, model_version, overlap,
+def save_settings(ctx: AppContext, prompt_sets, model_version, overlap,
                   ready_target, gold_rate, k, max_new_tokens, sources, request: gr.Request,
                   suggest=None, selection=None, reward_models=None) -> str:
     """Store the queue settings; the reward-model ones (suggest, selection, reward_models)
     keep their value when not given."""
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     chosen_sources = parse_sources(sources)
     loop = {}
     if suggest is not None:
@@ -117,38 +118,38 @@ def save_settings(service: Annotation, pregenerator: PreGenerator, prompt_sets, 
                   if name != NEWEST_REWARD]
         loop["reward_models"] = chosen or None
     with user_error():
-        config = service.set_config(
+        config = ctx.annotation.set_config(
             user, prompt_sets=prompt_sets or None,
             model_version=None if model_version in (None, ACTIVE_POLICY) else model_version,
             overlap=int(overlap), ready_target=int(ready_target), gold_rate=float(gold_rate), k=int(k),
             max_new_tokens=int(max_new_tokens), sources=chosen_sources, **loop)
-    pregenerator.wake()
+    ctx.pregenerator.wake()
     sets = ", ".join(config.prompt_sets) if config.prompt_sets else "all sets"
     return (f"Saved: {config.overlap} annotator(s) per comparison, {sets}, K={config.k} "
             f"({describe_sources(config.sources)}).{describe_loop(config)}")
 
 
-def save_guidelines(service: Annotation, text: str, request: gr.Request) -> str:
-    user = current_user(service, request, *STAFF)
+def save_guidelines(ctx: AppContext, text: str, request: gr.Request) -> str:
+    user = ctx.user(request, *STAFF)
     with user_error():
         check_text("guidelines", text, LIMITS.guidelines_chars)
-        version = service.save_guidelines(user, text)
+        version = ctx.annotation.save_guidelines(user, text)
     return f"Saved as guidelines version {version}; new rankings record it."
 
 
-def mark_gold(service: Annotation, comparison_id, ranking: str, request: gr.Request) -> str:
-    user = current_user(service, request, *STAFF)
+def mark_gold(ctx: AppContext, comparison_id, ranking: str, request: gr.Request) -> str:
+    user = ctx.user(request, *STAFF)
     if comparison_id is None:
         raise refusal("Give the id of the comparison to mark.")
     with user_error():
         check_text("ranking", ranking, LIMITS.ranking_chars)
-        stored = service.mark_gold(user, int(comparison_id), ranking)
+        stored = ctx.annotation.mark_gold(user, int(comparison_id), ranking)
     if stored is None:
         return f"Comparison {int(comparison_id)} is no longer a gold item."
     return f"Comparison {int(comparison_id)} is a gold item, expected **{stored}**."
 
 
-def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
+def build(ctx: AppContext) -> gr.Tab:
     with gr.Tab("Queue", id="queue", visible=False) as tab:
         status = RenderedText(elem_id="queue-status")
         gr.Markdown("### What annotators are handed")
@@ -194,26 +195,26 @@ def build(service: Annotation, pregenerator: PreGenerator) -> gr.Tab:
         fields = [prompt_sets, model_version, overlap, ready_target, gold_rate, k, max_new_tokens, sources]
 
         def on_open(request: gr.Request):
-            return current_settings(service, pregenerator, request)
+            return current_settings(ctx, request)
 
         loop_fields = [suggest, selection, reward_models]
 
         def on_save(request: gr.Request, *values):
             *queue_values, chosen_suggest, chosen_selection, chosen_models = values
-            return save_settings(service, pregenerator, *queue_values, request, suggest=chosen_suggest,
+            return save_settings(ctx, *queue_values, request, suggest=chosen_suggest,
                                  selection=chosen_selection, reward_models=chosen_models)
 
         def on_gold(comparison_id, ranking, request: gr.Request):
-            return mark_gold(service, comparison_id, ranking, request)
+            return mark_gold(ctx, comparison_id, ranking, request)
 
         def on_guidelines(text, request: gr.Request):
-            return save_guidelines(service, text, request)
+            return save_guidelines(ctx, text, request)
 
         tab.select(on_open, None, [*fields, status, guidelines, guidelines_note, *loop_fields],
                    api_visibility="private")
         save_button.click(on_save, [*fields, *loop_fields], saved, api_visibility="private")
         gold_button.click(on_gold, [gold_id, gold_ranking], gold_note, api_visibility="private")
         guidelines_button.click(on_guidelines, guidelines, guidelines_note, api_visibility="private")
-        timer.tick(lambda: generation_line(pregenerator), None, status, api_visibility="private",
+        timer.tick(lambda: generation_line(ctx.pregenerator), None, status, api_visibility="private",
                    show_progress="hidden")
     return tab

@@ -16,13 +16,12 @@ from collections import OrderedDict
 import gradio as gr
 import pandas as pd
 
+from app.context import AppContext
 from app.render import RenderedText
-from app.session import REFUSALS, current_user, refusal, user_error, warning
+from app.session import REFUSALS, refusal, user_error, warning
 from rlhf.compare import evaluate
 from app import job_views
-from rlhf.collect.annotation import Annotation
 from rlhf.auth import STAFF
-from rlhf.jobs.service import Jobs
 from rlhf.limits import LIMITS, check_text, check_value
 from rlhf.collect.reports import Reports
 from rlhf.train.methods import METHODS, method
@@ -111,32 +110,32 @@ def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
     return settings, selection, (None if reward in (None, NEWEST_REWARD) else reward)
 
 
-def preview_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, rounds,
+def preview_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annotators, rounds,
                 since, until, min_agreement, more, values, request: gr.Request) -> str:
     """How much the selection yields, or why the job would be refused (one sentence)."""
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     try:
         settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
                                                      since, until, min_agreement, more, values)
-        preview = jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
+        preview = ctx.jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
         return f"Refused: {error}"
     changed = ", ".join(f"{key}={value}" for key, value in settings.items())
     return job_views.preview_sentence(preview) + (f" Settings changed: {changed}." if changed else " Default settings.")
 
 
-def launch_job(service: Annotation, jobs: Jobs, chosen_method, base, reward, prompt_sets, annotators, rounds,
+def launch_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annotators, rounds,
                since, until, min_agreement, more, values, request: gr.Request):
     """Queue the job as the signed-in user; returns (status line, the job to watch or None)."""
-    user = current_user(service, request, *STAFF)
+    user = ctx.user(request, *STAFF)
     try:
         settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
                                                      since, until, min_agreement, more, values)
-        job_id = jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
+        job_id = ctx.jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
     except REFUSALS as error:
         warning(str(error))
         return f"Refused: {error}", None
-    rows = jobs.get(job_id)["spec"].get("rows")
+    rows = ctx.jobs.get(job_id)["spec"].get("rows")
     return f"Queued job {job_id} ({chosen_method} on {rows} rows); it starts when the runner is free.", job_id
 
 
@@ -165,14 +164,14 @@ def _job_id(value) -> int | None:
         return None  # typed into the job box: not a job id
 
 
-def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | None, request: gr.Request,
+def watch(ctx: AppContext, job_id, chosen_metrics, seen: dict | None, request: gr.Request,
           pick_default: bool = False):
     """Everything the tab shows about jobs and versions. `seen` remembers what the page
     shows already, so a quiet tick sends nothing new (and a log being read does not jump).
     With `pick_default` (or no job chosen) the newest running job is chosen."""
-    current_user(service, request, *STAFF)
+    ctx.user(request, *STAFF)
     seen = dict(seen or {})
-    frame = jobs.list(JOBS_SHOWN)
+    frame = ctx.jobs.list(JOBS_SHOWN)
     job_id = None if pick_default else _job_id(job_id)
     status = None
     if job_id is not None:
@@ -183,7 +182,7 @@ def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | 
     if job_id is None:
         job_id = job_views.default_job(frame)
         status = job_views.job_status(jobs, job_id, job_views.LOG_LINES) if job_id is not None else None
-    metrics = jobs.metrics(job_id) if job_id is not None else pd.DataFrame(columns=["step", "name", "value"])
+    metrics = ctx.jobs.metrics(job_id) if job_id is not None else pd.DataFrame(columns=["step", "name", "value"])
     names = job_views.metric_names(metrics)
     if seen.get("job") != job_id:
         chosen_metrics = []  # another job: its own key metrics
@@ -214,29 +213,29 @@ def watch(service: Annotation, jobs: Jobs, job_id, chosen_metrics, seen: dict | 
         gr.update(choices=names, value=chosen) if plots_changed else gr.skip(),
         log if fresh("log", log) else gr.skip(),
         job_views.jobs_table(frame) if jobs_changed else gr.skip(),
-        versions_table(service.wb) if jobs_changed else gr.skip(),
+        versions_table(ctx.wb) if jobs_changed else gr.skip(),
         gr.update(interactive=bool(status) and status["status"] in job_views.ACTIVE),
         gr.Timer(FAST_SECONDS if active else IDLE_SECONDS, active=True),
         seen,
     ]
 
 
-def open_tab(service: Annotation, jobs: Jobs, base, reward, job_id, chosen_metrics, request: gr.Request):
+def open_tab(ctx: AppContext, base, reward, job_id, chosen_metrics, request: gr.Request):
     """The tab was opened (or the page reloaded): fresh choices, and the newest running job."""
-    current_user(service, request, *STAFF)
-    choices = Reports(service.wb).choices()
-    return [*_version_choices(service.wb.models(), base, reward),
+    ctx.user(request, *STAFF)
+    choices = Reports(ctx.wb).choices()
+    return [*_version_choices(ctx.wb.models(), base, reward),
             gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
             gr.update(choices=[(f"round {number} ({policy})", number) for number, policy in choices["rounds"]]),
-            *watch(service, jobs, job_id, chosen_metrics, None, request, pick_default=True)]
+            *watch(ctx, job_id, chosen_metrics, None, request, pick_default=True)]
 
 
-def cancel_job(service: Annotation, jobs: Jobs, job_id, request: gr.Request) -> str:
-    current_user(service, request, *STAFF)
+def cancel_job(ctx: AppContext, job_id, request: gr.Request) -> str:
+    ctx.user(request, *STAFF)
     if _job_id(job_id) is None:
         raise refusal("Choose a job to cancel.")
     with user_error():
-        return jobs.cancel(_job_id(job_id))
+        return ctx.jobs.cancel(_job_id(job_id))
 
 
 def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -244,15 +243,15 @@ def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     return job_views.models_table(wb.models() if frame is None else frame, evaluate.version_summaries(wb))
 
 
-def promote_version(service: Annotation, name, request: gr.Request):
-    current_user(service, request, *STAFF)
+def promote_version(ctx: AppContext, name, request: gr.Request):
+    ctx.user(request, *STAFF)
     if not name:
         raise refusal("Choose a policy version to promote.")
     with user_error():
-        service.wb.promote(name)
-    frame = service.wb.models()
+        ctx.wb.promote(name)
+    frame = ctx.wb.models()
     return [f"{name} is now the active policy: new comparisons come from it.",
-            versions_table(service.wb, frame), *_version_choices(frame, name, None)[::2]]
+            versions_table(ctx.wb, frame), *_version_choices(frame, name, None)[::2]]
 
 
 def job_from_table(frame: pd.DataFrame, event: gr.SelectData):
@@ -289,7 +288,7 @@ def _setting_widget(key: str, default_method: dict):
     return gr.Textbox(value=value, max_length=LIMITS.settings_chars, **common)
 
 
-def build(service: Annotation, jobs: Jobs) -> gr.Tab:
+def build(ctx: AppContext) -> gr.Tab:
     defaults = {s.key: s.default for s in job_views.method_settings(DEFAULT_METHOD)}
     first = method_changed(DEFAULT_METHOD)
     with gr.Tab("Train", id="train", visible=False) as tab:
@@ -364,39 +363,39 @@ def build(service: Annotation, jobs: Jobs) -> gr.Tab:
 
         # the request comes first: Gradio cannot pass it after *values
         def on_open(request: gr.Request, base_value, reward_value, job_id, chosen):
-            outputs = open_tab(service, jobs, base_value, reward_value, job_id, chosen, request)
+            outputs = open_tab(ctx, base_value, reward_value, job_id, chosen, request)
             return [*outputs[:-len(watched)], *shown(request, outputs[-len(watched):])]
 
         def on_method(name):
             return method_changed(name)
 
         def on_preview(request: gr.Request, *values):
-            return preview_job(service, jobs, *values[: len(form)], values[len(form):], request)
+            return preview_job(ctx, *values[: len(form)], values[len(form):], request)
 
         def on_launch(request: gr.Request, chosen, seen_now, *values):
-            note, job_id = launch_job(service, jobs, *values[: len(form)], values[len(form):], request)
+            note, job_id = launch_job(ctx, *values[: len(form)], values[len(form):], request)
             if job_id is None:
                 return [note, *[gr.skip()] * len(watched)]
-            return [note, *shown(request, watch(service, jobs, job_id, chosen, None, request))]
+            return [note, *shown(request, watch(ctx, job_id, chosen, None, request))]
 
         def on_watch(request: gr.Request, job_id, chosen, seen_now):
-            return shown(request, watch(service, jobs, job_id, chosen, seen_now, request))
+            return shown(request, watch(ctx, job_id, chosen, seen_now, request))
 
         def on_tick(request: gr.Request, job_id, chosen, seen_now):
             recorded, generation = views.current(request.session_hash)
-            outputs = watch(service, jobs, job_id if recorded is None else recorded, chosen, seen_now, request)
+            outputs = watch(ctx, job_id if recorded is None else recorded, chosen, seen_now, request)
             if views.current(request.session_hash)[1] != generation:
                 return [gr.skip()] * len(watched)  # a newer choice answered meanwhile
             return outputs
 
         def on_refresh(request: gr.Request, job_id, chosen):
-            return shown(request, watch(service, jobs, job_id, chosen, None, request))
+            return shown(request, watch(ctx, job_id, chosen, None, request))
 
         def on_cancel(job_id, request: gr.Request):
-            return cancel_job(service, jobs, job_id, request)
+            return cancel_job(ctx, job_id, request)
 
         def on_promote(name, request: gr.Request):
-            return promote_version(service, name, request)
+            return promote_version(ctx, name, request)
 
         private = dict(api_visibility="private")
         quiet = dict(api_visibility="private", show_progress="hidden")

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.session import SignIn, current_user, user_error
+from app.context import AppContext
+from app.session import user_error
 from rlhf import auth
-from rlhf.collect.annotation import Annotation
 
 STATE_CHOICES = [("Enabled", "enable"), ("Disabled", "disable")]
 
 
-def build(service: Annotation, sign_in: SignIn) -> tuple[gr.Tab, gr.Tab]:
+def build(ctx: AppContext) -> tuple[gr.Tab, gr.Tab]:
     """The Account tab and the Users tab (hidden until the page knows the user is an admin)."""
-    store = service.wb.store
+    store = ctx.wb.store
 
     def on_change_password(current: str, new: str, again: str, request: gr.Request):
-        user = current_user(service, request, changing_password=True)
+        user = ctx.user(request, changing_password=True)
         with user_error():
             if new != again:
                 raise auth.AuthError("The two new passwords differ; nothing was changed.")
@@ -26,7 +26,7 @@ def build(service: Annotation, sign_in: SignIn) -> tuple[gr.Tab, gr.Tab]:
         return "Your password is changed; it is the one to sign in with from now on.", "", "", ""
 
     def as_admin(request: gr.Request) -> auth.User:
-        return current_user(service, request, "admin")
+        return ctx.user(request, "admin")
 
     def listing(request: gr.Request):
         as_admin(request)
@@ -42,7 +42,7 @@ def build(service: Annotation, sign_in: SignIn) -> tuple[gr.Tab, gr.Tab]:
         as_admin(request)
         with user_error():
             changed = auth.set_password(store, name, password)
-        sign_in.end_sessions(changed.name)
+        ctx.sign_in.end_sessions(changed.name)
         return f"{changed.name} has a new password and was signed out everywhere.", auth.list_users(store), ""
 
     def on_role(name: str, role: str, request: gr.Request):
@@ -57,7 +57,7 @@ def build(service: Annotation, sign_in: SignIn) -> tuple[gr.Tab, gr.Tab]:
             if state not in ("enable", "disable"):
                 raise auth.AuthError("Choose enable or disable.")
             changed = auth.set_disabled(store, name, state == "disable")
-        sign_in.end_sessions(changed.name)
+        ctx.sign_in.end_sessions(changed.name)
         done = "disabled and signed out everywhere" if state == "disable" else "enabled again"
         return f"{changed.name} is {done}.", auth.list_users(store)
 

@@ -22,7 +22,7 @@ from rlhf.limits import LIMITS
 from rlhf.modeling.model_cache import ModelCache
 from storage import comparisons, prompts
 from storage.comparisons import NewCompletion
-from helpers import password, client
+from helpers import app_context, client, password
 
 MIB = 1024 * 1024
 
@@ -96,15 +96,12 @@ def test_the_tabs_write_their_exports_where_they_are_swept(workbench):
     from types import SimpleNamespace
 
     from app.tabs import compare, data
-    from rlhf.collect.annotation import Annotation
-    from rlhf.compare.service import Compare
-
     from rlhf.auth import create_user
 
     create_user(workbench.store, "rhea", "researcher", "rhea-secret-pw")
-    service, researcher = Annotation(workbench), SimpleNamespace(username="rhea")
-    made = [data.export(service, "rankings", "all", ".jsonl", researcher)[0],
-            compare.export_votes(service, Compare(workbench), "csv", researcher)[0]]
+    ctx, researcher = app_context(workbench), SimpleNamespace(username="rhea")
+    made = [data.export(ctx, "rankings", "all", ".jsonl", researcher)[0],
+            compare.export_votes(ctx, "csv", researcher)[0]]
     for path in map(Path, made):
         assert path.is_file() and path.parent.parent == workbench.home.exports_dir
     assert exports.sweep(workbench.home, now=time.time() + LIMITS.export_ttl_s + 5) == 2
@@ -117,14 +114,8 @@ def test_every_event_has_a_finite_concurrency_limit_and_every_text_input_a_cap(w
     import gradio as gr
 
     from app.server import build_app
-    from app.session import SignIn
-    from rlhf.collect.annotation import Annotation
-    from rlhf.jobs.service import Jobs
-    from rlhf.collect.pregenerate import PreGenerator
 
-    service = Annotation(workbench)
-    app = build_app(workbench, service, PreGenerator(service), Jobs(workbench.home, workbench.store), None,
-                    SignIn(service))
+    app = build_app(app_context(workbench))
     default = app._queue.default_concurrency_limit
     assert isinstance(default, int) and default == LIMITS.request_concurrency
     research, unlimited, uncapped = set(), [], set()

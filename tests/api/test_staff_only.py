@@ -56,7 +56,7 @@ def test_the_endpoint_list_is_every_staff_check_in_the_api():
 
     import app.api
 
-    assert inspect.getsource(app.api).count("current_user(service, request, *STAFF)") == len(STAFF_ENDPOINTS)
+    assert inspect.getsource(app.api).count("ctx.user(request, *STAFF)") == len(STAFF_ENDPOINTS)
 
 
 def test_an_annotator_is_refused_by_every_staff_endpoint_and_changes_nothing(served):

@@ -24,7 +24,7 @@ from storage import comparisons, feedback, guidelines, models, prompts, queue
 from storage.activity import Filters
 from storage.comparisons import NewCompletion
 from storage.db import Store
-from helpers import add_comparisons, rows
+from helpers import add_comparisons, app_context, rows
 
 ANA, BEN, CAT = User("ana", "annotator"), User("ben", "annotator"), User("cat", "annotator")
 RESEARCHER = User("rita", "researcher")
@@ -310,7 +310,7 @@ def test_the_item_shows_no_comparison_id(annotation, workbench):
     payload = item_payload(item)
     assert "comparison_id" not in payload and payload["handout"] == item.handout
     assert len(item.handout) == 32 and item.handout != str(comparison_id)  # opaque: nothing to count up from
-    header = item_updates(annotation, SimpleNamespace(status=lambda: {}), item)[1]
+    header = item_updates(app_context(workbench, annotation=annotation, pregenerator=SimpleNamespace(status=lambda: {})), item)[1]
     assert "#" not in header and "comparison" not in header
 
 

@@ -30,7 +30,7 @@ from rlhf.versions import VersionError
 from storage import comparisons, feedback, models, prompts, rounds
 from storage.comparisons import NewCompletion
 from storage.db import Store
-from helpers import rows
+from helpers import app_context, rows
 
 RESEARCHER = User("rita", "researcher")
 ANA, BEN = User("ana", "annotator"), User("ben", "annotator")
@@ -340,27 +340,28 @@ def test_queue_and_data_tab_handlers_edit_the_sources_and_split_by_round(workben
     annotation, reports = Annotation(workbench), Reports(workbench)
     generator = PreGenerator(annotation)
     generator.sampler = FakeSampler()
+    ctx = app_context(workbench, annotation=annotation, pregenerator=generator, reports=reports)
     add_version(workbench, "v2")
     try:
-        note = queue.save_settings(annotation, generator, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 4, 16,
+        note = queue.save_settings(ctx, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 4, 16,
                                    json.dumps(MIXED), request)
         assert "K=4" in note and "2 × active, 1 × previous, 1 × base at temperature 1" in note
-        shown = queue.current_settings(annotation, generator, request)
+        shown = queue.current_settings(ctx, request)
         assert json.loads(shown[7]) == MIXED and shown[5] == 4
         with pytest.raises(Exception, match="add up to K=9"):
-            queue.save_settings(annotation, generator, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 4, 16,
+            queue.save_settings(ctx, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 4, 16,
                                 '[{"version": "active", "count": 9}]', request)
         assert annotation.config.sources == MIXED
         assert "(all from the generating version)" in queue.save_settings(
-            annotation, generator, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 3, 16, "", request)
+            ctx, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 3, 16, "", request)
     finally:
         generator.stop()
 
     workbench.generate(tiny_set(workbench, 2), n=1, k=2, params=FAST, sampler=FakeSampler())
     workbench.promote("v2")
-    outputs = data.refresh(annotation, reports, "ranked_pairs", [], [], [], "2", request)
+    outputs = data.refresh(ctx, "ranked_pairs", [], [], [], "2", request)
     assert outputs[3]["choices"] == [("All rounds", "all"), ("Round 1 · base", "1"), ("Round 2 · v2", "2")]
     assert outputs[4][["round", "active_version", "comparisons"]].to_dict("records") == [
         {"round": 2, "active_version": "v2", "comparisons": 0}]
-    everything = data.refresh(annotation, reports, "ranked_pairs", [], [], [], "all", request)
+    everything = data.refresh(ctx, "ranked_pairs", [], [], [], "all", request)
     assert everything[4]["comparisons"].tolist() == [1, 0]

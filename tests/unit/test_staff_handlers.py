@@ -12,14 +12,13 @@ import gradio as gr
 import pytest
 
 from rlhf.auth import create_user
-from rlhf.collect.annotation import Annotation
 from rlhf.collect.workbench import Workbench
 
 from conftest import make_home, placeholder_model_dir
-from helpers import password
+from helpers import app_context, password
 
 TABS = ("compare", "data", "queue", "train")
-STAFF_CHECK = "current_user(service, request, *STAFF)"
+STAFF_CHECK = "ctx.user(request, *STAFF)"
 REFUSAL = "Only researchers or admins may do this, and ana is an annotator."
 
 
@@ -58,11 +57,11 @@ def test_the_handlers_found_are_every_staff_check_in_the_tabs():
 
 
 def test_an_annotator_is_refused_by_every_staff_handler_and_changes_nothing(wb):
-    service, request = Annotation(wb), SimpleNamespace(username="ana")
+    ctx, request = app_context(wb), SimpleNamespace(username="ana")
     before = snapshot(wb)
     for name, handler in staff_handlers():
         # Every other input is None: the role check must come before anything reads them.
-        arguments = {parameter: service if parameter == "service" else request if parameter == "request" else None
+        arguments = {parameter: ctx if parameter == "ctx" else request if parameter == "request" else None
                      for parameter, spec in inspect.signature(handler).parameters.items()
                      if spec.kind is not inspect.Parameter.VAR_POSITIONAL}
         with pytest.raises(gr.Error) as refused:

@@ -25,7 +25,7 @@ from rlhf.collect.workbench import WorkbenchError
 from rlhf.versions import VersionError
 from storage import scores
 from storage.db import Migration, Store
-from helpers import add_comparisons, register, rows, text_scores
+from helpers import add_comparisons, app_context, register, rows, text_scores
 
 ANA, BEN, CAT = User("ana", "annotator"), User("ben", "annotator"), User("cat", "annotator")
 RESEARCHER = User("rita", "researcher")
@@ -98,18 +98,19 @@ def test_the_queue_tab_edits_the_reward_settings(annotation, workbench):
     request = SimpleNamespace(username="rita")
     register(workbench, "rm", "reward")
     generator = PreGenerator(annotation)
+    ctx = app_context(workbench, annotation=annotation, pregenerator=generator)
     try:
-        note = queue_tab.save_settings(annotation, generator, [], queue_tab.ACTIVE_POLICY, 1, 0, 0.0, 4, 16, "",
+        note = queue_tab.save_settings(ctx, [], queue_tab.ACTIVE_POLICY, 1, 0, 0.0, 4, 16, "",
                                        request, suggest=True, selection="uncertain",
                                        reward_models=[queue_tab.NEWEST_REWARD])
         assert note.endswith("With the newest reward model: suggestions shown, least sure first.")
-        suggest, selection, models_ = queue_tab.current_settings(annotation, generator, request)[-3:]
+        suggest, selection, models_ = queue_tab.current_settings(ctx, request)[-3:]
         assert (suggest, selection, models_["value"]) == (True, "uncertain", [queue_tab.NEWEST_REWARD])
         assert models_["choices"] == [queue_tab.NEWEST_REWARD, "rm"]
         # the reward settings keep their value when a caller (an older page) leaves them out
-        queue_tab.save_settings(annotation, generator, [], queue_tab.ACTIVE_POLICY, 2, 0, 0.0, 4, 16, "", request)
+        queue_tab.save_settings(ctx, [], queue_tab.ACTIVE_POLICY, 2, 0, 0.0, 4, 16, "", request)
         assert annotation.config.suggest is True and annotation.config.overlap == 2
-        queue_tab.save_settings(annotation, generator, [], queue_tab.ACTIVE_POLICY, 1, 0, 0.0, 4, 16, "", request,
+        queue_tab.save_settings(ctx, [], queue_tab.ACTIVE_POLICY, 1, 0, 0.0, 4, 16, "", request,
                                 suggest=False, selection="random", reward_models=["rm"])
         assert (annotation.config.suggest, annotation.config.reward_models) == (False, ["rm"])
     finally:
@@ -138,7 +139,7 @@ def test_a_suggestion_is_shown_marked_and_recorded(annotation, workbench):
         (first, "ana", "rm", "B > A = C > D")]
 
     # the page: a muted box apart from the ranking, which stays empty for the annotator
-    updates = item_updates(annotation, SimpleNamespace(status=lambda: {}), item)
+    updates = item_updates(app_context(workbench, annotation=annotation, pregenerator=SimpleNamespace(status=lambda: {})), item)
     box = updates[-1]
     assert box["visible"] is True and "Reward model suggests: B > A = C > D" in box["value"]
     assert "rank as you judge" in box["value"]
@@ -149,7 +150,7 @@ def test_a_suggestion_is_shown_marked_and_recorded(annotation, workbench):
     annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
     item = annotation.next_item(ANA)
     assert item.comparison_id == second and item.suggestion is None
-    assert item_updates(annotation, SimpleNamespace(status=lambda: {}), item)[-1]["visible"] is False
+    assert item_updates(app_context(workbench, annotation=annotation, pregenerator=SimpleNamespace(status=lambda: {})), item)[-1]["visible"] is False
     assert rows(workbench, "SELECT count(*) FROM suggestions_shown") == [(1,)]
 
 
@@ -204,7 +205,7 @@ def test_agreement_with_the_suggestion_shown(annotation, workbench):
     assert Reports(workbench).suggestion_agreement(Filters(annotators=("ben",)))["items"] == 2
 
     create_user(workbench.store, "rita", "researcher", "a long enough password")
-    outputs = data.refresh(annotation, Reports(workbench), "ranked_pairs", [], [], [], "all",
+    outputs = data.refresh(app_context(workbench, annotation=annotation), "ranked_pairs", [], [], [], "all",
                            SimpleNamespace(username="rita"))
     assert "Over **4** rankings made with a suggestion shown" in outputs[-4]
     assert outputs[-3]["user"].tolist() == ["ana", "ben"] and outputs[-1]["choices"] == ["rm"]
@@ -412,16 +413,14 @@ def test_the_data_tab_audits_and_asks_for_missing_scores(annotation, workbench):
     workbench.rank(c1, "A > B", "ana")
     workbench.rank(c2, "A = B", "ana")
     put_scores(workbench, "rm", c1, [0.0, 1.0])
-    reports = Reports(workbench)
     generator = PreGenerator(annotation)
+    ctx = app_context(workbench, annotation=annotation, pregenerator=generator)
     try:
-        note, worst = data.audit_reward(annotation, reports, generator, None, request)
+        note, worst = data.audit_reward(ctx, None, request)
         assert "**rm** against **2** held-out human rankings" in note and "being scored in the background" in note
         assert generator.status()["score_requests"] == 1
         assert worst[["model_order", "people_order"]].values.tolist() == [["B > A", "A > B"]]
-        note, _ = data.audit_reward(annotation, reports, None, "rm", request)
-        assert "needs the server's background scorer" in note
         with pytest.raises(Exception, match="no model version 'nope'"):
-            data.audit_reward(annotation, reports, generator, "nope", request)
+            data.audit_reward(ctx, "nope", request)
     finally:
         generator.stop()
