@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -327,157 +328,183 @@ def run_evaluation(ctx: AppContext, version_a, version_b, prompt_set, n, reward,
 # -- layout ---------------------------------------------------------------------------
 
 
-def build(ctx: AppContext) -> gr.Tab:
-    private = dict(api_visibility="private")
-    with gr.Tab("Compare", id="compare", visible=False) as tab:
-        gr.Markdown("Compare policy versions: side by side, blind in the arena, and automatically on a held-out "
-                    "prompt set. Answers show as text, never as HTML.")
-        with gr.Tabs():
-            with gr.Tab("Side by side", id="compare-side"):
-                with gr.Row():
-                    side_a = gr.Dropdown([], label="Version A", elem_id="side-a")
-                    side_b = gr.Dropdown([], label="Version B", elem_id="side-b")
-                    side_reward = gr.Dropdown([NO_REWARD], value=NO_REWARD, label="Reward model (scores)",
-                                              elem_id="side-reward")
-                with gr.Row():
-                    side_set = gr.Dropdown([], label="Prompt set", elem_id="side-set")
-                    side_prompt = gr.Dropdown([], label="Prompt from the set", elem_id="side-prompt")
-                typed = gr.Textbox(label="Or type a prompt (used when not empty)", lines=3, elem_id="side-typed",
-                                   max_length=LIMITS.prompt_chars)
-                with gr.Row():
-                    side_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
-                                            minimum=1, maximum=1024)
-                    side_temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0: greedy)")
-                    side_seed = gr.Textbox(label="Seed (empty: a fresh sample each time)", max_lines=1,
-                                           elem_id="side-seed", max_length=LIMITS.name_chars)
-                    side_button = gr.Button("Generate both", variant="primary", elem_id="side-generate")
-                side_prompt_shown = RenderedText(PROMPT_HINT, elem_id="side-prompt-shown")
-                with gr.Row(equal_height=False):
-                    with gr.Column(variant="panel", min_width=280):
-                        side_out_a = RenderedText(elem_id="side-answer-a")
-                    with gr.Column(variant="panel", min_width=280):
-                        side_out_b = RenderedText(elem_id="side-answer-b")
+PRIVATE = dict(api_visibility="private")
 
-            with gr.Tab("Arena", id="compare-arena"):
-                with gr.Row():
-                    mode = gr.Radio([LEAST_PLAYED, CHOSEN_PAIR], value=LEAST_PLAYED, label="Pair",
-                                    elem_id="arena-mode")
-                    arena_x = gr.Dropdown([], label="First version (chosen pair)", elem_id="arena-x")
-                    arena_y = gr.Dropdown([], label="Second version (chosen pair)", elem_id="arena-y")
-                with gr.Row():
-                    arena_set = gr.Dropdown([ANY_SET], value=ANY_SET, label="Random prompt from",
-                                            elem_id="arena-set")
-                    arena_typed = gr.Textbox(label="Or type a prompt", lines=1, elem_id="arena-typed",
-                                             max_length=LIMITS.prompt_chars)
-                    arena_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
-                                             minimum=1, maximum=1024)
-                    battle_button = gr.Button("New battle", variant="primary", elem_id="arena-new")
-                battle = gr.State(None)
-                arena_prompt = RenderedText(BATTLE_HINT, elem_id="arena-prompt")
-                with gr.Row(equal_height=False):
-                    with gr.Column(variant="panel", min_width=280):
-                        arena_a = RenderedText(elem_id="arena-a")
-                    with gr.Column(variant="panel", min_width=280):
-                        arena_b = RenderedText(elem_id="arena-b")
-                with gr.Row():
-                    vote_buttons = [gr.Button(label, interactive=False, elem_id=f"vote-{key}")
-                                    for key, label in VOTE_BUTTONS]
-                reveal = RenderedText(elem_id="arena-reveal")
 
-            with gr.Tab("Leaderboard", id="compare-leaderboard"):
-                gr.Markdown("Bradley-Terry ratings from every arena vote (ties and 'both bad' as half a win), "
-                            f"with 95% bootstrap intervals ({BOOTSTRAP_ROUNDS} resamples); versions whose "
-                            "intervals overlap share a rank.")
-                board = gr.Dataframe(label="Leaderboard", interactive=False, elem_id="arena-leaderboard")
-                heatmap = gr.HTML(heatmap_html(pd.DataFrame()), elem_id="compare-heatmap", css_template=HEATMAP_CSS)
-                pairs = gr.Dataframe(label="Votes per pair (least played first)", interactive=False,
-                                     elem_id="arena-pairs")
-                with gr.Row():
-                    export_format = gr.Dropdown(list(EXPORT_FORMATS), value="csv", label="Raw votes as")
-                    export_button = gr.Button("Export every vote", scale=0, elem_id="arena-export")
-                    refresh_board = gr.Button("Refresh", scale=0)
-                export_file = gr.File(label="Download", interactive=False, height=90, elem_id="arena-export-file")
-                export_note = RenderedText(elem_id="arena-export-note")
+def _side_by_side_panel(ctx: AppContext) -> dict[str, gr.Dropdown]:
+    """Two versions answer one prompt; returns the choices the tab fills when opened."""
+    with gr.Tab("Side by side", id="compare-side"):
+        with gr.Row():
+            side_a = gr.Dropdown([], label="Version A", elem_id="side-a")
+            side_b = gr.Dropdown([], label="Version B", elem_id="side-b")
+            side_reward = gr.Dropdown([NO_REWARD], value=NO_REWARD, label="Reward model (scores)",
+                                      elem_id="side-reward")
+        with gr.Row():
+            side_set = gr.Dropdown([], label="Prompt set", elem_id="side-set")
+            side_prompt = gr.Dropdown([], label="Prompt from the set", elem_id="side-prompt")
+        typed = gr.Textbox(label="Or type a prompt (used when not empty)", lines=3, elem_id="side-typed",
+                           max_length=LIMITS.prompt_chars)
+        with gr.Row():
+            side_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
+                                    minimum=1, maximum=1024)
+            side_temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0: greedy)")
+            side_seed = gr.Textbox(label="Seed (empty: a fresh sample each time)", max_lines=1,
+                                   elem_id="side-seed", max_length=LIMITS.name_chars)
+            side_button = gr.Button("Generate both", variant="primary", elem_id="side-generate")
+        side_prompt_shown = RenderedText(PROMPT_HINT, elem_id="side-prompt-shown")
+        with gr.Row(equal_height=False):
+            with gr.Column(variant="panel", min_width=280):
+                side_out_a = RenderedText(elem_id="side-answer-a")
+            with gr.Column(variant="panel", min_width=280):
+                side_out_b = RenderedText(elem_id="side-answer-b")
 
-            with gr.Tab("Automatic evaluation", id="compare-evaluation"):
-                gr.Markdown("Samples one answer per prompt from each version (same seed for both) on the first N "
-                            "prompts of a held-out set: the win rate of A over B under a reward model (ties as "
-                            "half), each version's mean reward and length, and its KL from the reference: the mean "
-                            "over samples of the sum over tokens of log p_version − log p_reference, on the "
-                            "version's own samples (the k1 estimator of Schulman, \"Approximating KL Divergence\", "
-                            "2020), at temperature 1 without top-p.")
-                with gr.Row():
-                    eval_a = gr.Dropdown([], label="Version A", elem_id="eval-a")
-                    eval_b = gr.Dropdown([], label="Version B", elem_id="eval-b")
-                    eval_set = gr.Dropdown([], label="Held-out prompt set", elem_id="eval-set")
-                    eval_reward = gr.Dropdown([NEWEST_REWARD], value=NEWEST_REWARD, label="Reward model",
-                                              elem_id="eval-reward")
-                    eval_reference = gr.Dropdown([], label="KL reference", elem_id="eval-reference")
-                with gr.Row():
-                    eval_n = gr.Number(evaluate.DEFAULT_N, precision=0, label="N prompts", minimum=1)
-                    eval_tokens = gr.Number(evaluate.DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
-                                            minimum=1, maximum=1024)
-                    eval_seed = gr.Number(0, precision=0, label="Seed")
-                    eval_button = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
-                eval_summary = RenderedText(elem_id="eval-summary")
-                eval_table = gr.Dataframe(label="Evaluations (newest first)", interactive=False, max_height=360,
-                                          elem_id="eval-table")
-                gr.Markdown("Each version's newest evaluation:")
-                with gr.Row():
-                    reward_plot = gr.BarPlot(x="version", y="mean_reward", label="Mean reward")
-                    kl_plot = gr.BarPlot(x="version", y="kl", label="KL from the reference (nats)")
-                    length_plot = gr.BarPlot(x="version", y="mean_length", label="Mean length (tokens)")
-                scatter = gr.ScatterPlot(x="kl", y="mean_reward", color="version",
-                                         label="Reward against KL, every evaluation")
+    def on_set(prompt_set, request: gr.Request):
+        return prompt_choices(ctx, prompt_set, request)
 
-        choices = [side_a, side_b, side_reward, side_set, arena_x, arena_y, arena_set, eval_a, eval_b, eval_reward,
-                   eval_reference, eval_set]
-        choice_keys = ["side_a", "side_b", "side_reward", "side_set", "arena_x", "arena_y", "arena_set", "eval_a",
-                       "eval_b", "eval_reward", "eval_reference", "eval_set"]
-        board_outputs = [board, heatmap, pairs]
-        eval_outputs = [eval_table, reward_plot, kl_plot, length_plot, scatter]
+    def on_side(a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed, request: gr.Request):
+        return side_by_side(ctx, a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed, request)
 
-        # the request comes first: Gradio cannot pass it after *values
-        def on_open(request: gr.Request, *values):
-            return open_tab(ctx, dict(zip(choice_keys, values)), request)
+    side_set.change(on_set, side_set, side_prompt, **PRIVATE)
+    side_prompt.input(lambda: "", None, typed, **PRIVATE)  # a chosen prompt replaces the typed one
+    side_button.click(on_side, [side_a, side_b, typed, side_prompt, side_set, side_reward, side_tokens,
+                                side_temperature, side_seed], [side_prompt_shown, side_out_a, side_out_b],
+                      **PRIVATE, **RESEARCH_SAMPLING)
+    return {"side_a": side_a, "side_b": side_b, "side_reward": side_reward, "side_set": side_set}
 
-        def on_set(prompt_set, request: gr.Request):
-            return prompt_choices(ctx, prompt_set, request)
 
-        def on_side(a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed, request: gr.Request):
-            return side_by_side(ctx, a, b, text, prompt_id, prompt_set, reward, tokens, temperature, seed,
-                                request)
+def _arena_panel(ctx: AppContext) -> tuple[dict[str, gr.Dropdown], Callable[[list], None]]:
+    """Blind battles; returns the choices the tab fills, and a function that wires the
+    votes to the leaderboard's outputs (a vote updates the board)."""
+    with gr.Tab("Arena", id="compare-arena"):
+        with gr.Row():
+            mode = gr.Radio([LEAST_PLAYED, CHOSEN_PAIR], value=LEAST_PLAYED, label="Pair", elem_id="arena-mode")
+            arena_x = gr.Dropdown([], label="First version (chosen pair)", elem_id="arena-x")
+            arena_y = gr.Dropdown([], label="Second version (chosen pair)", elem_id="arena-y")
+        with gr.Row():
+            arena_set = gr.Dropdown([ANY_SET], value=ANY_SET, label="Random prompt from", elem_id="arena-set")
+            arena_typed = gr.Textbox(label="Or type a prompt", lines=1, elem_id="arena-typed",
+                                     max_length=LIMITS.prompt_chars)
+            arena_tokens = gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
+                                     minimum=1, maximum=1024)
+            battle_button = gr.Button("New battle", variant="primary", elem_id="arena-new")
+        battle = gr.State(None)
+        arena_prompt = RenderedText(BATTLE_HINT, elem_id="arena-prompt")
+        with gr.Row(equal_height=False):
+            with gr.Column(variant="panel", min_width=280):
+                arena_a = RenderedText(elem_id="arena-a")
+            with gr.Column(variant="panel", min_width=280):
+                arena_b = RenderedText(elem_id="arena-b")
+        with gr.Row():
+            vote_buttons = [gr.Button(label, interactive=False, elem_id=f"vote-{key}") for key, label in VOTE_BUTTONS]
+        reveal = RenderedText(elem_id="arena-reveal")
 
-        def on_battle(chosen_mode, x, y, text, prompt_set, tokens, request: gr.Request):
-            return new_battle(ctx, chosen_mode, x, y, text, prompt_set, tokens, request)
+    def on_battle(chosen_mode, x, y, text, prompt_set, tokens, request: gr.Request):
+        return new_battle(ctx, chosen_mode, x, y, text, prompt_set, tokens, request)
 
-        def on_board(request: gr.Request):
-            return leaderboard_view(ctx, request)
+    battle_button.click(on_battle, [mode, arena_x, arena_y, arena_typed, arena_set, arena_tokens],
+                        [battle, arena_prompt, arena_a, arena_b, reveal, *vote_buttons], **PRIVATE,
+                        **RESEARCH_SAMPLING)
 
-        def on_export(chosen_format, request: gr.Request):
-            return export_votes(ctx, chosen_format, request)
-
-        def on_evaluate(a, b, prompt_set, n, reward, reference, seed, tokens, request: gr.Request):
-            return run_evaluation(ctx, a, b, prompt_set, n, reward, reference, seed, tokens, request)
-
-        tab.select(on_open, choices, [*choices, *board_outputs, *eval_outputs], **private)
-        side_set.change(on_set, side_set, side_prompt, **private)
-        side_prompt.input(lambda: "", None, typed, **private)  # a chosen prompt replaces the typed one
-        side_button.click(on_side, [side_a, side_b, typed, side_prompt, side_set, side_reward, side_tokens,
-                                    side_temperature, side_seed], [side_prompt_shown, side_out_a, side_out_b],
-                          **private, **RESEARCH_SAMPLING)
-        battle_button.click(on_battle, [mode, arena_x, arena_y, arena_typed, arena_set, arena_tokens],
-                            [battle, arena_prompt, arena_a, arena_b, reveal, *vote_buttons], **private,
-                            **RESEARCH_SAMPLING)
+    def wire_votes(board_outputs: list) -> None:
         def voting(vote: str):
             def on_vote(token, request: gr.Request):
                 return cast_vote(ctx, token, vote, request)
             return on_vote
 
         for (key, _), button in zip(VOTE_BUTTONS, vote_buttons):
-            button.click(voting(key), battle, [battle, reveal, *vote_buttons, *board_outputs], **private)
-        refresh_board.click(on_board, None, board_outputs, **private)
-        export_button.click(on_export, export_format, [export_file, export_note], **private)
-        eval_button.click(on_evaluate, [eval_a, eval_b, eval_set, eval_n, eval_reward, eval_reference, eval_seed,
-                                        eval_tokens], [eval_summary, *eval_outputs], **private, **RESEARCH_SAMPLING)
+            button.click(voting(key), battle, [battle, reveal, *vote_buttons, *board_outputs], **PRIVATE)
+
+    return {"arena_x": arena_x, "arena_y": arena_y, "arena_set": arena_set}, wire_votes
+
+
+def _leaderboard_panel(ctx: AppContext) -> list:
+    """Ratings from the votes; returns the outputs a vote or the opened tab refreshes."""
+    with gr.Tab("Leaderboard", id="compare-leaderboard"):
+        gr.Markdown("Bradley-Terry ratings from every arena vote (ties and 'both bad' as half a win), "
+                    f"with 95% bootstrap intervals ({BOOTSTRAP_ROUNDS} resamples); versions whose "
+                    "intervals overlap share a rank.")
+        board = gr.Dataframe(label="Leaderboard", interactive=False, elem_id="arena-leaderboard")
+        heatmap = gr.HTML(heatmap_html(pd.DataFrame()), elem_id="compare-heatmap", css_template=HEATMAP_CSS)
+        pairs = gr.Dataframe(label="Votes per pair (least played first)", interactive=False, elem_id="arena-pairs")
+        with gr.Row():
+            export_format = gr.Dropdown(list(EXPORT_FORMATS), value="csv", label="Raw votes as")
+            export_button = gr.Button("Export every vote", scale=0, elem_id="arena-export")
+            refresh_board = gr.Button("Refresh", scale=0)
+        export_file = gr.File(label="Download", interactive=False, height=90, elem_id="arena-export-file")
+        export_note = RenderedText(elem_id="arena-export-note")
+    board_outputs = [board, heatmap, pairs]
+
+    def on_board(request: gr.Request):
+        return leaderboard_view(ctx, request)
+
+    def on_export(chosen_format, request: gr.Request):
+        return export_votes(ctx, chosen_format, request)
+
+    refresh_board.click(on_board, None, board_outputs, **PRIVATE)
+    export_button.click(on_export, export_format, [export_file, export_note], **PRIVATE)
+    return board_outputs
+
+
+def _evaluation_panel(ctx: AppContext) -> tuple[dict[str, gr.Dropdown], list]:
+    """Automatic evaluation; returns the choices the tab fills and the outputs it refreshes."""
+    with gr.Tab("Automatic evaluation", id="compare-evaluation"):
+        gr.Markdown("Samples one answer per prompt from each version (same seed for both) on the first N "
+                    "prompts of a held-out set: the win rate of A over B under a reward model (ties as "
+                    "half), each version's mean reward and length, and its KL from the reference: the mean "
+                    "over samples of the sum over tokens of log p_version − log p_reference, on the "
+                    "version's own samples (the k1 estimator of Schulman, \"Approximating KL Divergence\", "
+                    "2020), at temperature 1 without top-p.")
+        with gr.Row():
+            eval_a = gr.Dropdown([], label="Version A", elem_id="eval-a")
+            eval_b = gr.Dropdown([], label="Version B", elem_id="eval-b")
+            eval_set = gr.Dropdown([], label="Held-out prompt set", elem_id="eval-set")
+            eval_reward = gr.Dropdown([NEWEST_REWARD], value=NEWEST_REWARD, label="Reward model",
+                                      elem_id="eval-reward")
+            eval_reference = gr.Dropdown([], label="KL reference", elem_id="eval-reference")
+        with gr.Row():
+            eval_n = gr.Number(evaluate.DEFAULT_N, precision=0, label="N prompts", minimum=1)
+            eval_tokens = gr.Number(evaluate.DEFAULT_MAX_NEW_TOKENS, precision=0, label="Max new tokens",
+                                    minimum=1, maximum=1024)
+            eval_seed = gr.Number(0, precision=0, label="Seed")
+            eval_button = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
+        eval_summary = RenderedText(elem_id="eval-summary")
+        eval_table = gr.Dataframe(label="Evaluations (newest first)", interactive=False, max_height=360,
+                                  elem_id="eval-table")
+        gr.Markdown("Each version's newest evaluation:")
+        with gr.Row():
+            reward_plot = gr.BarPlot(x="version", y="mean_reward", label="Mean reward")
+            kl_plot = gr.BarPlot(x="version", y="kl", label="KL from the reference (nats)")
+            length_plot = gr.BarPlot(x="version", y="mean_length", label="Mean length (tokens)")
+        scatter = gr.ScatterPlot(x="kl", y="mean_reward", color="version",
+                                 label="Reward against KL, every evaluation")
+    eval_outputs = [eval_table, reward_plot, kl_plot, length_plot, scatter]
+
+    def on_evaluate(a, b, prompt_set, n, reward, reference, seed, tokens, request: gr.Request):
+        return run_evaluation(ctx, a, b, prompt_set, n, reward, reference, seed, tokens, request)
+
+    eval_button.click(on_evaluate, [eval_a, eval_b, eval_set, eval_n, eval_reward, eval_reference, eval_seed,
+                                    eval_tokens], [eval_summary, *eval_outputs], **PRIVATE, **RESEARCH_SAMPLING)
+    choices = {"eval_a": eval_a, "eval_b": eval_b, "eval_reward": eval_reward, "eval_reference": eval_reference,
+               "eval_set": eval_set}
+    return choices, eval_outputs
+
+
+def build(ctx: AppContext) -> gr.Tab:
+    """The tab: one panel per way of comparing; opening it fills every panel's choices."""
+    with gr.Tab("Compare", id="compare", visible=False) as tab:
+        gr.Markdown("Compare policy versions: side by side, blind in the arena, and automatically on a held-out "
+                    "prompt set. Answers show as text, never as HTML.")
+        with gr.Tabs():
+            side_choices = _side_by_side_panel(ctx)
+            arena_choices, wire_votes = _arena_panel(ctx)
+            board_outputs = _leaderboard_panel(ctx)
+            eval_choices, eval_outputs = _evaluation_panel(ctx)
+        wire_votes(board_outputs)
+        # the order open_tab answers in
+        choices = {**side_choices, **arena_choices, **eval_choices}
+
+        def on_open(request: gr.Request, *values):  # the request first: Gradio cannot pass it after *values
+            return open_tab(ctx, dict(zip(choices, values)), request)
+
+        tab.select(on_open, list(choices.values()), [*choices.values(), *board_outputs, *eval_outputs], **PRIVATE)
     return tab

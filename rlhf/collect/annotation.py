@@ -30,6 +30,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from rlhf.checks import require_prompt_set, require_whole
 from rlhf.auth import ROLES, STAFF, User, require_role
 from rlhf.limits import LIMITS, check_text
 from rlhf.preference.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
@@ -163,11 +164,11 @@ class Annotation:
         return config
 
     def _checked_config(self, config: QueueConfig) -> QueueConfig:
-        _require_int("overlap", config.overlap, 1, 100)
-        _require_int("ready_target", config.ready_target, 0, 10_000)
-        _require_int("claim_ttl_s", config.claim_ttl_s, 10, 7 * 24 * 3600)
-        _require_int("k", config.k, MIN_K, MAX_K)
-        _require_int("max_new_tokens", config.max_new_tokens, 1, 8192)
+        require_whole("overlap", config.overlap, 1, 100, error=WorkbenchError)
+        require_whole("ready_target", config.ready_target, 0, 10_000, error=WorkbenchError)
+        require_whole("claim_ttl_s", config.claim_ttl_s, 10, 7 * 24 * 3600, error=WorkbenchError)
+        require_whole("k", config.k, MIN_K, MAX_K, error=WorkbenchError)
+        require_whole("max_new_tokens", config.max_new_tokens, 1, 8192, error=WorkbenchError)
         if isinstance(config.gold_rate, bool) or not isinstance(config.gold_rate, (int, float)) \
                 or not 0 <= config.gold_rate <= 1:
             raise WorkbenchError(f"gold_rate must be a number from 0 to 1, not {config.gold_rate!r}.")
@@ -220,8 +221,7 @@ class Annotation:
             chosen = [chosen]
         known = prompts.set_names(self.wb.store.cursor())
         for name in chosen:
-            if name not in known:
-                raise WorkbenchError(f"There is no prompt set '{name}' (known sets: {', '.join(known) or 'none'}).")
+            require_prompt_set(name, known, WorkbenchError)
         return list(dict.fromkeys(chosen))
 
     # -- handing out items --------------------------------------------------------
@@ -434,15 +434,6 @@ class Annotation:
 # -- checks on what a client sends ----------------------------------------------------------
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
-
-
-def _require_int(name: str, value, low: int, high: int) -> None:
-    if not _is_int(value) or not low <= value <= high:
-        raise WorkbenchError(f"{name} must be a whole number from {low} to {high}, not {value!r}.")
-
-
 def _checked_dimensions(dimensions) -> tuple[str, ...]:
     if isinstance(dimensions, str) or not all(isinstance(d, str) and d.strip() for d in dimensions):
         raise WorkbenchError("dimensions must be a list of non-empty names, such as ['helpfulness', 'honesty'].")
@@ -487,8 +478,7 @@ def _checked_ratings(ratings: dict | None, k: int, dimensions: tuple[str, ...]) 
                 raise WorkbenchError(f"'{dimension}' is not a rated dimension: use {', '.join(dimensions)}.")
             if score is None:
                 continue
-            if not _is_int(score) or score not in LIKERT:
-                raise WorkbenchError(f"The {dimension} score of {letter} must be a whole number from 1 to 5, not {score!r}.")
+            require_whole(f"The {dimension} score of {letter}", score, min(LIKERT), max(LIKERT), WorkbenchError)
             checked[letter][dimension] = score
     return checked
 

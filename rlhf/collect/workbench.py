@@ -20,6 +20,7 @@ from typing import Callable
 
 import pandas as pd
 
+from rlhf.checks import require_prompt_set, require_whole
 from rlhf.collect import formats
 from rlhf.preference import pairs
 from rlhf.preference.messages import as_messages
@@ -116,8 +117,7 @@ def check_sources(sources) -> list[dict] | None:
             raise WorkbenchError(f"Each source needs a version: {', '.join(SOURCE_ROLES)} or a version name.")
         version = version.strip()
         count = entry.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise WorkbenchError(f"The count of source '{version}' must be a whole number of 1 or more, not {count!r}.")
+        require_whole(f"The count of source '{version}'", count, 1, error=WorkbenchError)
         source = {"version": version, "count": count}
         for key, low, high in (("temperature", 0.0, 5.0), ("top_p", 0.0, 1.0)):
             if entry.get(key) is None:
@@ -387,10 +387,8 @@ class Workbench:
             for note in plan.notes:
                 log.warning(note)
         cur = self.store.cursor()
-        if prompt_set is not None and prompt_set not in prompts.set_names(cur):
-            raise WorkbenchError(
-                f"There is no prompt set '{prompt_set}' (known sets: {', '.join(prompts.set_names(cur)) or 'none'})."
-            )
+        if prompt_set is not None:
+            require_prompt_set(prompt_set, prompts.set_names(cur), WorkbenchError)
         todo = prompts.not_compared_by(cur, plan.primary, prompt_set, n)
         if todo.empty:
             return []

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from rlhf.checks import require_prompt_set, require_whole
 from rlhf.home import BASE_VERSION
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.modeling.sampling import SamplingParams
@@ -60,9 +61,7 @@ def set_prompts(wb: "Workbench", prompt_set: str, n: int) -> list[list[dict]]:
     from storage import prompts
 
     cur = wb.store.cursor()
-    known = prompts.set_names(cur)
-    if prompt_set not in known:
-        raise EvaluationError(f"There is no prompt set '{prompt_set}' (known sets: {', '.join(known) or 'none'}).")
+    require_prompt_set(prompt_set, prompts.set_names(cur), EvaluationError)
     frame = prompts.in_sets(cur, [prompt_set]).head(n)
     if frame.empty:
         raise EvaluationError(f"The prompt set '{prompt_set}' has no prompts.")
@@ -104,10 +103,8 @@ def plan(source: "Workbench | None", version_a: str | Path, version_b: str | Pat
 
 
 def _check(n: int, max_new_tokens: int, temperature: float, top_p: float) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise EvaluationError(f"N must be a whole number of 1 or more, not {n!r}.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise EvaluationError(f"max_new_tokens must be a whole number of 1 or more, not {max_new_tokens!r}.")
+    require_whole("N", n, 1, error=EvaluationError)
+    require_whole("max_new_tokens", max_new_tokens, 1, error=EvaluationError)
     if not 0 < temperature <= 5:
         raise EvaluationError(f"The temperature must be above 0 (the KL estimate needs sampling) and at most 5, "
                               f"not {temperature!r}.")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rlhf.checks import require_prompt_set, require_whole, typed_whole
 from rlhf.preference.messages import as_messages
 from rlhf.preference import arena
 from rlhf.compare import evaluate
@@ -136,9 +137,7 @@ class Compare:
 
     def set_prompts(self, prompt_set: str, limit: int | None = 200) -> pd.DataFrame:
         """Prompts of a set (id, text), oldest first, for choosing one."""
-        if prompt_set not in self.prompt_sets():
-            raise CompareError(f"There is no prompt set '{prompt_set}' (known sets: "
-                               f"{', '.join(self.prompt_sets()) or 'none'}).")
+        require_prompt_set(prompt_set, self.prompt_sets(), CompareError)
         frame = prompts.in_sets(self.wb.store.cursor(), [prompt_set])
         frame = frame.assign(text=[Prompt(list(m)).text for m in frame["messages"]])[["id", "text"]]
         return frame.head(limit) if limit is not None else frame
@@ -167,9 +166,7 @@ class Compare:
             if frame.empty:
                 raise CompareError(f"There is no prompt {prompt_id}.")
         elif prompt_set:
-            if prompt_set not in self.prompt_sets():
-                raise CompareError(f"There is no prompt set '{prompt_set}' (known sets: "
-                                   f"{', '.join(self.prompt_sets()) or 'none'}).")
+            require_prompt_set(prompt_set, self.prompt_sets(), CompareError)
             ids = prompts.in_sets(cur, [prompt_set])["id"].tolist()
             if not ids:
                 raise CompareError(f"The prompt set '{prompt_set}' has no prompts.")
@@ -185,20 +182,15 @@ class Compare:
 
     def _params(self, max_new_tokens: int | None, temperature: float | None, seed: int | None) -> SamplingParams:
         defaults = SamplingParams()
-        tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens in (None, "") else max_new_tokens
-        try:
-            whole = not isinstance(tokens, bool) and int(tokens) == float(tokens)
-        except (TypeError, ValueError):
-            whole = False
-        if not whole or not 1 <= int(tokens) <= MAX_NEW_TOKENS:
-            raise CompareError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {tokens!r}.")
+        tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens in (None, "") else typed_whole(max_new_tokens)
+        require_whole("max_new_tokens", tokens, 1, MAX_NEW_TOKENS, CompareError)
         try:
             temperature = defaults.temperature if temperature in (None, "") else float(temperature)
         except (TypeError, ValueError):
             temperature = float("nan")
         if not 0 <= temperature <= 5:
             raise CompareError(f"The temperature must be a number from 0 to 5, not {temperature!r}.")
-        return SamplingParams(temperature=temperature, top_p=defaults.top_p, max_new_tokens=int(tokens),
+        return SamplingParams(temperature=temperature, top_p=defaults.top_p, max_new_tokens=tokens,
                               seed=None if seed in (None, "") else int(seed))
 
     def _answers(self, versions: list[str], prompt: Prompt, params: SamplingParams,
