@@ -56,19 +56,22 @@ class FormatError(ValueError):
     """A file that cannot be used, in one plain sentence: '<file>, line <n>: <reason>.'
 
     `line` is None when the problem is the whole file (empty, unknown type, unreadable).
+    `unit` names what `line` counts where a file has no lines to speak of: the records of
+    one JSON array or of a Parquet table ('record 3').
     """
 
-    def __init__(self, path: PathLike, line: int | None, reason: str) -> None:
+    def __init__(self, path: PathLike, line: int | None, reason: str, unit: str = "line") -> None:
         self.path = str(path)
         self.line = line
         self.reason = reason
-        where = self.path if line is None else f"{self.path}, line {line}"
+        self.unit = unit
+        where = self.path if line is None else f"{self.path}, {unit} {line}"
         super().__init__(f"{where}: {reason}.")
 
-    def __reduce__(self) -> tuple[type[FormatError], tuple[str, int | None, str]]:
+    def __reduce__(self) -> tuple[type[FormatError], tuple[str, int | None, str, str]]:
         # Exceptions are pickled through their args, which here is only the message; this
         # error can cross a process boundary (a worker, a datasets map with num_proc).
-        return type(self), (self.path, self.line, self.reason)
+        return type(self), (self.path, self.line, self.reason, self.unit)
 
 
 class _BadRecord(Exception):
@@ -223,6 +226,45 @@ def _pandas_keeping_nesting(table: pa.Table) -> pd.DataFrame:
             for name, column in zip(table.column_names, table.columns)
         }
     )
+
+
+# --- whole files for the tool importers (rlhf/collect/imports/) -----------------------
+
+
+def json_lines(path: PathLike) -> Iterator[tuple[int, Record]]:
+    """Each object of a JSON Lines file (optionally gzipped) with its line; the first
+    line that is not a JSON object stops the read with its line and reason."""
+    path = Path(path)
+    return _jsonl_records(path, _read_limited(path))
+
+
+def json_document(path: PathLike) -> Any:
+    """The one JSON value a file holds (optionally gzipped), within `READ_LIMITS`."""
+    path = Path(path)
+    text = _text(path, _read_limited(path).removeprefix(codecs.BOM_UTF8))
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FormatError(path, error.lineno, f"not valid JSON ({error.msg} at column {error.colno})") from None
+
+
+def parquet_rows(path: PathLike) -> Iterator[tuple[int, Record]]:
+    """Each row of a Parquet file as a dict, numbered from 1, within `READ_LIMITS`."""
+    path = Path(path)
+    return _parquet_records(path, _read_limited(path))
+
+
+def _read_limited(path: Path) -> bytes:
+    """The file's bytes, refusing a plain file past the same cap a gzipped one has, so a
+    tool's export is never held whole in memory beyond what one import may hold."""
+    limit = READ_LIMITS.max_decompressed_bytes
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise FormatError(path, None, f"cannot be read ({error.strerror or error})") from None
+    if size > limit:
+        raise FormatError(path, None, f"is {_size(size)}, more than the {_size(limit)} one import may hold; split it")
+    return _read_bytes(path)
 
 
 # --- from a file to (line, record) ----------------------------------------------------
