@@ -395,7 +395,7 @@ def _json_object(path: Path, raw: bytes, line: int) -> Record | None:
         reason = f"not valid JSON ({error.msg} at column {error.colno})"
         raise FormatError(path, line, reason) from None
     if not isinstance(value, dict):
-        raise FormatError(path, line, f"expected a JSON object, got {_describe(value)}")
+        raise FormatError(path, line, f"expected a JSON object, got {describe(value)}")
     return value
 
 
@@ -464,7 +464,7 @@ def _ranking_from_record(record: Record) -> tuple[int, str, str]:
         value = record[field]
         if not isinstance(value, kind) or isinstance(value, bool):
             wanted = "a whole number" if kind is int else "text"
-            raise _BadRecord(f"{field} must be {wanted}, got {_describe(value)}")
+            raise _BadRecord(f"{field} must be {wanted}, got {describe(value)}")
     return record["comparison_id"], record["ranking"], record["user"]
 
 
@@ -502,12 +502,12 @@ def _split_pair(record: Record) -> tuple[list[Message], str, str]:
         )
     if type(chosen) is not type(rejected):
         raise _BadRecord(
-            f"mismatched layouts: chosen is {_describe(chosen)} "
-            f"but rejected is {_describe(rejected)}"
+            f"mismatched layouts: chosen is {describe(chosen)} "
+            f"but rejected is {describe(rejected)}"
         )
     raise _BadRecord(
         "without a prompt, chosen and rejected must be HH-RLHF transcripts or lists of "
-        f"messages, got {_describe(chosen)}"
+        f"messages, got {describe(chosen)}"
     )
 
 
@@ -515,7 +515,7 @@ def _text_answer(value: Any, field: str) -> str:
     if isinstance(value, list):
         raise _BadRecord(f"mismatched layouts: prompt is text but {field} is a list of messages")
     if not isinstance(value, str):
-        raise _BadRecord(f"{field} must be text, got {_describe(value)}")
+        raise _BadRecord(f"{field} must be text, got {describe(value)}")
     return value
 
 
@@ -618,27 +618,27 @@ def _checked_prompt(value: Any, field: str) -> list[Message]:
 def _checked_turns(value: Any, field: str) -> list[Message]:
     if not isinstance(value, list):
         raise _BadRecord(
-            f"{field} must be a list of {{role, content}} messages, got {_describe(value)}"
+            f"{field} must be a list of {{role, content}} messages, got {describe(value)}"
         )
     turns = []
     for number, turn in enumerate(value, start=1):
         where = f"{field} turn {number}"
         if not isinstance(turn, dict):
             raise _BadRecord(
-                f"{where} must be an object with role and content, got {_describe(turn)}"
+                f"{where} must be an object with role and content, got {describe(turn)}"
             )
         role, content = turn.get("role"), turn.get("content")
         if role not in ROLES:
             raise _BadRecord(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
-            raise _BadRecord(f"{where} content must be text, got {_describe(content)}")
+            raise _BadRecord(f"{where} content must be text, got {describe(content)}")
         turns.append({"role": role, "content": content})
     return turns
 
 
 def _checked_text(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise _BadRecord(f"{field} must be text, got {_describe(value)}")
+        raise _BadRecord(f"{field} must be text, got {describe(value)}")
     if not value.strip():
         raise _BadRecord(f"{field} is empty")
     return value
@@ -653,7 +653,8 @@ def _unrecognised(expected: str, record: Record) -> str:
     return f"no recognised fields: looked for {expected}; found {', '.join(found) or 'none'}"
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A value named by its JSON type (or its value, for scalars), for refusals."""
     if value is None or isinstance(value, (bool, int, float)):
         return json.dumps(value)
     if isinstance(value, str):

@@ -189,6 +189,11 @@ def test_argilla_broken_copy_is_refused_whole(workbench, tmp_path):
     assert str(error) == (f"{folder / 'records.json'}, record 2: the option 'response2' has rank 0; ranks are"
                           " whole numbers from 1.")
 
+    broken_copy(folder, ARGILLA_DISK / "records.json", '["response1", "response3", "response2"]',
+                '["response1", "response3", "response9"]')
+    assert refused(workbench, "argilla", folder).reason == \
+        "the preference ranking names 'response9', which is not a field of the record"
+
 
 # -- Potato -----------------------------------------------------------------------------------
 

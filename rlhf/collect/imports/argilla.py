@@ -55,12 +55,14 @@ def _nested(path: Path, record: Any, where: int) -> Iterator[ToolRanking]:
     record = mapping(record, "the record")
     fields = mapping(record.get("fields"), "the record's fields")
     responses = mapping(record.get("responses") or {}, "the record's responses")
-    answers = {question: [(mapping(answer, f"a {question} response").get("value"),
-                           mapping(answer, f"a {question} response").get("user_id"),
-                           answer.get("status"))
-                          for answer in sequence(given, f"the {question} responses")]
+    answers = {question: [_answer(answer, question) for answer in sequence(given, f"the {question} responses")]
                for question, given in responses.items()}
     return _rankings(path, where, fields, answers)
+
+
+def _answer(answer: Any, question: str) -> tuple[Any, Any, Any]:
+    answer = mapping(answer, f"a {question} response")
+    return answer.get("value"), answer.get("user_id"), answer.get("status")
 
 
 def _flattened(path: Path, row: dict, where: int) -> Iterator[ToolRanking]:
@@ -78,37 +80,43 @@ def _flattened(path: Path, row: dict, where: int) -> Iterator[ToolRanking]:
 
 
 def _rankings(path: Path, where: int, fields: dict, answers: dict[str, list]) -> Iterator[ToolRanking]:
-    ranked = [question for question, given in answers.items() if given and all(_is_ranking(v, fields) for v, _, _ in given)]
+    ranked = [question for question, given in answers.items() if any(_looks_ranked(v, fields) for v, _, _ in given)]
     if len(ranked) > 1:
         raise BadRecord(f"more than one question holds rankings ({', '.join(ranked)}); import one dataset per question")
     if not ranked:
         return
+    question = ranked[0]
     messages = prompt_messages(fields.get("prompt"), "the prompt field")
-    for value, user, status in answers[ranked[0]]:
+    for value, user, status in answers[question]:
         if status is not None and status != _SUBMITTED:
             continue
-        rank_of = dict(zip(*_options_and_ranks(value)))
+        rank_of = dict(zip(*_options_and_ranks(value, fields, question)))
         # the fields in the record's order, so every annotator's ranking of them is one comparison
         shown = [name for name in fields if name in rank_of]
         completions = tuple(text(fields[name], f"the field {name!r}") for name in shown)
         yield ToolRanking(str(path), where, "record", messages, completions,
-                          identifier(user, f"the {ranked[0]} response's user_id"),
+                          identifier(user, f"the {question} response's user_id"),
                           tuple(rank_of[name] for name in shown))
 
 
-def _is_ranking(value: Any, fields: dict) -> bool:
-    """A ranking answer: a list of options (or {value, rank}) that all name the record's fields."""
+def _looks_ranked(value: Any, fields: dict) -> bool:
+    """A ranking answer: {value, rank} items (the server's form), or options that all name
+    the record's fields (the SDK's form)."""
     if not isinstance(value, list) or not value:
         return False
+    if all(isinstance(item, dict) and "value" in item for item in value):
+        return True
+    return all(isinstance(item, str) and item in fields for item in value)
+
+
+def _options_and_ranks(value: Any, fields: dict, question: str) -> tuple[list[str], tuple[int, ...]]:
+    with_ranks = [item for item in sequence(value, f"a {question} response's value") if isinstance(item, dict)]
     options = [item.get("value") if isinstance(item, dict) else item for item in value]
-    return all(isinstance(option, str) and option in fields for option in options)
-
-
-def _options_and_ranks(value: list) -> tuple[list[str], tuple[int, ...]]:
-    with_ranks = [item for item in value if isinstance(item, dict)]
-    options = [item["value"] if isinstance(item, dict) else item for item in value]
+    for option in options:
+        if not isinstance(option, str) or option not in fields:
+            raise BadRecord(f"the {question} ranking names {option!r}, which is not a field of the record")
     if len(set(options)) != len(options):
-        raise BadRecord("the ranking names an option twice")
+        raise BadRecord(f"the {question} ranking names an option twice")
     ranks = [item.get("rank") for item in with_ranks]
     if len(with_ranks) < len(value) or all(rank is None for rank in ranks):
         return options, tuple(range(1, len(value) + 1))  # the SDK's form: best first, no ties

@@ -29,7 +29,7 @@ from typing import Any
 
 from rlhf.collect import formats
 from rlhf.collect.imports.record import (
-    BadRecord, ToolRanking, describe, identifier, mapping, nonblank, prompt_messages, records, sequence, text,
+    BadRecord, ToolRanking, describe, identifier, mapping, prompt_messages, records, sequence, text,
 )
 
 TOOL = "labelstudio"

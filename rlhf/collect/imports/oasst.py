@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from rlhf.collect import formats
 from rlhf.collect.imports.record import (

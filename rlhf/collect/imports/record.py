@@ -9,13 +9,12 @@ what twice. Every text stays the text it was: nothing is parsed as HTML or Markd
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.collect.formats import FormatError
+from rlhf.collect.formats import FormatError, describe
 from rlhf.preference.messages import Message
 
 
@@ -91,15 +90,3 @@ def identifier(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise BadRecord(f"{what} must be a name or a number, got {describe(value)}")
     return str(value).strip()
-
-
-def describe(value: Any) -> str:
-    if value is None or isinstance(value, (bool, int, float)):
-        return json.dumps(value)
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
