@@ -6,6 +6,7 @@ refused with its place and reason, and then nothing at all is stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import pytest
 
 from app import cli
 from rlhf import auth
-from rlhf.collect import formats
+from rlhf.collect import formats, imports
 from rlhf.collect.formats import FormatError
+from rlhf.collect.imports.record import ToolRanking
 from rlhf.collect.workbench import Workbench
 from helpers import DATA, rows
 
@@ -261,3 +263,35 @@ def test_cli_imports_from_a_tool_or_says_why_not(tiny_home, capsys):
         " new annotators (no password yet): potato:ana, potato:bo.\n")
     assert cli.main(["rankings", "import", *home, "--from", "labelstudio", str(LS_PAIRWISE), "--pairs"]) == 1
     assert "goes without --pairs" in capsys.readouterr().err
+
+
+# -- the checks every tool's rankings go through ------------------------------------------------
+
+
+def _found(completions: int, ranks: tuple[int, ...], where: int = 1) -> ToolRanking:
+    return ToolRanking("f.json", where, "record", ({"role": "user", "content": "q"},),
+                       tuple(f"answer {i}" for i in range(completions)), "ana", ranks)
+
+
+@pytest.mark.parametrize("found, reason", [
+    ([_found(9, tuple(range(1, 10)))], "9 completions to rank; a comparison holds 2 to 8"),
+    ([_found(1, (1,))], "1 completion to rank; a comparison holds 2 to 8"),
+    ([_found(2, (1, 0))], "'B' has rank 0, but ranks are whole numbers from 1 up"),
+])
+def test_plan_refuses_what_no_comparison_can_hold(found, reason):
+    with pytest.raises(FormatError) as caught:
+        imports.plan("argilla", "f.json", found)
+    assert (caught.value.line, caught.value.unit, caught.value.reason) == (1, "record", reason)
+
+
+def test_plan_refuses_a_file_without_rankings():
+    with pytest.raises(FormatError) as caught:
+        imports.plan("labelstudio", "f.json", [])
+    assert str(caught.value) == "f.json: holds no rankings a labelstudio import can use."
+
+
+def test_plan_groups_rankings_of_one_prompt_and_completions():
+    planned = imports.plan("argilla", "f.json", [_found(3, (1, 1, 2)), dataclasses.replace(_found(3, (3, 2, 1), where=2), annotator="bo")])
+    assert len(planned.items) == 1
+    assert [(item, who, ranking.canonical) for item, who, ranking in planned.rankings] == [
+        (0, "argilla:ana", "A = B > C"), (0, "argilla:bo", "C > B > A")]

@@ -86,7 +86,7 @@ def plan(tool: str, path: PathLike, found: Iterable[ToolRanking]) -> ImportPlan:
 def _checked(ranking: ToolRanking, annotator: str) -> Ranking:
     k = len(ranking.completions)
     if not MIN_K <= k <= MAX_K:
-        _refuse(ranking, f"{k} completions to rank; a comparison holds {MIN_K} to {MAX_K}")
+        _refuse(ranking, f"{k} completion{'' if k == 1 else 's'} to rank; a comparison holds {MIN_K} to {MAX_K}")
     if len(annotator) > LIMITS.name_chars:
         _refuse(ranking, f"the annotator's name is {len(annotator):,} characters long; at most {LIMITS.name_chars:,}"
                          " are taken")

@@ -38,11 +38,11 @@ def read(path: Path, data: Path | None) -> Iterator[ToolRanking]:
     if data is None:
         raise formats.FormatError(path, None, "Potato's output names items, not their texts: give the instances"
                                               " file it was made from with --data")
-    instances = dict(records_of_data(data))
+    instances = dict(_instances(data))
     return records(path, formats.json_lines(path), "line", lambda line, where: _annotation(path, line, where, instances))
 
 
-def records_of_data(data: Path) -> Iterator[tuple[str, _Instance]]:
+def _instances(data: Path) -> Iterator[tuple[str, _Instance]]:
     seen: set[str] = set()
     for line, record in formats.json_lines(data):
         try:
