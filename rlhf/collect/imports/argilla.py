@@ -8,10 +8,12 @@ Schema, as documented by Argilla:
   `<question>.responses`, `<question>.responses.users` and `<question>.responses.status`
   (https://docs.argilla.io/latest/how_to_guides/import_export/ and the SDK's
   `argilla/records/_io/_generic.py`, `_json.py`, `datasets/_io/_disk.py`);
-- a RankingQuestion's response (https://docs.argilla.io/latest/reference/argilla/settings/questions/
-  and https://docs.argilla.io/latest/how_to_guides/annotate/): the server keeps
-  `[{"value": <option>, "rank": <n>}, ...]`, which is what ties need; the SDK's own
-  `Response` turns it into the bare list of options, best first, and so loses ties.
+- a RankingQuestion's response (https://docs.argilla.io/latest/reference/argilla/settings/questions/;
+  the value's layout in the guide "Work with suggestions and responses",
+  docs/_source/practical_guides/create_update_dataset/suggestions_and_responses.md, and
+  in the SDK's argilla/responses.py): the server keeps `[{"value": <option>, "rank": <n>},
+  ...]`, which is what ties need; the SDK's own `UserResponse.from_model` turns it into
+  the bare list of options, best first, and so loses ties.
 
 How we read them: both forms are taken; with `rank` values they are kept as they are, so
 equal ranks stay ties. The options name the record's fields that hold the completions
