@@ -27,6 +27,7 @@ LS_PAIRWISE = DATA / "labelstudio-pairwise.json"
 ARGILLA_DISK = DATA / "argilla-disk"
 POTATO = DATA / "potato-annotated_instances.jsonl"
 POTATO_DATA = DATA / "potato-data.jsonl"
+POTATO_OUTPUT = DATA / "potato-output"
 OASST = DATA / "oasst-trees.jsonl"
 USER_1 = "argilla:5b1f6a9e-0000-4000-8000-000000000001"
 USER_2 = "argilla:5b1f6a9e-0000-4000-8000-000000000002"
@@ -214,7 +215,18 @@ def test_potato_rank_order_with_ties(workbench):
     assert done.comparisons == 2 and ranks_agree_with_rankings(workbench)
 
 
+def test_potato_output_folder_names_each_annotator(workbench):
+    workbench.import_from("potato", POTATO_OUTPUT, data=POTATO_DATA)
+    assert [(who, ranking) for _, _, who, ranking, _ in stored(workbench)] == [
+        ("potato:ana", "B > A = D > C"), ("potato:ana", "A > B"), ("potato:bo", "A > B > C > D")]
+    assert rows(workbench, "SELECT count(*) FROM comparisons")[0][0] == 2
+
+
 def test_potato_broken_copies_are_refused_whole(workbench, tmp_path):
+    lone = POTATO_OUTPUT / "ana" / "annotated_instances.jsonl"
+    assert refused(workbench, "potato", lone, data=POTATO_DATA).reason == \
+        "the line names no user_id; import Potato's output folder, whose <user> folders name them"
+
     incomplete = broken_copy(tmp_path, POTATO, '"A,B,C,D"', '"A,B,C"')
     error = refused(workbench, "potato", incomplete, data=POTATO_DATA)
     assert str(error) == f"{incomplete}, line 2: rank_order 'A,B,C' does not rank D: every item needs a rank."

@@ -26,7 +26,7 @@ TOOLS = (labelstudio.TOOL, argilla.TOOL, potato.TOOL, oasst.TOOL)
 TOOL_HELP = {
     labelstudio.TOOL: "Label Studio JSON export of a Ranker (with or without buckets) or Pairwise project",
     argilla.TOOL: "Argilla 2.x dataset with a RankingQuestion: a to_disk folder or a .parquet file",
-    potato.TOOL: "Potato annotated_instances.jsonl of a ranking scheme, with --data (its instances file)",
+    potato.TOOL: "Potato output folder (or one annotated_instances.jsonl) of a ranking scheme, with --data (its instances file)",
     oasst.TOOL: "OpenAssistant message trees (*.trees.jsonl), ranks among sibling assistant replies",
 }
 

@@ -6,15 +6,20 @@ Schema, as documented by Potato:
   `{"<scheme>": {"rank_order": "B,D=A,C"}}`, best first, `,` between ranks and `=`
   between tied items; with `items_key` the items come from the instance's data, e.g.
   `{"id": "t001", "source": "...", "translations": ["...", "...", "..."]}`;
-- the output, annotated_instances.jsonl in the output_annotation_dir (docs/export_formats.md):
-  one line per annotator and instance, `{"user_id", "instance_id", "label_annotations":
-  {<scheme>: {...}}, ...}`.
+- the output: each annotator's `annotation_output/<user>/annotated_instances.jsonl`, one
+  line per instance, `{"id", "displayed_text", "label_annotations": {<scheme>: {...}},
+  "span_annotations", "behavioral_data"}` (potato/flask_server.py, save_user_state); the
+  newer docs show lines that name their annotator and instance, `{"user_id",
+  "instance_id", "label_annotations", ...}`.
 
 The output names items, not their texts, so the instances file goes with it (`--data`,
-Potato's own data file, JSON Lines). How we read them: an instance's prompt is its `text`
-(Potato's default text key) and its completions are its one list of texts (the scheme's
-`items_key`); the items are named A, B, C, ... in that list's order, as in Potato's
-example. The annotator is `user_id`.
+Potato's own data file, JSON Lines). How we read them: FILE is one annotated_instances.jsonl
+or the whole output folder (every `<user>/annotated_instances.jsonl` in it). An
+instance's prompt is its `text` (Potato's default text key) and its completions are its
+one list of texts (the scheme's `items_key`); the items are named A, B, C, ... in that
+list's order, as in Potato's example. The annotator is the line's `user_id`, else the
+name of the annotator's folder the file is in (only when FILE is the output folder: a
+lone file's folder may be the shared output folder, which names no one).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from rlhf.preference.messages import Message
 from rlhf.preference.ranking import MAX_K, MIN_K
 
 TOOL = "potato"
+OUTPUT_FILE = "annotated_instances.jsonl"  # each annotator's, in annotation_output/<user>/
 _RANK_ORDER = "rank_order"
 _Instance = tuple[tuple[Message, ...], tuple[str, ...]]
 
@@ -39,7 +45,18 @@ def read(path: Path, data: Path | None) -> Iterator[ToolRanking]:
         raise formats.FormatError(path, None, "Potato's output names items, not their texts: give the instances"
                                               " file it was made from with --data")
     instances = dict(_instances(data))
-    return records(path, formats.json_lines(path), "line", lambda line, where: _annotation(path, line, where, instances))
+    if not path.is_dir():
+        return _annotations(path, instances, None)
+    files = sorted(path.glob(f"*/{OUTPUT_FILE}"))
+    if not files:
+        raise formats.FormatError(path, None, f"holds no <user>/{OUTPUT_FILE}; give Potato's output folder or one"
+                                              " such file")
+    return (ranking for file in files for ranking in _annotations(file, instances, file.parent.name))
+
+
+def _annotations(path: Path, instances: dict[str, _Instance], folder_user: str | None) -> Iterator[ToolRanking]:
+    return records(path, formats.json_lines(path), "line",
+                   lambda line, where: _annotation(path, line, where, instances, folder_user))
 
 
 def _instances(data: Path) -> Iterator[tuple[str, _Instance]]:
@@ -63,7 +80,8 @@ def _instance(record: dict) -> _Instance:
     return prompt_messages(record.get("text"), "the instance's text"), tuple(lists[0])
 
 
-def _annotation(path: Path, line: dict, where: int, instances: dict[str, _Instance]) -> Iterator[ToolRanking]:
+def _annotation(path: Path, line: dict, where: int, instances: dict[str, _Instance],
+                folder_user: str | None) -> Iterator[ToolRanking]:
     instance_id = identifier(line.get("instance_id", line.get("id")), "instance_id")
     if instance_id not in instances:
         raise BadRecord(f"instance {instance_id!r} is not in the instances file")
@@ -75,7 +93,10 @@ def _annotation(path: Path, line: dict, where: int, instances: dict[str, _Instan
         raise BadRecord(f"label_annotations must hold one ranking (a rank_order), it holds {len(orders)}")
     (scheme, order), = orders.items()
     ranks = _ranks(text(order, f"{scheme}'s rank_order"), len(completions))
-    yield ToolRanking(str(path), where, "line", messages, completions, identifier(line.get("user_id"), "user_id"), ranks)
+    user = line.get("user_id", folder_user)
+    if user is None:
+        raise BadRecord("the line names no user_id; import Potato's output folder, whose <user> folders name them")
+    yield ToolRanking(str(path), where, "line", messages, completions, identifier(user, "user_id"), ranks)
 
 
 def _ranks(order: str, k: int) -> tuple[int, ...]:
