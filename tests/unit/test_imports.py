@@ -275,6 +275,8 @@ def test_cli_imports_from_a_tool_or_says_why_not(tiny_home, capsys):
         " new annotators (no password yet): potato:ana, potato:bo.\n")
     assert cli.main(["rankings", "import", *home, "--from", "labelstudio", str(LS_PAIRWISE), "--pairs"]) == 1
     assert "goes without --pairs" in capsys.readouterr().err
+    assert cli.main(["rankings", "import", *home, str(POTATO), "--data", str(POTATO_DATA)]) == 1
+    assert capsys.readouterr().err == "rlhf: --data goes with --from potato.\n"
 
 
 # -- the checks every tool's rankings go through ------------------------------------------------
