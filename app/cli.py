@@ -12,6 +12,7 @@ from pathlib import Path
 from app.cli_tables import print_table
 from rlhf import auth
 from rlhf.compare import evaluate
+from rlhf.collect import imports
 from rlhf.collect.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.home import Home
@@ -106,6 +107,11 @@ def cmd_rank(wb: Workbench, args) -> None:
 
 
 def cmd_rankings_import(wb: Workbench, args) -> None:
+    if args.from_tool:
+        _import_from_tool(wb, args)
+        return
+    if args.data:
+        raise UserError("--data goes with --from potato.")
     if args.skip_invalid and not args.pairs:
         raise UserError("--skip-invalid goes with --pairs; a rankings file is imported whole or not at all.")
     if args.pairs:
@@ -124,6 +130,19 @@ def cmd_rankings_import(wb: Workbench, args) -> None:
     else:
         count = wb.import_rankings(args.file)
         print(f"Imported {count} rankings from {args.file}.")
+
+
+def _import_from_tool(wb: Workbench, args) -> None:
+    if args.pairs or args.skip_invalid:
+        raise UserError("--from imports another tool's rankings whole or not at all; it goes without --pairs and"
+                        " --skip-invalid.")
+    try:
+        done = wb.import_from(args.from_tool, args.file, args.set, args.data)
+    except FormatError as error:
+        raise UserError(f"{error} Nothing was imported.") from None
+    created = f"; new annotators (no password yet): {', '.join(done.users_created)}" if done.users_created else ""
+    print(f"Imported {done.rankings} rankings of {done.comparisons} comparisons from {args.file} ({args.from_tool}),"
+          f" prompts in set '{done.prompt_set}'{created}.")
 
 
 def cmd_export(wb: Workbench, args) -> None:
@@ -282,13 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
         "import", parents=[home_option], help="import rankings or external preference pairs",
         description="Without --pairs: JSONL of {comparison_id, ranking, user}. With --pairs: TRL preference "
         "format or HH-RLHF, JSONL or Parquet (gzip accepted), stored as two-completion comparisons ranked chosen "
-        "over rejected, the chosen answer at a random letter.")
+        "over rejected, the chosen answer at a random letter. With --from TOOL: another tool's export (Label Studio, "
+        "Argilla, Potato, OpenAssistant), each annotator's rankings kept apart; see docs/imports.md.")
     rankings_import.add_argument("file")
     rankings_import.add_argument("--pairs", action="store_true", help="the file holds chosen/rejected pairs")
     rankings_import.add_argument("--set", help="prompt set for the pairs' prompts (default: the file name)")
     rankings_import.add_argument("--skip-invalid", action="store_true",
                                  help="with --pairs: import the usable rows and list each skipped one with its"
                                  " line and reason (default: a bad row stops the import, nothing is stored)")
+    rankings_import.add_argument("--from", dest="from_tool", choices=imports.TOOLS, metavar="TOOL",
+                                 help="FILE is another tool's export, each annotator's rankings kept apart as"
+                                 " TOOL:NAME (docs/imports.md): " + "; ".join(
+                                     f"{tool}: {about}" for tool, about in imports.TOOL_HELP.items()))
+    rankings_import.add_argument("--data", help="with --from potato: the instances file (JSONL) the annotations"
+                                 " were made on, which holds the texts")
     rankings_import.set_defaults(handler=cmd_rankings_import)
 
     export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension)",

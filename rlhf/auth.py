@@ -140,6 +140,22 @@ def create_user(store, name: str, role: str, password: str, must_change_password
     return User(name, role)
 
 
+# What an imported annotator's account holds instead of a hash: no password matches it
+# (verify_password refuses anything that is not one of our scrypt hashes), so the account
+# names the person behind imported rankings and cannot sign in until an admin sets a password.
+NO_PASSWORD = "imported: no password set"
+
+
+def add_imported_annotators(cur, names: list[str]) -> list[str]:
+    """Create, inside the caller's transaction, an annotator account without a password
+    for each name not yet a user (the `<tool>:<annotator>` of imported rankings); returns
+    the names created. Existing users, whatever their role, are left as they are."""
+    created = [name for name in dict.fromkeys(names) if users.get(cur, name) is None]
+    for name in created:
+        users.add(cur, name, "annotator", NO_PASSWORD)
+    return created
+
+
 def authenticate(store, name: str, password: str) -> User | None:
     """The user if the name and password match, else None."""
     found = users.get(store.cursor(), (name or "").strip())

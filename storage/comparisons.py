@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from storage import feedback
 from storage.db import first_row
 
 
@@ -50,47 +51,49 @@ def add(cur, prompt_id: int, completions: list[NewCompletion], source: str = "ge
     return comparison_id
 
 
+def add_imported(cur, prompt_ids: list[int], texts: list[list[str]]) -> list[int]:
+    """Store imported comparisons, the i-th with the completions `texts[i]` lettered A, B, ...
+    in that order, no model behind them; returns their ids in the order given. Set-based
+    (a few statements whatever the count), since imported sets run to hundreds of thousands."""
+    if not prompt_ids:
+        return []
+    ids = [row[0] for row in cur.execute(
+        "SELECT nextval('comparison_id_seq') FROM range(?)", [len(prompt_ids)]).fetchall()]
+    staged = pd.DataFrame({"id": ids, "prompt_id": prompt_ids, "k": [len(t) for t in texts]})
+    completions = pd.DataFrame(
+        [(comparison_id, chr(ord("A") + i), text)
+         for comparison_id, completion_texts in zip(ids, texts) for i, text in enumerate(completion_texts)],
+        columns=["comparison_id", "letter", "text"],
+    )
+    cur.register("staged_comparisons", staged)
+    cur.register("staged_completions", completions)
+    try:
+        cur.execute("INSERT INTO comparisons (id, prompt_id, k, source)"
+                    " SELECT id, prompt_id, k, 'import' FROM staged_comparisons")
+        cur.execute("INSERT INTO completions (comparison_id, letter, text, finish_reason)"
+                    " SELECT comparison_id, letter, text, 'import' FROM staged_completions")
+    finally:
+        cur.unregister("staged_comparisons")
+        cur.unregister("staged_completions")
+    return ids
+
+
 def add_imported_pairs(cur, prompt_ids: list[int], chosen: list[str], rejected: list[str], annotator: str,
                        rng: random.Random | None = None) -> int:
     """Store external preference pairs as two-completion comparisons, each ranked by
     `annotator` with source 'import'. The chosen answer goes to A or B at random (`rng`),
     pair by pair: always at A, the letter would tell an annotator shown the pair which
-    answer the file preferred. Set-based inserts, since public preference sets run to
-    hundreds of thousands of rows."""
+    answer the file preferred."""
     rng = rng or random.Random()
-    chosen_letter = [rng.choice("AB") for _ in prompt_ids]
-    staged = pd.DataFrame({"prompt_id": prompt_ids, "chosen": chosen, "rejected": rejected,
-                           "chosen_letter": chosen_letter})
-    cur.register("staged_pairs", staged)
-    try:
-        cur.execute(
-            "CREATE TEMP TABLE numbered_pairs AS SELECT nextval('comparison_id_seq') AS comparison_id,"
-            " nextval('ranking_id_seq') AS ranking_id, * FROM staged_pairs"
-        )
-        cur.execute(
-            "INSERT INTO comparisons (id, prompt_id, k, source) SELECT comparison_id, prompt_id, 2, 'import' FROM numbered_pairs"
-        )
-        cur.execute(
-            "INSERT INTO completions (comparison_id, letter, text, finish_reason)"
-            " SELECT comparison_id, chosen_letter, chosen, 'import' FROM numbered_pairs"
-            " UNION ALL SELECT comparison_id, CASE chosen_letter WHEN 'A' THEN 'B' ELSE 'A' END, rejected, 'import'"
-            " FROM numbered_pairs"
-        )
-        cur.execute(
-            "INSERT INTO rankings (id, comparison_id, annotator, source, ranking)"
-            " SELECT ranking_id, comparison_id, ?, 'import', CASE chosen_letter WHEN 'A' THEN 'A > B' ELSE 'B > A' END"
-            " FROM numbered_pairs",
-            [annotator],
-        )
-        cur.execute(
-            "INSERT INTO ranking_ranks (ranking_id, completion_id, rank)"
-            " SELECT n.ranking_id, m.id, CASE WHEN m.letter = n.chosen_letter THEN 1 ELSE 2 END"
-            " FROM numbered_pairs n JOIN completions m ON m.comparison_id = n.comparison_id"
-        )
-        return cur.execute("SELECT count(*) FROM numbered_pairs").fetchall()[0][0]
-    finally:
-        cur.execute("DROP TABLE IF EXISTS numbered_pairs")
-        cur.unregister("staged_pairs")
+    chosen_at_a = [rng.choice("AB") == "A" for _ in prompt_ids]
+    texts = [[good, bad] if at_a else [bad, good] for good, bad, at_a in zip(chosen, rejected, chosen_at_a)]
+    ids = add_imported(cur, prompt_ids, texts)
+    feedback.add_imported_rankings(
+        cur, ids, [annotator] * len(ids),
+        [{"A": 1, "B": 2} if at_a else {"A": 2, "B": 1} for at_a in chosen_at_a],
+        ["A > B" if at_a else "B > A" for at_a in chosen_at_a], source="import",
+    )
+    return len(ids)
 
 
 def get(cur, comparison_id: int) -> Comparison | None:

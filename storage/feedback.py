@@ -46,6 +46,38 @@ def add_ranking(
     return ranking_id
 
 
+def add_imported_rankings(cur, comparison_ids: list[int], annotators: list[str], ranks: list[dict[str, int]],
+                          canonical: list[str], source: str) -> int:
+    """Store many validated rankings at once: the i-th by `annotators[i]` on
+    `comparison_ids[i]`, its canonical text and one rank per letter. Set-based, for
+    imports; the caller has checked that no annotator ranks a comparison twice (the
+    table's UNIQUE constraint would refuse the whole statement)."""
+    if not comparison_ids:
+        return 0
+    ids = [row[0] for row in cur.execute(
+        "SELECT nextval('ranking_id_seq') FROM range(?)", [len(comparison_ids)]).fetchall()]
+    staged = pd.DataFrame({"id": ids, "comparison_id": comparison_ids, "annotator": annotators,
+                           "ranking": canonical})
+    staged_ranks = pd.DataFrame(
+        [(ranking_id, comparison_id, letter, rank)
+         for ranking_id, comparison_id, letter_ranks in zip(ids, comparison_ids, ranks)
+         for letter, rank in letter_ranks.items()],
+        columns=["ranking_id", "comparison_id", "letter", "rank"],
+    )
+    cur.register("staged_rankings", staged)
+    cur.register("staged_ranks", staged_ranks)
+    try:
+        cur.execute("INSERT INTO rankings (id, comparison_id, annotator, source, ranking)"
+                    " SELECT id, comparison_id, annotator, ?, ranking FROM staged_rankings", [source])
+        cur.execute("INSERT INTO ranking_ranks (ranking_id, completion_id, rank)"
+                    " SELECT r.ranking_id, m.id, r.rank FROM staged_ranks r"
+                    " JOIN completions m ON m.comparison_id = r.comparison_id AND m.letter = r.letter")
+    finally:
+        cur.unregister("staged_rankings")
+        cur.unregister("staged_ranks")
+    return len(ids)
+
+
 def ranking_by(cur, comparison_id: int, annotator: str) -> str | None:
     """The ranking `annotator` gave this comparison, if any."""
     row = first_row(cur.execute(

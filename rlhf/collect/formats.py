@@ -56,19 +56,22 @@ class FormatError(ValueError):
     """A file that cannot be used, in one plain sentence: '<file>, line <n>: <reason>.'
 
     `line` is None when the problem is the whole file (empty, unknown type, unreadable).
+    `unit` names what `line` counts where a file has no lines to speak of: the records of
+    one JSON array or of a Parquet table ('record 3').
     """
 
-    def __init__(self, path: PathLike, line: int | None, reason: str) -> None:
+    def __init__(self, path: PathLike, line: int | None, reason: str, unit: str = "line") -> None:
         self.path = str(path)
         self.line = line
         self.reason = reason
-        where = self.path if line is None else f"{self.path}, line {line}"
+        self.unit = unit
+        where = self.path if line is None else f"{self.path}, {unit} {line}"
         super().__init__(f"{where}: {reason}.")
 
-    def __reduce__(self) -> tuple[type[FormatError], tuple[str, int | None, str]]:
+    def __reduce__(self) -> tuple[type[FormatError], tuple[str, int | None, str, str]]:
         # Exceptions are pickled through their args, which here is only the message; this
         # error can cross a process boundary (a worker, a datasets map with num_proc).
-        return type(self), (self.path, self.line, self.reason)
+        return type(self), (self.path, self.line, self.reason, self.unit)
 
 
 class _BadRecord(Exception):
@@ -225,6 +228,45 @@ def _pandas_keeping_nesting(table: pa.Table) -> pd.DataFrame:
     )
 
 
+# --- whole files for the tool importers (rlhf/collect/imports/) -----------------------
+
+
+def json_lines(path: PathLike) -> Iterator[tuple[int, Record]]:
+    """Each object of a JSON Lines file (optionally gzipped) with its line; the first
+    line that is not a JSON object stops the read with its line and reason."""
+    path = Path(path)
+    return _jsonl_records(path, _read_limited(path))
+
+
+def json_document(path: PathLike) -> Any:
+    """The one JSON value a file holds (optionally gzipped), within `READ_LIMITS`."""
+    path = Path(path)
+    text = _text(path, _read_limited(path).removeprefix(codecs.BOM_UTF8))
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FormatError(path, error.lineno, f"not valid JSON ({error.msg} at column {error.colno})") from None
+
+
+def parquet_rows(path: PathLike) -> Iterator[tuple[int, Record]]:
+    """Each row of a Parquet file as a dict, numbered from 1, within `READ_LIMITS`."""
+    path = Path(path)
+    return _parquet_records(path, _read_limited(path))
+
+
+def _read_limited(path: Path) -> bytes:
+    """The file's bytes, refusing a plain file past the same cap a gzipped one has, so a
+    tool's export is never held whole in memory beyond what one import may hold."""
+    limit = READ_LIMITS.max_decompressed_bytes
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise FormatError(path, None, f"cannot be read ({error.strerror or error})") from None
+    if size > limit:
+        raise FormatError(path, None, f"is {_size(size)}, more than the {_size(limit)} one import may hold; split it")
+    return _read_bytes(path)
+
+
 # --- from a file to (line, record) ----------------------------------------------------
 
 
@@ -353,7 +395,7 @@ def _json_object(path: Path, raw: bytes, line: int) -> Record | None:
         reason = f"not valid JSON ({error.msg} at column {error.colno})"
         raise FormatError(path, line, reason) from None
     if not isinstance(value, dict):
-        raise FormatError(path, line, f"expected a JSON object, got {_describe(value)}")
+        raise FormatError(path, line, f"expected a JSON object, got {describe(value)}")
     return value
 
 
@@ -422,7 +464,7 @@ def _ranking_from_record(record: Record) -> tuple[int, str, str]:
         value = record[field]
         if not isinstance(value, kind) or isinstance(value, bool):
             wanted = "a whole number" if kind is int else "text"
-            raise _BadRecord(f"{field} must be {wanted}, got {_describe(value)}")
+            raise _BadRecord(f"{field} must be {wanted}, got {describe(value)}")
     return record["comparison_id"], record["ranking"], record["user"]
 
 
@@ -460,12 +502,12 @@ def _split_pair(record: Record) -> tuple[list[Message], str, str]:
         )
     if type(chosen) is not type(rejected):
         raise _BadRecord(
-            f"mismatched layouts: chosen is {_describe(chosen)} "
-            f"but rejected is {_describe(rejected)}"
+            f"mismatched layouts: chosen is {describe(chosen)} "
+            f"but rejected is {describe(rejected)}"
         )
     raise _BadRecord(
         "without a prompt, chosen and rejected must be HH-RLHF transcripts or lists of "
-        f"messages, got {_describe(chosen)}"
+        f"messages, got {describe(chosen)}"
     )
 
 
@@ -473,7 +515,7 @@ def _text_answer(value: Any, field: str) -> str:
     if isinstance(value, list):
         raise _BadRecord(f"mismatched layouts: prompt is text but {field} is a list of messages")
     if not isinstance(value, str):
-        raise _BadRecord(f"{field} must be text, got {_describe(value)}")
+        raise _BadRecord(f"{field} must be text, got {describe(value)}")
     return value
 
 
@@ -576,27 +618,27 @@ def _checked_prompt(value: Any, field: str) -> list[Message]:
 def _checked_turns(value: Any, field: str) -> list[Message]:
     if not isinstance(value, list):
         raise _BadRecord(
-            f"{field} must be a list of {{role, content}} messages, got {_describe(value)}"
+            f"{field} must be a list of {{role, content}} messages, got {describe(value)}"
         )
     turns = []
     for number, turn in enumerate(value, start=1):
         where = f"{field} turn {number}"
         if not isinstance(turn, dict):
             raise _BadRecord(
-                f"{where} must be an object with role and content, got {_describe(turn)}"
+                f"{where} must be an object with role and content, got {describe(turn)}"
             )
         role, content = turn.get("role"), turn.get("content")
         if role not in ROLES:
             raise _BadRecord(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
-            raise _BadRecord(f"{where} content must be text, got {_describe(content)}")
+            raise _BadRecord(f"{where} content must be text, got {describe(content)}")
         turns.append({"role": role, "content": content})
     return turns
 
 
 def _checked_text(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise _BadRecord(f"{field} must be text, got {_describe(value)}")
+        raise _BadRecord(f"{field} must be text, got {describe(value)}")
     if not value.strip():
         raise _BadRecord(f"{field} is empty")
     return value
@@ -611,7 +653,8 @@ def _unrecognised(expected: str, record: Record) -> str:
     return f"no recognised fields: looked for {expected}; found {', '.join(found) or 'none'}"
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A value named by its JSON type (or its value, for scalars), for refusals."""
     if value is None or isinstance(value, (bool, int, float)):
         return json.dumps(value)
     if isinstance(value, str):

@@ -20,8 +20,9 @@ from typing import Callable
 
 import pandas as pd
 
+from rlhf import auth
 from rlhf.checks import require_prompt_set, require_whole
-from rlhf.collect import formats
+from rlhf.collect import formats, imports
 from rlhf.preference import pairs
 from rlhf.preference.messages import as_messages
 from rlhf.collect.formats import FormatError
@@ -93,6 +94,16 @@ class SourcePlan:
     @property
     def k(self) -> int:
         return sum(source.count for source in self.sources)
+
+
+@dataclass(frozen=True)
+class ToolImport:
+    """What `Workbench.import_from` stored."""
+
+    rankings: int
+    comparisons: int
+    users_created: list[str]
+    prompt_set: str
 
 
 def check_sources(sources) -> list[dict] | None:
@@ -479,6 +490,30 @@ class Workbench:
             return comparisons.add_imported_pairs(
                 cur, prompt_ids, list(frame["chosen"]), list(frame["rejected"]), annotator=f"import:{Path(path).name}"
             )
+
+    def import_from(self, tool: str, path: str | Path, prompt_set: str | None = None,
+                    data: str | Path | None = None) -> ToolImport:
+        """Import another tool's rankings (`rlhf.collect.imports.TOOLS`): each prompt and
+        its K completions become one imported comparison (as `import_pairs` makes them),
+        ranked by each annotator apart as `<tool>:<annotator>`, a user (role annotator, no
+        password) created for each new name. Their source is 'human': people ranked them,
+        in another tool. Everything is checked before anything is stored, in one
+        transaction; a bad record is a FormatError with its place and reason."""
+        found = imports.read(tool, path, data)
+        planned = imports.plan(tool, path, found)
+        prompt_set = prompt_set or Path(path).name.split(".")[0]
+        conversations = [messages for messages, _ in planned.items]
+        with self.store.transaction() as cur:
+            created = auth.add_imported_annotators(cur, planned.annotators)
+            prompts.add_prompts(cur, prompt_set, conversations, source=str(path))
+            prompt_ids = prompts.ids_by_fingerprint(cur, prompt_set, [prompts.fingerprint(m) for m in conversations])
+            ids = comparisons.add_imported(cur, prompt_ids, [texts for _, texts in planned.items])
+            feedback.add_imported_rankings(
+                cur, [ids[item] for item, _, _ in planned.rankings], [who for _, who, _ in planned.rankings],
+                [ranking.ranks() for _, _, ranking in planned.rankings],
+                [ranking.canonical for _, _, ranking in planned.rankings], source="human",
+            )
+        return ToolImport(len(planned.rankings), len(ids), created, prompt_set)
 
     def rankings(self) -> pd.DataFrame:
         return feedback.rankings_frame(self.store.cursor())
