@@ -53,7 +53,8 @@ class Method:
 
 COMMON_OPTIONS = {
     "adapter": Option("lora", "how weights are adapted: LoRA (PEFT), a learned soft prompt, full fine-tuning,"
-                      " or QLoRA (4-bit base, CUDA only)", ("lora", "prompt", "full", "qlora")),
+                      " QLoRA (4-bit base, CUDA only), or last_layers (only the top trainable_layers blocks"
+                      " and the head)", ("lora", "prompt", "full", "qlora", "last_layers")),
     "lora_r": Option(16, "LoRA rank"),
     "lora_alpha": Option(32, "LoRA scaling numerator (alpha / r scales the update)"),
     "lora_dropout": Option(0.0, "dropout on the LoRA path"),
@@ -61,6 +62,8 @@ COMMON_OPTIONS = {
     "num_virtual_tokens": Option(8, "soft-prompt length for adapter=prompt"),
     "merge": Option(False, "merge a LoRA result into full weights (for serving elsewhere)"),
     "eval_fraction": Option(0.1, "share of comparisons held out for evaluation (split by comparison)"),
+    "trainable_layers": Option(2, "for adapter=last_layers: how many of the top transformer blocks train (with the"
+                               " final norm and the head; the rest stays frozen)"),
 }
 
 # The guardrails every policy job measures at its end (rlhf.train.guard): a few held-out
@@ -328,7 +331,7 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 POSITIVE = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
             "max_length", "lora_r", "lora_alpha", "num_virtual_tokens", "beta", "num_generations",
-            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl")
+            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl", "trainable_layers")
 
 
 def _check_ranges(values: dict[str, Any]) -> None:
