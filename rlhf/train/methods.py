@@ -359,3 +359,20 @@ def _buildable(config: dict[str, Any], fields: dict[str, Any], output_dir: str) 
     cpu = {"bf16": False, "fp16": False, "use_cpu": True, "output_dir": output_dir,
            "activation_checkpointing": config.get("activation_checkpointing", False)}
     return {**config, **{key: value for key, value in cpu.items() if key in fields}}
+
+
+# The feature-based reward model: a method of its own, not an adapter of `reward`, because
+# it trains nothing of the network (so no adapter applies) and has its own fit settings
+# (full-batch steps on cached features, not TRL's RewardTrainer).
+METHODS["reward_head"] = Method(
+    "reward_head", "reward", "rankings", "rlhf.train.reward_head.HeadConfig",
+    "reward model in seconds: the frozen base embeds each completion once (cached), only a scalar head is fitted"
+    " on the pairs",
+    {"learning_rate": 0.01, "max_steps": 300, "weight_decay": 0.01},
+    {
+        **{key: METHODS["reward"].options[key] for key in ("loss", "use_margin", "margin_scale", "tie_param",
+                                                            "normalize")},
+        "pooling": Option("last", "the completion's feature: the last token's hidden state (what a reward model's"
+                          " head reads) or the mean over its tokens", ("last", "mean")),
+    },
+)
