@@ -45,6 +45,7 @@ class Method:
     options: dict[str, Option] = field(default_factory=dict)
     needs_reward: bool = False
     min_rows: int = 2
+    scheduled: bool = True   # its epochs and learning rate come from rlhf.train.schedule
 
     @property
     def module(self) -> str:
@@ -375,4 +376,5 @@ METHODS["reward_head"] = Method(
         "pooling": Option("last", "the completion's feature: the last token's hidden state (what a reward model's"
                           " head reads) or the mean over its tokens", ("last", "mean")),
     },
+    scheduled=False,   # a full-batch fit of fixed max_steps, not epochs of an optimiser over a network
 )
