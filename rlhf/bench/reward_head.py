@@ -80,7 +80,8 @@ def bench_reward_head(model_dir: Path, data: Path, pairs: int, eval_fraction: fl
 def print_table(result: dict) -> None:
     print(f"{result['imported']} HH-RLHF pairs (transcripts <= {result['max_chars'] or 'any'} chars),"
           f" {result['eval_fraction']:.0%} of them held out; LoRA capped at {result['lora_steps']} steps")
-    print(f"{'method':<12} {'status':<10} {'held-out acc':>12} {'pairs':>6} {'job s':>7} {'train s':>8} {'peak MiB':>9}")
+    print(f"{'method':<12} {'status':<10} {'held-out acc':>12} {'pairs':>6} {'job s':>7} {'train s':>8}"
+          f" {'peak MiB':>9}")
     for n, row in enumerate(result["runs"]):
         label = row["method"] + (" (cached)" if n == 1 else "")
         accuracy = row.get("eval_accuracy")

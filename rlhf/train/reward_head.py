@@ -372,7 +372,8 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     inputs.reporter.progress(int(config.max_steps), int(config.max_steps), message="saving")
     saved = save_head(model, head.weight, tokenizer, inputs.out_dir, inputs.base_path)
     info = {"offset": float(offset), "loss": loss, "pooling": pooling, "features": "frozen base", "saved": saved,
-            "use_margin": bool(options.get("use_margin", False)), "margin_scale": float(options.get("margin_scale", 1.0)),
+            "use_margin": bool(options.get("use_margin", False)),
+            "margin_scale": float(options.get("margin_scale", 1.0)),
             "normalized": normalize, "completions_for_offset": len(raw) if normalize else 0,
             "tie_parameter": (None if tie_value is None else
                               {"name": TIE_PARAMETER_NAME[loss], "value": tie_value, "learned": head.tie.learned}),

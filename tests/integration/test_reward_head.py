@@ -71,7 +71,8 @@ def test_real_model_head_learns_a_length_preference_on_held_out_rankings(real_mo
 
     assert metrics["eval/pairs"] >= 60
     assert metrics["eval/accuracy"] >= 0.8, metrics
-    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I get better at knitting?"}]
+    prompt = [{"role": "system", "content": "Be brief."},
+              {"role": "user", "content": "How do I get better at knitting?"}]
     short, long = RewardScorer(out).score([prompt, prompt], [SENTENCES[0], " ".join(SENTENCES[:5])])
     assert long > short
     print(f"trained and evaluated in {elapsed:.0f} s (fit {metrics['train/fitting_seconds']} s): {metrics}")

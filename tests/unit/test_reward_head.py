@@ -32,7 +32,8 @@ def rankings(n: int = 12) -> pd.DataFrame:
     for c in range(n):
         texts = [ANSWERS[(c + k) % len(ANSWERS)] for k in range(3)]
         order = sorted(range(3), key=lambda j: -len(texts[j]))
-        ranking = " > ".join("ABC"[j] for j in order) if c % 4 else f"{'ABC'[order[0]]} = {'ABC'[order[1]]} > {'ABC'[order[2]]}"
+        best, middle, worst = ("ABC"[j] for j in order)
+        ranking = f"{best} > {middle} > {worst}" if c % 4 else f"{best} = {middle} > {worst}"
         rows.append({"ranking_id": c, "comparison_id": c, "prompt": [{"role": "user", "content": f"Question {c % 4}?"}],
                      "completions": texts, "ranking": ranking, "user": "ann", "model_versions": ["base"] * 3})
     return pd.DataFrame(rows)
@@ -77,7 +78,8 @@ def test_trains_saves_a_linked_head_and_scores_through_the_reward_model_path(hom
 
     assert math.isfinite(metrics["train_loss"]) and metrics["train/pairs"] > 0
     assert metrics["eval/rankings"] >= 1 and 0 <= metrics["eval/accuracy"] <= 1
-    distinct = {(row["prompt"][0]["content"], text) for row in rankings().to_dict("records") for text in row["completions"]}
+    distinct = {(row["prompt"][0]["content"], text)
+                for row in rankings().to_dict("records") for text in row["completions"]}
     assert metrics["train/embedded"] == metrics["train/completions"] == len(distinct) < 3 * len(rankings())
     info = json.loads((out / "reward.json").read_text())
     assert info["pooling"] == pooling and info["saved"] == "linked"
@@ -100,7 +102,8 @@ def test_features_are_cached_per_version_and_pooling_in_the_home(home):
     assert again["train/cached"] == first["train/completions"]
     cached = list((home.root / "features" / "base" / "last").rglob("*.npy"))
     assert len(cached) == first["train/completions"]
-    assert torch.equal(load_file(str(out / HEAD_FILE))["score.weight"], load_file(str(out_again / HEAD_FILE))["score.weight"])
+    head, head_again = (load_file(str(d / HEAD_FILE))["score.weight"] for d in (out, out_again))
+    assert torch.equal(head, head_again)
     mean, _ = run(home, 3, pooling="mean")
     assert mean["train/embedded"] == first["train/completions"]   # another pooling, other features
 
