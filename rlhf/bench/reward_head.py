@@ -80,13 +80,13 @@ def bench_reward_head(model_dir: Path, data: Path, pairs: int, eval_fraction: fl
 def print_table(result: dict) -> None:
     print(f"{result['imported']} HH-RLHF pairs (transcripts <= {result['max_chars'] or 'any'} chars),"
           f" {result['eval_fraction']:.0%} of them held out; LoRA capped at {result['lora_steps']} steps")
-    print(f"{'method':<12} {'status':<10} {'held-out acc':>12} {'pairs':>6} {'job s':>7} {'train s':>8}"
+    print(f"{'method':<20} {'status':<10} {'held-out acc':>12} {'pairs':>6} {'job s':>7} {'train s':>8}"
           f" {'peak MiB':>9}")
     for n, row in enumerate(result["runs"]):
         label = row["method"] + (" (cached)" if n == 1 else "")
         accuracy = row.get("eval_accuracy")
-        print(f"{label:<12} {row['status']:<10} {'' if accuracy is None else f'{accuracy:.3f}':>12}"
-              f" {row.get('eval_pairs') or '':>6} {row['total_seconds']:>7} {row['train_seconds'] or '':>8}"
+        print(f"{label:<20} {row['status']:<10} {'' if accuracy is None else f'{accuracy:.3f}':>12}"
+              f" {int(row.get('eval_pairs') or 0):>6} {row['total_seconds']:>7} {row['train_seconds'] or '':>8}"
               f" {row['peak_rss_mib'] or '':>9}")
         if row["error"]:
             print(f"             {row['error']}")

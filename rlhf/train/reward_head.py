@@ -10,7 +10,7 @@ Features. A completion is the chat-templated conversation "prompt + one assistan
 (`rlhf.modeling.scoring.encode_conversation`, as every reward model reads it), through the
 base's backbone (`last_hidden_state`, after the final norm); option `pooling` reads the
 last non-pad token, as the sequence classifier does, or the mean over all tokens. The
-cache is one `.npy` per completion under `features/<version>/<pooling>/` of the home (the
+cache is one `.npy` per completion under `features/<version>/<pooling>-<dtype>/` of the home (the
 job's own directory when the base is no version of a home), keyed by a hash of the exact
 token ids: the same completion of the same prompt is embedded once, whichever comparison
 or job it comes back in.
@@ -75,11 +75,12 @@ class HeadConfig:
 # -- features ------------------------------------------------------------------------------------
 
 def cache_dir(base_path: Path, job_dir: Path, pooling: str) -> Path:
-    """Where the base's features live: the home's `features/<version>/<pooling>/` when the
-    base is a version of a home (`<home>/models/<version>`), else the job's own directory."""
+    """Where the base's features live: the home's `features/<version>/<pooling>-<dtype>/`
+    when the base is a version of a home (`<home>/models/<version>`), else the job's own
+    directory. The dtype (bf16 on a GPU, fp32 on the CPU) is the one the scorer will run in."""
     base = Path(base_path).absolute()
     root = base.parent.parent / FEATURES_DIR if base.parent.name == "models" else Path(job_dir) / FEATURES_DIR
-    return root / base.name / pooling
+    return root / base.name / f"{pooling}-{str(loading.model_dtype()).removeprefix('torch.')}"
 
 
 def feature_key(ids: list[int]) -> str:

@@ -56,7 +56,7 @@ def test_a_reward_head_job_registers_a_reward_version_that_scores(workbench):
     version = workbench.model_version(job["output_version"])
     row = models.get(workbench.store.cursor(), version.name)
     assert (version.kind, version.parent, row["method"]) == ("reward", "base", "reward_head")
-    assert (workbench.home.root / "features" / "base" / "last").is_dir()
+    assert (workbench.home.root / "features" / "base" / "last-float32").is_dir()
     prompt = [{"role": "user", "content": "Hi?"}]
     assert len(RewardScorer(version.path).score([prompt, prompt], ["Yes.", "No."])) == 2
 

@@ -100,7 +100,7 @@ def test_features_are_cached_per_version_and_pooling_in_the_home(home):
 
     assert first["train/embedded"] > 0 and again["train/embedded"] == 0
     assert again["train/cached"] == first["train/completions"]
-    cached = list((home.root / "features" / "base" / "last").rglob("*.npy"))
+    cached = list((home.root / "features" / "base" / "last-float32").rglob("*.npy"))
     assert len(cached) == first["train/completions"]
     head, head_again = (load_file(str(d / HEAD_FILE))["score.weight"] for d in (out, out_again))
     assert torch.equal(head, head_again)
