@@ -254,7 +254,8 @@ def add_commands(command, commands, home_option, json_option) -> None:
     train = command("train", cmd_train, "train a reward model or a policy from the rankings (a job)",
                     parents=(home_option, json_option),
                     epilog="Settings: TRL config field names (learning_rate, max_steps, beta, ...) or workbench "
-                    "options (adapter=lora|prompt|full|qlora, lora_r, merge, eval_fraction, and per method: "
+                    "options (adapter=lora|prompt|full|qlora|last_layers, lora_r, trainable_layers, merge, eval_fraction,"
+                    " and per method: "
                     + "; ".join(f"{m.name}: {', '.join(m.options) or 'none'}" for m in METHODS.values()) + ").")
     train.add_argument("method", choices=list(METHODS))
     train.add_argument("--base", help="policy version to start from (default: the active policy)")

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|load` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -54,6 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--pairs", type=int, default=200, help="preference pairs in the standard offline job")
     train.add_argument("--home", default=None, help="keep the bench home here (default: a temporary directory)")
     train.add_argument("--json", action="store_true")
+    head = sub.add_parser("reward_head", help="the feature-based reward head beside the LoRA reward model on"
+                          " HH-RLHF pairs: held-out accuracy and time (see rlhf/bench/reward_head.py)")
+    head.add_argument("--data", default=None, help="HH-RLHF JSONL (default: ../shared/data/hh-rlhf-harmless-1600.jsonl)")
+    head.add_argument("--pairs", type=int, default=200, help="pairs drawn at random from the file")
+    head.add_argument("--eval-fraction", type=float, default=0.25, help="share of pairs held out (both methods)")
+    head.add_argument("--lora-steps", type=int, default=30, help="cap on the LoRA reward model's optimiser steps")
+    head.add_argument("--max-chars", type=int, default=600, help="only pairs with transcripts this short (0: any)")
+    head.add_argument("--pooling", default="last", choices=("last", "mean"))
+    head.add_argument("--seed", type=int, default=0)
+    head.add_argument("--home", default=None, help="workbench home whose base model to use")
+    head.add_argument("--json", action="store_true")
     sub.add_parser("load", add_help=False,
                    help="many annotators against a real server that is killed midway (see load --help)")
     argv = sys.argv[1:] if argv is None else argv
@@ -76,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else "")
         if not args.json:
             print_table(rows)
+        return 0
+    if args.what == "reward_head":
+        from rlhf.bench.reward_head import bench_reward_head, default_data, print_table as print_head
+
+        result = bench_reward_head(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
+                                   args.pairs, args.eval_fraction, args.lora_steps, args.max_chars, args.seed,
+                                   args.pooling)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_head(result)
         return 0
     if args.what == "service":
         print(json.dumps(bench_service(args.annotators, args.rankings), indent=2))

@@ -63,6 +63,8 @@ def run_method(wb: Workbench, method: str, settings: dict, reward: str | None) -
            "total_seconds": round(total, 1), "train_seconds": status.get("seconds"),
            "peak_rss_mib": status.get("peak_rss_mib"), "version": job["output_version"], "error": job["error"]}
     metrics = status.get("metrics") or {}
+    if "eval/accuracy" in metrics:   # a reward model's held-out pairwise accuracy
+        row["eval_accuracy"], row["eval_pairs"] = metrics["eval/accuracy"], metrics.get("eval/pairs")
     runtime = metrics.get("train_runtime") or status.get("seconds")
     if job["status"] == "succeeded" and runtime and row["steps"]:
         row["seconds_per_step"] = round(runtime / row["steps"], 2)

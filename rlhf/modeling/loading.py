@@ -23,6 +23,7 @@ from transformers import (
 from rlhf.errors import TrainingError
 
 ADAPTER_CONFIG = "adapter_config.json"
+REWARD_FILE = "reward.json"   # a reward model's offset and how it was trained (rlhf.train.reward, reward_head)
 
 
 # PEFT reads transformers 5's deprecated alias whenever it wraps a model; the warning is
@@ -96,15 +97,35 @@ def load_adapted_policy(path: Path) -> PreTrainedModel:
     return PeftModel.from_pretrained(load_causal_lm(adapter_base(path)), str(path))
 
 
+def read_reward_info(path: Path) -> dict[str, Any]:
+    """`reward.json` of a reward model directory ({} when there is none)."""
+    file = Path(path) / REWARD_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 def load_reward_model(path: Path) -> PreTrainedModel:
-    """A scalar-head sequence classifier saved by the reward trainer (full weights)."""
+    """A scalar-head sequence classifier saved by a reward trainer (full weights, or the
+    base's weights by hard link beside a head file: `rlhf.train.reward_head`). A head
+    fitted on mean-pooled features (`pooling` "mean" in reward.json) gets its pooling."""
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=model_dtype())
     if model.config.pad_token_id is None:
         model.config.pad_token_id = load_tokenizer(path).pad_token_id
+    if read_reward_info(path).get("pooling") == "mean":
+        model.score.register_forward_hook(running_mean)
     return model
 
 
-ADAPTERS = ("lora", "prompt", "full", "qlora")
+def running_mean(module, args, scores: torch.Tensor) -> torch.Tensor:
+    """Per-token scores `[batch, tokens, 1]` replaced by their running mean along the
+    sequence. A linear head on the mean of the hidden states is the mean of the per-token
+    scores, and the classifier reads the last non-pad token of a right-padded batch (as
+    `score_ids` and TRL's reward functions pad), where the running mean is that mean: a
+    mean-pooled head scores through the same classifier as every other reward model."""
+    counts = torch.arange(1, scores.shape[-2] + 1, device=scores.device, dtype=scores.dtype)
+    return scores.cumsum(dim=-2) / counts.unsqueeze(-1)
+
+
+ADAPTERS = ("lora", "prompt", "full", "qlora", "last_layers")
 
 
 def bnb_4bit_config():
@@ -135,7 +156,7 @@ def peft_config(options: dict[str, Any], task_type: str):
 
     check_adapter(options)
     adapter = options.get("adapter", "lora")
-    if adapter == "full":
+    if adapter in ("full", "last_layers"):   # last_layers: `train_top_layers` freezes the rest
         return None
     if adapter == "prompt":
         return PromptTuningConfig(task_type=task_type, num_virtual_tokens=int(options.get("num_virtual_tokens", 8)),
@@ -166,3 +187,34 @@ def save_model(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path, base_pa
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     return kind
+
+
+def decoder_blocks(model) -> torch.nn.ModuleList:
+    """The transformer blocks of a causal LM or sequence classifier, bottom first."""
+    inner = getattr(model, "module", model)
+    backbone = getattr(inner, inner.base_model_prefix, inner)
+    blocks = getattr(backbone, "layers", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise TrainingError(f"adapter=last_layers needs a model with decoder layers; {type(inner).__name__} has none.")
+    return blocks
+
+
+def train_top_layers(model, options: dict[str, Any]) -> None:
+    """For `adapter=last_layers`: freeze every weight but the top `trainable_layers`
+    transformer blocks, the final norm that follows them and the head (a classifier's
+    `score`, a causal LM's output embeddings, which with tied embeddings are the input
+    embeddings too). Other adapters: nothing."""
+    if options.get("adapter") != "last_layers":
+        return
+    blocks = decoder_blocks(model)
+    count = int(options.get("trainable_layers", 2))
+    if not 1 <= count <= len(blocks):
+        raise TrainingError(f"trainable_layers must be between 1 and {len(blocks)} (the model's layers), not {count}.")
+    inner = getattr(model, "module", model)
+    backbone = getattr(inner, inner.base_model_prefix, inner)
+    model.requires_grad_(False)
+    trained = [*blocks[len(blocks) - count:], getattr(backbone, "norm", None), getattr(inner, "score", None),
+               inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None]
+    for module in trained:
+        if module is not None:
+            module.requires_grad_(True)

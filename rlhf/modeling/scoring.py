@@ -9,7 +9,6 @@ templated conversation "prompt messages + one assistant turn", exactly as in tra
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,11 +18,8 @@ import torch
 
 from rlhf.preference.messages import Message, as_messages, plain
 from rlhf.modeling import loading
+from rlhf.modeling.loading import read_reward_info
 from storage.scores import EQUAL_SCORE  # two scores closer than this are "scored equal" (a model tie)
-
-REWARD_FILE = "reward.json"
-
-
 
 def completion_text(completion: Any) -> str:
     """A completion as text: a string, or a conversational completion (a list of assistant
@@ -66,12 +62,6 @@ def score_ids(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batc
             for row, i in enumerate(chunk):
                 scores[i] = float(logits[row, 0].float())
     return scores
-
-
-def read_reward_info(path: Path) -> dict[str, Any]:
-    """`reward.json` of a reward model directory ({} when there is none)."""
-    file = Path(path) / REWARD_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 class RewardScorer:

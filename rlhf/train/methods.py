@@ -45,6 +45,7 @@ class Method:
     options: dict[str, Option] = field(default_factory=dict)
     needs_reward: bool = False
     min_rows: int = 2
+    scheduled: bool = True   # its epochs and learning rate come from rlhf.train.schedule
 
     @property
     def module(self) -> str:
@@ -53,7 +54,8 @@ class Method:
 
 COMMON_OPTIONS = {
     "adapter": Option("lora", "how weights are adapted: LoRA (PEFT), a learned soft prompt, full fine-tuning,"
-                      " or QLoRA (4-bit base, CUDA only)", ("lora", "prompt", "full", "qlora")),
+                      " QLoRA (4-bit base, CUDA only), or last_layers (only the top trainable_layers blocks"
+                      " and the head)", ("lora", "prompt", "full", "qlora", "last_layers")),
     "lora_r": Option(16, "LoRA rank"),
     "lora_alpha": Option(32, "LoRA scaling numerator (alpha / r scales the update)"),
     "lora_dropout": Option(0.0, "dropout on the LoRA path"),
@@ -61,6 +63,8 @@ COMMON_OPTIONS = {
     "num_virtual_tokens": Option(8, "soft-prompt length for adapter=prompt"),
     "merge": Option(False, "merge a LoRA result into full weights (for serving elsewhere)"),
     "eval_fraction": Option(0.1, "share of comparisons held out for evaluation (split by comparison)"),
+    "trainable_layers": Option(2, "for adapter=last_layers: how many of the top transformer blocks train (with the"
+                               " final norm and the head; the rest stays frozen)"),
 }
 
 # The guardrails every policy job measures at its end (rlhf.train.guard): a few held-out
@@ -328,7 +332,7 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 POSITIVE = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
             "max_length", "lora_r", "lora_alpha", "num_virtual_tokens", "beta", "num_generations",
-            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl")
+            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl", "trainable_layers")
 
 
 def _check_ranges(values: dict[str, Any]) -> None:
@@ -356,3 +360,21 @@ def _buildable(config: dict[str, Any], fields: dict[str, Any], output_dir: str) 
     cpu = {"bf16": False, "fp16": False, "use_cpu": True, "output_dir": output_dir,
            "activation_checkpointing": config.get("activation_checkpointing", False)}
     return {**config, **{key: value for key, value in cpu.items() if key in fields}}
+
+
+# The feature-based reward model: a method of its own, not an adapter of `reward`, because
+# it trains nothing of the network (so no adapter applies) and has its own fit settings
+# (full-batch steps on cached features, not TRL's RewardTrainer).
+METHODS["reward_head"] = Method(
+    "reward_head", "reward", "rankings", "rlhf.train.reward_head.HeadConfig",
+    "reward model in seconds: the frozen base embeds each completion once (cached), only a scalar head is fitted"
+    " on the pairs",
+    {"learning_rate": 0.01, "max_steps": 300, "weight_decay": 0.01},
+    {
+        **{key: METHODS["reward"].options[key] for key in ("loss", "use_margin", "margin_scale", "tie_param",
+                                                            "normalize")},
+        "pooling": Option("last", "the completion's feature: the last token's hidden state (what a reward model's"
+                          " head reads) or the mean over its tokens", ("last", "mean")),
+    },
+    scheduled=False,   # a full-batch fit of fixed max_steps, not epochs of an optimiser over a network
+)

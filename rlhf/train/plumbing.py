@@ -45,6 +45,7 @@ def load_trl_policy(inputs: TrainInputs, reference: bool = False) -> TrlPolicy:
     inputs.reporter.progress(0, None, message="loading the policy")
     quantize = options.get("adapter") == "qlora"
     model = loading.load_causal_lm(inputs.base_path, quantize_4bit=quantize)
+    loading.train_top_layers(model, options)
     tokenizer = loading.load_tokenizer(inputs.base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     ref = None

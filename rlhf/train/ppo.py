@@ -387,8 +387,9 @@ class PPOPolicy:
         former = disable_dropout(model) if config.disable_dropout else {}
         adapter = loading.peft_config(options, "CAUSAL_LM")
         reference = None
-        if adapter is None:  # full fine-tuning: the reference is a frozen copy
+        if adapter is None:  # full fine-tuning (or its top layers): the reference is a frozen copy
             reference = copy.deepcopy(model).eval().requires_grad_(False)
+            loading.train_top_layers(model, options)
         else:
             model = get_peft_model(model, adapter)
         if config.disable_dropout:
@@ -520,6 +521,7 @@ class ValueModel:
         if options.get("adapter") in ("prompt", "qlora"):
             options["adapter"] = "lora"
         adapter = loading.peft_config(options, "SEQ_CLS")
+        loading.train_top_layers(model, options)
         if adapter is not None:
             model = get_peft_model(model, adapter)
             if config.disable_dropout:

@@ -48,7 +48,8 @@ from torch import nn
 
 from rlhf.preference.messages import plain, prompt_messages
 from rlhf.preference.ranking import RankingError, parse_ranking
-from rlhf.modeling.scoring import REWARD_FILE, encode_conversation, score_ids
+from rlhf.modeling.loading import REWARD_FILE
+from rlhf.modeling.scoring import encode_conversation, score_ids
 from rlhf.train import common
 from rlhf import errors
 from rlhf.modeling import loading
@@ -399,6 +400,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
 
     set_seed(seed)   # the new scalar head is drawn at random
     model = load_classifier(inputs.base_path, quantize_4bit=quantized, scratch_near=inputs.out_dir.parent)
+    loading.train_top_layers(model, options)
     tie = TieParameter(loss, fixed_tie) if keep_ties else None
     trainer = _trainer_class()(
         model=model, args=args, processing_class=tokenizer,

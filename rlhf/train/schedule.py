@@ -29,13 +29,16 @@ ONLINE = ("ppo", "grpo", "rloo")
 # LoRA (r=16, alpha=32, every linear layer) on SmolLM2-135M learns at about 1e-4 to 3e-4:
 # the demo's DPO and KTO move the policy at 3e-4 in 30 steps; 5e-5 in 11 steps did not.
 # Full weights take one to two orders of magnitude less; a soft prompt (a few vectors
-# alone) far more. QLoRA trains a LoRA and takes its rate.
+# alone) far more. QLoRA trains a LoRA and takes its rate. The top layers alone (last_layers)
+# take a little more than full weights: fewer weights move, and they hold less of the model.
 LEARNING_RATES: dict[str, dict[str, float]] = {
     "lora": {"reward": 2e-4, "sft": 2e-4, "dpo": 2e-4, "kto": 2e-4, "ppo": 1e-4, "grpo": 1e-4, "rloo": 1e-4},
     "full": {"reward": 1e-5, "sft": 2e-5, "dpo": 5e-6, "kto": 5e-6, "ppo": 5e-6, "grpo": 5e-6, "rloo": 5e-6},
+    "last_layers": {"reward": 3e-5, "sft": 5e-5, "dpo": 1e-5, "kto": 1e-5, "ppo": 1e-5, "grpo": 1e-5, "rloo": 1e-5},
     "prompt": {"reward": 3e-2, "sft": 3e-2, "dpo": 3e-2, "kto": 3e-2, "ppo": 1e-2, "grpo": 1e-2, "rloo": 1e-2},
 }
-ADAPTER_WORDS = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "prompt": "a soft prompt"}
+ADAPTER_WORDS = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "prompt": "a soft prompt",
+                 "last_layers": "the top layers"}
 METHOD_WORDS = {"reward": "a reward model", "sft": "SFT", "dpo": "DPO", "kto": "KTO", "ppo": "PPO",
                 "grpo": "GRPO", "rloo": "RLOO"}
 
