@@ -156,13 +156,13 @@ def register_jobs(ctx: AppContext) -> None:
         user = ctx.user(request, *STAFF)
         with user_error():
             job_id = ctx.jobs.submit(checked_request(method, base, reward, settings, selection, user.name))
-            return job_views.job_status(jobs, job_id)
+            return job_views.job_status(ctx.jobs, job_id)
 
     def job_status(job_id: int, log_lines: int = job_views.LOG_LINES, request: gr.Request = None) -> dict:
         """Researchers: a job's status, step/total, progress (0-1), ETA, latest metrics and log tail."""
         ctx.user(request, *STAFF)
         with user_error():
-            return job_views.job_status(jobs, int(job_id), max(0, int(log_lines)))
+            return job_views.job_status(ctx.jobs, int(job_id), max(0, int(log_lines)))
 
     def cancel_job(job_id: int, request: gr.Request = None) -> dict:
         """Researchers: cancel a queued job, or ask a running one to stop at its next step."""

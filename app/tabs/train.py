@@ -176,12 +176,12 @@ def watch(ctx: AppContext, job_id, chosen_metrics, seen: dict | None, request: g
     status = None
     if job_id is not None:
         try:
-            status = job_views.job_status(jobs, job_id, job_views.LOG_LINES)
+            status = job_views.job_status(ctx.jobs, job_id, job_views.LOG_LINES)
         except REFUSALS:  # gone, or never was
             job_id = None
     if job_id is None:
         job_id = job_views.default_job(frame)
-        status = job_views.job_status(jobs, job_id, job_views.LOG_LINES) if job_id is not None else None
+        status = job_views.job_status(ctx.jobs, job_id, job_views.LOG_LINES) if job_id is not None else None
     metrics = ctx.jobs.metrics(job_id) if job_id is not None else pd.DataFrame(columns=["step", "name", "value"])
     names = job_views.metric_names(metrics)
     if seen.get("job") != job_id:
