@@ -74,7 +74,7 @@ class FormatError(ValueError):
         return type(self), (self.path, self.line, self.reason, self.unit)
 
 
-class _BadRecord(Exception):
+class BadRecord(Exception):
     """One record's problem; the caller adds the file and line to make a FormatError."""
 
 
@@ -280,7 +280,7 @@ def _parse_rows(
     for line, record in _records(path, suffixes, skipped):
         try:
             rows.append((line, parse(record)))
-        except _BadRecord as problem:
+        except BadRecord as problem:
             _refuse(FormatError(path, line, str(problem)), skipped)
     if not rows and skipped:
         raise FormatError(
@@ -447,33 +447,33 @@ def _prompt_from_record(record: Record) -> tuple[str, list[Message] | None]:
         messages = _checked_prompt(record["messages"], "messages")
     elif _present(record, "prompt"):
         if not isinstance(record["prompt"], list):
-            return _checked_text(record["prompt"], "prompt"), None
+            return checked_text(record["prompt"], "prompt"), None
         messages = _checked_prompt(record["prompt"], "prompt")  # TRL conversational
     elif _present(record, "chosen") and _present(record, "rejected"):
         messages = _split_pair(record)[0]
     else:
-        raise _BadRecord(_unrecognised("prompt, messages, or chosen and rejected", record))
+        raise BadRecord(_unrecognised("prompt, messages, or chosen and rejected", record))
     return messages[-1]["content"], messages
 
 
 def _ranking_from_record(record: Record) -> tuple[int, str, str]:
     missing = [field for field in _RANKING_FIELDS if field not in record]
     if missing:
-        raise _BadRecord(f"missing {', '.join(missing)}")
+        raise BadRecord(f"missing {', '.join(missing)}")
     for field, kind in _RANKING_FIELDS.items():
         value = record[field]
         if not isinstance(value, kind) or isinstance(value, bool):
             wanted = "a whole number" if kind is int else "text"
-            raise _BadRecord(f"{field} must be {wanted}, got {describe(value)}")
+            raise BadRecord(f"{field} must be {wanted}, got {describe(value)}")
     return record["comparison_id"], record["ranking"], record["user"]
 
 
 def _pair_from_record(record: Record) -> tuple[str, list[Message], str, str]:
     if not (_present(record, "chosen") and _present(record, "rejected")):
-        raise _BadRecord(_unrecognised("chosen and rejected (with or without prompt)", record))
+        raise BadRecord(_unrecognised("chosen and rejected (with or without prompt)", record))
     messages, chosen, rejected = _split_pair(record)
     if chosen.strip() == rejected.strip():
-        raise _BadRecord("chosen and rejected are identical")
+        raise BadRecord("chosen and rejected are identical")
     return messages[-1]["content"], messages, chosen, rejected
 
 
@@ -492,7 +492,7 @@ def _split_pair(record: Record) -> tuple[list[Message], str, str]:
                 _single_answer(chosen, "chosen"),
                 _single_answer(rejected, "rejected"),
             )
-        messages = [{"role": "user", "content": _checked_text(prompt, "prompt")}]
+        messages = [{"role": "user", "content": checked_text(prompt, "prompt")}]
         return messages, _text_answer(chosen, "chosen"), _text_answer(rejected, "rejected")
     if isinstance(chosen, str) and isinstance(rejected, str):
         return _split_hh(chosen, rejected)
@@ -501,11 +501,11 @@ def _split_pair(record: Record) -> tuple[list[Message], str, str]:
             _checked_turns(chosen, "chosen"), _checked_turns(rejected, "rejected")
         )
     if type(chosen) is not type(rejected):
-        raise _BadRecord(
+        raise BadRecord(
             f"mismatched layouts: chosen is {describe(chosen)} "
             f"but rejected is {describe(rejected)}"
         )
-    raise _BadRecord(
+    raise BadRecord(
         "without a prompt, chosen and rejected must be HH-RLHF transcripts or lists of "
         f"messages, got {describe(chosen)}"
     )
@@ -513,19 +513,19 @@ def _split_pair(record: Record) -> tuple[list[Message], str, str]:
 
 def _text_answer(value: Any, field: str) -> str:
     if isinstance(value, list):
-        raise _BadRecord(f"mismatched layouts: prompt is text but {field} is a list of messages")
+        raise BadRecord(f"mismatched layouts: prompt is text but {field} is a list of messages")
     if not isinstance(value, str):
-        raise _BadRecord(f"{field} must be text, got {describe(value)}")
+        raise BadRecord(f"{field} must be text, got {describe(value)}")
     return value
 
 
 def _single_answer(value: Any, field: str) -> str:
     if isinstance(value, str):
-        raise _BadRecord(f"mismatched layouts: prompt is a list of messages but {field} is text")
+        raise BadRecord(f"mismatched layouts: prompt is a list of messages but {field} is text")
     turns = _checked_turns(value, field)
     roles = [turn["role"] for turn in turns]
     if roles != ["assistant"]:
-        raise _BadRecord(
+        raise BadRecord(
             f"{field} must be one assistant message, got roles: {', '.join(roles) or 'none'}"
         )
     return turns[0]["content"]
@@ -542,12 +542,12 @@ def _split_shared_prefix(
     while shared < limit and chosen[shared] == rejected[shared]:
         shared += 1
     if shared == 0:
-        raise _BadRecord("chosen and rejected share no prompt: they differ from turn 1")
+        raise BadRecord("chosen and rejected share no prompt: they differ from turn 1")
     prompt = _checked_prompt(chosen[:shared], "the shared prompt")
     for field, turns in (("chosen", chosen), ("rejected", rejected)):
         roles = [turn["role"] for turn in turns[shared:]]
         if roles != ["assistant"]:
-            raise _BadRecord(
+            raise BadRecord(
                 f"after the {shared} shared prompt turns, {field} must hold one assistant "
                 f"answer, but it holds: {', '.join(roles)}"
             )
@@ -570,7 +570,7 @@ def _split_hh(chosen: str, rejected: str) -> tuple[list[Message], str, str]:
     common = os.path.commonprefix([chosen, rejected])
     answer_turns = [m for m in _HH_TURN.finditer(common) if m.group(1) == "Assistant"]
     if not answer_turns:
-        raise _BadRecord(
+        raise BadRecord(
             "chosen and rejected share no prompt: they differ before their first Assistant: turn"
         )
     last = answer_turns[-1]
@@ -580,7 +580,7 @@ def _split_hh(chosen: str, rejected: str) -> tuple[list[Message], str, str]:
     for field, transcript in (("chosen", chosen), ("rejected", rejected)):
         answer = transcript[last.end():]
         if _HH_HUMAN_TURN.search(answer):
-            raise _BadRecord(
+            raise BadRecord(
                 f"chosen and rejected differ before their last answer: after the shared prompt, "
                 f"{field} goes on to another Human: turn"
             )
@@ -592,9 +592,9 @@ def _hh_messages(transcript: str, field: str) -> list[Message]:
     """An Anthropic HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") as messages."""
     before, *parts = _HH_TURN.split(transcript)
     if not parts:
-        raise _BadRecord(f"{field} is not an HH-RLHF transcript (no Human:/Assistant: turns)")
+        raise BadRecord(f"{field} is not an HH-RLHF transcript (no Human:/Assistant: turns)")
     if before.strip():
-        raise _BadRecord(f"{field} has text before its first Human:/Assistant: turn")
+        raise BadRecord(f"{field} has text before its first Human:/Assistant: turn")
     return [
         {"role": _HH_ROLES[speaker], "content": text.strip()}
         for speaker, text in zip(parts[::2], parts[1::2])
@@ -604,43 +604,44 @@ def _hh_messages(transcript: str, field: str) -> list[Message]:
 def _checked_prompt(value: Any, field: str) -> list[Message]:
     turns = _checked_turns(value, field)
     if not turns:
-        raise _BadRecord(f"{field} is empty")
+        raise BadRecord(f"{field} is empty")
     last = turns[-1]
     if last["role"] != "user":
-        raise _BadRecord(
+        raise BadRecord(
             f"{field} must end with a user turn, but turn {len(turns)} is {last['role']}"
         )
     if not last["content"].strip():
-        raise _BadRecord(f"{field} turn {len(turns)}, the prompt, is empty")
+        raise BadRecord(f"{field} turn {len(turns)}, the prompt, is empty")
     return turns
 
 
 def _checked_turns(value: Any, field: str) -> list[Message]:
     if not isinstance(value, list):
-        raise _BadRecord(
+        raise BadRecord(
             f"{field} must be a list of {{role, content}} messages, got {describe(value)}"
         )
     turns = []
     for number, turn in enumerate(value, start=1):
         where = f"{field} turn {number}"
         if not isinstance(turn, dict):
-            raise _BadRecord(
+            raise BadRecord(
                 f"{where} must be an object with role and content, got {describe(turn)}"
             )
         role, content = turn.get("role"), turn.get("content")
         if role not in ROLES:
-            raise _BadRecord(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
+            raise BadRecord(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
-            raise _BadRecord(f"{where} content must be text, got {describe(content)}")
+            raise BadRecord(f"{where} content must be text, got {describe(content)}")
         turns.append({"role": role, "content": content})
     return turns
 
 
-def _checked_text(value: Any, field: str) -> str:
+def checked_text(value: Any, field: str) -> str:
+    """A text that must be there and not be blank."""
     if not isinstance(value, str):
-        raise _BadRecord(f"{field} must be text, got {describe(value)}")
+        raise BadRecord(f"{field} must be text, got {describe(value)}")
     if not value.strip():
-        raise _BadRecord(f"{field} is empty")
+        raise BadRecord(f"{field} is empty")
     return value
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -36,29 +36,34 @@ def encode_conversation(tokenizer, prompt: Sequence[Message], completion: str) -
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
 
-def score_ids(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 8) -> list[float]:
-    """Raw scalar rewards of token sequences, in the order given.
+def padded_batches(sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size: int, device
+                   ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Token sequences sorted by length and right-padded batch by batch (a classifier reads
+    the last non-pad token): (the batch's indices into `sequences`, input_ids [B, T],
+    attention_mask [B, T]) on `device`."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        longest = max(len(sequences[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), longest), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids = torch.as_tensor(list(sequences[i]), dtype=torch.long)
+            input_ids[row, :len(ids)] = ids
+            attention_mask[row, :len(ids)] = 1
+        yield chunk, input_ids.to(device), attention_mask.to(device)
 
-    Sequences are sorted by length and right-padded batch by batch (the classifier reads
-    the last non-pad token); the model is put in eval mode."""
+
+def score_ids(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 8) -> list[float]:
+    """Raw scalar rewards of token sequences, in the order given (the model is put in eval mode)."""
     if not sequences:
         return []
     model.eval()
-    device = next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     scores: list[float] = [0.0] * len(sequences)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            longest = max(len(sequences[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), longest), pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids = torch.as_tensor(list(sequences[i]), dtype=torch.long)
-                input_ids[row, :len(ids)] = ids
-                attention_mask[row, :len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                           use_cache=False).logits
+        for chunk, input_ids, attention_mask in padded_batches(sequences, pad_token_id, batch_size,
+                                                               next(model.parameters()).device):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             for row, i in enumerate(chunk):
                 scores[i] = float(logits[row, 0].float())
     return scores

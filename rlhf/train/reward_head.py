@@ -47,6 +47,7 @@ import torch
 from rlhf import errors
 from rlhf.modeling import loading
 from rlhf.modeling.loading import REWARD_FILE
+from rlhf.modeling.scoring import padded_batches
 from rlhf.train import common
 from rlhf.train.reward import RankedItems, TieParameter, _check_options, load_classifier, pair_metrics, ranked_items
 from rlhf.train.reward_losses import TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, ranked_pairs
@@ -102,25 +103,18 @@ def pooled(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.
 def embed(backbone, sequences: list[list[int]], pad_token_id: int, pooling: str, batch_size: int,
           reporter: common.Reporter | None = None) -> np.ndarray:
     """[len(sequences), hidden] float32 features, sorted by length into right-padded batches."""
-    device = next(backbone.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out: list[np.ndarray | None] = [None] * len(sequences)
+    done = 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            longest = max(len(sequences[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), longest), pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                input_ids[row, :len(sequences[i])] = torch.as_tensor(sequences[i], dtype=torch.long)
-                attention_mask[row, :len(sequences[i])] = 1
-            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        for chunk, input_ids, attention_mask in padded_batches(sequences, pad_token_id, batch_size,
+                                                               next(backbone.parameters()).device):
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
             features = pooled(hidden, input_ids, attention_mask, pad_token_id, pooling).float().cpu().numpy()
             for row, i in enumerate(chunk):
                 out[i] = features[row]
+            done += len(chunk)
             if reporter is not None:
-                reporter.progress(min(start + batch_size, len(order)), len(order), message="embedding completions")
+                reporter.progress(done, len(sequences), message="embedding completions")
                 reporter.check_cancelled()
     return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
 

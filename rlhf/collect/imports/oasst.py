@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlhf.collect import formats
+from rlhf.collect.formats import checked_text
 from rlhf.collect.imports.record import (
-    BadRecord, ToolRanking, describe, identifier, mapping, nonblank, records, sequence, text,
+    BadRecord, ToolRanking, describe, identifier, mapping, records, sequence, text,
 )
 from rlhf.preference.messages import Message
 
@@ -58,7 +59,7 @@ def _tree(path: Path, tree: dict, where: int) -> Iterator[ToolRanking]:
 
 def _message_text(message: dict, role: str) -> str:
     what = f"message {message.get('message_id')!r}'s text"
-    return nonblank(message.get("text"), what) if role == "prompter" else text(message.get("text"), what)
+    return checked_text(message.get("text"), what) if role == "prompter" else text(message.get("text"), what)
 
 
 def _rankings(path: Path, where: int, parent: dict, conversation: tuple[Message, ...],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.collect.formats import FormatError, describe
+from rlhf.collect.formats import BadRecord, FormatError, checked_text, describe
 from rlhf.preference.messages import Message
 
 
@@ -36,10 +36,6 @@ class ToolRanking:
     ranks: tuple[int, ...]
 
 
-class BadRecord(Exception):
-    """One record's problem in one sentence; `records` adds the file and the place."""
-
-
 Parse = Callable[[Any, int], Iterable[ToolRanking]]
 
 
@@ -55,15 +51,7 @@ def records(path: Path, numbered: Iterable[tuple[int, Any]], unit: str, parse: P
 
 def prompt_messages(text: Any, what: str) -> tuple[Message, ...]:
     """A one-turn prompt from a text field that must be there and not be blank."""
-    return ({"role": "user", "content": nonblank(text, what)},)
-
-
-def nonblank(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise BadRecord(f"{what} must be text, got {describe(value)}")
-    if not value.strip():
-        raise BadRecord(f"{what} is empty")
-    return value
+    return ({"role": "user", "content": checked_text(text, what)},)
 
 
 def text(value: Any, what: str) -> str:
