@@ -14,7 +14,8 @@ import pandas as pd
 
 from rlhf.jobs.service import JobRequest, Jobs
 from rlhf.jobs.files import read_status
-from rlhf.train.methods import METHODS, SettingsError, method, options_of, parse_assignments
+from rlhf.train.methods import METHODS, SettingsError, method, options_of, parse_assignments, scalar
+from rlhf.train.schedule import decided_keys
 
 ACTIVE = ("queued", "running")
 LOG_LINES = 40
@@ -61,6 +62,9 @@ class Setting:
     help: str
     choices: tuple = ()
     source: str = "config"   # "config": a field of the method's config class; "option": the workbench's
+    # Set from the job's data (rlhf.train.schedule) unless given: shown blank, and any value
+    # typed in is sent, even one equal to `default` (the value the rule gives a mid-sized set).
+    from_data: bool = False
 
     @property
     def kind(self) -> str:
@@ -78,7 +82,8 @@ def method_settings(name: str) -> list[Setting]:
     workbench options (adapter, LoRA, ...) with their help and choices."""
     spec = method(name)
     config_class = spec.config_class.rpartition(".")[2]
-    shown = [Setting(key, value, CONFIG_HELP.get(key, f"a field of {config_class}"))
+    from_data = decided_keys(spec.name) if spec.scheduled else ()
+    shown = [Setting(key, value, CONFIG_HELP.get(key, f"a field of {config_class}"), from_data=key in from_data)
              for key, value in spec.defaults.items()]
     shown += [Setting(key, option.default, option.help, tuple(option.choices), "option")
               for key, option in options_of(spec).items()]
@@ -98,6 +103,11 @@ def all_settings() -> dict[str, Setting]:
     return {setting.key: setting for setting in ranked}
 
 
+def decided_by_data() -> frozenset[str]:
+    """The settings that some method leaves to its data (one widget serves every method)."""
+    return frozenset(s.key for name in METHODS for s in method_settings(name) if s.from_data)
+
+
 def method_help(name: str) -> str:
     spec = method(name)
     config_class = spec.config_class.rpartition(".")[2]
@@ -110,7 +120,8 @@ def method_help(name: str) -> str:
 
 def changed_settings(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """The values that differ from the method's defaults, for the method's own settings only
-    (a blank field means the default)."""
+    (a blank field means the default), and every value given for a setting decided from the
+    data (its default is only what the rule would give a mid-sized set)."""
     changed = {}
     for setting in method_settings(name):
         if setting.key not in values:
@@ -118,9 +129,11 @@ def changed_settings(name: str, values: dict[str, Any]) -> dict[str, Any]:
         value = values[setting.key]
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
+        if setting.kind in ("int", "float") and isinstance(value, str):
+            value = scalar(value)   # a field the data may decide is a text box, blank by default
         if setting.kind == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
-        if value != setting.default:
+        if setting.from_data or value != setting.default:
             changed[setting.key] = value
     return changed
 

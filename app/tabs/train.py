@@ -33,6 +33,7 @@ FAST_SECONDS, IDLE_SECONDS = 2.0, 10.0  # refresh while a job is queued or runni
 JOBS_SHOWN = 100                        # the newest jobs in the table and the job chooser
 SETTINGS = job_views.all_settings()     # every setting any method shows: one widget each
 KEYS = list(SETTINGS)
+FROM_DATA = job_views.decided_by_data()
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -65,17 +66,28 @@ class ViewedJobs:
             return self._views.get(page, (None, 0))
 
 
-def setting_info(setting: job_views.Setting, default) -> str:
-    return f"{setting.help} (default {default!r})" if setting.kind == "str" else f"{setting.help} (default {default})"
+def setting_info(setting: job_views.Setting) -> str:
+    if setting.from_data:
+        return f"{setting.help} (blank: set from the data when the job starts, e.g. 60 pairs: 3 epochs, lr 2e-4)"
+    default = repr(setting.default) if setting.kind == "str" else setting.default
+    return f"{setting.help} (default {default})"
+
+
+def shown_value(setting: job_views.Setting):
+    """What a setting's field holds before the user types: blank where the data decides
+    (those fields are text boxes: a number field cannot be blank)."""
+    if setting.key in FROM_DATA:
+        return "" if setting.from_data else str(setting.default)
+    return setting.default
 
 
 def method_changed(name: str):
     """Show the chosen method's settings with its defaults, and the reward model only for
     the methods that use one (nothing is read from the store: no role to check)."""
     spec = method(name)
-    defaults = {setting.key: setting.default for setting in job_views.method_settings(name)}
-    widgets = [gr.update(visible=key in defaults, value=defaults.get(key, SETTINGS[key].default),
-                         info=setting_info(SETTINGS[key], defaults.get(key, SETTINGS[key].default)))
+    shown = {setting.key: setting for setting in job_views.method_settings(name)}
+    widgets = [gr.update(visible=key in shown, value=shown_value(shown.get(key, SETTINGS[key])),
+                         info=setting_info(shown.get(key, SETTINGS[key])))
                for key in KEYS]
     config_class = spec.config_class.rpartition(".")[2]
     return [job_views.method_help(name), gr.update(visible=spec.needs_reward),
@@ -271,14 +283,15 @@ def job_from_table(frame: pd.DataFrame, event: gr.SelectData):
 # -- layout ---------------------------------------------------------------------------
 
 
-def _setting_widget(key: str, default_method: dict):
-    setting = SETTINGS[key]
-    visible = key in default_method
-    value = default_method.get(key, setting.default)
-    common = dict(label=setting.key, info=setting_info(setting, value), visible=visible,
+def _setting_widget(key: str, default_method: dict[str, job_views.Setting]):
+    setting = default_method.get(key, SETTINGS[key])
+    value = shown_value(setting)
+    common = dict(label=setting.key, info=setting_info(setting), visible=key in default_method,
                   elem_id=f"setting-{key}", min_width=180)
     if setting.choices:
         return gr.Dropdown(list(setting.choices), value=value, **common)
+    if key in FROM_DATA:
+        return gr.Textbox(value=value, placeholder="from the data", max_length=LIMITS.name_chars, **common)
     if setting.kind == "bool":
         return gr.Checkbox(value=value, **common)
     if setting.kind == "int":
@@ -289,7 +302,7 @@ def _setting_widget(key: str, default_method: dict):
 
 
 def build(ctx: AppContext) -> gr.Tab:
-    defaults = {s.key: s.default for s in job_views.method_settings(DEFAULT_METHOD)}
+    defaults = {s.key: s for s in job_views.method_settings(DEFAULT_METHOD)}
     first = method_changed(DEFAULT_METHOD)
     with gr.Tab("Train", id="train", visible=False) as tab:
         gr.Markdown("### Launch a training job")
@@ -308,7 +321,7 @@ def build(ctx: AppContext) -> gr.Tab:
             until = gr.Textbox(label="Until (YYYY-MM-DD)", placeholder="any date", max_length=LIMITS.name_chars)
             min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Minimum agreement",
                                       info="comparisons whose annotators agree less are left out")
-        gr.Markdown("#### Settings (the method's defaults; only changed values are sent)")
+        gr.Markdown("#### Settings (the method's defaults; only changed values are sent; blank ones are set from the data)")
         with gr.Row(elem_id="train-settings"):
             widgets = [_setting_widget(key, defaults) for key in KEYS]
         more = gr.Textbox(lines=3, label=first[2]["label"], elem_id="train-more",

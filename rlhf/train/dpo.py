@@ -15,7 +15,7 @@ from rlhf.modeling.logprobs import completion_logprobs
 from rlhf.train.plumbing import (
     conversational,
     fit,
-    has_text,
+    is_preference,
     load_trl_policy,
     trl_trainer,
     require_columns,
@@ -35,7 +35,7 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     frame = inputs.data
     require_columns(frame, DPO_COLUMNS, "DPO")
     if len(frame):
-        frame = frame[[has_text(c) and has_text(r) for c, r in zip(frame["chosen"], frame["rejected"])]]
+        frame = frame[[is_preference(c, r) for c, r in zip(frame["chosen"], frame["rejected"])]]
     if len(frame) == 0:
         raise TrainingError("DPO needs at least one preference pair (a chosen and a rejected completion): rank"
                             " comparisons with at least two groups first.")

@@ -14,7 +14,7 @@ from rlhf.errors import TrainingError
 from rlhf.train.plumbing import (
     conversational,
     fit,
-    has_text,
+    answer_of,
     load_trl_policy,
     trl_trainer,
     require_columns,
@@ -51,7 +51,8 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     frame = inputs.data
     require_columns(frame, KTO_COLUMNS, "KTO")
     if len(frame):
-        frame = frame[[has_text(c) and bool(pd.notna(label)) for c, label in zip(frame["completion"], frame["label"])]]
+        frame = frame[[answer_of(c) is not None and bool(pd.notna(label))
+                       for c, label in zip(frame["completion"], frame["label"])]]
     desirable, undesirable = _counts(frame) if len(frame) else (0, 0)
     if desirable == 0 or undesirable == 0:
         raise TrainingError(f"KTO needs both desirable and undesirable completions; the data has {desirable}"

@@ -75,12 +75,24 @@ def conversational(frame: pd.DataFrame, prompt: str = "prompt", completions: tup
     return frame
 
 
-def has_text(completion: Any) -> bool:
-    """Whether a completion cell holds a non-empty answer."""
+def answer_of(completion: Any) -> str | None:
+    """A completion cell's answer text, "" for an empty answer (saying nothing can be the
+    preferred answer, as in HH-RLHF), None where the cell holds no answer at all."""
     if completion is None or (isinstance(completion, float) and math.isnan(completion)):
-        return False
+        return None
     turns = as_messages(completion, "assistant")
-    return bool(turns) and bool(str(turns[-1].get("content") or "").strip())
+    return str(turns[-1].get("content") or "") if turns else None
+
+
+def has_text(completion: Any) -> bool:
+    """Whether a completion cell holds a non-blank answer (what a demonstration must be)."""
+    return bool((answer_of(completion) or "").strip())
+
+
+def is_preference(chosen: Any, rejected: Any) -> bool:
+    """Whether a pair says something: two answers, empty ones included, that differ."""
+    chosen, rejected = answer_of(chosen), answer_of(rejected)
+    return chosen is not None and rejected is not None and chosen.strip() != rejected.strip()
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], method: str) -> None:

@@ -43,6 +43,13 @@ METHOD_WORDS = {"reward": "a reward model", "sft": "SFT", "dpo": "DPO", "kto": "
                 "grpo": "GRPO", "rloo": "RLOO"}
 
 
+def decided_keys(method: str) -> tuple[str, ...]:
+    """The trainer settings the rule fills in for `method` when the job leaves them out."""
+    if method in OFFLINE:
+        return ("learning_rate", "num_train_epochs")
+    return ("learning_rate", "max_steps") if method in ONLINE else ()
+
+
 def lora_rate(method: str) -> float:
     """The default learning rate of `method` with the default adapter (LoRA)."""
     return LEARNING_RATES["lora"][method]

@@ -218,9 +218,18 @@ def test_progress_eta_and_plots_come_from_the_jobs_files(tmp_path):
 
 
 def test_only_changed_settings_are_sent_and_more_settings_are_key_value_lines():
-    shown = {"learning_rate": 2e-04, "per_device_train_batch_size": 2.0, "beta": 0.1, "adapter": "lora",
-             "pairs": "all", "loss": "davidson", "lora_target": ""}
+    shown = {"learning_rate": None, "num_train_epochs": None, "per_device_train_batch_size": 2.0, "beta": 0.1,
+             "adapter": "lora", "pairs": "all", "loss": "davidson", "lora_target": ""}
     assert job_views.changed_settings("dpo", shown) == {"per_device_train_batch_size": 2, "pairs": "all"}
+    # what the data decides is sent whenever it is typed in, even as the value the rule gives a mid-sized set
+    typed = {**shown, "num_train_epochs": 1.0, "learning_rate": 2e-04}
+    assert job_views.changed_settings("dpo", typed) == {
+        "num_train_epochs": 1, "learning_rate": 2e-04, "per_device_train_batch_size": 2, "pairs": "all"}
+    as_typed = {**shown, "num_train_epochs": "3", "learning_rate": "1e-4"}   # those fields are text boxes
+    assert job_views.changed_settings("dpo", as_typed)["num_train_epochs"] == 3
+    assert job_views.changed_settings("dpo", as_typed)["learning_rate"] == 1e-4
+    assert {s.key for s in job_views.method_settings("grpo") if s.from_data} == {"learning_rate", "max_steps"}
+    assert not any(s.from_data for s in job_views.method_settings("reward_head"))  # a fixed full-batch fit
     assert job_views.parse_more_settings("max_steps=2\n# a comment\n\nweight_decay = 1e-2") == {
         "max_steps": 2, "weight_decay": 0.01}
     with pytest.raises(SettingsError, match="is not a setting"):
@@ -244,9 +253,10 @@ def test_a_researcher_launches_and_watches_a_job_on_the_page(served, page):
     log_in(page, served.url, "rita", "researcher")
     page.get_by_role("tab", name="Train").click()
 
-    # the method's defaults are shown, with their help
+    # the method's defaults are shown, with their help; what the data decides is blank and says so
     expect(page.locator("#train-method-help")).to_contain_text("direct preference optimisation")
-    expect(page.get_by_label("learning_rate")).to_have_value(re.compile(r"^(0\.0002|2e-04)$"))
+    expect(page.get_by_label("learning_rate")).to_have_value("")
+    expect(page.locator("#setting-num_train_epochs")).to_contain_text("blank: set from the data")
     expect(page.get_by_label("beta")).to_have_value("0.1")
     expect(page.get_by_label("per_device_train_batch_size")).to_have_value("4")
     expect(page.locator("#setting-pairs")).to_contain_text("which pairs of a ranking")
@@ -257,11 +267,11 @@ def test_a_researcher_launches_and_watches_a_job_on_the_page(served, page):
     choose(page, "#train-method", "grpo")
     expect(page.locator("#train-reward")).to_be_visible()
     expect(page.get_by_label("num_generations")).to_have_value("4")
-    expect(page.get_by_label("max_steps")).to_have_value("20")
+    expect(page.get_by_label("max_steps")).to_have_value("")
     expect(page.locator("#setting-pairs")).to_be_hidden()
     choose(page, "#train-method", "dpo")
     expect(page.locator("#train-reward")).to_be_hidden()
-    expect(page.get_by_label("learning_rate")).to_have_value(re.compile(r"^(0\.0002|2e-04)$"))
+    expect(page.get_by_label("learning_rate")).to_have_value("")
     expect(page.locator("#setting-num_generations")).to_be_hidden()
 
     page.get_by_role("button", name="Preview data").click()

@@ -237,6 +237,16 @@ def test_full_fine_tuning_on_top_of_a_lora_version_keeps_the_parent_as_reference
     assert metrics["train/rewards/chosen"] == pytest.approx(0.0, abs=1e-4)
 
 
+def test_an_empty_answer_is_a_preference_for_dpo_and_kto(tmp_path, tiny_model_dir):
+    """Saying nothing can be the better answer (HH-RLHF has such pairs): it trains, not dropped."""
+    pairs = pair_rows(4).assign(chosen=[said("")] * 4)
+    metrics, _ = run("dpo", pairs, tiny_model_dir, tmp_path / "dpo", max_steps=1, eval_fraction=0.0)
+    assert metrics["train/examples"] == 4
+    unpaired = unpaired_rows(4).assign(completion=[said(""), said("No idea."), said(""), said("No idea either.")])
+    metrics, _ = run("kto", unpaired, tiny_model_dir, tmp_path / "kto", max_steps=1, eval_fraction=0.0)
+    assert metrics["train/examples"] == 4
+
+
 def test_dpo_merge_writes_full_weights(tmp_path, tiny_model_dir):
     run("dpo", pair_rows(4), tiny_model_dir, tmp_path / "model", merge=True, max_steps=1)
     assert not loading.is_adapter(tmp_path / "model") and (tmp_path / "model" / "model.safetensors").is_file()
@@ -246,7 +256,7 @@ def test_dpo_merge_writes_full_weights(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("method,frame,message", [
     ("dpo", pair_rows(0), "DPO needs at least one preference pair"),
-    ("dpo", pair_rows(2).assign(rejected=[said(""), said("  ")]), "DPO needs at least one preference pair"),
+    ("dpo", pair_rows(2).assign(rejected=lambda rows: rows["chosen"]), "DPO needs at least one preference pair"),
     ("kto", unpaired_rows(6).assign(label=True), "KTO needs both desirable and undesirable"),
     ("kto", unpaired_rows(0), "KTO needs both desirable and undesirable"),
     ("sft", sft_rows(0), "SFT needs at least one prompt with a completion"),

@@ -41,8 +41,8 @@ def test_a_job_keeps_what_the_user_set_replaces_the_defaults_and_records_the_sch
     log = jobs.log_text(job_id)
     assert job["status"] == "succeeded", log
 
-    # 6 pairs: DPO leaves out the one whose chosen answer is empty
-    assert ("Schedule: 6 pairs: 1 epoch, 1 step, lr 2e-4 (1 step an epoch at 8 pairs a step;"
+    # 7 pairs: the one whose chosen answer is empty is a preference too
+    assert ("Schedule: 7 pairs: 1 epoch, 1 step, lr 2e-4 (1 step an epoch at 8 pairs a step;"
             " num_train_epochs as set; lr for DPO with LoRA)") in log
     assert job["step"] == job["total_steps"] == 1
     card = json.loads((workbench.model_version(f"dpo-{job_id}").path / "card.json").read_text())

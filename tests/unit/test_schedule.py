@@ -9,7 +9,7 @@ import pytest
 
 from rlhf.train.methods import METHODS
 from rlhf.train.ppo import PPOConfig
-from rlhf.train.schedule import DEFAULTS, LEARNING_RATES, OFFLINE, ONLINE, ScheduleDefaults, schedule
+from rlhf.train.schedule import DEFAULTS, LEARNING_RATES, OFFLINE, ONLINE, ScheduleDefaults, decided_keys, schedule
 
 
 @pytest.mark.parametrize(
@@ -109,3 +109,10 @@ def test_nonsense_is_refused():
         schedule(10, "magic", "lora", 4)
     with pytest.raises(ValueError, match="at least 1"):
         schedule(0, "dpo", "lora", 4)
+
+
+@pytest.mark.parametrize("method", OFFLINE + ONLINE)
+def test_the_keys_said_to_be_decided_are_the_ones_the_rule_fills_in(method):
+    decided = schedule(60, method, "lora", per_step=4, samples_per_prompt=4 if method in ("grpo", "rloo") else 1)
+    assert set(decided.settings) == set(decided_keys(method))
+    assert decided_keys("reward_head") == ()
