@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,12 +130,23 @@ def examples_per_step(config: dict[str, Any], default_batch: int = 8) -> int:
     return max(1, batch * int(config.get("gradient_accumulation_steps") or 1))
 
 
+def scratch_dir(out_dir: Path) -> Path:
+    """The Trainer's scratch folder, beside the model folder so nothing of it is saved with
+    the model; `remove_scratch` deletes it when the job ends."""
+    return Path(out_dir).parent / "trainer"
+
+
+def remove_scratch(out_dir: Path) -> None:
+    """Delete the scratch folder (no checkpoints are kept: the worker saves the result once)."""
+    shutil.rmtree(scratch_dir(out_dir), ignore_errors=True)
+
+
 def workbench_trainer_args(out_dir: Path) -> dict[str, Any]:
     """TrainingArguments that are the workbench's, never a job's: the Trainer's scratch in
     the job's directory, no checkpoints (the worker saves the result once), no external
     loggers, logging every step, precision for this device."""
     return {
-        "output_dir": str(out_dir.parent / "trainer"),  # the Trainer's scratch, kept out of the model
+        "output_dir": str(scratch_dir(out_dir)),
         "save_strategy": "no",
         "report_to": "none",
         "logging_steps": 1,

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 from typing import Any, Callable
 
 from rlhf.train import common, guard
 from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
-from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, tidy, trainer_config
+from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def _reference_dir(inputs: TrainInputs, policy, beta: float) -> None:
     itself, merged, saved in a scratch folder (removed after training)."""
     if beta == 0 or policy.peft_config is not None or not loading.is_adapter(inputs.base_path):
         return
-    scratch = inputs.out_dir / "trainer" / "reference"
+    scratch = common.scratch_dir(inputs.out_dir) / "reference"
     policy.model.save_pretrained(str(scratch), safe_serialization=True)
     policy.model.config._name_or_path = str(scratch)
 
@@ -106,8 +105,7 @@ def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]
         )
         metrics = fit(trainer, inputs, policy, {"train": len(prompts)}, evaluate=False)
     finally:
-        shutil.rmtree(inputs.out_dir / "trainer" / "reference", ignore_errors=True)
-        tidy(inputs.out_dir)
+        common.remove_scratch(inputs.out_dir)
     metrics.update(_reward_curve(trainer))
     metrics.update(decided.metrics())
     metrics.update(guard.report(inputs, method, None, guard.prompts_of(prompts,

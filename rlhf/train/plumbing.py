@@ -152,16 +152,8 @@ def fit(trainer, inputs: TrainInputs, policy: TrlPolicy, counts: dict[str, int],
     kind = loading.save_model(trainer.model, policy.tokenizer, inputs.out_dir, inputs.base_path,
                              merge=bool(inputs.options.get("merge", False)))
     log.info("Saved the trained policy (%s) to %s", kind, inputs.out_dir)
-    tidy(inputs.out_dir)
+    common.remove_scratch(inputs.out_dir)
     return metrics
-
-
-def tidy(out_dir) -> None:
-    """Remove the trainer's scratch folder (no checkpoints are kept) when it is empty."""
-    try:
-        (out_dir / "trainer").rmdir()
-    except OSError:
-        pass
 
 
 def callbacks(inputs: TrainInputs) -> list:

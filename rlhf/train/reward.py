@@ -330,14 +330,6 @@ def score_items(model, items: list[RankedItems], pad_token_id: int, batch_size: 
     return per_item, scores
 
 
-def _remove_if_empty(directory: Path) -> None:
-    """The Trainer's output_dir (inside the model directory) stays empty: no checkpoints."""
-    try:
-        directory.rmdir()
-    except OSError:
-        pass
-
-
 # -- the entry point -------------------------------------------------------------------------
 
 def _check_options(options: dict[str, Any]) -> tuple[str, float | None]:
@@ -440,7 +432,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
         metrics.update(pair_metrics(eval_items, eval_rewards, loss, tie_value))
 
     loading.save_model(model, tokenizer, inputs.out_dir, inputs.base_path, merge=True)
-    _remove_if_empty(Path(args.output_dir))
+    common.remove_scratch(inputs.out_dir)
     info = {"offset": float(offset), "loss": loss, "grouping": grouping,
             "use_margin": bool(options.get("use_margin", False)), "margin_scale": float(options.get("margin_scale", 1.0)),
             "normalized": normalize, "completions_for_offset": len(all_scores) if normalize else 0,

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rlhf.train import dpo, kto, online, sft
+from rlhf.train import common, dpo, kto, online, sft
 from rlhf.modeling import loading
 from rlhf.modeling.logprobs import completion_logprobs
 from rlhf.train.common import Cancelled, Reporter, TrainInputs
@@ -111,7 +111,7 @@ def test_dpo_trains_a_lora_adapter_and_reports_held_out_margins(lora_version, ti
     assert config["peft_type"] == "LORA"
     assert Path(config["base_model_name_or_path"]) == Path(tiny_model_dir).resolve()
     assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
-    assert not (out / "trainer").exists()  # no scratch left in the version
+    assert not (out / "trainer").exists() and not common.scratch_dir(out).exists()  # no scratch left
     assert metrics["train/examples"] == 8 and metrics["eval/examples"] == 2
     assert metrics["train/steps"] == 2
     for key in ("train/loss", "eval/loss", "eval/rewards/margins", "eval/rewards/accuracies", "eval/rewards/chosen"):
@@ -153,7 +153,7 @@ def test_online_methods_train_against_the_reward_model(method, tmp_path, tiny_mo
     frame = parquet_round_trip(prompt_rows(4), tmp_path)
     metrics, reporter = run(method, frame, tiny_model_dir, tmp_path / "model", reward=tiny_reward_dir)
     assert adapter_config(tmp_path / "model")["peft_type"] == "LORA"
-    assert not (tmp_path / "model" / "trainer").exists()
+    assert not common.scratch_dir(tmp_path / "model").exists()
     assert metrics["train/examples"] == 4 and metrics["train/steps"] == 2
     for key in ("train/loss", "train/reward_first", "train/reward_last", "train/reward_mean", "train/kl"):
         assert np.isfinite(metrics[key]), key
@@ -228,7 +228,7 @@ def test_full_fine_tuning_on_top_of_a_lora_version_keeps_the_parent_as_reference
     parent = distinct_lora_version
     metrics, reporter = run("grpo", prompt_rows(2), parent, tmp_path / "grpo", reward=tiny_reward_dir,
                             adapter="full", max_steps=1)
-    assert not loading.is_adapter(tmp_path / "grpo") and not (tmp_path / "grpo" / "trainer").exists()
+    assert not loading.is_adapter(tmp_path / "grpo") and not common.scratch_dir(tmp_path / "grpo").exists()
     assert logged_losses(reporter)
     assert abs(metrics["train/kl"]) < 1e-4  # the policy is its reference at the first step
     metrics, reporter = run("dpo", pair_rows(2), parent, tmp_path / "dpo", adapter="full", max_steps=1,

@@ -107,7 +107,7 @@ def test_each_loss_and_grouping_trains_and_writes_a_normalised_reward_model(
     assert info["offset"] == metrics["reward_offset"] and info["loss"] == loss and info["grouping"] == grouping
     assert (info["tie_parameter"] is not None) == tie_aware
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
-    assert not loading.is_adapter(out) and not (out / "trainer").exists()
+    assert not loading.is_adapter(out) and not common.scratch_dir(out).exists()
     model = loading.load_reward_model(out)
     assert model.config.num_labels == 1 and model.config.architectures == ["LlamaForSequenceClassification"]
 
