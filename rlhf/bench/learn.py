@@ -64,10 +64,11 @@ class BenchRule:
 # Each tuned on the base model's held-out answers at 64 new tokens to land between 15% and
 # 60% (`--base-rates`, README).
 RULES: dict[str, BenchRule] = {
-    "length": BenchRule("atmost:200", "general", "length"),
-    "tone": BenchRule("polite", "general", "tone"),
-    "format": BenchRule("bulleted", "general", "formatting"),
-    "topic": BenchRule("mentions:example,examples", "general", "topic"),
+    "length": BenchRule("atmost:250", "general", "length"),
+    # `polite` (thanks, apologies, kind wishes) was 3.75%: this model hardly uses them
+    "tone": BenchRule("mentions:you,your", "general", "tone: speaks to the reader"),
+    "format": BenchRule("markdown", "general", "formatting"),
+    "topic": BenchRule("mentions:python,code,function,programming", "general", "topic: programming"),
     "refusal": BenchRule("refuses", SAFETY, "refusing unsafe requests"),
 }
 METHODS = ("dpo", "kto", "grpo")

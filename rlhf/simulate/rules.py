@@ -15,7 +15,7 @@ Kinds of annotator:
   phrases is better) and :class:`Avoids` (fewer is better);
 - properties that a completion has or lacks, having it is better (:class:`Property`):
   :class:`AtMost` (at most N characters), :class:`Polite` (a courteous phrase),
-  :class:`Bulleted` (a list of two or more items), :class:`Refuses` (declines the request);
+  :class:`Markdown` (a list, a heading, bold or code), :class:`Refuses` (declines the request);
   every rule above also says whether a text satisfies it (:meth:`Rule.holds`), which is
   what `python -m rlhf.bench learn` measures;
 - :class:`RewardModelAnnotator`: any scorer with ``score(prompts, completions)``, such as
@@ -322,12 +322,12 @@ class Polite(_PatternProperty):
                r"|happy to help|glad (?:to|you)|great question|good luck|you['’]re welcome|feel free)(?!\w)")
 
 
-class Bulleted(_PatternProperty):
-    """A list of two or more items, each on its own line starting with "-", "*", "•" or a
-    number and "." or ")": a formatting habit."""
+class Markdown(_PatternProperty):
+    """Markdown formatting: a list item or a heading (a line starting with "-", "*", "•", a
+    number and "." or ")", or "#"), bold (``**``) or code (a backtick): a formatting habit."""
 
-    base_name = "bulleted"
-    pattern = r"^[ \t]*(?:[-*\u2022]|\d+[.)])[ \t]+\S.*\n(?:.*\n)*?[ \t]*(?:[-*\u2022]|\d+[.)])[ \t]+\S"
+    base_name = "markdown"
+    pattern = r"^[ \t]*(?:[-*\u2022]|\d+[.)]|#{1,6})[ \t]+\S|\*\*\S|`"
 
 
 class Refuses(_PatternProperty):

@@ -5,7 +5,7 @@ Spec syntax (:func:`parse_annotator`, the CLI's ``--annotator``) (:func:`parse_a
     SPEC   := TERM ("+" TERM)* ["@" OPTION ("," OPTION)*]
     TERM   := [WEIGHT "*"] NAME [":" ARGS]
     NAME   := shorter | longer | mentions:WORD,WORD,... | avoids:WORD,...
-              | atmost:CHARS | polite | bulleted | refuses
+              | atmost:CHARS | polite | markdown | refuses
               | reward:PATH | judge:PATH
     OPTION := flip=P | tie=P | margin=X | seed=N
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from rlhf.errors import UserError
 from rlhf.simulate.judge import LLMJudge
-from rlhf.simulate.rules import (Annotator, AtMost, Avoids, Bulleted, Combined, Longer, Mentions, Polite, Refuses,
+from rlhf.simulate.rules import (Annotator, AtMost, Avoids, Markdown, Combined, Longer, Mentions, Polite, Refuses,
                                  RewardModelAnnotator, Shorter)
 
-SPEC_NAMES = ("shorter", "longer", "mentions:WORDS", "avoids:WORDS", "atmost:CHARS", "polite", "bulleted", "refuses",
+SPEC_NAMES = ("shorter", "longer", "mentions:WORDS", "avoids:WORDS", "atmost:CHARS", "polite", "markdown", "refuses",
               "reward:PATH", "judge:PATH")
-PROPERTIES = {"polite": Polite, "bulleted": Bulleted, "refuses": Refuses}
+PROPERTIES = {"polite": Polite, "markdown": Markdown, "refuses": Refuses}
 
 
 SPEC_OPTIONS = {"flip": "flip_prob", "tie": "tie_prob", "margin": "tie_margin", "seed": "seed"}

@@ -11,7 +11,7 @@ from scipy.stats import binomtest
 
 from rlhf.bench.learn import RULES, LearnConfig, Results, check, share, split_prompts
 from rlhf.collect.workbench import WorkbenchError, default_prompts
-from rlhf.simulate.rules import AtMost, Avoids, Bulleted, Mentions, Polite, Refuses, Shorter
+from rlhf.simulate.rules import AtMost, Avoids, Markdown, Mentions, Polite, Refuses, Shorter
 from rlhf.simulate.spec import AnnotatorSpecError, parse_annotator
 
 PROMPT = [{"role": "user", "content": "How do I keep my plants alive?"}]
@@ -40,17 +40,19 @@ def test_polite_finds_courteous_phrases_only(text, polite):
     assert Polite().holds(text) is polite
 
 
-@pytest.mark.parametrize("text, bulleted", [
+@pytest.mark.parametrize("text, formatted", [
     ("Try this:\n- water weekly\n- give them light", True),
-    ("1. Water weekly.\n2. Give them light.", True),
-    ("* one\n\nSome words between.\n* two", True),
-    ("  \u2022 indented\n  \u2022 bullets", True),
-    ("- a single item is not a list", False),
+    ("1. Water weekly.", True),
+    ("  \u2022 an indented bullet", True),
+    ("## Watering\nOnce a week.", True),
+    ("Water them **weekly**.", True),
+    ("Run `pip install plants`.", True),
     ("1.5 litres a week\n2 hours of sun", False),  # numbers, not list markers
     ("Water weekly - and give them light - daily.", False),
+    ("#1 tip: water weekly. 5 * 3 = 15.", False),
 ])
-def test_bulleted_needs_two_list_items_on_their_own_lines(text, bulleted):
-    assert Bulleted().holds(text) is bulleted
+def test_markdown_finds_lists_headings_bold_and_code(text, formatted):
+    assert Markdown().holds(text) is formatted
 
 
 @pytest.mark.parametrize("text, refuses", [
@@ -80,7 +82,7 @@ def test_topic_rules_hold_on_a_mention_or_its_absence():
         Shorter().holds("any")
 
 
-@pytest.mark.parametrize("spec, cls", [("atmost:200", AtMost), ("polite", Polite), ("Bulleted", Bulleted),
+@pytest.mark.parametrize("spec, cls", [("atmost:200", AtMost), ("polite", Polite), ("Markdown", Markdown),
                                        ("refuses@flip=0.1", Refuses)])
 def test_specs_read_the_new_rules_and_round_trip(spec, cls):
     annotator = parse_annotator(spec)
