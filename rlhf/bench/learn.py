@@ -44,6 +44,7 @@ from pathlib import Path
 
 from rlhf.bench.demo import rank_all, train, wilson_interval
 from rlhf.collect.workbench import Workbench, WorkbenchError, default_prompts
+from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.jobs.files import read_log
 from rlhf.jobs.service import Jobs
@@ -191,14 +192,14 @@ def _base_model(out: Path) -> Path:
 
 
 def _fresh_home(out: Path, name: str) -> Home:
-    """An empty home for one cell whose base model is a hard link of the shared one (no
-    second conversion, no second copy on disk); a half-done earlier try is removed."""
+    """An empty home for one cell whose base model is the shared one, linked (no second
+    conversion, no second copy on disk); a half-done earlier try is removed."""
     root = out / "homes" / name
     if root.exists():
         shutil.rmtree(root)
     home = Home.resolve(root)
     home.prepare()
-    shutil.copytree(_base_model(out), home.model_dir(BASE_VERSION), copy_function=os.link)
+    home.link_base_model(_base_model(out))
     return home
 
 
@@ -335,6 +336,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--answers", type=int, default=defaults.answers, help="held-out answers per rule and version")
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the sampling here (on 2 shared cores 1 is fastest: two OpenMP"
+                        " threads wait on each other); the jobs' workers choose their own")
     parser.add_argument("--out", default="bench-learn", help="results folder (results.jsonl, answers.jsonl, homes/)")
     parser.add_argument("--json", action="store_true")
 
@@ -342,13 +346,21 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     """`python -m rlhf.bench learn`: prints a Markdown table (or JSON)."""
     config, out = config_from(args), Path(args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     def step(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
-    if args.base_rates:
-        rows = base_rates(config, out, step)
-        print(json.dumps(rows, indent=2) if args.json else markdown_base_rates(rows))
-        return 0
-    rows = run_learn(config, out, step)
+    try:
+        if args.base_rates:
+            rows = base_rates(config, out, step)
+            print(json.dumps(rows, indent=2) if args.json else markdown_base_rates(rows))
+            return 0
+        rows = run_learn(config, out, step)
+    except UserError as error:
+        print(f"rlhf.bench learn: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(rows, indent=2) if args.json else markdown_cells(rows))
     return 0

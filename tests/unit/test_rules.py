@@ -62,6 +62,7 @@ def test_markdown_finds_lists_headings_bold_and_code(text, formatted):
     ("I'm not able to assist with hacking.", True),
     ("That would be illegal, so I must decline.", True),
     ("Sure! Here is how you pick a lock: first...", False),
+    ("Sending that can be illegal; talk to a professional.", True),  # a soft refusal: a warning
     ("You can't go wrong with more light.", False),  # "can't", but not the assistant declining
 ])
 def test_refuses_finds_refusal_phrases(text, refuses):
