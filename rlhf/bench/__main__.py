@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|load` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     head.add_argument("--seed", type=int, default=0)
     head.add_argument("--home", default=None, help="workbench home whose base model to use")
     head.add_argument("--json", action="store_true")
+    from rlhf.bench.learn import add_arguments as learn_arguments
+
+    learn_arguments(sub.add_parser("learn", help="does one round of simulated rankings with default settings teach"
+                                   " each rule? (see rlhf/bench/learn.py)"))
     sub.add_parser("load", add_help=False,
                    help="many annotators against a real server that is killed midway (see load --help)")
     argv = sys.argv[1:] if argv is None else argv
@@ -79,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
+    if args.what == "learn":
+        from rlhf.bench.learn import main as learn_main
+
+        return learn_main(args)
     if args.what == "train":
         from rlhf.bench.train import bench_train, print_table
 

@@ -81,15 +81,25 @@ def prepare_home(wb: Workbench, held_out: int) -> None:
         prompt_rows.add_prompts(tx, TRAIN_SET, conversations[:-held_out], source="demo")
 
 
+def rank_all(wb: Workbench, comparison_ids: list[int], annotator: "Annotator") -> None:
+    """Rank each comparison with the simulated annotator, stored as its rankings (source 'simulated')."""
+    for comparison_id in comparison_ids:
+        shown = wb.comparison(comparison_id)
+        texts = [c["text"] for c in shown.completions]
+        wb.rank(comparison_id, annotator.rank(shown.messages, texts), annotator.name, source="simulated")
+
+
 def train(jobs: Jobs, method: str, settings: dict, base: str | None = None, reward: str | None = None,
-          rounds: list[int] | None = None) -> dict:
-    selection = {"prompt_sets": [TRAIN_SET], "rounds": rounds or []}
+          rounds: list[int] | None = None, prompt_sets: tuple[str, ...] = (TRAIN_SET,)) -> dict:
+    """Run one job in the foreground as `rlhf train` would; its output version and final metrics."""
+    selection = {"prompt_sets": list(prompt_sets), "rounds": rounds or []}
     job_id = jobs.submit(JobRequest(method, base=base, reward=reward, settings=settings, selection=selection,
                                     created_by="demo"))
     job = JobRunner(jobs).run(job_id)
     if job["status"] != "succeeded":
         raise WorkbenchError(f"The demo's {method} job {job_id} {job['status']}: {job['error']}")
-    return {"version": job["output_version"], "metrics": read_status(jobs.job_dir(job_id)).get("metrics", {})}
+    return {"job_id": job_id, "version": job["output_version"],
+            "metrics": read_status(jobs.job_dir(job_id)).get("metrics", {})}
 
 
 def win_rate_against_base(wb: Workbench, version: str, judge: "Annotator", config: DemoConfig,
@@ -132,10 +142,7 @@ def run_demo(home: Home, config: DemoConfig, on_round: Callable[[dict], None] = 
             on_step(f"round {round_number}: generating {config.prompts_per_round} comparisons of K={config.k}"
                     f" from {wb.model_version(None).name}")
             made = wb.generate(TRAIN_SET, n=config.prompts_per_round, k=config.k, params=params)
-            for comparison_id in made:
-                shown = wb.comparison(comparison_id)
-                texts = [c["text"] for c in shown.completions]
-                wb.rank(comparison_id, annotator.rank(shown.messages, texts), annotator.name, source="simulated")
+            rank_all(wb, made, annotator)
             on_step(f"round {round_number}: training a reward model on {wb.rankings().shape[0]} rankings")
             reward = train(jobs, "reward", config.reward_settings, base=BASE_VERSION)
             on_step(f"round {round_number}: training the policy with {config.method} on this round's rankings")

@@ -5,6 +5,7 @@ Spec syntax (:func:`parse_annotator`, the CLI's ``--annotator``) (:func:`parse_a
     SPEC   := TERM ("+" TERM)* ["@" OPTION ("," OPTION)*]
     TERM   := [WEIGHT "*"] NAME [":" ARGS]
     NAME   := shorter | longer | mentions:WORD,WORD,... | avoids:WORD,...
+              | atmost:CHARS | polite | markdown | refuses
               | reward:PATH | judge:PATH
     OPTION := flip=P | tie=P | margin=X | seed=N
 
@@ -21,9 +22,12 @@ from pathlib import Path
 
 from rlhf.errors import UserError
 from rlhf.simulate.judge import LLMJudge
-from rlhf.simulate.rules import Annotator, Avoids, Combined, Longer, Mentions, RewardModelAnnotator, Shorter
+from rlhf.simulate.rules import (Annotator, AtMost, Avoids, Markdown, Combined, Longer, Mentions, Polite, Refuses,
+                                 RewardModelAnnotator, Shorter)
 
-SPEC_NAMES = ("shorter", "longer", "mentions:WORDS", "avoids:WORDS", "reward:PATH", "judge:PATH")
+SPEC_NAMES = ("shorter", "longer", "mentions:WORDS", "avoids:WORDS", "atmost:CHARS", "polite", "markdown", "refuses",
+              "reward:PATH", "judge:PATH")
+PROPERTIES = {"polite": Polite, "markdown": Markdown, "refuses": Refuses}
 
 
 SPEC_OPTIONS = {"flip": "flip_prob", "tie": "tie_prob", "margin": "tie_margin", "seed": "seed"}
@@ -66,6 +70,10 @@ def _parse_term(term: str, spec: str, model_path: Callable[[str], Path]) -> tupl
         return (Shorter() if name == "shorter" else Longer()), weight
     if name in ("mentions", "avoids") and words:
         return (Mentions(words) if name == "mentions" else Avoids(words)), weight
+    if name in PROPERTIES and not colon:
+        return PROPERTIES[name](), weight
+    if name == "atmost" and argument.isdigit() and int(argument) > 0:
+        return AtMost(int(argument)), weight
     if name in ("reward", "judge") and argument:
         if name == "reward":
             from rlhf.modeling.scoring import RewardScorer

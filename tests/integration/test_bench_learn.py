@@ -1,0 +1,36 @@
+"""`python -m rlhf.bench learn` end to end on the tiny random model: one cell (generate,
+rank by the rule, a default DPO job, held-out shares before and after), then a rerun that
+reads the finished cell back instead of training again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhf.bench.__main__ import main
+from rlhf.home import Home
+
+
+@pytest.mark.integration
+def test_one_cell_runs_and_a_rerun_resumes(tmp_path, tiny_model_dir, one_thread, capsys):
+    out = tmp_path / "learn"
+    base_home = Home(out / "base-home")
+    base_home.prepare()
+    base_home.link_base_model(tiny_model_dir)  # the benchmark's shared base: here the tiny model
+    # 37 tokens of the random model run to about 250 characters, either side of the rule's line: some pairs
+    args = ["learn", "--rules", "length", "--methods", "dpo", "--sizes", "4", "--held-out", "4", "--answers", "8",
+            "--max-new-tokens", "37", "--out", str(out), "--json"]
+    assert main(args) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["rule"], row["method"], row["size"], row["comparisons"]) == ("length", "dpo", 4, 4)
+    for side in ("before", "after"):
+        assert row[side]["n"] == 8 and 0 <= row[side]["low"] <= row[side]["share"] <= row[side]["high"] <= 1
+    assert row["kl"] is not None and row["repetition"] is not None and "epochs" in row["schedule"]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+
+    assert main(args[:-1]) == 0  # the table this time
+    printed, steps = capsys.readouterr()
+    assert "done before" in steps and "training" not in steps
+    assert "| length | dpo | 4 |" in printed and len((out / "results.jsonl").read_text().splitlines()) == 1
