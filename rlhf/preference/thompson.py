@@ -25,7 +25,26 @@ Pure numpy: scores in, candidate indices out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranking as the selection reads it: the prompt, the completions shown, their dense ranks."""
+
+    prompt: list[dict]
+    texts: list[str]
+    ranks: list[int]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The M candidate completions of one prompt."""
+
+    prompt: list[dict]
+    texts: list[str]
+
 
 MAX_DRAWS = 30  # redraws per slot before the slot takes the last draw's best unshown candidate
 

@@ -24,7 +24,7 @@ import torch
 
 from rlhf.modeling import loading
 from rlhf.modeling.scoring import encode_conversation
-from rlhf.preference.thompson import double_thompson, random_slots
+from rlhf.preference.thompson import Candidates, Ranked, double_thompson, random_slots
 from rlhf.train.reward import RankedItems, load_classifier
 from rlhf.train.reward_head import FeatureCache, HeadConfig, PairTable, cache_dir, distinct_sequences, fit_head, \
     pair_table
@@ -94,23 +94,6 @@ class Featurizer:
         """[len(sequences), hidden] float32 features of token sequences."""
         return self.cache.features(self.backbone, sequences, self.tokenizer.pad_token_id, self.pooling,
                                    self.batch_size)[0]
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """One ranking as the selection reads it: the prompt, the completions shown, their dense ranks."""
-
-    prompt: list[dict]
-    texts: list[str]
-    ranks: list[int]
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The M candidate completions of one prompt."""
-
-    prompt: list[dict]
-    texts: list[str]
 
 
 def choose_shown(featurizer: Featurizer, ranked: list[Ranked], candidates: list[Candidates], k: int,
