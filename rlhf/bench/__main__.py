@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     thompson.add_argument("--m", type=int, default=8, help="candidates per prompt")
     thompson.add_argument("--k", type=int, default=4, help="completions shown per ranking")
     thompson.add_argument("--max-new-tokens", type=int, default=32)
+    thompson.add_argument("--prompts", type=int, default=183, help="the first N shipped prompts (a smaller pool is "
+                          "ranked again as the budget grows)")
+    thompson.add_argument("--held-out", type=int, default=23, help="of them, never ranked: accuracy is on their pairs")
     thompson.add_argument("--cache", default=None, help="keep candidates and features here (default: <home>/bench-thompson)")
     thompson.add_argument("--plot", default=None, help="write the figure to this PNG")
     thompson.add_argument("--home", default=None, help="workbench home whose base model to use")
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         numbers = lambda text: tuple(int(x) for x in text.split(",") if x.strip())  # noqa: E731
         settings = bench_ts.ThompsonBench(annotator=args.annotator, budgets=numbers(args.budgets),
                                           seeds=numbers(args.seeds), m=args.m, k=args.k,
-                                          max_new_tokens=args.max_new_tokens)
+                                          max_new_tokens=args.max_new_tokens, prompts=args.prompts,
+                                          held_out=args.held_out)
         result = bench_ts.bench_thompson(ensure_default_model(home),
                                          Path(args.cache) if args.cache else home.root / "bench-thompson", settings)
         if args.json:

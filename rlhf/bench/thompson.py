@@ -53,27 +53,35 @@ class ThompsonBench:
     max_new_tokens: int = 32
     temperature: float = 1.0    # diverse candidates: the point of choosing among them
     batch: int = 20             # rankings between two refits of the ensemble
+    prompts: int = 183          # the first N shipped prompts
+    held_out: int = 23          # of them, never ranked: the accuracy is measured on all their candidates' pairs
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
 def candidates(model_dir: Path, prompts: list[list[dict]], bench: ThompsonBench, cache: Path) -> list[list[str]]:
-    """M sampled texts per prompt, from `cache/candidates.json` when it was made with the same settings."""
+    """M sampled texts per prompt, sampled 8 prompts at a time and saved after each batch in
+    `cache/candidates.json` (a stopped run resumes where it was; settings changed: afresh)."""
     from rlhf.modeling.generate import sample
     from rlhf.modeling.models import load_policy
     from rlhf.modeling.sampling import SamplingParams
 
     key = {"model": str(Path(model_dir).resolve()), "m": bench.m, "max_new_tokens": bench.max_new_tokens,
-           "temperature": bench.temperature, "prompts": len(prompts)}
+           "temperature": bench.temperature}
     stored = cache / "candidates.json"
+    texts: list[list[str]] = []
     if stored.is_file():
         saved = json.loads(stored.read_text())
-        if saved["key"] == key:
-            return saved["texts"]
-    params = SamplingParams(temperature=bench.temperature, top_p=1.0, max_new_tokens=bench.max_new_tokens, seed=0)
-    drawn = sample(load_policy(model_dir), prompts, k=bench.m, params=params)
-    texts = [[s.text for s in row] for row in drawn]
+        texts = saved["texts"] if saved["key"] == key else []
+    if len(texts) >= len(prompts):
+        return texts[:len(prompts)]
+    policy = load_policy(model_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    stored.write_text(json.dumps({"key": key, "texts": texts}))
+    for start in range(len(texts), len(prompts), 8):
+        params = SamplingParams(temperature=bench.temperature, top_p=1.0, max_new_tokens=bench.max_new_tokens,
+                                seed=start)
+        texts += [[s.text for s in row] for row in sample(policy, prompts[start:start + 8], k=bench.m, params=params)]
+        stored.write_text(json.dumps({"key": key, "texts": texts}))
+        log.warning("sampled candidates for %d of %d prompts", len(texts), len(prompts))
     return texts
 
 
@@ -103,7 +111,8 @@ def run_strategy(strategy: str, seed: int, order: list[int], prompts, texts, fea
     pairs: list[tuple[int, int]] = []
     weights = None
     accuracy: dict[int, float] = {}
-    for done, p in enumerate(order[:max(bench.budgets)]):
+    for done in range(max(bench.budgets)):
+        p = order[done % len(order)]  # a pool smaller than the budget is visited again, in the same order
         if strategy == "thompson" and done % bench.batch == 0 and done >= bench.ensemble.min_rankings and pairs:
             weights = fit_ensemble(features, as_pairs(pairs), bench.ensemble.members, bench.ensemble.head,
                                    seed=seed * 1000 + done)
@@ -124,7 +133,7 @@ def bench_thompson(model_dir: Path, cache: Path, bench: ThompsonBench) -> dict:
 
     annotator = parse_annotator(bench.annotator)
     started = time.perf_counter()
-    prompts = [[{"role": "user", "content": row["prompt"]}] for row in default_prompts()]
+    prompts = [[{"role": "user", "content": row["prompt"]}] for row in default_prompts()][:bench.prompts]
     texts = candidates(model_dir, prompts, bench, cache)
     sampled = time.perf_counter() - started
     featurizer = Featurizer(model_dir, cache / "features", bench.ensemble.pooling)
@@ -132,7 +141,7 @@ def bench_thompson(model_dir: Path, cache: Path, bench: ThompsonBench) -> dict:
     embedded = time.perf_counter() - started - sampled
 
     shuffled = list(np.random.default_rng(12345).permutation(len(prompts)))
-    pool, held_out = shuffled[:max(bench.budgets)], shuffled[max(bench.budgets):]
+    pool, held_out = shuffled[:len(prompts) - bench.held_out], shuffled[len(prompts) - bench.held_out:]
     clean = annotator.with_noise(flip_prob=0.0, tie_prob=0.0)
     truth = as_pairs([pair for p in held_out
                       for pair in ranked_into(clean, prompts[p], texts[p], [p * bench.m + j for j in range(bench.m)])])
