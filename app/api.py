@@ -98,11 +98,13 @@ def register(ctx: AppContext) -> None:
                        model_version: str | None = None, ready_target: int | None = None,
                        gold_rate: float | None = None, sources: list[dict] | None = None,
                        suggest: bool | None = None, selection: str | None = None,
-                       reward_models: list[str] | None = None, request: gr.Request = None) -> dict:
+                       reward_models: list[str] | None = None, candidates: int | None = None,
+                       request: gr.Request = None) -> dict:
         """Researchers: change the queue (fields left null keep their value); returns it.
         sources: [{version, count, temperature?, top_p?}] ([] for all K from one version);
         suggest: show annotators the reward model's ranking as a suggestion; selection:
-        'random' or 'uncertain' (least sure first); reward_models: one or two reward
+        'random', 'uncertain' (least sure first) or 'thompson' (K shown of `candidates`
+        sampled, picked by double Thompson sampling); reward_models: one or two reward
         versions ([] for the newest)."""
         user = ctx.user(request, *STAFF)
         with user_error():
@@ -112,7 +114,7 @@ def register(ctx: AppContext) -> None:
         changes = {name: value for name, value in dict(
             overlap=overlap, prompt_sets=prompt_sets, model_version=model_version, ready_target=ready_target,
             gold_rate=gold_rate, sources=sources, suggest=suggest, selection=selection,
-            reward_models=reward_models).items() if value is not None}
+            reward_models=reward_models, candidates=candidates).items() if value is not None}
         with user_error():
             config = ctx.annotation.set_config(user, **changes)
         ctx.pregenerator.wake()  # generate or score for the new settings now

@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
 from storage import scores
 from storage.db import first_row
+
+if TYPE_CHECKING:
+    from storage.comparisons import NewCompletion
 
 # Comparisons with a free slot for `me` ($me NULL: for anyone), restricted to prompt sets
 # and to a generating model version when those are given. `mine` marks the annotator's
@@ -316,3 +319,22 @@ def gold_agreement(cur) -> pd.DataFrame:
         " WHERE c.gold_ranking IS NOT NULL AND r.source = 'human'"
         " GROUP BY r.annotator ORDER BY r.annotator"
     ).df()
+
+
+def add_unshown(cur, comparison_id: int, candidates: list[tuple[int, NewCompletion]], chosen_by: str) -> None:
+    """Keep the candidates a selection did not show: (position among the M sampled, the
+    completion) each, beside the comparison made of the shown ones."""
+    cur.executemany(
+        "INSERT INTO unshown_completions (comparison_id, position, text, model_version, sampling, num_tokens,"
+        " finish_reason, chosen_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [[comparison_id, position, c.text, c.model_version, json.dumps(c.sampling) if c.sampling is not None else None,
+          c.num_tokens, c.finish_reason, chosen_by] for position, c in candidates],
+    )
+
+
+def unshown(cur, comparison_id: int) -> pd.DataFrame:
+    """The candidates of a comparison that were not shown, in sampled order: position,
+    text, model_version, sampling (JSON text), num_tokens, finish_reason, chosen_by."""
+    return cur.execute(
+        "SELECT position, text, model_version, sampling, num_tokens, finish_reason, chosen_by"
+        " FROM unshown_completions WHERE comparison_id = ? ORDER BY position", [comparison_id]).df()

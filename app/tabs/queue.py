@@ -23,7 +23,8 @@ SOURCES_HELP = ("Where each comparison's completions come from, as JSON; empty: 
 
 
 SELECTION_CHOICES = [("As they come (closest to complete, then oldest)", "random"),
-                     ("Where the reward model is least sure first", "uncertain")]
+                     ("Where the reward model is least sure first", "uncertain"),
+                     ("Shown completions picked by Thompson sampling from more candidates", "thompson")]
 NEWEST_REWARD = "(the newest reward model)"
 CLOSING_HELP = ("With a reward model: show annotators its ranking as a suggestion (a muted box, never filled "
                 "into their ranking; agreement with it is on the Data tab), and/or hand out first the comparisons "

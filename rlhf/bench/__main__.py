@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|thompson|load` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -69,6 +69,21 @@ def main(argv: list[str] | None = None) -> int:
 
     learn_arguments(sub.add_parser("learn", help="does one round of simulated rankings with default settings teach"
                                    " each rule? (see rlhf/bench/learn.py)"))
+    thompson = sub.add_parser("thompson", help="reward-head held-out accuracy against rankings, candidates shown at"
+                              " random or by double Thompson sampling (see rlhf/bench/thompson.py)")
+    thompson.add_argument("--annotator", default="longer", help="simulated annotator spec (rlhf demo --annotator)")
+    thompson.add_argument("--budgets", default="20,40,80,160", help="rankings at which accuracy is measured")
+    thompson.add_argument("--seeds", default="0,1,2,3,4")
+    thompson.add_argument("--m", type=int, default=8, help="candidates per prompt")
+    thompson.add_argument("--k", type=int, default=4, help="completions shown per ranking")
+    thompson.add_argument("--max-new-tokens", type=int, default=32)
+    thompson.add_argument("--prompts", type=int, default=183, help="the first N shipped prompts (a smaller pool is "
+                          "ranked again as the budget grows)")
+    thompson.add_argument("--held-out", type=int, default=23, help="of them, never ranked: accuracy is on their pairs")
+    thompson.add_argument("--cache", default=None, help="keep candidates and features here (default: <home>/bench-thompson)")
+    thompson.add_argument("--plot", default=None, help="write the figure to this PNG")
+    thompson.add_argument("--home", default=None, help="workbench home whose base model to use")
+    thompson.add_argument("--json", action="store_true")
     sub.add_parser("load", add_help=False,
                    help="many annotators against a real server that is killed midway (see load --help)")
     argv = sys.argv[1:] if argv is None else argv
@@ -106,6 +121,24 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2))
         else:
             print_head(result)
+        return 0
+    if args.what == "thompson":
+        from rlhf.bench import thompson as bench_ts
+
+        home = Home.resolve(args.home)
+        numbers = lambda text: tuple(int(x) for x in text.split(",") if x.strip())  # noqa: E731
+        settings = bench_ts.ThompsonBench(annotator=args.annotator, budgets=numbers(args.budgets),
+                                          seeds=numbers(args.seeds), m=args.m, k=args.k,
+                                          max_new_tokens=args.max_new_tokens, prompts=args.prompts,
+                                          held_out=args.held_out)
+        result = bench_ts.bench_thompson(ensure_default_model(home),
+                                         Path(args.cache) if args.cache else home.root / "bench-thompson", settings)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            bench_ts.print_table(result)
+        if args.plot:
+            bench_ts.plot(result, args.plot)
         return 0
     if args.what == "service":
         print(json.dumps(bench_service(args.annotators, args.rankings), indent=2))

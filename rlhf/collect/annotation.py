@@ -32,6 +32,8 @@ import pandas as pd
 
 from rlhf.checks import require_prompt_set, require_whole
 from rlhf.auth import ROLES, STAFF, User, require_role
+from rlhf.errors import UserError
+from rlhf.home import BASE_VERSION
 from rlhf.limits import LIMITS, check_text
 from rlhf.preference.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
 from rlhf.collect.workbench import Workbench, WorkbenchError
@@ -39,7 +41,7 @@ from storage import feedback, guidelines, prompts, queue
 from storage import scores as reward_scores
 
 SETTINGS_KEY = "annotation.queue"
-SELECTIONS = ("random", "uncertain")
+SELECTIONS = ("random", "uncertain", "thompson")
 MAX_REWARD_MODELS = 2
 FLAGS = ("unsafe", "factually_wrong", "nonsense")
 LIKERT = range(1, 6)
@@ -80,8 +82,13 @@ class QueueConfig:
     # in the background (the pre-generator) while either is on.
     suggest: bool = _setting(False, "show annotators the reward model's ranking, marked as a suggestion "
                                     "(never filled into their ranking)")
-    selection: str = _setting("random", "which comparison comes next: random (closest to complete, then oldest) "
-                                        "or uncertain (what the reward model is least sure of first)")
+    selection: str = _setting("random", "which comparison comes next: random (closest to complete, then oldest), "
+                                        "uncertain (what the reward model is least sure of first), or thompson "
+                                        "(handed out as random, but each comparison shows the K of `candidates` "
+                                        "sampled completions that double Thompson sampling over an ensemble of "
+                                        "reward heads picks; random picks until there are enough rankings)")
+    candidates: int = _setting(8, "with the thompson selection: completions sampled per prompt (M, more than K, "
+                                  "at most 8), of which K are shown and the rest kept unshown")
     reward_models: list[str] | None = _setting(None, "the reward version(s) used; none: the newest. With two, "
                                                      "uncertain means where they disagree most, and the first "
                                                      "one suggests")
@@ -184,10 +191,26 @@ class Annotation:
         if config.selection not in SELECTIONS:
             raise WorkbenchError(f"selection must be one of {', '.join(SELECTIONS)}, not {config.selection!r}.")
         config.reward_models = self._checked_reward_models(config.reward_models)
+        if config.selection == "thompson":
+            self._check_thompson(config)
         if (config.suggest or config.selection == "uncertain") and not self.reward_versions(config):
             raise WorkbenchError("There is no reward model yet: train one (Train tab, method reward) before "
                                  "turning on suggestions or the 'uncertain' selection.")
         return config
+
+    def _check_thompson(self, config: QueueConfig) -> None:
+        require_whole("candidates", config.candidates, MIN_K, MAX_K, error=WorkbenchError)
+        if config.candidates <= config.k:
+            raise WorkbenchError(f"The thompson selection shows K={config.k} of `candidates` sampled completions, "
+                                 f"so candidates must be more than {config.k}, not {config.candidates}.")
+        if config.sources is not None:
+            raise WorkbenchError("The thompson selection samples every candidate from the generating version: "
+                                 "clear `sources` first.")
+        try:
+            self.wb.model_version(BASE_VERSION)
+        except UserError:
+            raise WorkbenchError("The thompson selection embeds candidates with the base model, and this home has "
+                                 "none: run `rlhf init`.") from None
 
     def _checked_reward_models(self, chosen) -> list[str] | None:
         if chosen is None or len(chosen) == 0:

@@ -14,7 +14,8 @@ model suggestions or hands out the 'uncertain' comparisons first, each tick scor
 `score_batch` queued comparisons that the queue's reward version(s) (the newest, unless
 chosen) have not scored yet, and stores scores and suggestions (`rlhf.collect.suggestions`);
 `request_scores` queues other comparisons to score (the Data tab's reward-model audit),
-taken first. So scores appear a few seconds after a comparison does, and a new reward
+taken first. With the 'thompson' selection each batch samples `candidates` completions
+per prompt and the child chooses the K shown (`rlhf.collect.candidates`). So scores appear a few seconds after a comparison does, and a new reward
 model re-scores the queue in the background; nothing is scored on a request's path.
 """
 
@@ -25,6 +26,7 @@ import threading
 from typing import Callable
 
 from rlhf.collect.annotation import Annotation, QueueConfig
+from rlhf.collect.candidates import thompson_batch
 from rlhf.collect.suggestions import score_comparisons
 from rlhf.collect.workbench import SourcePlan
 from rlhf.modeling.sampler_process import SamplerProcess
@@ -163,6 +165,10 @@ class PreGenerator(threading.Thread):
         note = " ".join(plan.notes) or None
         if note and note != self._note:
             log.warning("Pre-generation: %s", note)
+        if config.selection == "thompson":
+            made, chooser_note = thompson_batch(self.annotation, config, params, plan, wanted, self.sampler, queue_batch)
+            self._set(note=" ".join(filter(None, (note, chooser_note))) or None, round=plan.round)
+            return made
         self._set(note=note, round=plan.round)
         return queue_batch(self.annotation, config, params, plan, wanted, self.sampler.sample)
 

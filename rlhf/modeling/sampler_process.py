@@ -5,7 +5,9 @@ slices and keep the annotators' requests waiting (on 2 cores, p95 over 300 ms). 
 process samples instead, at lower CPU priority and on one core fewer than the machine
 has; the pre-generator thread only waits on a pipe, which holds no lock. The same child
 scores completions with a reward model ("score" requests: `RewardScorer.score`), for the
-suggestions and the 'uncertain' queue order, so no reward model is loaded in the server.
+suggestions and the 'uncertain' queue order, so no reward model is loaded in the server,
+and chooses which candidates the 'thompson' queue order shows ("choose" requests:
+`rlhf.train.head_ensemble.choose_shown`, the base embedding in the child).
 
 The server runs a second child for the Compare tab's research work, so that it never
 waits behind pre-generation nor holds it up: side by side and arena answers ("answer"
@@ -62,6 +64,13 @@ def _serve(connection) -> None:
                 connection.send((True, measure.answer(models, [Path(d) for d in model_dir], messages, params,
                                                        None if reward_dir is None else Path(reward_dir))))
                 continue
+            if kind == "choose":
+                from rlhf.train.head_ensemble import Featurizer, choose_shown
+
+                cache_root, ranked, candidates, k, seed = request
+                featurizer = models.get("featurizer", model_dir, lambda path: Featurizer(path, Path(cache_root)))
+                connection.send((True, choose_shown(featurizer, ranked, candidates, k, seed=seed)))
+                continue
             if kind == "score":
                 prompts, completions = request
                 connection.send((True, models.scorer(model_dir).score(prompts, completions)))
@@ -92,6 +101,12 @@ class SamplerProcess:
     def score(self, reward_dir: Path, prompts: list[list[dict]], completions: list[str]) -> list[float]:
         """Normalised rewards of each (prompt messages, completion text), as `RewardScorer.score`."""
         return self._ask("score", str(reward_dir), list(prompts), list(completions))
+
+    def choose(self, base_dir: Path, cache_root: Path, ranked: list, candidates: list, k: int, seed: int
+               ) -> tuple[list[list[int]], bool]:
+        """`rlhf.train.head_ensemble.choose_shown` with the base at `base_dir` loaded in the child:
+        the K candidates to show of each prompt's (`Candidates`), and whether the ensemble chose them."""
+        return self._ask("choose", str(base_dir), str(cache_root), list(ranked), list(candidates), k, seed)
 
     def answer(self, model_dirs: list[Path], messages: list[dict], params: SamplingParams,
                reward_dir: Path | None = None) -> list[tuple]:
