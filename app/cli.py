@@ -146,11 +146,32 @@ def _import_from_tool(wb: Workbench, args) -> None:
 
 
 def cmd_export(wb: Workbench, args) -> None:
+    if args.format == "hf":
+        _export_hf(wb, args)
+        return
+    if args.license or args.annotator_names:
+        raise UserError("--license and --annotator-names go with --format hf.")
     path, rows = wb.export(args.format, args.out, args.selection)
     if args.json:
         print(json.dumps({"path": str(path), "rows": rows, "format": args.format}))
     else:
         print(f"Wrote {rows} {args.format} rows to {path}.")
+
+
+def _export_hf(wb: Workbench, args) -> None:
+    from rlhf.collect import hf_dataset
+
+    if not args.license:
+        raise UserError("--format hf needs --license ID, the dataset's licence as a Hub id (cc-by-4.0, apache-2.0,"
+                        " other, ...); nothing was written.")
+    settings = hf_dataset.HFExportSettings(args.license, args.selection, args.annotator_names)
+    done = hf_dataset.export(wb, args.out, settings)
+    if args.json:
+        print(json.dumps({"path": str(done.path), "rows": done.rows, "format": "hf"}))
+    else:
+        counts = ", ".join(f"{name} {rows}" for name, rows in done.rows.items())
+        print(f"Wrote a Hugging Face dataset to {done.path} ({counts} rows); "
+              f"load it with datasets.load_dataset({str(done.path)!r}, 'preference').")
 
 
 def cmd_models(wb: Workbench, args) -> None:
@@ -317,12 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  " were made on, which holds the texts")
     rankings_import.set_defaults(handler=cmd_rankings_import)
 
-    export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension)",
-                     parents=(home_option, json_option))
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension; "
+                     "--format hf: a Hugging Face dataset folder with its card)", parents=(home_option, json_option))
+    export.add_argument("--format", required=True, choices=(*EXPORT_FORMATS, "hf"))
     export.add_argument("--selection", default="all", choices=("all", "best_vs_worst"),
                         help="preference pairs: all pairs of a ranking, or best group vs worst group")
-    export.add_argument("out")
+    export.add_argument("--license", help="with --format hf: the dataset's licence, a Hub licence id (required)")
+    export.add_argument("--annotator-names", action="store_true",
+                        help="with --format hf: keep user names in the rankings subset (default: annotator-N)")
+    export.add_argument("out", help="the file, or with --format hf a new or empty folder")
 
     command("models", cmd_models, "list model versions with their lineage", parents=(home_option, json_option))
 

@@ -523,16 +523,21 @@ class Workbench:
     def export(self, format: str, out: str | Path, selection: str = "all") -> tuple[Path, int]:
         """Write the rankings as TRL preference pairs, TRL unpaired (KTO) rows, or raw
         rankings, to Parquet or JSONL by the file's extension; returns (path, rows)."""
-        if format not in EXPORT_FORMATS:
-            raise WorkbenchError(f"Unknown export format '{format}': choose {', '.join(EXPORT_FORMATS)}.")
-        rankings = self.rankings()
-        if format == "preference":
-            table = pairs.preference_pairs(rankings, selection)[["prompt", "chosen", "rejected", "margin"]]
-        elif format == "unpaired":
-            table = pairs.unpaired_examples(rankings)[["prompt", "completion", "label"]]
-        else:
-            table = rankings
+        table = export_table(self.rankings(), format, selection)
         return formats.write_table(table, out), len(table)
+
+
+def export_table(rankings: pd.DataFrame, format: str, selection: str = "all") -> pd.DataFrame:
+    """The rows one export format holds, from `Workbench.rankings()`: TRL preference pairs
+    (prompt, chosen, rejected, margin), TRL unpaired rows (prompt, completion, label) or
+    the raw rankings as they are."""
+    if format not in EXPORT_FORMATS:
+        raise WorkbenchError(f"Unknown export format '{format}': choose {', '.join(EXPORT_FORMATS)}.")
+    if format == "preference":
+        return pairs.preference_pairs(rankings, selection)[["prompt", "chosen", "rejected", "margin"]]
+    if format == "unpaired":
+        return pairs.unpaired_examples(rankings)[["prompt", "completion", "label"]]
+    return rankings
 
 
 def versions_of(frame: pd.DataFrame, kind: str) -> list[str]:
