@@ -14,6 +14,7 @@ from rlhf.collect import hf_dataset
 from rlhf.collect.hf_dataset import HFExportSettings
 from rlhf.collect.workbench import Workbench, WorkbenchError
 from rlhf.modeling.generate import SamplingParams
+from helpers import one_step_config, small_lora
 
 try:  # `python -m pytest` from the repository root puts the root on sys.path
     from tests.conftest import make_home
@@ -107,20 +108,6 @@ def test_names_are_kept_when_asked_and_bad_settings_are_refused(exported, tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
-def _one_step_config(config_class, output_dir):
-    return config_class(
-        output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-        learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", bf16=False, fp16=False,
-        use_cpu=True, max_length=128, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
-    )
-
-
-def _lora():
-    from peft import LoraConfig
-
-    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-
-
 @pytest.mark.parametrize("subset", ["preference", "unpaired"])
 def test_the_subset_trains_one_trl_step_as_loaded(subset, exported, tiny_model_dir, tmp_path, one_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -130,8 +117,8 @@ def test_the_subset_trains_one_trl_step_as_loaded(subset, exported, tiny_model_d
     dataset = _load(exported["path"], subset, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    trainer = trainer_class(model=model, args=_one_step_config(config_class, tmp_path / subset),
-                            train_dataset=dataset, processing_class=tokenizer, peft_config=_lora())
+    trainer = trainer_class(model=model, args=one_step_config(config_class, tmp_path / subset),
+                            train_dataset=dataset, processing_class=tokenizer, peft_config=small_lora())
     assert len(trainer.train_dataset) == len(dataset)
     trainer.train()
     assert trainer.state.global_step == 1
