@@ -9,12 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from helpers import register
+from helpers import add_comparisons, register, rows
 from rlhf.collect.workbench import Workbench
 from rlhf.home import Home
 from storage import backup
@@ -99,3 +100,36 @@ def test_a_damaged_backup_is_refused_and_leaves_no_store(tiny_home, tmp_path):
     with pytest.raises(StoreError, match="prompts.parquet holds .* rows, its manifest"):
         backup.restore_backup(tmp_path / "b", target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_rankings_stored_during_a_backup_leave_it_consistent(tiny_home, tmp_path):
+    """A writer thread ranks comparisons (each ranking and its K ranks in one transaction)
+    all through the backup: the backup holds whole rankings only, and fewer than the end."""
+    with Workbench(tiny_home) as wb:
+        ids = add_comparisons(wb, 150, k=4)
+        started, finished = threading.Event(), threading.Event()
+
+        def rank_until_done() -> None:
+            for comparison_id in ids:
+                wb.rank(comparison_id, "A > B = C > D", user="ana")
+                started.set()
+                if finished.is_set():
+                    break
+
+        writer = threading.Thread(target=rank_until_done)
+        writer.start()
+        assert started.wait(60)
+        taken = backup.write_backup(wb.store, tmp_path / "b")
+        finished.set()
+        writer.join(120)
+        stored = rows(wb, "SELECT count(*) FROM rankings")[0][0]
+    backed_up = taken.tables["rankings"]
+    assert 1 <= backed_up <= stored
+    assert taken.tables["ranking_ranks"] == 4 * backed_up
+    restored = tmp_path / "restored.duckdb"
+    backup.restore_backup(tmp_path / "b", restored)
+    conn = duckdb.connect(str(restored), read_only=True)
+    orphans = conn.execute("SELECT count(*) FROM rankings r WHERE (SELECT count(*) FROM ranking_ranks k"
+                           " WHERE k.ranking_id = r.id) <> 4").fetchall()[0][0]
+    conn.close()
+    assert orphans == 0
