@@ -51,7 +51,8 @@ _WORD = re.compile(r"[a-z_]{1,32}")
 _ABOUT = {
     "preference": "TRL preference pairs (`prompt`, `chosen`, `rejected` as chat messages; `margin` the rank"
                   " distance): DPO and reward models",
-    "unpaired": "TRL unpaired rows (`prompt`, `completion`, `label`: top group true, bottom group false): KTO",
+    "unpaired": "TRL unpaired rows (`prompt`, `completion`, `label`: top group true, bottom group false, an"
+                " annotator's own good/bad mark first): KTO",
     "rankings": "every ranking as made: the prompt, the K completions (A first), the ranking (`C > B = D > A`),"
                 " each completion's rank, the annotator, round and model versions",
 }
@@ -84,10 +85,10 @@ def export(wb: Workbench, out: str | Path, settings: HFExportSettings = HFExport
     rankings = wb.rankings()
     if rankings.empty:
         raise WorkbenchError("There are no rankings to export yet.")
-    if not settings.annotator_names:
-        rankings = rankings.assign(user=_pseudonyms(rankings["user"]))
-    tables = {name: export_table(rankings, name, settings.selection) for name in SUBSETS}
-    tables["rankings"] = tables["rankings"].rename(columns={"user": "annotator"})
+    labels = wb.labels()
+    tables = {name: export_table(rankings, name, settings.selection, labels) for name in SUBSETS}
+    annotators = rankings["user"] if settings.annotator_names else _pseudonyms(rankings["user"])
+    tables["rankings"] = tables["rankings"].drop(columns="user").assign(annotator=annotators)
     return _write(out, tables, collection_facts(rankings), settings)
 
 
@@ -227,7 +228,8 @@ Rankings of model completions collected with the RLHF Workbench, exported with
 - {facts['rounds']} rounds of collection; first ranking {facts['first_ranking']}, last {facts['last_ranking']}.
 - Agreement {agreed}.
 - Preference pairs: {settings.selection.replace('_', ' ')} pairs of each ranking; unpaired rows: the top
-  group labelled true and the bottom group false, middle groups left out.
+  group labelled true and the bottom group false, middle groups left out, except that a completion
+  the annotator marked good or bad has that label.
 
 ## Licence
 

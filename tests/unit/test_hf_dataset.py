@@ -5,6 +5,7 @@ tokenizer and chat template as the default model; the weights do not matter)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from rlhf.collect import hf_dataset
 from rlhf.collect.hf_dataset import HFExportSettings
 from rlhf.collect.workbench import Workbench, WorkbenchError
 from rlhf.modeling.generate import SamplingParams
+from storage import feedback
 from helpers import one_step_config, small_lora
 
 try:  # `python -m pytest` from the repository root puts the root on sys.path
@@ -108,6 +110,22 @@ def test_names_are_kept_when_asked_and_bad_settings_are_refused(exported, tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
+def test_an_annotators_good_mark_labels_a_middle_completion(exported, tmp_path):
+    # alice's 'A > B > C' on the first comparison gives B no label; her mark makes it desirable
+    first = exported["rankings"].iloc[0]
+    with Workbench(exported["home"]) as wb:
+        with wb.store.transaction() as cur:
+            feedback.add_labels(cur, int(first["ranking_id"]), int(first["comparison_id"]), {"B": {"good": True}})
+        done = hf_dataset.export(wb, tmp_path / "marked", HFExportSettings(license="other"))
+        with wb.store.transaction() as cur:  # the module's other tests see the store as it was
+            cur.execute("DELETE FROM completion_labels")
+    unpaired = _load(done.path, "unpaired", tmp_path)
+    assert done.rows["unpaired"] == exported["rows"]["unpaired"] + 1
+    middle = first["completions"][1]
+    # B's rows: the other annotator's 'B > A > C' (top group) and now alice's mark
+    assert [row["label"] for row in unpaired if row["completion"][0]["content"] == middle] == [True, True]
+
+
 @pytest.mark.parametrize("subset", ["preference", "unpaired"])
 def test_the_subset_trains_one_trl_step_as_loaded(subset, exported, tiny_model_dir, tmp_path, one_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -123,3 +141,15 @@ def test_the_subset_trains_one_trl_step_as_loaded(subset, exported, tiny_model_d
     trainer.train()
     assert trainer.state.global_step == 1
     assert [e["loss"] for e in trainer.state.log_history if math.isfinite(e.get("loss", math.nan))]
+
+
+def test_the_command_needs_a_licence_and_says_where_it_wrote(exported, tmp_path, capsys):
+    from app.cli import main
+
+    home = str(exported["home"].root)
+    assert main(["export", "--home", home, "--format", "hf", str(tmp_path / "a")]) == 1
+    assert "needs --license" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["export", "--home", home, "--format", "preference", "--license", "mit", str(tmp_path / "p.jsonl")]) == 1
+    assert "go with --format hf" in capsys.readouterr().err
+    assert main(["export", "--home", home, "--format", "hf", "--license", "mit", "--json", str(tmp_path / "a")]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": str(tmp_path / "a"), "rows": exported["rows"], "format": "hf"}
