@@ -19,6 +19,7 @@ from rlhf.home import Home
 from rlhf.preference.ranking import RankingError
 from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.collect.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
+from storage import backup
 from storage.db import StoreError
 
 USER_ERRORS = (UserError, FormatError, RankingError, StoreError)
@@ -146,11 +147,66 @@ def _import_from_tool(wb: Workbench, args) -> None:
 
 
 def cmd_export(wb: Workbench, args) -> None:
+    if args.format == "hf":
+        _export_hf(wb, args)
+        return
+    if args.license or args.annotator_names:
+        raise UserError("--license and --annotator-names go with --format hf.")
     path, rows = wb.export(args.format, args.out, args.selection)
     if args.json:
         print(json.dumps({"path": str(path), "rows": rows, "format": args.format}))
     else:
         print(f"Wrote {rows} {args.format} rows to {path}.")
+
+
+def _export_hf(wb: Workbench, args) -> None:
+    from rlhf.collect import hf_dataset
+
+    if not args.license:
+        raise UserError("--format hf needs --license ID, the dataset's licence as a Hub id (cc-by-4.0, apache-2.0,"
+                        " other, ...); nothing was written.")
+    settings = hf_dataset.HFExportSettings(args.license, args.selection, args.annotator_names)
+    done = hf_dataset.export(wb, args.out, settings)
+    if args.json:
+        print(json.dumps({"path": str(done.path), "rows": done.rows, "format": "hf"}))
+    else:
+        counts = ", ".join(f"{name} {rows}" for name, rows in done.rows.items())
+        print(f"Wrote a Hugging Face dataset to {done.path} ({counts} rows); "
+              f"load it with datasets.load_dataset({str(done.path)!r}, 'preference').")
+
+
+def cmd_backup(wb: Workbench, args) -> None:
+    _print_backup(backup.write_backup(wb.store, Path(args.directory).resolve()).tables, args)
+
+
+def backup_via_server(home: Home, args, url: str) -> None:
+    from rlhf.jobs.requests import BACKUP_WAIT_SECONDS, send_request
+
+    directory = Path(args.directory).resolve()  # the server runs elsewhere in the file system
+    answer = send_request(home, {"action": "backup", "directory": str(directory)}, BACKUP_WAIT_SECONDS)
+    if "error" in answer:
+        raise UserError(answer["error"])
+    _print_backup(answer["tables"], args, f" by the server at {url}")
+
+
+def _print_backup(tables: dict[str, int], args, by: str = "") -> None:
+    directory = Path(args.directory).resolve()
+    if args.json:
+        print(json.dumps({"directory": str(directory), "tables": tables}))
+        return
+    print(f"Backed up {len(tables)} tables ({tables.get('rankings', 0)} rankings) to {directory}{by}. Model weights"
+          " are not in it: copy the home's models/ beside it (`rlhf restore DIR --home NEW` brings the store back).")
+
+
+def cmd_restore(home: Home, args) -> None:
+    if home.db_path.exists():
+        raise UserError(f"{home.root} already has a store; restore into a new home.")
+    home.prepare()
+    restored = backup.restore_backup(Path(args.directory), home.db_path)
+    with Workbench(home):  # applies the migrations newer than the backup, closes the file to its owner
+        pass
+    print(f"Restored {len(restored.tables)} tables ({restored.tables.get('rankings', 0)} rankings) into"
+          f" {home.db_path}. Copy the old home's models/ into {home.models_dir} for its versions' weights.")
 
 
 def cmd_models(wb: Workbench, args) -> None:
@@ -317,12 +373,23 @@ def build_parser() -> argparse.ArgumentParser:
                                  " were made on, which holds the texts")
     rankings_import.set_defaults(handler=cmd_rankings_import)
 
-    export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension)",
-                     parents=(home_option, json_option))
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export = command("export", cmd_export, "export rankings for training (Parquet or JSONL by extension; "
+                     "--format hf: a Hugging Face dataset folder with its card)", parents=(home_option, json_option))
+    export.add_argument("--format", required=True, choices=(*EXPORT_FORMATS, "hf"))
     export.add_argument("--selection", default="all", choices=("all", "best_vs_worst"),
                         help="preference pairs: all pairs of a ranking, or best group vs worst group")
-    export.add_argument("out")
+    export.add_argument("--license", help="with --format hf: the dataset's licence, a Hub licence id (required)")
+    export.add_argument("--annotator-names", action="store_true",
+                        help="with --format hf: keep user names in the rankings subset (default: annotator-N)")
+    export.add_argument("out", help="the file, or with --format hf a new or empty folder")
+
+    backup_command = command("backup", cmd_backup, "back up the store as Parquet, one file per table, from one"
+                             " snapshot; while `rlhf serve` runs, the server takes it", parents=(home_option, json_option))
+    backup_command.add_argument("directory", help="a new or empty folder")
+    backup_command.set_defaults(via_server=backup_via_server)
+    restore = command("restore", cmd_restore, "make a new home's store from `rlhf backup`'s folder")
+    restore.add_argument("directory")
+    restore.set_defaults(without_store=True)
 
     command("models", cmd_models, "list model versions with their lineage", parents=(home_option, json_option))
 

@@ -1,7 +1,8 @@
 """Helpers the test folders share (fixtures are in conftest.py): the test data folder, the
 password and client of a served workbench's users, signing in on the page, reading stored
-rows, stored comparisons, and tiny models built for one purpose (a reward model, a
-perturbed policy, a parrot that always gives one answer) with their registration."""
+rows, stored comparisons, tiny models built for one purpose (a reward model, a
+perturbed policy, a parrot that always gives one answer) with their registration, and the
+settings of one TRL training step on the tiny model."""
 
 from __future__ import annotations
 
@@ -165,3 +166,22 @@ def save_parrot(directory: Path, tokenizer_source: Path, text: str) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# -- one TRL step on the tiny model, for tests that an exported file trains as it is ------------
+
+def one_step_config(config_class, output_dir, **extra):
+    """A TRL config (DPOConfig, KTOConfig, ...) for one CPU step of batch 2, nothing saved or reported."""
+    return config_class(
+        output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+        learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", bf16=False, fp16=False,
+        use_cpu=True, max_length=128, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
+        **extra,
+    )
+
+
+def small_lora():
+    """A rank-4 LoRA on the attention's q and v projections."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)

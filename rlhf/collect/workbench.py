@@ -518,21 +518,32 @@ class Workbench:
     def rankings(self) -> pd.DataFrame:
         return feedback.rankings_frame(self.store.cursor())
 
+    def labels(self) -> pd.DataFrame:
+        """The good/bad marks annotators made beside their rankings (`feedback.labels_frame`)."""
+        return feedback.labels_frame(self.store.cursor())
+
     # -- exports ----------------------------------------------------------------
 
     def export(self, format: str, out: str | Path, selection: str = "all") -> tuple[Path, int]:
         """Write the rankings as TRL preference pairs, TRL unpaired (KTO) rows, or raw
         rankings, to Parquet or JSONL by the file's extension; returns (path, rows)."""
-        if format not in EXPORT_FORMATS:
-            raise WorkbenchError(f"Unknown export format '{format}': choose {', '.join(EXPORT_FORMATS)}.")
-        rankings = self.rankings()
-        if format == "preference":
-            table = pairs.preference_pairs(rankings, selection)[["prompt", "chosen", "rejected", "margin"]]
-        elif format == "unpaired":
-            table = pairs.unpaired_examples(rankings)[["prompt", "completion", "label"]]
-        else:
-            table = rankings
+        table = export_table(self.rankings(), format, selection, self.labels())
         return formats.write_table(table, out), len(table)
+
+
+def export_table(rankings: pd.DataFrame, format: str, selection: str = "all",
+                 labels: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows one export format holds, from `Workbench.rankings()`: TRL preference pairs
+    (prompt, chosen, rejected, margin), TRL unpaired rows (prompt, completion, label; an
+    annotator's good/bad mark in `labels`, `Workbench.labels()`, wins over the label from
+    the rank, as in a KTO job's rows) or the raw rankings as they are."""
+    if format not in EXPORT_FORMATS:
+        raise WorkbenchError(f"Unknown export format '{format}': choose {', '.join(EXPORT_FORMATS)}.")
+    if format == "preference":
+        return pairs.preference_pairs(rankings, selection)[["prompt", "chosen", "rejected", "margin"]]
+    if format == "unpaired":
+        return pairs.unpaired_examples(rankings, labels)[["prompt", "completion", "label"]]
+    return rankings
 
 
 def versions_of(frame: pd.DataFrame, kind: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Requests from a CLI started while the server holds the store: each is a file in
 `jobs/requests/`, answered by a thread of the server's runner with a `.reply.json` beside it.
+They submit or cancel a job, or take a backup of the store (`rlhf backup` while a server runs).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from pathlib import Path
 from rlhf.errors import UserError
 from rlhf.home import Home
 from rlhf.jobs.service import JobError, JobRequest, Jobs
+from storage import backup
+from storage.db import StoreError
 
 REQUEST_WAIT_SECONDS = 60
-
-
+BACKUP_WAIT_SECONDS = 1800  # a backup writes every table: minutes for a large store
 REQUEST_POLL_SECONDS = 0.5
 
 
@@ -55,10 +57,13 @@ def answer_requests(jobs: Jobs) -> None:
             payload = json.loads(path.read_text())
             if payload.get("action") == "cancel":
                 answer = {"message": jobs.cancel(int(payload["job_id"]))}
+            elif payload.get("action") == "backup":
+                done = backup.write_backup(jobs.store, Path(payload["directory"]))
+                answer = {"directory": str(done.path), "tables": done.tables}
             else:
                 request = JobRequest(**{k: v for k, v in payload.items() if k != "action"})
                 answer = {"job_id": jobs.submit(request)}
-        except UserError as error:
+        except (UserError, StoreError) as error:
             answer = {"error": str(error)}
         except Exception as error:  # a malformed request file must not stop the runner
             answer = {"error": f"The request could not be read: {error}"}

@@ -10,12 +10,14 @@ stay separate rows here; merging them is a dataset-building decision made elsewh
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 
 from rlhf.preference.messages import Message, prompt_messages
-from rlhf.preference.ranking import Pair, Ranking, letter_index, parse_ranking
+from rlhf.preference.ranking import Pair, Ranking, letter_index, letters, parse_ranking
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "margin", "comparison_id", "ranking_id", "user"]
 TIED_COLUMNS = ["prompt", "completion_a", "completion_b", "comparison_id", "ranking_id", "user"]
@@ -27,15 +29,37 @@ def _assistant(content: str) -> list[Message]:
     return [{"role": "assistant", "content": content}]
 
 
-def _completion(row: Mapping[str, Any], letter: str) -> str:
-    """The text of the completion the row showed under ``letter``."""
-    completions = list(row["completions"])
-    return completions[letter_index(letter, len(completions))]
+@dataclass(frozen=True)
+class _Shown:
+    """One ranking row read once, however many training rows it gives (a ranking of 8 gives
+    up to 28 pairs): its conversation, its completions by letter, its parsed ranking."""
+
+    conversation: list[Message]
+    texts: dict[str, str]
+    ranking: Ranking
+
+    def prompt(self) -> list[Message]:
+        """The conversation as a list of its own for each training row."""
+        return [dict(message) for message in self.conversation]
+
+    def text(self, letter: str) -> str:
+        """The completion shown under `letter`; a letter not shown is a RankingError."""
+        found = self.texts.get(letter)
+        if found is None:
+            letter_index(letter, len(self.texts))  # raises, saying which letters were shown
+        return found
 
 
-def _ranking(row: Mapping[str, Any]) -> Ranking:
-    """The row's ranking, parsed against the number of completions it showed."""
-    return parse_ranking(row["ranking"], k=len(row["completions"]))
+def _shown(row: Mapping[str, Any]) -> _Shown:
+    texts = list(row["completions"])
+    return _Shown(prompt_messages(row), dict(zip(letters(len(texts)), texts)), _parsed(row["ranking"], len(texts)))
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str, k: int) -> Ranking:
+    # Rankings repeat (K=4 has 75 orders): parsing each text once took a third of an
+    # export's time at 100k rankings. A Ranking is frozen, so sharing one is safe.
+    return parse_ranking(text, k=k)
 
 
 def _selected_pairs(ranking: Ranking, selection: str) -> list[Pair]:
@@ -60,13 +84,13 @@ def preference_pairs(rankings: pd.DataFrame, selection: str = "all") -> pd.DataF
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not {selection!r}.")
     rows = []
     for row in rankings.to_dict("records"):
-        ranking = _ranking(row)
-        for pair in _selected_pairs(ranking, selection):
+        shown = _shown(row)
+        for pair in _selected_pairs(shown.ranking, selection):
             rows.append(
                 {
-                    "prompt": prompt_messages(row),
-                    "chosen": _assistant(_completion(row, pair.better)),
-                    "rejected": _assistant(_completion(row, pair.worse)),
+                    "prompt": shown.prompt(),
+                    "chosen": _assistant(shown.text(pair.better)),
+                    "rejected": _assistant(shown.text(pair.worse)),
                     "margin": float(pair.margin),
                     "comparison_id": row["comparison_id"],
                     "ranking_id": row["ranking_id"],
@@ -84,13 +108,13 @@ def tied_pairs(rankings: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for row in rankings.to_dict("records"):
-        ranking = _ranking(row)
-        for first, second in ranking.tied_pairs():
+        shown = _shown(row)
+        for first, second in shown.ranking.tied_pairs():
             rows.append(
                 {
-                    "prompt": prompt_messages(row),
-                    "completion_a": _assistant(_completion(row, first)),
-                    "completion_b": _assistant(_completion(row, second)),
+                    "prompt": shown.prompt(),
+                    "completion_a": _assistant(shown.text(first)),
+                    "completion_b": _assistant(shown.text(second)),
                     "comparison_id": row["comparison_id"],
                     "ranking_id": row["ranking_id"],
                     "user": row["user"],
@@ -136,24 +160,24 @@ def unpaired_examples(rankings: pd.DataFrame, labels: pd.DataFrame | None = None
     rows: list[dict[str, Any]] = []
     labelled: set[tuple[Any, str, Any]] = set()
     for row in records:
-        ranking = _ranking(row)
-        for letter, label in _rank_labels(ranking).items():
+        shown = _shown(row)
+        for letter, label in _rank_labels(shown.ranking).items():
             key = (row["comparison_id"], letter, row["user"])
             labelled.add(key)
-            rows.append(_unpaired_row(row, letter, explicit.get(key, label)))
+            rows.append(_unpaired_row(row, shown, letter, explicit.get(key, label)))
 
     by_annotator = {(row["comparison_id"], row["user"]): row for row in records}
     for (comparison_id, letter, user), good in explicit.items():
         row = by_annotator.get((comparison_id, user))
         if row is not None and (comparison_id, letter, user) not in labelled:
-            rows.append(_unpaired_row(row, letter, good))
+            rows.append(_unpaired_row(row, _shown(row), letter, good))
     return pd.DataFrame(rows, columns=UNPAIRED_COLUMNS)
 
 
-def _unpaired_row(row: Mapping[str, Any], letter: str, label: bool) -> dict[str, Any]:
+def _unpaired_row(row: Mapping[str, Any], shown: _Shown, letter: str, label: bool) -> dict[str, Any]:
     return {
-        "prompt": prompt_messages(row),
-        "completion": _assistant(_completion(row, letter)),
+        "prompt": shown.prompt(),
+        "completion": _assistant(shown.text(letter)),
         "label": label,
         "comparison_id": row["comparison_id"],
         "ranking_id": row["ranking_id"],

@@ -11,6 +11,7 @@ import torch
 
 from rlhf.modeling.generate import SamplingParams
 from rlhf.collect.workbench import Workbench
+from helpers import one_step_config, small_lora
 
 try:  # `python -m pytest` from the repository root puts the root on sys.path
     from tests.conftest import make_home
@@ -51,12 +52,6 @@ def _finite_losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry and math.isfinite(entry["loss"])]
 
 
-def _lora():
-    from peft import LoraConfig
-
-    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-
-
 def test_exported_pairs_train_one_dpo_step(preference_file, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -64,13 +59,9 @@ def test_exported_pairs_train_one_dpo_step(preference_file, tiny_model_dir, tmp_
     dataset = _load_pairs(preference_file)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    config = DPOConfig(
-        output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-        learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", bf16=False, fp16=False,
-        use_cpu=True, max_length=128, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
-    )
+    config = one_step_config(DPOConfig, tmp_path / "dpo")
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=_lora())
+                         peft_config=small_lora())
     assert len(trainer.train_dataset) == len(dataset)
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     assert lora_before, "the policy is not a LoRA model"
@@ -90,13 +81,9 @@ def test_exported_pairs_train_one_reward_model_step(preference_file, tiny_model_
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    config = RewardConfig(
-        output_dir=str(tmp_path / "rm"), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-        learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", bf16=False, fp16=False,
-        use_cpu=True, max_length=128, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
-    )
+    config = one_step_config(RewardConfig, tmp_path / "rm")
     trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                            peft_config=_lora())
+                            peft_config=small_lora())
     # RewardTrainer drops pairs longer than max_length: all five must fit
     assert len(trainer.train_dataset) == len(dataset)
     # the exported margin (rank distance) is kept and goes into the loss: -logsigmoid(r_c - r_r - margin)
@@ -129,15 +116,6 @@ def other_exports(tmp_path_factory, tiny_model_dir):
     return {"unpaired": unpaired, "unpaired_rows": unpaired_rows, "parquet": parquet}
 
 
-def _one_step_config(config_class, output_dir, **extra):
-    return config_class(
-        output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-        learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", bf16=False, fp16=False,
-        use_cpu=True, max_length=128, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
-        **extra,
-    )
-
-
 def test_exported_unpaired_rows_train_one_kto_step(other_exports, tiny_model_dir, tmp_path):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -152,8 +130,8 @@ def test_exported_unpaired_rows_train_one_kto_step(other_exports, tiny_model_dir
     assert first["prompt"][-1]["role"] == "user" and first["completion"][0]["role"] == "assistant"
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    trainer = KTOTrainer(model=model, args=_one_step_config(KTOConfig, tmp_path / "kto"), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=_lora())
+    trainer = KTOTrainer(model=model, args=one_step_config(KTOConfig, tmp_path / "kto"), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=small_lora())
     assert len(trainer.train_dataset) == len(dataset)
     trainer.train()
     assert trainer.state.global_step == 1
@@ -172,8 +150,8 @@ def test_exported_parquet_pairs_train_one_dpo_step(other_exports, tiny_model_dir
     assert all(set(message) == {"role", "content"} for message in first["prompt"] + first["chosen"]), first
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    trainer = DPOTrainer(model=model, args=_one_step_config(DPOConfig, tmp_path / "dpo"), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=_lora())
+    trainer = DPOTrainer(model=model, args=one_step_config(DPOConfig, tmp_path / "dpo"), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=small_lora())
     assert len(trainer.train_dataset) == len(dataset)
     trainer.train()
     assert trainer.state.global_step == 1
