@@ -4,13 +4,15 @@ few integration tests, workbench homes built on either, and a served workbench
 fixtures are in helpers.py.
 
 The folders say what a test needs, and each test gets its folder's marker: unit/ (no
-server, no real model), api/ (a served workbench through gradio_client), browser/
-(headless Chromium), integration/ (the real model, training jobs, the CLI end to end)."""
+server, no child process, no real model; one torch thread), api/ (a served workbench
+through gradio_client), browser/ (headless Chromium), integration/ (the real model,
+training jobs, child processes, the CLI end to end)."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import multiprocessing.process
 import os
 import shutil
 import socket
@@ -35,9 +37,10 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach a model hub
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when the 2 cores are oversubscribed
 
-from helpers import save_reward_model  # noqa: E402
+from helpers import RESEARCHER, register, save_perturbed_policy, save_reward_model  # noqa: E402
+from rlhf.collect.annotation import Annotation  # noqa: E402
 from rlhf.collect.workbench import Workbench  # noqa: E402
-from rlhf.home import Home, ensure_default_model  # noqa: E402
+from rlhf.home import BASE_VERSION, Home, ensure_default_model  # noqa: E402
 
 FOLDER_MARKERS = ("unit", "api", "browser", "integration")
 
@@ -125,6 +128,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_in_one_process_on_one_thread(request, monkeypatch):
+    """Every unit test runs on one torch thread (see `one_thread`; the other folders ask for
+    it where they want it) and starts no process: a child that imports torch costs seconds,
+    and such a test belongs in tests/integration/."""
+    if Path(str(request.node.path)).parent.name != "unit":
+        return
+    request.getfixturevalue("one_thread")
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a unit test starts no process: move it to tests/integration/")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refused)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refused)
+
+
 @pytest.fixture
 def tiny_home(tmp_path, tiny_model_dir) -> Home:
     return make_home(tmp_path / "home", tiny_model_dir)
@@ -134,6 +153,30 @@ def tiny_home(tmp_path, tiny_model_dir) -> Home:
 def workbench(tiny_home):
     with Workbench(tiny_home) as wb:
         yield wb
+
+
+@pytest.fixture
+def annotation(workbench) -> Annotation:
+    """The annotation service on the tiny home, with no gold items mixed in (gold mixing is
+    tested on its own)."""
+    service = Annotation(workbench)
+    service.set_config(RESEARCHER, gold_rate=0.0)
+    return service
+
+
+@pytest.fixture(scope="module")
+def evaluation_home(tmp_path_factory, tiny_model_dir) -> Home:
+    """A tiny home with the base policy, `copy` (the same weights under another name),
+    `other` (perturbed weights) and the reward model `rm`."""
+    home = make_home(tmp_path_factory.mktemp("evaluate") / "home", tiny_model_dir)
+    shutil.copytree(home.model_dir(BASE_VERSION), home.model_dir("copy"))
+    save_perturbed_policy(home.model_dir("other"), tiny_model_dir)
+    save_reward_model(home.model_dir("rm"), tiny_model_dir)
+    with Workbench(home) as wb:
+        register(wb, "copy", "policy", BASE_VERSION)
+        register(wb, "other", "policy", BASE_VERSION)
+        register(wb, "rm", "reward")
+    return home
 
 
 # -- a served workbench: `rlhf serve` in a subprocess -----------------------------------
@@ -241,7 +284,6 @@ def serve_workbench(tmp_path_factory, request) -> Iterator[Callable[..., ServedW
     the tiny random Llama instead of a config-only placeholder (for a test that samples);
     `serve_args` are added to `rlhf serve`'s command line.
     Every server made is stopped at the end of the module."""
-    from rlhf.collect.annotation import Annotation
     from rlhf.auth import User
 
     made: list[ServedWorkbench] = []

@@ -1,13 +1,17 @@
 """Helpers the test folders share (fixtures are in conftest.py): the test data folder, the
 password and client of a served workbench's users, signing in on the page, reading stored
-rows, stored comparisons, tiny models built for one purpose (a reward model, a
-perturbed policy, a parrot that always gives one answer) with their registration, and the
-settings of one TRL training step on the tiny model."""
+rows, stored comparisons, the usual users, ranking the whole queue, waiting on a thread,
+tiny models built for one purpose (a reward model, a perturbed policy, a parrot that always
+gives one answer) with their registration, and the settings of one TRL training step on the
+tiny model."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from rlhf.auth import User
+from rlhf.collect.annotation import Annotation, Submission
 from rlhf.collect.workbench import Workbench
 from storage import comparisons, models
 from storage.comparisons import NewCompletion
@@ -58,6 +62,31 @@ def log_in(page, url: str, name: str, role: str) -> None:
     page.get_by_label("password").fill(password(name))
     page.get_by_role("button", name="Login").click()
     expect(page.locator("#user-line")).to_contain_text(f"Signed in as {name} ({role})")
+
+
+# -- annotation -------------------------------------------------------------------------
+
+ANA = User("ana", "annotator")
+RESEARCHER = User("rita", "researcher")
+
+
+def rank_everything(annotation: Annotation, user: User, ranking: str = "A > B > C > D") -> list[int]:
+    """Let `user` take and rank items until the queue has nothing for them; the ids, in order."""
+    seen = []
+    while (item := annotation.next_item(user)) is not None:
+        seen.append(item.comparison_id)
+        assert annotation.submit(user, Submission(item.handout, ranking))["status"] == "stored"
+    return seen
+
+
+def wait_for(condition, timeout: float = 120.0):
+    """The first true value of `condition()`, polled every 50 ms (a background thread's state)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
 
 
 # -- the store ----------------------------------------------------------------------------

@@ -24,30 +24,13 @@ from storage import comparisons, feedback, guidelines, models, prompts, queue
 from storage.activity import Filters
 from storage.comparisons import NewCompletion
 from storage.db import Store
-from helpers import add_comparisons, app_context, rows
+from helpers import ANA, RESEARCHER, add_comparisons, app_context, rank_everything, rows, wait_for
 
-ANA, BEN, CAT = User("ana", "annotator"), User("ben", "annotator"), User("cat", "annotator")
-RESEARCHER = User("rita", "researcher")
+BEN, CAT = User("ben", "annotator"), User("cat", "annotator")
 
 
 def count(wb: Workbench, table: str) -> int:
     return rows(wb, f"SELECT count(*) FROM {table}")[0][0]
-
-
-@pytest.fixture
-def annotation(workbench) -> Annotation:
-    service = Annotation(workbench)
-    service.set_config(RESEARCHER, gold_rate=0.0)  # gold mixing is tested on its own
-    return service
-
-
-def rank_everything(annotation: Annotation, user: User, ranking: str = "A > B > C > D") -> list[int]:
-    """Let `user` take and rank items until the queue has nothing for them; the ids, in order."""
-    seen = []
-    while (item := annotation.next_item(user)) is not None:
-        seen.append(item.comparison_id)
-        assert annotation.submit(user, Submission(item.handout, ranking))["status"] == "stored"
-    return seen
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -500,39 +483,6 @@ def test_imported_pairs_show_the_chosen_answer_at_a_random_letter(annotation, wo
 
 
 # -- pre-generation -------------------------------------------------------------------------
-
-
-def wait_for(condition, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
-def test_pregenerator_fills_the_queue_then_reports_exhausted(annotation, workbench):
-    tiny_set = [[{"role": "user", "content": f"Say {word}."}] for word in ("one", "two", "three")]
-    with workbench.store.transaction() as cur:
-        prompts.add_prompts(cur, "tiny", tiny_set, source="test")
-    annotation.set_config(RESEARCHER, prompt_sets=["tiny"], ready_target=2, k=2, max_new_tokens=4)
-    generator = PreGenerator(annotation, interval_s=0.05)
-    generator.start()
-    try:
-        wait_for(lambda: generator.status()["ready"] >= 2 and generator.status()["state"] == "idle")
-        status = generator.status()
-        assert status["target"] == 2 and status["generated_total"] == 2 and status["last_error"] is None
-        made = rows(workbench, "SELECT c.id, c.k FROM comparisons c JOIN prompts p ON p.id = c.prompt_id"
-                               " WHERE p.prompt_set = 'tiny'")
-        assert len(made) == 2 and all(k == 2 for _, k in made)
-
-        rank_everything(annotation, ANA, "A > B")  # uses up the ready items; one prompt is left
-        wait_for(lambda: generator.status()["state"] == "exhausted")
-        assert generator.status()["generated_total"] == 3
-        assert count(workbench, "comparisons") == 3
-    finally:
-        generator.stop()
-    assert not generator.is_alive()
 
 
 def test_pregenerator_starts_an_empty_queue_with_one_prompt_then_doubles(annotation, workbench):

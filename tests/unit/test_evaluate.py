@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,17 +19,12 @@ from rlhf.modeling.logprobs import completion_logprobs, sequence_logprobs
 from rlhf.preference.messages import as_messages
 from rlhf.modeling.generate import Generated, _eos_ids, mask_through_first_eos
 from rlhf.home import BASE_VERSION
-from rlhf.modeling.models import ModelLoadError, load_policy
-from rlhf.modeling.sampler_process import SamplerProcess
-from rlhf.modeling.sampling import SamplingParams
+from rlhf.modeling.models import load_policy
 from rlhf.collect.workbench import Workbench
 from rlhf.versions import VersionError
 from storage import evaluations
 
-from conftest import make_home
-from helpers import register, save_perturbed_policy, save_reward_model
 
-RLHF = Path(sys.executable).with_name("rlhf")
 TINY = dict(n=3, max_new_tokens=6)  # seconds, not minutes
 
 
@@ -43,18 +32,8 @@ TINY = dict(n=3, max_new_tokens=6)  # seconds, not minutes
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, tiny_model_dir):
-    """A tiny home with the base policy, `copy` (the same weights under another name),
-    `other` (perturbed weights) and the reward model `rm`."""
-    home = make_home(tmp_path_factory.mktemp("evaluate") / "home", tiny_model_dir)
-    shutil.copytree(home.model_dir(BASE_VERSION), home.model_dir("copy"))
-    save_perturbed_policy(home.model_dir("other"), tiny_model_dir)
-    save_reward_model(home.model_dir("rm"), tiny_model_dir)
-    with Workbench(home) as wb:
-        register(wb, "copy", "policy", BASE_VERSION)
-        register(wb, "other", "policy", BASE_VERSION)
-        register(wb, "rm", "reward")
-    return home
+def home(evaluation_home):
+    return evaluation_home
 
 
 @pytest.fixture(scope="module")
@@ -172,26 +151,6 @@ def test_kl_is_measured_from_the_reference_on_each_versions_own_samples(home, ca
     assert table.loc["other", "evaluation"] == line and table.loc["rm", "evaluation"] == ""
 
 
-def test_the_servers_sampler_process_measures_what_this_process_measures(home, cache):
-    """The server hands evaluations to its sampler child: same seed, same figures; the
-    evaluation is still stored by the caller, and a refusal comes back as itself."""
-    sampler = SamplerProcess()
-    try:
-        with Workbench(home) as wb:
-            here = evaluate.evaluate(wb, "copy", "other", "default", reward_version="rm", cache=cache, store=False,
-                                     **TINY)
-            there = evaluate.evaluate(wb, "copy", "other", "default", reward_version="rm",
-                                      measurer=sampler.evaluate, created_by="rita", **TINY)
-            assert evaluations.get(wb.store.cursor(), there["id"])["created_by"] == "rita"
-            chosen = evaluate.plan(wb, "copy", "other", "default", "rm", 3)
-        with pytest.raises(ModelLoadError, match="Could not load a model from"):
-            sampler.evaluate(replace(chosen, reference_path=home.root / "missing"), SamplingParams(max_new_tokens=2))
-    finally:
-        sampler.close()
-    for key in ("win_rate", "mean_reward_a", "mean_reward_b", "mean_length_a", "kl_b"):
-        assert there[key] == pytest.approx(here[key], abs=1e-4), key
-
-
 def test_without_a_workbench_models_are_directories_and_nothing_is_stored(home, cache):
     result = evaluate.evaluate(None, home.model_dir("copy"), home.model_dir(BASE_VERSION), ["Hello", "Name a colour."],
                                reward_version=home.model_dir("rm"), reference=home.model_dir(BASE_VERSION),
@@ -259,15 +218,3 @@ def test_rlhf_compare_refuses_in_one_sentence(home, capsys, argv, sentence):
     assert (code, out, err.strip()) == (1, "", sentence)
 
 
-def test_rlhf_compare_refuses_while_a_server_holds_the_store(home):
-    with Workbench(home):  # this process holds the lock, as a server would
-        home.server_file.write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:9999"}))
-        try:
-            result = subprocess.run([str(RLHF), "compare", "base", "copy", "--home", str(home.root)],
-                                    capture_output=True, text=True, timeout=120)
-        finally:
-            home.server_file.unlink()
-    assert result.returncode == 1 and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rlhf: A workbench server"), result.stderr
-    assert "http://127.0.0.1:9999" in lines[0] and "Traceback" not in result.stderr

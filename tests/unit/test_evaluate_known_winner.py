@@ -7,6 +7,7 @@ transformers directly, on the same (known) samples."""
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import pytest
 import torch
@@ -30,18 +31,30 @@ def chat_ids(tokenizer, prompt: str, answer: str | None = None) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
 
+# Each directory is loaded once per module: a tokenizer of 49k entries takes a while to read.
+tokenizer_at = cache(AutoTokenizer.from_pretrained)
+
+
+@cache
+def classifier_at(model_dir):
+    return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+
+@cache
+def causal_lm_at(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
 def reward_of(reward_dir, prompt: str, answer: str) -> float:
     """The reward model's raw score of one conversation: the classifier on its own, one row, no padding."""
-    tokenizer = AutoTokenizer.from_pretrained(reward_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
+    tokenizer, model = tokenizer_at(reward_dir), classifier_at(reward_dir)
     with torch.no_grad():
         return float(model(input_ids=torch.tensor([chat_ids(tokenizer, prompt, answer)])).logits[0, 0])
 
 
 def completion_logprob(model_dir, prompt: str, answer: str) -> float:
     """log p(answer tokens + EOS | chat prompt) under the model at `model_dir`, temperature 1."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer, model = tokenizer_at(model_dir), causal_lm_at(model_dir)
     context = chat_ids(tokenizer, prompt)
     response = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
     ids = torch.tensor([context + response])
@@ -65,7 +78,7 @@ def models(tmp_path_factory, tiny_model_dir):
 
 
 def test_the_side_the_reward_model_prefers_wins_every_prompt_with_the_figures_computed_by_hand(
-        models, tiny_model_dir, one_thread):
+        models, tiny_model_dir):
     high, low = models["texts"]
     result = evaluate.evaluate(None, models["winner"], models["loser"], PROMPTS, reward_version=models["rm"],
                                reference=tiny_model_dir, n=len(PROMPTS), max_new_tokens=12, cache=ModelCache())
@@ -73,7 +86,7 @@ def test_the_side_the_reward_model_prefers_wins_every_prompt_with_the_figures_co
     # No reward.json: no offset, the mean reward is the classifier's mean raw score.
     assert result["mean_reward_a"] == pytest.approx(sum(models["scores"][high]) / 2, abs=1e-4)
     assert result["mean_reward_b"] == pytest.approx(sum(models["scores"][low]) / 2, abs=1e-4)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer = tokenizer_at(tiny_model_dir)
     for side, text, parrot in (("a", high, models["winner"]), ("b", low, models["loser"])):
         assert result[f"mean_length_{side}"] == len(tokenizer.encode(text, add_special_tokens=False)) + 1
         assert result[f"eos_rate_{side}"] == 1.0
@@ -85,7 +98,7 @@ def test_the_side_the_reward_model_prefers_wins_every_prompt_with_the_figures_co
         assert result[f"kl_{side}"] > 1.0  # the base model is far from sure of any parrot's words
 
 
-def test_swapping_the_sides_makes_the_same_side_win(models, tiny_model_dir, one_thread):
+def test_swapping_the_sides_makes_the_same_side_win(models, tiny_model_dir):
     result = evaluate.evaluate(None, models["loser"], models["winner"], PROMPTS, reward_version=models["rm"],
                                reference=None, n=len(PROMPTS), max_new_tokens=12, cache=ModelCache())
     assert (result["wins"], result["losses"], result["win_rate"]) == (0, 2, 0.0)

@@ -5,9 +5,6 @@ temporary file."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -168,32 +165,6 @@ def test_transaction_rolls_back_everything_on_error(store):
     with store.transaction() as cur:  # and the store is usable afterwards
         add_comparison(cur, k=2)
     assert table_count(store.cursor(), "completions") == 2
-
-
-# -- one process per file ----------------------------------------------------------------
-
-
-def test_second_process_gets_a_plain_locked_error_naming_the_holder(store, db_path):
-    code = (
-        "import sys\n"
-        "from storage.db import Store, StoreLockedError\n"
-        "try:\n"
-        f"    Store({str(db_path)!r})\n"
-        "except StoreLockedError as error:\n"
-        "    print(type(error).__name__, error.pid)\n"
-        "    print(error)\n"
-        "    sys.exit(3)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert result.returncode == 3, result.stderr
-    kind, pid = result.stdout.splitlines()[0].split()
-    assert kind == "StoreLockedError"
-    assert int(pid) == os.getpid()
-    message = result.stdout.splitlines()[1]
-    assert f"(PID {os.getpid()})" in message
-    assert str(db_path) in message
-    assert "IO Error" not in message and "Traceback" not in message and "duckdb.org" not in message
-    assert "Traceback" not in result.stderr
 
 
 # -- prompts ----------------------------------------------------------------------------

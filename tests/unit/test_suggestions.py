@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from types import SimpleNamespace
 
 import pandas as pd
@@ -20,15 +19,14 @@ from rlhf.collect.pregenerate import PreGenerator
 from rlhf.preference.ranking import parse_ranking
 from rlhf.collect.reports import Filters, Reports
 from rlhf.collect.reward_audit import audit, split_comparisons
-from rlhf.collect.suggestions import score_comparisons, suggested_ranking
+from rlhf.collect.suggestions import score_comparisons
 from rlhf.collect.workbench import WorkbenchError
 from rlhf.versions import VersionError
 from storage import scores
 from storage.db import Migration, Store
-from helpers import add_comparisons, app_context, register, rows, text_scores
+from helpers import ANA, RESEARCHER, add_comparisons, app_context, register, rows, text_scores
 
-ANA, BEN, CAT = User("ana", "annotator"), User("ben", "annotator"), User("cat", "annotator")
-RESEARCHER = User("rita", "researcher")
+BEN, CAT = User("ben", "annotator"), User("cat", "annotator")
 # a stand-in reward model: score by the completion's text
 def completion_ids(wb, comparison_id: int) -> list[int]:
     return [r[0] for r in rows(wb, "SELECT id FROM completions WHERE comparison_id = ? ORDER BY letter", [comparison_id])]
@@ -38,13 +36,6 @@ def put_scores(wb, version: str, comparison_id: int, values: list[float]) -> Non
     """Hand-made scores (in letter order; fewer than K leaves the rest unscored)."""
     with wb.store.transaction() as cur:
         scores.add_scores(cur, version, dict(zip(completion_ids(wb, comparison_id), values)))
-
-
-@pytest.fixture
-def annotation(workbench) -> Annotation:
-    service = Annotation(workbench)
-    service.set_config(RESEARCHER, gold_rate=0.0)
-    return service
 
 
 # -- suggestions ------------------------------------------------------------------------------
@@ -259,34 +250,6 @@ def test_uncertain_selection_keeps_an_annotators_own_claim_first(annotation, wor
 
 
 # -- scoring in the background -----------------------------------------------------------------
-
-
-def test_the_pregenerator_scores_the_queue_in_its_child_process(annotation, workbench, tiny_reward_dir):
-    from rlhf.modeling.scoring import RewardScorer
-
-    shutil.copytree(tiny_reward_dir, workbench.home.root / "models" / "rm")
-    register(workbench, "rm", "reward", path="models/rm")
-    made = add_comparisons(workbench, 3, k=3)
-    generator = PreGenerator(annotation, score_batch=2)
-    try:
-        assert generator.score_once() is False  # suggestions and 'uncertain' off: nothing to score
-        annotation.set_config(RESEARCHER, suggest=True, ready_target=0)
-        assert generator.score_once() is True and generator.score_once() is True  # 2 + 1 comparisons
-        assert generator.score_once() is False
-        status = generator.status()
-        assert status["scored_total"] == 3 and status["score_error"] is None
-    finally:
-        generator.stop()
-
-    stored = scores.scores_frame(workbench.store.cursor(), "rm")
-    assert len(stored) == 9 and sorted(stored["comparison_id"].unique()) == made
-    scorer = RewardScorer(workbench.home.root / "models" / "rm")
-    first = workbench.comparison(made[0])
-    expected = scorer.score([first.messages] * 3, [c["text"] for c in first.completions])
-    assert stored[stored["comparison_id"] == made[0]]["score"].tolist() == pytest.approx(expected, abs=1e-4)
-    assert rows(workbench, "SELECT ranking FROM suggestions WHERE comparison_id = ?", [made[0]]) == [
-        (suggested_ranking(expected),)]
-    assert annotation.next_item(ANA).suggestion["ranking"] == suggested_ranking(expected)
 
 
 def test_scoring_errors_are_reported_and_asked_for_comparisons_come_first(annotation, workbench):
