@@ -1,5 +1,5 @@
 # The two commands: `make run` serves the workbench, `make test` runs the whole suite
-# (`make test-fast`: the unit tests alone, in about a minute).
+# (`make test-fast`: the unit tests alone: no server, no child process, no real model).
 # Both set everything up on a fresh machine and are quick the second time.
 PYTHON ?= python3
 VENV := .venv

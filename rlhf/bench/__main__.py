@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|thompson|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|thompson|scale|load` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     thompson.add_argument("--plot", default=None, help="write the figure to this PNG")
     thompson.add_argument("--home", default=None, help="workbench home whose base model to use")
     thompson.add_argument("--json", action="store_true")
+    from rlhf.bench.scale import add_arguments as scale_arguments
+
+    scale_arguments(sub.add_parser("scale", help="what a home of many rankings costs: the Data tab, the exports,"
+                                   " a backup and its restore on a synthetic store (see rlhf/bench/scale.py)"))
     sub.add_parser("load", add_help=False,
                    help="many annotators against a real server that is killed midway (see load --help)")
     argv = sys.argv[1:] if argv is None else argv
@@ -98,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
+    if args.what == "scale":
+        from rlhf.bench.scale import run as scale_run
+
+        return scale_run(args)
     if args.what == "learn":
         from rlhf.bench.learn import main as learn_main
 
