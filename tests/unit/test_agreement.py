@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 
 from rlhf.preference.agreement import (
     CONSENSUS_METHODS,
@@ -99,6 +100,15 @@ def test_agreement_is_symmetric(pair):
     assert pairwise_agreement(a, b) == pairwise_agreement(b, a)
     assert 0.0 <= pairwise_agreement(a, b) <= 1.0
     np.testing.assert_allclose(kendall_tau_b(a, b), kendall_tau_b(b, a), rtol=1e-12)
+
+
+
+@given(st.integers(MIN_K, MAX_K).flatmap(lambda k: st.tuples(rank_lists(k), rank_lists(k))))
+def test_kendall_tau_b_is_scipys(pair):
+    """Ties and all: the same figure as scipy.stats.kendalltau's tau-b (nan where it is nan)."""
+    a, b = pair
+    expected = stats.kendalltau(a, b, variant="b").statistic
+    np.testing.assert_allclose(kendall_tau_b(a, b), expected, rtol=1e-12, equal_nan=True)
 
 
 # --- consensus ---------------------------------------------------------------------------
