@@ -102,11 +102,13 @@ def choose_shown(featurizer: Featurizer, ranked: list[Ranked], candidates: list[
     them (False: too few rankings or no strict pair yet, so K at random)."""
     config = config or EnsembleConfig()
     rng = np.random.default_rng(seed)
+    if len(ranked) < config.min_rankings:  # nothing to fit: no need to tokenise the rankings
+        return [random_slots(len(c.texts), k, rng) for c in candidates], False
     items = [RankedItems(n, r.prompt, r.texts, featurizer.encode(r.prompt, r.texts), r.ranks)
              for n, r in enumerate(ranked)]
     sequences, positions = distinct_sequences(items)
     pairs = pair_table(items, positions, keep_ties=False, usable=set(range(len(sequences))))
-    if len(ranked) < config.min_rankings or len(pairs) == 0:
+    if len(pairs) == 0:
         return [random_slots(len(c.texts), k, rng) for c in candidates], False
     weights = fit_ensemble(featurizer.features(sequences), pairs, config.members, config.head, seed=seed)
     chosen = []
