@@ -245,9 +245,12 @@ def build(ctx: AppContext):
         # made while one is handled; .change always ends on the field's last value
         ranking.change(typed_ranking, [ranking, shown, *selectors], [status, submit_button, *selectors],
                        api_visibility="private", show_progress="hidden")
-        for selector in selectors:
-            selector.input(selected_ranks, [shown, *selectors], [ranking, status, submit_button],
-                           api_visibility="private", show_progress="hidden")
+        # One listener for every selector, its latest values winning: a listener per selector ran
+        # their events side by side, and an answer to an earlier click that came back after a later
+        # one put back the older ranking (and, through the text field, undid the annotator's click)
+        gr.on([selector.input for selector in selectors], selected_ranks, [shown, *selectors],
+              [ranking, status, submit_button], trigger_mode="always_last", api_visibility="private",
+              show_progress="hidden")
         gr.on([submit_button.click, ranking.submit], on_submit,
               [shown, ranking, none_acceptable, better_answer, comment, *details], item_outputs,
               api_visibility="private", **REQUESTS)
