@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="comma-separated; ppo/grpo/rloo use the reward model trained first")
     train.add_argument("--pairs", type=int, default=200, help="preference pairs in the standard offline job")
     train.add_argument("--home", default=None, help="keep the bench home here (default: a temporary directory)")
+    train.add_argument("--reference", action="store_true",
+                       help="after the DPO job, plain TRL's DPOTrainer on the same rows and settings")
     train.add_argument("--json", action="store_true")
     head = sub.add_parser("reward_head", help="the feature-based reward head beside the LoRA reward model on"
                           " HH-RLHF pairs: held-out accuracy and time (see rlhf/bench/reward_head.py)")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         from rlhf.bench.train import bench_train, print_table
 
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        rows = bench_train(methods, args.pairs, args.home, keep=bool(args.home))
+        rows = bench_train(methods, args.pairs, args.home, keep=bool(args.home), reference=args.reference)
         print(json.dumps(rows, indent=2) if args.json else "")
         if not args.json:
             print_table(rows)

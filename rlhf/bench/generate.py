@@ -6,6 +6,7 @@ repeat); and, with --batching, batched sampling beside one prompt per call.
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import statistics
 import time
@@ -58,6 +59,19 @@ def _full_sort_top_p(policy, conversations: list[list[dict]], k: int, params: Sa
     return int(mask.sum())
 
 
+def _fp32_policy(source: str):
+    """The same model loaded as `RLHF_PRECISION=fp32` would: the bf16 lever, measured."""
+    saved = os.environ.get(precision.ENV_VAR)
+    os.environ[precision.ENV_VAR] = "fp32"
+    try:
+        return load_policy(source)
+    finally:
+        if saved is None:
+            del os.environ[precision.ENV_VAR]
+        else:
+            os.environ[precision.ENV_VAR] = saved
+
+
 def generation_engines(policy, threads: int, levers: bool) -> tuple[dict, list[str]]:
     """name -> run(conversations, k, params) -> tokens, for the workbench's sampler as
     shipped, the levers when asked, and CTranslate2 int8 and float32 when installed; and
@@ -68,6 +82,10 @@ def generation_engines(policy, threads: int, levers: bool) -> tuple[dict, list[s
                                                     for s in drawn)}
     if levers:
         engines[f"  lever off: full-sort top-p ({dtype})"] = lambda c, k, p: _full_sort_top_p(policy, c, k, p)
+        if dtype != "float32":
+            fp32_policy = _fp32_policy(policy.source)
+            engines["  lever off: float32 weights"] = \
+                lambda c, k, p: sum(s.num_tokens for drawn in sample(fp32_policy, c, k, p) for s in drawn)
     notes = []
     ct2_version = ctranslate2.version()
     if ct2_version is None:

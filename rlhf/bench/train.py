@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +61,7 @@ def run_method(wb: Workbench, method: str, settings: dict, reward: str | None) -
     job = JobRunner(jobs).run(job_id)
     total = time.perf_counter() - started
     status = read_status(jobs.job_dir(job_id))
-    row = {"method": method, "status": job["status"], "rows": job["spec"]["rows"], "steps": status.get("total"),
+    row = {"method": method, "job_id": job_id, "status": job["status"], "rows": job["spec"]["rows"], "steps": status.get("total"),
            "total_seconds": round(total, 1), "train_seconds": status.get("seconds"),
            "peak_rss_mib": status.get("peak_rss_mib"), "version": job["output_version"], "error": job["error"]}
     metrics = status.get("metrics") or {}
@@ -73,7 +75,15 @@ def run_method(wb: Workbench, method: str, settings: dict, reward: str | None) -
     return row
 
 
-def bench_train(methods: list[str], pairs: int, home_dir: str | None, keep: bool) -> list[dict]:
+def plain_trl_row(job_dir: Path) -> dict:
+    """`rlhf.bench.plain_trl` on a finished DPO job's rows and settings, in its own process."""
+    done = subprocess.run([sys.executable, "-m", "rlhf.bench.plain_trl", str(job_dir)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"method": "dpo (plain TRL)", "status": "failed", "error": done.stderr.strip().splitlines()[-1:]}
+    return {"status": "succeeded", **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def bench_train(methods: list[str], pairs: int, home_dir: str | None, keep: bool, reference: bool = False) -> list[dict]:
     root = Path(home_dir) if home_dir else Path(tempfile.mkdtemp(prefix="rlhf-bench-train-"))
     home = Home(root)
     ensure_default_model(home)
@@ -90,6 +100,12 @@ def bench_train(methods: list[str], pairs: int, home_dir: str | None, keep: bool
                     reward = row["version"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if reference and method == "dpo" and row["status"] == "succeeded":
+                    plain = plain_trl_row(Jobs(wb.home, wb.store).job_dir(row["job_id"]))
+                    if plain.get("seconds_per_step") and row.get("seconds_per_step"):
+                        plain["workbench_over_plain"] = round(row["seconds_per_step"] / plain["seconds_per_step"], 2)
+                    rows.append(plain)
+                    print(json.dumps(plain), flush=True)
     finally:
         if not keep and not home_dir:
             shutil.rmtree(root, ignore_errors=True)
@@ -97,10 +113,12 @@ def bench_train(methods: list[str], pairs: int, home_dir: str | None, keep: bool
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'method':<8} {'status':<10} {'rows':>5} {'steps':>6} {'s/step':>7} {'ex/s':>6} {'peak MiB':>9} {'total s':>8}")
+    print(f"{'method':<16} {'status':<10} {'rows':>5} {'steps':>6} {'s/step':>7} {'ex/s':>6} {'peak MiB':>9} {'total s':>8}")
     for row in rows:
-        print(f"{row['method']:<8} {row['status']:<10} {row['rows']:>5} {row['steps'] or '':>6} "
+        print(f"{row['method']:<16} {row['status']:<10} {row.get('rows') or '':>5} {row.get('steps') or '':>6} "
               f"{row.get('seconds_per_step') or '':>7} {row.get('examples_per_second') or '':>6} "
-              f"{row['peak_rss_mib'] or '':>9} {row['total_seconds']:>8}")
-        if row["error"]:
-            print(f"         {row['error']}")
+              f"{row.get('peak_rss_mib') or '':>9} {row.get('total_seconds') or '':>8}")
+        if "workbench_over_plain" in row:
+            print(f"{'':<17}the workbench's DPO step takes {row['workbench_over_plain']}x plain TRL's")
+        if row.get("error"):
+            print(f"{'':<17}{row['error']}")

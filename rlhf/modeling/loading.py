@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from rlhf.errors import TrainingError
+from rlhf.modeling import precision
 
 ADAPTER_CONFIG = "adapter_config.json"
 REWARD_FILE = "reward.json"   # a reward model's offset and how it was trained (rlhf.train.reward, reward_head)
@@ -36,10 +37,13 @@ def on_gpu() -> bool:
 
 
 def precision_args() -> dict[str, Any]:
-    """Explicit precision for TRL configs (which default to bf16 where they can): bf16 on
-    a GPU that supports it, fp32 elsewhere; the CPU when there is no GPU."""
-    bf16 = on_gpu() and torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": False, "use_cpu": not on_gpu()}
+    """Explicit precision for TRL configs (which default to bf16 where they can): bf16
+    mixed precision where the device multiplies bf16 natively (a GPU that supports it, a
+    CPU with AMX-BF16 or AVX512-BF16: `precision.current`, so RLHF_PRECISION overrides it),
+    fp32 elsewhere; the CPU when there is no GPU. On the CPU the weights and the optimiser
+    stay fp32 (`model_dtype`) and autocast runs the matrix products in bf16."""
+    chosen = precision.current("cuda" if on_gpu() else "cpu")
+    return {"bf16": chosen.dtype == "bfloat16", "fp16": False, "use_cpu": not on_gpu()}
 
 
 def model_dtype() -> torch.dtype:

@@ -1,11 +1,13 @@
-"""The floating-point precision that policies sample in, decided once at run time.
+"""The floating-point precision that policies sample and train in, decided once at run time.
 
 bf16 halves the bytes every decoding step reads and, where the hardware multiplies bf16
 natively (AMX-BF16 or AVX512-BF16 on x86 CPUs, a CUDA GPU that supports it), it is the
 faster path; elsewhere (AVX2-only CPUs, Apple, older GPUs) bf16 is emulated and slower
 than fp32, so fp32 stays. `RLHF_PRECISION=fp32|bf16|auto` (default auto) overrides the
 choice, say to compare both on one machine. The weights are the same either way (a cast,
-no quantisation); each completion records the dtype it was sampled in.
+no quantisation); each completion records the dtype it was sampled in. Training jobs
+take the same choice as bf16 mixed precision (`loading.precision_args`: fp32 weights and
+optimiser on the CPU, bf16 matrix products under autocast).
 
 The setting is checked without torch (`requested`: `rlhf serve` refuses a bad value at
 once); the GPU check imports torch, so the sampling process, not the server, says what
