@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from storage.db import Store, StoreError, migrations
+from storage.db import Store, StoreError, draw_sequence_to, migrations
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -128,8 +128,8 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, directory: Path, manifest: dict) -
             raise StoreError(f"The backup's {table}.parquet holds {rows} rows, its manifest {manifest['tables'][table]};"
                              " it is damaged.")
     for sequence, last in manifest["sequences"].items():
-        if last is not None:  # DuckDB has no way to set a sequence: draw it up to where it was
-            conn.execute(f"SELECT max(nextval('{_literal(sequence)}')) FROM range(?)", [last])
+        if last is not None:
+            draw_sequence_to(conn, sequence, last)
     conn.commit()
 
 

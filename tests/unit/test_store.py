@@ -324,3 +324,19 @@ def test_lock_holder_with_a_space_in_its_path_is_still_named(tmp_path):
     assert isinstance(error, storage.db.StoreLockedError)
     assert error.pid == 4242
     assert "python3 (PID 4242)" in str(error)
+
+
+def test_a_sequence_is_drawn_up_to_a_value_once_however_often_asked(store):
+    """storage.db.draw_sequence_to, used by the backup's restore and the synthetic store:
+    drawing `n` more values each time (the one-liner it replaces) overshot a sequence that
+    had already given some."""
+    cur = store.cursor()
+    cur.execute("SELECT nextval('ranking_id_seq') FROM range(3)").fetchall()
+    storage.db.draw_sequence_to(cur, "ranking_id_seq", 5)
+    storage.db.draw_sequence_to(cur, "ranking_id_seq", 5)
+    storage.db.draw_sequence_to(cur, "ranking_id_seq", 2)  # already past: nothing drawn
+    assert cur.execute("SELECT nextval('ranking_id_seq')").fetchall()[0][0] == 6
+    storage.db.draw_sequence_to(cur, "prompt_id_seq", 4)  # never drawn before
+    assert cur.execute("SELECT nextval('prompt_id_seq')").fetchall()[0][0] == 5
+    with pytest.raises(storage.db.StoreError, match="no sequence named nope"):
+        storage.db.draw_sequence_to(cur, "nope", 1)
