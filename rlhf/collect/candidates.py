@@ -56,7 +56,7 @@ class CandidateChooser:
 
 def ranked_for_ensemble(annotation: Annotation) -> list:
     """The newest `MAX_RANKINGS` rankings as the ensemble reads them (prompt, texts, ranks)."""
-    frame = annotation.wb.rankings().tail(MAX_RANKINGS)
+    frame = annotation.wb.rankings(newest=MAX_RANKINGS)
     return [Ranked(list(row.messages), [str(t) for t in row.completions], [int(r) for r in row.ranks])
             for row in frame.itertuples()]
 

@@ -515,8 +515,9 @@ class Workbench:
             )
         return ToolImport(len(planned.rankings), len(ids), created, prompt_set)
 
-    def rankings(self) -> pd.DataFrame:
-        return feedback.rankings_frame(self.store.cursor())
+    def rankings(self, newest: int | None = None) -> pd.DataFrame:
+        """Every ranking (`feedback.rankings_frame`), or only the `newest` that many."""
+        return feedback.rankings_frame(self.store.cursor(), newest)
 
     def labels(self) -> pd.DataFrame:
         """The good/bad marks annotators made beside their rankings (`feedback.labels_frame`)."""

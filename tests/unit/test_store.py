@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 import storage.db
@@ -236,6 +237,17 @@ def test_add_ranking_stores_ranks_per_completion(store):
     assert row["messages"] == user("Why is the sky blue?")
     assert row["user"] == "ana"
 
+
+
+def test_the_newest_rankings_are_read_by_a_limit_and_match_the_whole_table(store):
+    cur = store.cursor()
+    ids = [feedback.add_ranking(cur, add_comparison(cur, k=2), "ana", ranking, ranks)
+           for ranking, ranks in [("A > B", {"A": 1, "B": 2}), ("B > A", {"A": 2, "B": 1}), ("A = B", {"A": 1, "B": 1})]]
+    whole = feedback.rankings_frame(cur)
+    newest = feedback.rankings_frame(cur, newest=2)
+    assert list(newest["ranking_id"]) == ids[1:]
+    pd.testing.assert_frame_equal(newest, whole.tail(2).reset_index(drop=True))
+    assert len(feedback.rankings_frame(cur, newest=10)) == 3 and feedback.rankings_frame(cur, newest=0).empty
 
 def test_add_ranking_refuses_a_duplicate_annotator(store):
     cur = store.cursor()
