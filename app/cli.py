@@ -19,8 +19,8 @@ from rlhf.home import Home
 from rlhf.preference.ranking import RankingError
 from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.collect.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
-from storage import backup
-from storage.db import StoreError
+from rlhf import backup
+from rlhf.backup import StoreError
 
 USER_ERRORS = (UserError, FormatError, RankingError, StoreError)
 
