@@ -26,7 +26,7 @@ from rlhf.versions import VersionError
 from storage import arena as arena_store
 
 from conftest import make_home
-from helpers import ANA, RESEARCHER, register, save_parrot, save_reward_model
+from helpers import RESEARCHER, register, save_parrot, save_reward_model
 from helpers import password, client, log_in
 
 HOSTILE = "<svg onload=pwned()> and **bold** too"  # what the parrot says, token by token
