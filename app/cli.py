@@ -19,8 +19,8 @@ from rlhf.home import Home
 from rlhf.preference.ranking import RankingError
 from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.collect.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
-from storage import backup
-from storage.db import StoreError
+from rlhf import backup
+from rlhf.backup import StoreError
 
 USER_ERRORS = (UserError, FormatError, RankingError, StoreError)
 
@@ -291,12 +291,18 @@ def add_account_commands(user_commands, home_option) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --home and --json may come before a subcommand (`rlhf jobs --json show 3`) or after it:
+    # suppressed defaults, so that a subcommand's parser, which takes the same options, does not
+    # put its default over what was given before it; the defaults live on the top parser.
     home_option = argparse.ArgumentParser(add_help=False)
-    home_option.add_argument("--home", help="workbench home (default: $RLHF_HOME or ./workbench)")
+    home_option.add_argument("--home", default=argparse.SUPPRESS,
+                             help="workbench home (default: $RLHF_HOME or ./workbench)")
     json_option = argparse.ArgumentParser(add_help=False)
-    json_option.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    json_option.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                             help="print JSON instead of a table")
 
     parser = argparse.ArgumentParser(prog="rlhf", description="RLHF Workbench: collect rankings, train, compare.")
+    parser.set_defaults(home=None, json=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, handler, help, parents=(home_option,), **kwargs):

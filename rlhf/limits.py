@@ -12,10 +12,11 @@ from here, so a cap is changed in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rlhf.errors import UserError
+from rlhf.settings import setting
 
 MIB = 1024 * 1024
 
@@ -24,25 +25,21 @@ MIB = 1024 * 1024
 class Limits:
     """The caps; `LIMITS` holds the defaults the server runs with."""
 
-    ranking_chars: int = field(default=64, metadata={
-        "help": "a ranking such as 'C > B = D > A' (8 completions with spaces need 29)"})
-    text_chars: int = field(default=20_000, metadata={
-        "help": "a better answer, a comment or a skip reason; more is a pasted mistake"})
-    name_chars: int = field(default=200, metadata={
-        "help": "a name: model version, prompt set, user, method, format, vote, battle token, seed or date"})
-    prompt_chars: int = field(default=20_000, metadata={"help": "a prompt typed into the Compare tab or the API"})
-    guidelines_chars: int = field(default=100_000, metadata={"help": "the annotation guidelines (Markdown)"})
-    settings_chars: int = field(default=10_000, metadata={
-        "help": "settings as text or JSON: the queue's sources, a job's settings lines and data selection"})
-    body_bytes: int = field(default=2 * MIB, metadata={
-        "help": "an HTTP request body, uploads aside; larger is answered 413 before it is read"})
-    upload_bytes: int = field(default=100 * MIB, metadata={"help": "one uploaded file (prompt or pair imports)"})
-    research_concurrency: int = field(default=1, metadata={
-        "help": "side-by-side answers, arena battles and evaluations sampled at once (in their own child process)"})
-    request_concurrency: int = field(default=16, metadata={"help": "any other event handled at once"})
-    loaded_models: int = field(default=2, metadata={
-        "help": "models kept loaded per cache; the least recently used is freed past this"})
-    export_ttl_s: int = field(default=3600, metadata={"help": "seconds an export file is kept for its download"})
+    ranking_chars: int = setting(64, "a ranking such as 'C > B = D > A' (8 completions with spaces need 29)")
+    text_chars: int = setting(20_000, "a better answer, a comment or a skip reason; more is a pasted mistake")
+    name_chars: int = setting(200, "a name: model version, prompt set, user, method, format, vote, battle token, seed"
+                                   " or date")
+    prompt_chars: int = setting(20_000, "a prompt typed into the Compare tab or the API")
+    guidelines_chars: int = setting(100_000, "the annotation guidelines (Markdown)")
+    settings_chars: int = setting(10_000, "settings as text or JSON: the queue's sources, a job's settings lines and"
+                                          " data selection")
+    body_bytes: int = setting(2 * MIB, "an HTTP request body, uploads aside; larger is answered 413 before it is read")
+    upload_bytes: int = setting(100 * MIB, "one uploaded file (prompt or pair imports)")
+    research_concurrency: int = setting(1, "side-by-side answers, arena battles and evaluations sampled at once (in"
+                                           " their own child process)")
+    request_concurrency: int = setting(16, "any other event handled at once")
+    loaded_models: int = setting(2, "models kept loaded per cache; the least recently used is freed past this")
+    export_ttl_s: int = setting(3600, "seconds an export file is kept for its download")
 
 
 LIMITS = Limits()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from storage.db import Store, StoreError, migrations
+from storage.db import Store, StoreError, draw_sequence_to, migrations
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -128,8 +128,8 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, directory: Path, manifest: dict) -
             raise StoreError(f"The backup's {table}.parquet holds {rows} rows, its manifest {manifest['tables'][table]};"
                              " it is damaged.")
     for sequence, last in manifest["sequences"].items():
-        if last is not None:  # DuckDB has no way to set a sequence: draw it up to where it was
-            conn.execute(f"SELECT max(nextval('{_literal(sequence)}')) FROM range(?)", [last])
+        if last is not None:
+            draw_sequence_to(conn, sequence, last)
     conn.commit()
 
 
@@ -157,9 +157,27 @@ def _tables_in_key_order(cur) -> list[str]:
             " AND schema_name = 'main' AND constraint_type = 'FOREIGN KEY'").fetchall():
         if referenced != table:
             references[table].add(referenced)
+    return key_order(references)
+
+
+def key_order(references: dict[str, set[str]]) -> list[str]:
+    """The tables (keys of `references`: table -> the other tables it references), each after
+    every table it references, in waves, alphabetical within a wave (Kahn's topological sort).
+    Tables that reference each other, directly or round a longer loop, have no such order:
+    refused, since no restore could insert either first."""
     order: list[str] = []
-    while len(order) < len(tables):
-        ready = [t for t in tables if t not in order and references[t] <= set(order)]
+    while len(order) < len(references):
+        ready = sorted(t for t in references if t not in order and references[t] <= set(order))
+        if not ready:
+            stuck = {t for t in references if t not in order}
+            while True:  # drop the tables that only hang off a loop, leaving the loop's own
+                tail = {t for t in stuck if not any(t in references[other] for other in stuck)}
+                if not tail:
+                    break
+                stuck -= tail
+            stuck = sorted(stuck)
+            raise StoreError(f"The tables {', '.join(stuck)} reference each other in a loop, so no order lets a"
+                             " restore insert each after the tables it references; the backup refuses this schema.")
         order += ready
     return order
 

@@ -27,6 +27,24 @@ def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
     return rows[0] if rows else None
 
 
+def draw_sequence_to(cur: duckdb.DuckDBPyConnection, sequence: str, last: int) -> None:
+    """Move `sequence` on until the value it last gave is at least `last` (DuckDB has no way
+    to set a sequence, so it is drawn). Draws only what is missing: calling it again, or on a
+    sequence already past `last`, changes nothing."""
+    row = first_row(cur.execute(
+        "SELECT start_value, increment_by, last_value FROM duckdb_sequences()"
+        " WHERE database_name = current_database() AND schema_name = 'main' AND sequence_name = ?", [sequence]))
+    if row is None:
+        raise StoreError(f"The store has no sequence named {sequence}.")
+    start, step, current = row
+    if current is None:
+        current = start - step
+    missing = max(0, -(-(last - current) // step))
+    if missing:
+        name = sequence.replace("'", "''")
+        cur.execute(f"SELECT max(nextval('{name}')) FROM range(?)", [missing]).fetchall()
+
+
 class StoreError(RuntimeError):
     """A problem with the database file, said in one sentence."""
 

@@ -90,8 +90,9 @@ def count(cur) -> int:
     return cur.execute("SELECT count(*) FROM rankings").fetchall()[0][0]
 
 
-def rankings_frame(cur) -> pd.DataFrame:
-    """Every ranking with its comparison, for exports and training data.
+def rankings_frame(cur, newest: int | None = None) -> pd.DataFrame:
+    """Every ranking with its comparison, for exports and training data; with `newest`, only
+    the newest that many (highest ids), read by a LIMIT rather than the whole table.
 
     Columns: ranking_id, comparison_id, round, prompt, messages (list of dicts), completions
     (texts, A first), model_versions (per completion), ranking, ranks, user, source,
@@ -104,12 +105,12 @@ def rankings_frame(cur) -> pd.DataFrame:
         "       r.ranking, list(rr.rank ORDER BY m.letter) AS ranks,"
         "       r.annotator AS user, r.source, r.seconds_spent, r.none_acceptable, r.better_answer, r.comment,"
         "       r.created_at"
-        " FROM rankings r"
+        f" FROM {'rankings' if newest is None else '(SELECT * FROM rankings ORDER BY id DESC LIMIT ?)'} r"
         " JOIN comparisons c ON c.id = r.comparison_id"
         " JOIN prompts p ON p.id = c.prompt_id"
         " JOIN completions m ON m.comparison_id = c.id"
         " JOIN ranking_ranks rr ON rr.ranking_id = r.id AND rr.completion_id = m.id"
-        " GROUP BY ALL ORDER BY r.id"
+        " GROUP BY ALL ORDER BY r.id", [] if newest is None else [int(newest)]
     ).df()
     frame["messages"] = frame["messages"].map(json.loads)
     return frame

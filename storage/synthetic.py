@@ -4,7 +4,7 @@ SQL in seconds. Used by `python -m rlhf.bench scale`, never by the workbench its
 
 from __future__ import annotations
 
-from storage.db import Store
+from storage.db import Store, draw_sequence_to
 
 ANNOTATORS = 4
 SHAPES = (  # (ranking, the ranks of A, B, C, D)
@@ -50,5 +50,5 @@ def fill(store: Store, comparisons: int, prompt_set: str = "synthetic") -> int:
             FROM rankings r JOIN synthetic_shapes s USING (ranking), range(0, 4) u(l)""")
         cur.execute("DROP TABLE synthetic_shapes")
         for sequence, table in _SEQUENCES:  # the next id a real insert takes is past the synthetic ones
-            cur.execute(f"SELECT max(nextval('{sequence}')) FROM range((SELECT max(id) FROM {table}))")
+            draw_sequence_to(cur, sequence, cur.execute(f"SELECT max(id) FROM {table}").fetchone()[0])
         return cur.execute("SELECT count(*) FROM rankings").fetchone()[0]

@@ -68,6 +68,7 @@ def log_in(page, url: str, name: str, role: str) -> None:
 
 ANA = User("ana", "annotator")
 RESEARCHER = User("rita", "researcher")
+BEN, CAT = User("ben", "annotator"), User("cat", "annotator")  # more annotators, for overlap and agreement
 
 
 def rank_everything(annotation: Annotation, user: User, ranking: str = "A > B > C > D") -> list[int]:

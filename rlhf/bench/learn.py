@@ -24,6 +24,9 @@ with fresh samples. Each held-out prompt gets several answers (`--answers` in al
 rule): the interval treats them as independent, which answers to one prompt are not, so
 read it as a little narrow.
 
+A cell whose rankings give its method nothing to learn from (every ranking a full tie: no
+usable pairs) is recorded as such, untrained, and the grid goes on.
+
 Resumable: each finished cell is one line of `results.jsonl` in `--out`, skipped on a
 rerun with the same settings; the base model's held-out answers are kept in
 `answers.jsonl` and shared by every cell (and `--base-rates`) with the same settings.
@@ -48,8 +51,10 @@ from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.jobs.files import read_log
 from rlhf.jobs.service import Jobs
+from rlhf.jobs.training_data import DataError
 from rlhf.modeling.sampling import MAX_K, SamplingParams
 from rlhf.preference.messages import as_messages
+from rlhf.preference.pairs import only_full_ties
 from storage import prompts as prompt_rows
 
 SAFETY = "safety"
@@ -76,6 +81,7 @@ METHODS = ("dpo", "kto", "grpo")
 ONLINE = ("ppo", "grpo", "rloo")
 SIZES = (60, 200)
 TRAIN_PREFIX, HELD_OUT_SET = "learn-train-", "learn-held-out"
+NO_PAIRS = "no usable pairs"
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,8 @@ def run_cell(rule: str, method: str, size: int, config: LearnConfig, out: Path,
             params = SamplingParams(max_new_tokens=config.max_new_tokens, seed=config.seed + 1 + number)
             made += wb.generate(name, n=min(size - len(made), len(train_prompts)), k=config.k, params=params)
         rank_all(wb, made, annotator)
+        if only_full_ties(wb.rankings()):  # the cell's own home: these are its rankings
+            raise DataError(f"{NO_PAIRS}: the rule tied all K completions in each of the {len(made)} rankings.")
         jobs = Jobs(home, wb.store)
         reward = None
         if method in ONLINE:
@@ -277,12 +285,23 @@ def run_learn(config: LearnConfig, out: Path, on_step: Callable[[str], None] = p
             for size in config.sizes:
                 row = results.cell(rule, method, size, config)
                 if row is None:
-                    row = run_cell(rule, method, size, config, out, on_step)
+                    try:
+                        row = run_cell(rule, method, size, config, out, on_step)
+                    except DataError as error:  # the cell's rankings give its method nothing to learn
+                        row = unusable_cell(rule, method, size, config, str(error))
+                        on_step(f"{rule}/{method}/{size}: recorded without training: {error}")
                     results.add_cell(row)
                 else:
                     on_step(f"{rule}/{method}/{size}: done before, read from {results.cells_path}")
                 rows.append(row)
     return rows
+
+
+def unusable_cell(rule: str, method: str, size: int, config: LearnConfig, reason: str) -> dict:
+    """The row of a cell whose rankings the method cannot learn from (every one a full tie,
+    say): kept in results.jsonl like a measured one, so a rerun does not try it again."""
+    return {"rule": rule, "method": method, "size": size, "spec": RULES[rule].spec, "settings": config.key(),
+            "skipped": reason}
 
 
 def _interval(figures: dict) -> str:
@@ -304,6 +323,9 @@ def markdown_cells(rows: list[dict]) -> str:
     lines = ["| rule | method | comparisons | before [95% CI] | after [95% CI] | change (points) | KL | repetition"
              " | held-out acc. | min |", "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['rule']} | {r['method']} | {r['size']} | {r['skipped']} | | | | | | |")
+            continue
         change = 100 * (r["after"]["share"] - r["before"]["share"])
         lines.append(f"| {r['rule']} | {r['method']} | {r['comparisons']} | {_interval(r['before'])} |"
                      f" {_interval(r['after'])} | {change:+.1f} | {_figure(r['kl'])} | {_figure(r['repetition'])} |"

@@ -35,20 +35,21 @@ from typing import Callable
 
 import psutil
 
+from rlhf.settings import help_of, setting
+
 PASSWORD = "load-bench-password"
 RANKINGS = ["B > A = C > D", "A > B > C > D", "D > C > A = B", "C > A > D > B"]
 
 
 @dataclass
 class LoadSettings:
-    annotators: int = field(default=50, metadata={"help": "annotators ranking at once, one client each"})
-    rankings: int = field(default=600, metadata={"help": "acknowledged rankings after which the run ends"})
-    overlap: int = field(default=1, metadata={"help": "annotators per comparison (the queue's overlap)"})
-    kill_at: float = field(default=0.5, metadata={"help": "share of `rankings` acknowledged when the server is "
-                                                        "killed with SIGKILL (0: never)"})
-    reconnect_timeout_s: float = field(default=300, metadata={"help": "how long an annotator tries to sign in again"})
-    reference: bool = field(default=True, metadata={"help": "also measure the trivial Gradio endpoint"})
-    seed: int = field(default=0, metadata={"help": "seeds the rankings the annotators give"})
+    annotators: int = setting(50, "annotators ranking at once, one client each")
+    rankings: int = setting(600, "acknowledged rankings after which the run ends")
+    overlap: int = setting(1, "annotators per comparison (the queue's overlap)")
+    kill_at: float = setting(0.5, "share of `rankings` acknowledged when the server is killed with SIGKILL (0: never)")
+    reconnect_timeout_s: float = setting(300, "how long an annotator tries to sign in again")
+    reference: bool = setting(True, "also measure the trivial Gradio endpoint")
+    seed: int = setting(0, "seeds the rankings the annotators give")
 
 
 def free_port() -> int:
@@ -386,10 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                                help=f"do not: {f.metadata['help']}")
+                                help=f"do not: {help_of(LoadSettings, f.name)}")
         else:
             kind = {"int": int, "float": float}[f.type if isinstance(f.type, str) else f.type.__name__]
-            parser.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+            parser.add_argument(flag, type=kind, default=f.default, help=f"{help_of(LoadSettings, f.name)} (default {f.default})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,8 +1,9 @@
 """`python -m rlhf.bench scale`: what a home of many rankings costs. A synthetic store
 (`storage.synthetic`: N comparisons of K=4, four annotators each, so 4N rankings) is
-written into a fresh home, then each step is timed once: reading the rankings, the Data
-tab's figures (what its refresh computes), the three file exports, the Hugging Face
-export, a backup and its restore. Nothing is sampled or trained: no model is needed.
+written into a fresh home, then each step is timed once: reading the rankings (all, and the
+newest that the 'thompson' selection fits its ensemble on), the Data tab's figures (what
+its refresh computes), the three file exports, the Hugging Face export, a backup and its
+restore. Nothing is sampled or trained: no model is needed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.collect import hf_dataset
+from rlhf.collect.candidates import MAX_RANKINGS
 from rlhf.collect.reports import Filters, Reports
 from rlhf.collect.workbench import Workbench
 from rlhf.home import Home
 from storage import backup, synthetic
 from storage.db import Store
 
-STEPS = ("rankings", "data_tab", "preference", "unpaired", "rankings_export", "hf", "backup", "restore")
+STEPS = ("rankings", "newest_rankings", "data_tab", "preference", "unpaired", "rankings_export", "hf", "backup", "restore")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +63,7 @@ def measure(root: Path, comparisons: int, steps: list[str]):
     with Workbench(home) as wb:
         timings: dict[str, Callable[[], str]] = {
             "rankings": lambda: f"{len(wb.rankings())} rows",
+            "newest_rankings": lambda: f"{len(wb.rankings(newest=MAX_RANKINGS))} rows",
             "data_tab": lambda: _data_tab(Reports(wb)),
             "preference": lambda: f"{wb.export('preference', out / 'preference.parquet')[1]} pairs",
             "unpaired": lambda: f"{wb.export('unpaired', out / 'unpaired.parquet')[1]} rows",

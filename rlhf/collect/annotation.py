@@ -36,6 +36,7 @@ from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION
 from rlhf.limits import LIMITS, check_text
 from rlhf.preference.ranking import MAX_K, MIN_K, Ranking, letters, parse_ranking
+from rlhf.settings import help_of, setting
 from rlhf.collect.workbench import Workbench, WorkbenchError
 from storage import feedback, guidelines, prompts, queue
 from storage import scores as reward_scores
@@ -53,49 +54,44 @@ MAX_TEXT = LIMITS.text_chars  # characters in a better answer or a comment; more
 _WRITE_LOCK = threading.Lock()
 
 
-def _setting(default, help: str, **kwargs):
-    return field(default=default, metadata={"help": help}, **kwargs)
-
-
 @dataclass
 class QueueConfig:
     """How comparisons are made and handed out; stored in the database, changed on the Queue
     tab or through /queue_settings. Each field's help is what the tab shows beside it."""
 
-    overlap: int = _setting(1, "how many different annotators rank each comparison")
-    prompt_sets: list[str] | None = _setting(None, "prompt sets comparisons come from; none chosen: any set")
-    model_version: str | None = _setting(None, "hand out only comparisons with completions from this version; "
-                                               "none: any (generation uses the active policy)")
-    ready_target: int = _setting(16, "comparisons with a free slot the pre-generator keeps ready")
-    gold_rate: float = _setting(0.1, "share of handed-out items that are gold items (0 to 1)")
-    claim_ttl_s: int = _setting(900, "seconds after which a handed-out item returns to the queue")
-    dimensions: tuple[str, ...] = _setting(("helpfulness", "harmlessness", "honesty"),
-                                           "the dimensions annotators may rate each completion on (1-5)")
-    k: int = _setting(4, "completions per generated comparison")
-    max_new_tokens: int = _setting(256, "the token budget of each generated completion")
-    sources: list[dict] | None = _setting(None, (
-        "where a generated comparison's completions come from; none: all K from the generating version. "
-        'For example [{"version": "active", "count": 2}, {"version": "previous", "count": 1}, '
-        '{"version": "base", "count": 1, "temperature": 1.0}]: version is active, previous (active in the '
-        "round before), base or a version name; K is the sum of the counts"))
+    overlap: int = setting(1, "how many different annotators rank each comparison")
+    prompt_sets: list[str] | None = setting(None, "prompt sets comparisons come from; none chosen: any set")
+    model_version: str | None = setting(None, "hand out only comparisons with completions from this version; none: any"
+                                              " (generation uses the active policy)")
+    ready_target: int = setting(16, "comparisons with a free slot the pre-generator keeps ready")
+    gold_rate: float = setting(0.1, "share of handed-out items that are gold items (0 to 1)")
+    claim_ttl_s: int = setting(900, "seconds after which a handed-out item returns to the queue")
+    dimensions: tuple[str, ...] = setting(("helpfulness", "harmlessness", "honesty"),
+                                          "the dimensions annotators may rate each completion on (1-5)")
+    k: int = setting(4, "completions per generated comparison")
+    max_new_tokens: int = setting(256, "the token budget of each generated completion")
+    sources: list[dict] | None = setting(None, "where a generated comparison's completions come from; none: all K from"
+                                               ' the generating version. For example [{"version": "active", "count":'
+                                               ' 2}, {"version": "previous", "count": 1}, {"version": "base", "count":'
+                                               ' 1, "temperature": 1.0}]: version is active, previous (active in the'
+                                               " round before), base or a version name; K is the sum of the counts")
     # Closing the loop with a reward model (rlhf/collect/suggestions.py); scores are computed
     # in the background (the pre-generator) while either is on.
-    suggest: bool = _setting(False, "show annotators the reward model's ranking, marked as a suggestion "
-                                    "(never filled into their ranking)")
-    selection: str = _setting("random", "which comparison comes next: random (closest to complete, then oldest), "
-                                        "uncertain (what the reward model is least sure of first), or thompson "
-                                        "(handed out as random, but each comparison shows the K of `candidates` "
-                                        "sampled completions that double Thompson sampling over an ensemble of "
-                                        "reward heads picks; random picks until there are enough rankings)")
-    candidates: int = _setting(8, "with the thompson selection: completions sampled per prompt (M, more than K, "
-                                  "at most 8), of which K are shown and the rest kept unshown")
-    reward_models: list[str] | None = _setting(None, "the reward version(s) used; none: the newest. With two, "
-                                                     "uncertain means where they disagree most, and the first "
-                                                     "one suggests")
+    suggest: bool = setting(False, "show annotators the reward model's ranking, marked as a suggestion (never filled"
+                                   " into their ranking)")
+    selection: str = setting("random", "which comparison comes next: random (closest to complete, then oldest),"
+                                       " uncertain (what the reward model is least sure of first), or thompson (handed"
+                                       " out as random, but each comparison shows the K of `candidates` sampled"
+                                       " completions that double Thompson sampling over an ensemble of reward heads"
+                                       " picks; random picks until there are enough rankings)")
+    candidates: int = setting(8, "with the thompson selection: completions sampled per prompt (M, more than K, at most"
+                                 " 8), of which K are shown and the rest kept unshown")
+    reward_models: list[str] | None = setting(None, "the reward version(s) used; none: the newest. With two, uncertain"
+                                                    " means where they disagree most, and the first one suggests")
 
     @classmethod
     def help(cls, name: str) -> str:
-        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+        return help_of(cls, name)
 
     @classmethod
     def from_dict(cls, stored: dict) -> "QueueConfig":

@@ -40,6 +40,7 @@ class CandidateChooser:
         self.ranked, self.m, self.seed = ranked, m, seed
         self.unshown: list[list[tuple[int, NewCompletion]]] = []
         self.chosen_by: list[str] = []  # per conversation: 'thompson' or 'random'
+        self.stored = 0  # of `unshown`, the lists already written beside their comparison
 
     def __call__(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
         drawn = self.child.sample(model_dir, conversations, self.m, params)
@@ -53,10 +54,19 @@ class CandidateChooser:
             self.chosen_by.append("thompson" if fitted else "random")
         return [[row[j] for j in picked] for row, picked in zip(drawn, chosen)]
 
+    def store_unshown(self, cur, comparison_ids: list[int]) -> None:
+        """`Workbench.generate`'s `alongside`: the unshown candidates of the conversations
+        just sampled, beside the comparisons made of their shown ones (same order), in the
+        transaction that adds those."""
+        pending = slice(self.stored, self.stored + len(comparison_ids))
+        for comparison_id, rest, chosen_by in zip(comparison_ids, self.unshown[pending], self.chosen_by[pending]):
+            queue.add_unshown(cur, comparison_id, rest, chosen_by)
+        self.stored += len(comparison_ids)
+
 
 def ranked_for_ensemble(annotation: Annotation) -> list:
     """The newest `MAX_RANKINGS` rankings as the ensemble reads them (prompt, texts, ranks)."""
-    frame = annotation.wb.rankings().tail(MAX_RANKINGS)
+    frame = annotation.wb.rankings(newest=MAX_RANKINGS)
     return [Ranked(list(row.messages), [str(t) for t in row.completions], [int(r) for r in row.ranks])
             for row in frame.itertuples()]
 
@@ -65,17 +75,14 @@ def thompson_batch(annotation: Annotation, config: QueueConfig, params: Sampling
                    child, batch: Callable) -> tuple[list[int], str | None]:
     """Up to `wanted` new comparisons whose K completions were chosen from `config.candidates`
     by the child (`batch` is `rlhf.collect.pregenerate.queue_batch`); the unshown candidates
-    are stored beside them. Returns the new ids and a note for the Queue tab when the
+    are stored beside them, in the same transaction. Returns the new ids and a note for the Queue tab when the
     ensemble could not choose yet (too few rankings)."""
     wb = annotation.wb
     home: Home = wb.home
     chooser = CandidateChooser(child, plan.primary, wb.model_version(BASE_VERSION).path, home.root / FEATURES_DIR,
                                ranked_for_ensemble(annotation), config.candidates,
                                seed=annotation.rng.randrange(2**31))
-    made = batch(annotation, config, params, plan, wanted, chooser)
-    with wb.store.transaction() as cur:
-        for comparison_id, rest, chosen_by in zip(made, chooser.unshown, chooser.chosen_by):
-            queue.add_unshown(cur, comparison_id, rest, chosen_by)
+    made = batch(annotation, config, params, plan, wanted, chooser, chooser.store_unshown)
     note = None
     if "random" in chooser.chosen_by:
         note = (f"'thompson' selection: {len(chooser.ranked)} ranking(s) so far, too few (or only ties) to fit "

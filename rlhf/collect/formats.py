@@ -20,7 +20,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlhf.preference.messages import Message
+from rlhf.settings import setting
 
 PathLike = str | os.PathLike[str]
 Record = dict[str, Any]
@@ -82,9 +83,9 @@ class BadRecord(Exception):
 class ReadLimits:
     """What one file read may make the process hold, whatever the file claims."""
 
-    max_decompressed_bytes: int = field(default=512 * 2**20, metadata={
-        "help": "the most bytes a gzipped file may decompress to; past it the file is refused (a gzip bomb"
-                " of a few kilobytes can otherwise fill the memory)"})
+    max_decompressed_bytes: int = setting(512 * 2**20, "the most bytes a gzipped file may decompress to; past it the"
+                                                       " file is refused (a gzip bomb of a few kilobytes can otherwise"
+                                                       " fill the memory)")
 
 
 READ_LIMITS = ReadLimits()

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import yaml
 from rlhf.collect.workbench import Workbench, WorkbenchError, export_table
 from rlhf.preference import agreement
 from rlhf.preference.pairs import SELECTIONS
+from rlhf.settings import setting
 
 SUBSETS = ("preference", "unpaired", "rankings")
 SPLIT = "train"
@@ -62,13 +63,12 @@ _ABOUT = {
 class HFExportSettings:
     """What `rlhf export --format hf` writes besides the rows."""
 
-    license: str = field(default="other", metadata={
-        "help": "the dataset's licence as a Hub licence id (cc-by-4.0, apache-2.0, ...; 'other' when none fits);"
-                " the workbench cannot know it, so whoever publishes says it"})
-    selection: str = field(default="all", metadata={
-        "help": "preference pairs: 'all' pairs of a ranking, or 'best_vs_worst' (best group against worst group)"})
-    annotator_names: bool = field(default=False, metadata={
-        "help": "keep the annotators' user names in `rankings`; by default each is annotator-N"})
+    license: str = setting("other", "the dataset's licence as a Hub licence id (cc-by-4.0, apache-2.0, ...; 'other'"
+                                    " when none fits); the workbench cannot know it, so whoever publishes says it")
+    selection: str = setting("all", "preference pairs: 'all' pairs of a ranking, or 'best_vs_worst' (best group"
+                                    " against worst group)")
+    annotator_names: bool = setting(False, "keep the annotators' user names in `rankings`; by default each is"
+                                           " annotator-N")
 
 
 @dataclass(frozen=True)

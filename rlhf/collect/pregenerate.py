@@ -45,14 +45,15 @@ def queue_plan(annotation: Annotation, config: QueueConfig) -> tuple[SamplingPar
 
 
 def queue_batch(annotation: Annotation, config: QueueConfig, params: SamplingParams, plan: SourcePlan, wanted: int,
-                sampler: Callable | None = None) -> list[int]:
+                sampler: Callable | None = None, alongside: Callable | None = None) -> list[int]:
     """Up to `wanted` new comparisons as the queue's settings ask, taking the chosen prompt
-    sets in turn; `sampler` as `Workbench.generate` takes it (None: in this process)."""
+    sets in turn; `sampler` and `alongside` as `Workbench.generate` takes them (sampler
+    None: in this process)."""
     made: list[int] = []
     for prompt_set in config.prompt_sets or [None]:  # None: every set
         made += annotation.wb.generate(
             prompt_set, n=wanted - len(made), k=config.k, model_version=config.model_version, params=params,
-            sampler=sampler, sources=config.sources, plan=plan,
+            sampler=sampler, sources=config.sources, plan=plan, alongside=alongside,
         )
         if len(made) >= wanted:
             break

@@ -377,6 +377,7 @@ class Workbench:
         sampler: Callable | None = None,
         sources: list[dict] | None = None,
         plan: SourcePlan | None = None,
+        alongside: Callable | None = None,
     ) -> list[int]:
         """Make comparisons of K completions for up to N prompts that the generating
         version (`model_version`, default the active policy) has not compared yet; returns
@@ -390,7 +391,11 @@ class Workbench:
         a completion came from. Each completion records its version and sampling.
 
         `plan`: the sources already resolved by `plan_sources` for these arguments (the
-        pre-generator resolves them once per batch and logs their notes itself)."""
+        pre-generator resolves them once per batch and logs their notes itself).
+
+        `alongside(cursor, new_ids)` writes what belongs with the new comparisons (the
+        'thompson' selection's unshown candidates) in the transaction that adds them, so
+        neither is stored without the other."""
         if n < 1:
             raise WorkbenchError(f"N must be at least 1, not {n}.")
         if plan is None:
@@ -418,6 +423,8 @@ class Workbench:
                 if plan.mixed:
                     _shuffler(params.seed, int(prompt_id), plan.round).shuffle(completions)
                 created.append(comparisons.add(tx, int(prompt_id), completions, round=plan.round))
+            if alongside is not None:
+                alongside(tx, created)
         return created
 
     def comparison(self, comparison_id: int) -> comparisons.Comparison:
@@ -515,8 +522,9 @@ class Workbench:
             )
         return ToolImport(len(planned.rankings), len(ids), created, prompt_set)
 
-    def rankings(self) -> pd.DataFrame:
-        return feedback.rankings_frame(self.store.cursor())
+    def rankings(self, newest: int | None = None) -> pd.DataFrame:
+        """Every ranking (`feedback.rankings_frame`), or only the `newest` that many."""
+        return feedback.rankings_frame(self.store.cursor(), newest)
 
     def labels(self) -> pd.DataFrame:
         """The good/bad marks annotators made beside their rankings (`feedback.labels_frame`)."""

@@ -109,9 +109,7 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
     if spec.data == "rankings":
         rows = rankings.assign(prompt=rankings["messages"])[
             ["ranking_id", "comparison_id", "prompt", "completions", "ranking", "user", "model_versions"]]
-        if options.get("loss", "bradley_terry") == "bradley_terry" and all(
-            parse_ranking(r, len(c)).is_full_tie for r, c in zip(rows["ranking"], rows["completions"])
-        ):
+        if options.get("loss", "bradley_terry") == "bradley_terry" and pairs.only_full_ties(rows):
             raise DataError("Every selected ranking is a full tie, so there is no preference pair: rank more,"
                             " or use a tie-aware loss (loss=rao_kupper or loss=davidson).")
         return _enough(rows, spec, "rankings")

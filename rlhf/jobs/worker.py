@@ -74,13 +74,14 @@ def train(spec: dict, job_dir: Path, reporter) -> dict[str, float]:
     import pandas as pd
     import torch
 
+    from rlhf.jobs.threads import available_cores, worker_threads
     from rlhf.train.common import TrainInputs
     from rlhf.train.methods import method
 
     chosen = method(spec["method"])
     torch.manual_seed(int(spec["config"].get("seed", 0)))
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+        torch.set_num_threads(worker_threads(available_cores()))
     inputs = TrainInputs(
         data=pd.read_parquet(job_dir / "data.parquet"),
         base_path=Path(spec["base_path"]),

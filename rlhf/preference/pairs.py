@@ -100,6 +100,13 @@ def preference_pairs(rankings: pd.DataFrame, selection: str = "all") -> pd.DataF
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
+def only_full_ties(rankings: pd.DataFrame) -> bool:
+    """Whether every ranking (columns ranking, completions) ties all its completions, so that
+    no preference pair comes out of them (True for no rankings at all)."""
+    return all(_parsed(ranking, len(texts)).is_full_tie
+               for ranking, texts in zip(rankings["ranking"], rankings["completions"]))
+
+
 def tied_pairs(rankings: pd.DataFrame) -> pd.DataFrame:
     """The pairs annotators tied, for reward losses that also learn "equally good".
 

@@ -15,7 +15,7 @@ completion is embedded once whichever of the two asks first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,27 +24,22 @@ import torch
 
 from rlhf.modeling import loading
 from rlhf.modeling.scoring import encode_conversation
+from rlhf.settings import setting
 from rlhf.preference.thompson import Candidates, Ranked, double_thompson, random_slots
 from rlhf.train.reward import RankedItems, load_classifier
 from rlhf.train.reward_head import FeatureCache, HeadConfig, PairTable, cache_dir, distinct_sequences, fit_head, \
     pair_table
 
 
-def _setting(default, help: str, factory=None):
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class EnsembleConfig:
     """How the 'thompson' selection fits its ensemble and picks."""
 
-    members: int = _setting(8, "reward heads in the ensemble, each fitted on its own bootstrap resample of the pairs")
-    min_rankings: int = _setting(20, "rankings needed before the ensemble is fitted; fewer: candidates shown at random")
-    pooling: str = _setting("last", "which hidden state a completion's feature is: last (token) or mean")
-    head: HeadConfig = _setting(None, "the fit of each head (rlhf.train.reward_head.HeadConfig)",
-                                factory=lambda: HeadConfig(max_steps=200))
+    members: int = setting(8, "reward heads in the ensemble, each fitted on its own bootstrap resample of the pairs")
+    min_rankings: int = setting(20, "rankings needed before the ensemble is fitted; fewer: candidates shown at random")
+    pooling: str = setting("last", "which hidden state a completion's feature is: last (token) or mean")
+    head: HeadConfig = setting(help="the fit of each head (rlhf.train.reward_head.HeadConfig)",
+                               factory=lambda: HeadConfig(max_steps=200))
 
 
 def bootstrap_rows(count: int, generator: torch.Generator) -> torch.Tensor:

@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -42,6 +42,7 @@ from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.train.schedule import lora_rate
+from rlhf.settings import setting
 from rlhf.train.ppo_functions import (
     AdaptiveKLController,
     FixedKLController,
@@ -70,42 +71,34 @@ class PPOConfig:
     and max_steps come from `rlhf.train.schedule` (one pass over its prompts, 10 to 30
     iterations) unless its settings name them."""
 
-    learning_rate: float = field(default=lora_rate("ppo"), metadata={
-        "help": "AdamW learning rate for the policy's adapter and the value model"})
-    max_steps: int = field(default=10, metadata={
-        "help": "PPO iterations: each samples `batch_size` rollouts and optimises on them"})
-    batch_size: int = field(default=8, metadata={"help": "rollouts (prompt + response) per iteration"})
-    mini_batch_size: int = field(default=4, metadata={
-        "help": "rollouts per optimiser step; must divide batch_size"})
-    num_ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch of rollouts"})
-    gamma: float = field(default=1.0, metadata={"help": "discount factor of GAE"})
-    lam: float = field(default=0.95, metadata={"help": "lambda of GAE (bias/variance trade-off)"})
-    cliprange: float = field(default=0.2, metadata={
-        "help": "policy ratio clipping: the ratio is kept in [1 - cliprange, 1 + cliprange]"})
-    cliprange_value: float = field(default=0.2, metadata={
-        "help": "value clipping: a value moves at most this far from its rollout-time estimate"})
-    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss beside the policy loss"})
-    kl_coef: float = field(default=0.05, metadata={
-        "help": "coefficient of the per-token KL penalty against the reference (the initial one when adaptive)"})
-    adaptive_kl: bool = field(default=False, metadata={
-        "help": "steer kl_coef towards target_kl (Ziegler et al. 2019) instead of keeping it fixed"})
-    target_kl: float = field(default=6.0, metadata={
-        "help": "adaptive KL: the summed per-sequence KL to aim for"})
-    kl_horizon: int = field(default=10000, metadata={
-        "help": "adaptive KL: the coefficient changes by at most 20 percent times batch_size / kl_horizon per iteration"})
-    missing_eos_penalty: float | None = field(default=-1.0, metadata={
-        "help": "the score given to a response that ends without EOS (cut off by response_length);"
-                " null keeps the reward model's score"})
-    response_length: int = field(default=48, metadata={"help": "maximum new tokens per response"})
-    temperature: float = field(default=0.7, metadata={
-        "help": "sampling temperature of rollouts (log-probabilities are taken at the same temperature)"})
-    whiten_rewards: bool = field(default=False, metadata={
-        "help": "scale the per-token rewards to unit variance before GAE"})
-    disable_dropout: bool = field(default=True, metadata={
-        "help": "set every dropout probability (model config, LoRA) to 0, so that rollout and training"
-                " log-probabilities agree"})
-    seed: int = field(default=0, metadata={"help": "seed for prompt order, sampling and initialisation"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (global L2 norm)"})
+    learning_rate: float = setting(lora_rate("ppo"), "AdamW learning rate for the policy's adapter and the value model")
+    max_steps: int = setting(10, "PPO iterations: each samples `batch_size` rollouts and optimises on them")
+    batch_size: int = setting(8, "rollouts (prompt + response) per iteration")
+    mini_batch_size: int = setting(4, "rollouts per optimiser step; must divide batch_size")
+    num_ppo_epochs: int = setting(4, "passes over each batch of rollouts")
+    gamma: float = setting(1.0, "discount factor of GAE")
+    lam: float = setting(0.95, "lambda of GAE (bias/variance trade-off)")
+    cliprange: float = setting(0.2, "policy ratio clipping: the ratio is kept in [1 - cliprange, 1 + cliprange]")
+    cliprange_value: float = setting(0.2, "value clipping: a value moves at most this far from its rollout-time"
+                                          " estimate")
+    vf_coef: float = setting(0.1, "weight of the value loss beside the policy loss")
+    kl_coef: float = setting(0.05, "coefficient of the per-token KL penalty against the reference (the initial one"
+                                   " when adaptive)")
+    adaptive_kl: bool = setting(False, "steer kl_coef towards target_kl (Ziegler et al. 2019) instead of keeping it"
+                                       " fixed")
+    target_kl: float = setting(6.0, "adaptive KL: the summed per-sequence KL to aim for")
+    kl_horizon: int = setting(10000, "adaptive KL: the coefficient changes by at most 20 percent times batch_size /"
+                                     " kl_horizon per iteration")
+    missing_eos_penalty: float | None = setting(-1.0, "the score given to a response that ends without EOS (cut off by"
+                                                      " response_length); null keeps the reward model's score")
+    response_length: int = setting(48, "maximum new tokens per response")
+    temperature: float = setting(0.7, "sampling temperature of rollouts (log-probabilities are taken at the same"
+                                      " temperature)")
+    whiten_rewards: bool = setting(False, "scale the per-token rewards to unit variance before GAE")
+    disable_dropout: bool = setting(True, "set every dropout probability (model config, LoRA) to 0, so that rollout"
+                                          " and training log-probabilities agree")
+    seed: int = setting(0, "seed for prompt order, sampling and initialisation")
+    max_grad_norm: float = setting(1.0, "gradient clipping (global L2 norm)")
 
     def __post_init__(self) -> None:
         checks = [

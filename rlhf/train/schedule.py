@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from rlhf.settings import setting
 
 OFFLINE = ("reward", "sft", "dpo", "kto")
 ONLINE = ("ppo", "grpo", "rloo")
@@ -59,18 +61,15 @@ def lora_rate(method: str) -> float:
 class ScheduleDefaults:
     """The rule's constants; each applies only where the job's settings leave it the choice."""
 
-    min_steps: int = field(default=40, metadata={
-        "help": "fewest optimiser steps of an offline job (reward, sft, dpo, kto): a small set is repeated"
-                " for more epochs until it gets there"})
-    max_epochs: int = field(default=8, metadata={
-        "help": "most passes over a small set, so that a dozen rows are not learnt by heart"})
-    min_online_samples: int = field(default=80, metadata={
-        "help": "fewest completions an online job (ppo, grpo, rloo) samples and learns from"})
-    max_online_samples: int = field(default=240, metadata={
-        "help": "most completions an online job samples by default, however many prompts there are"
-                " (each costs generation time)"})
-    learning_rates: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: LEARNING_RATES, metadata={
-        "help": "learning rate by what is trained (lora, full, prompt; qlora as lora) and method"})
+    min_steps: int = setting(40, "fewest optimiser steps of an offline job (reward, sft, dpo, kto): a small set is"
+                                 " repeated for more epochs until it gets there")
+    max_epochs: int = setting(8, "most passes over a small set, so that a dozen rows are not learnt by heart")
+    min_online_samples: int = setting(80, "fewest completions an online job (ppo, grpo, rloo) samples and learns from")
+    max_online_samples: int = setting(240, "most completions an online job samples by default, however many prompts"
+                                           " there are (each costs generation time)")
+    learning_rates: Mapping[str, Mapping[str, float]] = setting(
+        help="learning rate by what is trained (lora, full, prompt; qlora as lora) and method",
+        factory=lambda: LEARNING_RATES)
 
 
 DEFAULTS = ScheduleDefaults()

@@ -26,11 +26,12 @@ from rlhf.versions import VersionError
 from storage import arena as arena_store
 
 from conftest import make_home
-from helpers import register, save_parrot, save_reward_model
+from helpers import RESEARCHER, register, save_parrot, save_reward_model
 from helpers import password, client, log_in
 
 HOSTILE = "<svg onload=pwned()> and **bold** too"  # what the parrot says, token by token
-RITA, ROY, ANA = User("rita", "researcher"), User("roy", "researcher"), User("ana", "annotator")
+RITA = RESEARCHER
+ROY = User("roy", "researcher")  # a second researcher, for a battle another one voted in
 FAST = 20  # max new tokens: the parrot says 16, the random base model rambles on
 
 

@@ -24,9 +24,8 @@ from storage import comparisons, feedback, guidelines, models, prompts, queue
 from storage.activity import Filters
 from storage.comparisons import NewCompletion
 from storage.db import Store
-from helpers import ANA, RESEARCHER, add_comparisons, app_context, rank_everything, rows, wait_for
+from helpers import ANA, BEN, CAT, RESEARCHER, add_comparisons, app_context, rank_everything, rows, wait_for
 
-BEN, CAT = User("ben", "annotator"), User("cat", "annotator")
 
 
 def count(wb: Workbench, table: str) -> int:

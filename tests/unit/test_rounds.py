@@ -19,7 +19,7 @@ import storage.db
 from app.tabs.data import _filters, round_choices
 from app.tabs.queue import parse_sources, sources_text
 from rlhf.collect.annotation import Annotation, Item, Submission
-from rlhf.auth import User, create_user
+from rlhf.auth import create_user
 from rlhf.modeling.generate import Sample
 from rlhf.home import BASE_VERSION
 from rlhf.collect.pregenerate import PreGenerator
@@ -30,10 +30,8 @@ from rlhf.versions import VersionError
 from storage import comparisons, feedback, models, prompts, rounds
 from storage.comparisons import NewCompletion
 from storage.db import Store
-from helpers import app_context, rows
+from helpers import ANA, BEN, RESEARCHER, app_context, rows
 
-RESEARCHER = User("rita", "researcher")
-ANA, BEN = User("ana", "annotator"), User("ben", "annotator")
 FAST = SamplingParams(max_new_tokens=4, seed=1)
 MIXED = [{"version": "active", "count": 2}, {"version": "previous", "count": 1},
          {"version": "base", "count": 1, "temperature": 1.0}]

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
+from rlhf.bench import learn
 from rlhf.bench.learn import RULES, LearnConfig, Results, check, share, split_prompts
+from rlhf.jobs.training_data import DataError
+from rlhf.preference.pairs import only_full_ties
 from rlhf.collect.workbench import WorkbenchError, default_prompts
 from rlhf.simulate.rules import AtMost, Avoids, Markdown, Mentions, Polite, Refuses, Shorter
 from rlhf.simulate.spec import AnnotatorSpecError, parse_annotator
@@ -143,3 +147,32 @@ def test_results_resume_only_cells_of_the_same_settings(tmp_path):
     again = results.base_answers("general", config, lambda: made.append(1) or ["c"])
     assert texts == again == ["a", "b"] and made == [1]
     assert json.loads((tmp_path / "answers.jsonl").read_text())["texts"] == ["a", "b"]
+
+
+def test_only_full_ties_means_no_ranking_orders_any_two_completions():
+    frame = pd.DataFrame({"ranking": ["A = B = C = D", "A = B"], "completions": [["a", "b", "c", "d"], ["a", "b"]]})
+    assert only_full_ties(frame)
+    assert not only_full_ties(pd.concat([frame, pd.DataFrame({"ranking": ["A = B > C"], "completions": [["a"] * 3]})]))
+
+
+def test_a_cell_without_usable_pairs_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    config = LearnConfig(rules=("tone", "length"), methods=("dpo",), sizes=(60,))
+    tried = []
+
+    def fake_cell(rule, method, size, config, out, on_step):
+        tried.append(rule)
+        if rule == "tone":
+            raise DataError(f"{learn.NO_PAIRS}: the rule tied all K completions in each of the 60 rankings.")
+        share = {"share": 0.5, "low": 0.4, "high": 0.6}
+        return {"rule": rule, "method": method, "size": size, "spec": RULES[rule].spec, "settings": config.key(),
+                "comparisons": 60, "before": share, "after": share, "kl": None, "repetition": None,
+                "heldout_accuracy": None, "minutes": 1.0}
+
+    monkeypatch.setattr(learn, "run_cell", fake_cell)
+    rows = learn.run_learn(config, tmp_path, on_step=lambda line: None)
+    assert [(row["rule"], "skipped" in row) for row in rows] == [("tone", True), ("length", False)]
+    assert rows[0]["skipped"].startswith("no usable pairs: ")
+    assert learn.run_learn(config, tmp_path, on_step=lambda line: None) == rows and tried == ["tone", "length"]
+    table = learn.markdown_cells(rows).splitlines()
+    assert {line.count("|") for line in table} == {11}  # every row has the header's ten columns
+    assert table[2].startswith("| tone | dpo | 60 | no usable pairs: ")

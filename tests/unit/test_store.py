@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 import storage.db
@@ -237,6 +238,17 @@ def test_add_ranking_stores_ranks_per_completion(store):
     assert row["user"] == "ana"
 
 
+
+def test_the_newest_rankings_are_read_by_a_limit_and_match_the_whole_table(store):
+    cur = store.cursor()
+    ids = [feedback.add_ranking(cur, add_comparison(cur, k=2), "ana", ranking, ranks)
+           for ranking, ranks in [("A > B", {"A": 1, "B": 2}), ("B > A", {"A": 2, "B": 1}), ("A = B", {"A": 1, "B": 1})]]
+    whole = feedback.rankings_frame(cur)
+    newest = feedback.rankings_frame(cur, newest=2)
+    assert list(newest["ranking_id"]) == ids[1:]
+    pd.testing.assert_frame_equal(newest, whole.tail(2).reset_index(drop=True))
+    assert len(feedback.rankings_frame(cur, newest=10)) == 3 and feedback.rankings_frame(cur, newest=0).empty
+
 def test_add_ranking_refuses_a_duplicate_annotator(store):
     cur = store.cursor()
     comparison_id = add_comparison(cur, k=2)
@@ -324,3 +336,19 @@ def test_lock_holder_with_a_space_in_its_path_is_still_named(tmp_path):
     assert isinstance(error, storage.db.StoreLockedError)
     assert error.pid == 4242
     assert "python3 (PID 4242)" in str(error)
+
+
+def test_a_sequence_is_drawn_up_to_a_value_once_however_often_asked(store):
+    """storage.db.draw_sequence_to, used by the backup's restore and the synthetic store:
+    drawing `n` more values each time (the one-liner it replaces) overshot a sequence that
+    had already given some."""
+    cur = store.cursor()
+    cur.execute("SELECT nextval('ranking_id_seq') FROM range(3)").fetchall()
+    storage.db.draw_sequence_to(cur, "ranking_id_seq", 5)
+    storage.db.draw_sequence_to(cur, "ranking_id_seq", 5)
+    storage.db.draw_sequence_to(cur, "ranking_id_seq", 2)  # already past: nothing drawn
+    assert cur.execute("SELECT nextval('ranking_id_seq')").fetchall()[0][0] == 6
+    storage.db.draw_sequence_to(cur, "prompt_id_seq", 4)  # never drawn before
+    assert cur.execute("SELECT nextval('prompt_id_seq')").fetchall()[0][0] == 5
+    with pytest.raises(storage.db.StoreError, match="no sequence named nope"):
+        storage.db.draw_sequence_to(cur, "nope", 1)

@@ -24,9 +24,8 @@ from rlhf.collect.workbench import WorkbenchError
 from rlhf.versions import VersionError
 from storage import scores
 from storage.db import Migration, Store
-from helpers import ANA, RESEARCHER, add_comparisons, app_context, register, rows, text_scores
+from helpers import ANA, BEN, CAT, RESEARCHER, add_comparisons, app_context, register, rows, text_scores
 
-BEN, CAT = User("ben", "annotator"), User("cat", "annotator")
 # a stand-in reward model: score by the completion's text
 def completion_ids(wb, comparison_id: int) -> list[int]:
     return [r[0] for r in rows(wb, "SELECT id FROM completions WHERE comparison_id = ? ORDER BY letter", [comparison_id])]

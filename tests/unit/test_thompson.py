@@ -134,3 +134,53 @@ def test_bad_thompson_settings_are_refused_in_one_sentence(workbench):
                               sources=[{"version": "base", "count": 2}, {"version": "base", "count": 1}])
     assert annotation.config == before
     assert annotation.set_config(RESEARCHER, selection="thompson").candidates == 8
+
+
+class FakeChild:
+    """The sampler child's two calls, without a model: M numbered texts per conversation,
+    and the first K of them chosen, 'not fitted' (random picks)."""
+
+    def sample(self, model_dir, conversations, m, params):
+        from rlhf.modeling.generate import Sample
+
+        return [[Sample(f"candidate {j} of {n}", 3, "eos") for j in range(m)] for n, _ in enumerate(conversations)]
+
+    def choose(self, base_dir, cache_root, ranked, candidates, k, seed):
+        return [list(range(k)) for _ in candidates], False
+
+
+def thompson_config(annotation):
+    return annotation.set_config(RESEARCHER, selection="thompson", candidates=5, k=3, max_new_tokens=4, gold_rate=0.0)
+
+
+def test_a_thompson_batch_stores_its_comparisons_and_their_unshown_candidates_together(workbench):
+    from rlhf.collect.candidates import thompson_batch
+    from rlhf.collect.pregenerate import queue_batch, queue_plan
+    from storage import queue
+
+    annotation = Annotation(workbench)
+    config = thompson_config(annotation)
+    made, note = thompson_batch(annotation, config, *queue_plan(annotation, config), 2, FakeChild(), queue_batch)
+    assert len(made) == 2 and "too few" in note
+    for comparison_id in made:
+        kept = queue.unshown(workbench.store.cursor(), comparison_id)
+        assert kept["position"].tolist() == [3, 4] and set(kept["chosen_by"]) == {"random"}
+
+
+def test_a_thompson_batch_whose_unshown_candidates_fail_leaves_no_comparison(workbench, monkeypatch):
+    """One transaction: a comparison is never stored without its unshown candidates (with
+    two, the comparisons were committed before the candidates failed)."""
+    from rlhf.collect.candidates import thompson_batch
+    from rlhf.collect.pregenerate import queue_batch, queue_plan
+    from storage import queue
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    annotation = Annotation(workbench)
+    config = thompson_config(annotation)
+    before = len(workbench.comparisons())
+    monkeypatch.setattr(queue, "add_unshown", broken)
+    with pytest.raises(OSError, match="disk full"):
+        thompson_batch(annotation, config, *queue_plan(annotation, config), 2, FakeChild(), queue_batch)
+    assert len(workbench.comparisons()) == before

@@ -1,0 +1,34 @@
+"""How many CPU threads a training job's worker gives torch. The server shares the machine
+with the worker, so on more than two cores one is left to it; on one or two cores the
+worker takes them all (the server mostly waits, and OMP_WAIT_POLICY=PASSIVE makes the
+worker's idle threads yield). `RLHF_WORKER_THREADS=N` says otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from rlhf.errors import UserError
+
+ENV_VAR = "RLHF_WORKER_THREADS"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, which a container or taskset may
+    narrow below os.cpu_count()); 1 where neither says."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity on macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(cores: int, environ: Mapping[str, str] = os.environ) -> int:
+    """The torch threads of a worker on a machine of `cores` cores: RLHF_WORKER_THREADS when
+    set (a whole number, at least 1), else cores - 1 above two cores, else all of them."""
+    value = environ.get(ENV_VAR, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise UserError(f"{ENV_VAR} must be a whole number of threads, at least 1, not '{value}';"
+                            " unset it for the default (one core left to the server above two cores).")
+        return int(value)
+    return cores - 1 if cores > 2 else max(1, cores)

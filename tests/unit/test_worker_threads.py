@@ -1,0 +1,30 @@
+"""The torch threads of a training job's worker (rlhf.jobs.threads): one core left to the
+server above two cores, all of them on one or two, RLHF_WORKER_THREADS when set."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf.errors import UserError
+from rlhf.jobs.threads import ENV_VAR, available_cores, worker_threads
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 2), (3, 2), (4, 3), (16, 15), (0, 1)])
+def test_a_worker_leaves_one_core_to_the_server_above_two_cores(cores, threads):
+    assert worker_threads(cores, {}) == threads
+
+
+@pytest.mark.parametrize("value, threads", [("1", 1), (" 6 ", 6), ("32", 32), ("", 15)])
+def test_the_setting_says_how_many_whatever_the_cores(value, threads):
+    assert worker_threads(16, {ENV_VAR: value}) == threads
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_setting_is_refused_in_one_sentence(value):
+    with pytest.raises(UserError, match=rf"^RLHF_WORKER_THREADS must be a whole number of threads, at least 1, "
+                                        rf"not '{value}'; unset it"):
+        worker_threads(16, {ENV_VAR: value})
+
+
+def test_the_available_cores_are_at_least_one():
+    assert available_cores() >= 1
