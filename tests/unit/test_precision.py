@@ -1,4 +1,4 @@
-"""The precision policies sample in (rlhf.modeling.precision): chosen from the hardware, forced by
+"""The precision policies sample and train in (rlhf.modeling.precision): chosen from the hardware, forced by
 RLHF_PRECISION, recorded with each completion, and reproducible under bf16."""
 
 from __future__ import annotations
@@ -79,3 +79,30 @@ def test_each_completion_records_its_dtype(tiny_home, monkeypatch):
         created = wb.generate(n=1, k=2, params=SamplingParams(max_new_tokens=3, seed=1))
         completions = wb.comparison(created[0]).completions
     assert [json.loads(c["sampling"])["dtype"] for c in completions] == ["bfloat16", "bfloat16"]
+
+
+@pytest.mark.parametrize("flags, setting, bf16", [
+    (["amx_bf16", "avx512_bf16"], "auto", True),   # native bf16: autocast pays
+    ([], "auto", False),                           # AVX2 only: fp32
+    (["amx_bf16"], "fp32", False),                 # RLHF_PRECISION wins, as for sampling
+])
+def test_training_takes_the_sampling_precision_on_the_cpu(monkeypatch, flags, setting, bf16):
+    from rlhf.modeling import loading
+
+    monkeypatch.setattr(loading, "on_gpu", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: flags)
+    monkeypatch.setenv(precision.ENV_VAR, setting)
+    assert loading.precision_args() == {"bf16": bf16, "fp16": False, "use_cpu": True}
+    assert loading.model_dtype() == torch.float32   # fp32 master weights on the CPU either way
+
+
+def test_plain_trl_takes_the_jobs_settings_and_decided_schedule():
+    from rlhf.bench.plain_trl import trl_settings
+
+    spec = {"config": {"beta": 0.1, "per_device_train_batch_size": 4, "learning_rate": 5e-5, "num_train_epochs": 1,
+                       "output_dir": "/elsewhere", "report_to": "none", "logging_steps": 1}}
+    status = {"metrics": {"schedule/learning_rate": 2e-4, "schedule/epochs": 3.0}}
+    settings = trl_settings(spec, status, bf16=True, output_dir="/tmp/x")
+    assert settings["learning_rate"] == 2e-4 and settings["num_train_epochs"] == 3.0
+    assert settings["beta"] == 0.1 and settings["per_device_train_batch_size"] == 4
+    assert settings["output_dir"] == "/tmp/x" and settings["bf16"] is True and settings["use_cpu"] is True
