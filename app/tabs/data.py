@@ -76,7 +76,7 @@ def refresh(ctx: AppContext, method: str, prompt_sets, annotators, model_version
     return [
         gr.update(choices=choices["prompt_sets"]), gr.update(choices=choices["annotators"]),
         gr.update(choices=choices["model_versions"]), gr.update(choices=round_choices(choices["rounds"])),
-        ctx.reports.by_round(filters, method),
+        ctx.reports.by_round(filters),
         activity["per_annotator"], activity["per_day"], activity["recent"],
         agreement_summary(figures), per_annotator,
         per_annotator.dropna(subset=["tau_b_to_consensus"]) if not per_annotator.empty else per_annotator,

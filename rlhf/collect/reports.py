@@ -35,10 +35,11 @@ class Reports:
                 "rounds": [(int(r.round), r.policy) for r in known.itertuples()],
                 "reward_versions": scores.reward_versions(cur)}
 
-    def by_round(self, filters: Filters, method: str = "ranked_pairs") -> pd.DataFrame:
+    def by_round(self, filters: Filters) -> pd.DataFrame:
         """One row per round: round, active_version, started_at, comparisons, ranked,
         rankings, and the agreement figures over that round's comparisons ranked by two or
-        more annotators (overlap_items, pairwise_agreement, kendall_tau_b)."""
+        more annotators (overlap_items, pairwise_agreement, kendall_tau_b; no consensus, so
+        no consensus method)."""
         cur = self.wb.store.cursor()
         frame = activity.counts_per_round(cur, filters)
         ranks = activity.rank_lists(cur, filters)
@@ -48,7 +49,7 @@ class Reports:
         figures = []
         for number in frame["round"]:
             subset = ranks[ranks["round"] == number] if not ranks.empty else ranks
-            measured = agreement.annotator_agreement(subset.drop(columns=["round"], errors="ignore"), method)
+            measured = agreement.pairwise_figures(subset)
             figures.append({"overlap_items": measured["items"],
                             "pairwise_agreement": measured["pairwise_agreement"],
                             "kendall_tau_b": measured["kendall_tau_b"]})

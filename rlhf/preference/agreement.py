@@ -376,6 +376,30 @@ def _overlapped(frame: pd.DataFrame) -> dict[object, pd.DataFrame]:
     }
 
 
+def _rank_lists(rows: pd.DataFrame) -> dict[str, list]:
+    """One comparison's rankings, user -> ranks in shown order."""
+    return {user: list(ranks) for user, ranks in zip(rows["user"], rows["rank_list"])}
+
+
+def _annotator_pair_figures(overlapped: dict[object, pd.DataFrame]) -> tuple[list[float], list[float]]:
+    """Pairwise agreement and Kendall tau-b of every pair of annotators within each comparison."""
+    agreements, taus = [], []
+    for rows in overlapped.values():
+        for first, second in itertools.combinations(_rank_lists(rows).values(), 2):
+            agreements.append(pairwise_agreement(first, second))
+            taus.append(kendall_tau_b(first, second))
+    return agreements, taus
+
+
+def pairwise_figures(frame: pd.DataFrame) -> dict:
+    """``items``, ``pairwise_agreement`` and ``kendall_tau_b`` of :func:`annotator_agreement`
+    alone, without the consensus and Krippendorff's alpha (those cost most of its time):
+    the Data tab's figures per round. Same ``frame`` as there."""
+    overlapped = _overlapped(frame)
+    agreements, taus = _annotator_pair_figures(overlapped)
+    return {"items": len(overlapped), "pairwise_agreement": nan_mean(agreements), "kendall_tau_b": nan_mean(taus)}
+
+
 def annotator_agreement(frame: pd.DataFrame, method: str = "ranked_pairs") -> dict:
     """Agreement figures over the comparisons that two or more annotators ranked.
 
@@ -399,14 +423,12 @@ def annotator_agreement(frame: pd.DataFrame, method: str = "ranked_pairs") -> di
         ``tau_b_to_consensus``, one row per annotator with overlap, sorted by user).
     """
     overlapped = _overlapped(frame)
-    agreements, taus, units = [], [], []
+    agreements, taus = _annotator_pair_figures(overlapped)
+    units = []
     taus_to_consensus: dict[str, list[float]] = {}
     coders = sorted({user for rows in overlapped.values() for user in rows["user"]})
     for rows in overlapped.values():
-        rank_lists = {user: list(ranks) for user, ranks in zip(rows["user"], rows["rank_list"])}
-        for first, second in itertools.combinations(rank_lists.values(), 2):
-            agreements.append(pairwise_agreement(first, second))
-            taus.append(kendall_tau_b(first, second))
+        rank_lists = _rank_lists(rows)
         agreed = consensus(list(rank_lists.values()), method)
         for user, ranks in rank_lists.items():
             taus_to_consensus.setdefault(user, []).append(kendall_tau_b(ranks, agreed))

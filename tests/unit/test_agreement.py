@@ -21,6 +21,7 @@ from rlhf.preference.agreement import (
     kendall_tau_b,
     krippendorff_alpha_ordinal,
     pairwise_agreement,
+    pairwise_figures,
     pairwise_wins,
     ranked_pairs_locks,
 )
@@ -316,6 +317,9 @@ def test_annotator_agreement_by_hand():
     # Observed 2 * 4 * 25 = 200; expected 2 * (5*5*25 + 5*3*81 + 5*3*16) = 4160.
     # alpha = 1 - 12 * 200 / 4160 = 11/26
     assert result["krippendorff_alpha"] == pytest.approx(11 / 26)
+    # The per-round figures: the same three, without the consensus.
+    assert pairwise_figures(frame) == {"items": 2, "pairwise_agreement": pytest.approx(7 / 12),
+                                       "kendall_tau_b": pytest.approx(1 / 6)}
 
 
 def test_annotator_agreement_without_overlap_is_nan():
