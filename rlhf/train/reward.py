@@ -50,7 +50,7 @@ from rlhf.preference.messages import plain, prompt_messages
 from rlhf.preference.ranking import RankingError, parse_ranking
 from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import encode_conversation, score_ids
-from rlhf.train import common
+from rlhf.train import common, ranks
 from rlhf import errors
 from rlhf.modeling import loading
 from rlhf.train.reward_losses import LOSSES, TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, predicts_tie, ranked_pairs
@@ -406,6 +406,8 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     )
     result = trainer.train()
     inputs.reporter.check_cancelled()
+    if not ranks.is_main():  # under a launcher rank 0 scores and saves; the others' part ends with training
+        return {"train_loss": float(result.training_loss)}
 
     model = full_weights(trainer.model, inputs.base_path, quantized, inputs.out_dir.parent)
     model.config.pad_token_id = tokenizer.pad_token_id

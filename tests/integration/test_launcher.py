@@ -1,0 +1,77 @@
+"""Jobs under a launcher for real: `RLHF_LAUNCHER="accelerate launch --multi_gpu
+--num_processes 2"` starts two worker ranks that join over gloo on this CPU machine. A
+reward job and a DPO job on the tiny model: both ranks train, rank 0 alone writes, one
+version is registered; a cancel stops every rank. (Refusals and a failing rank: tests/unit/test_ranks.py.)"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlhf.jobs import files
+from rlhf.jobs.runner import JobRunner
+from rlhf.jobs.service import JobRequest, Jobs
+from test_jobs import _run_in_thread, _wait_for_step, add_ranked, alive, wait_for
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+TINY = {"max_steps": 2, "per_device_train_batch_size": 1, "eval_fraction": 0.0}
+
+
+@pytest.fixture
+def two_ranks(monkeypatch):
+    """The launcher of two worker ranks (each launch on a port of its own)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RLHF_LAUNCHER", f"{ACCELERATE} launch --multi_gpu --num_processes 2"
+                                        f" --main_process_port {port}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def trained_ranks(log: str) -> set[str]:
+    return {line.split("Rank ", 1)[1].split(" trained")[0] for line in log.splitlines() if " trained " in line
+            and "Rank " in line}
+
+
+@pytest.mark.parametrize("method, settings", [
+    ("reward", {**TINY, "max_length": 64}),
+    ("dpo", {**TINY, "max_length": 64, "guard_prompts": 0, "guard_pairs": 0}),
+])
+def test_two_ranks_train_and_one_version_is_registered(workbench, two_ranks, method, settings):
+    add_ranked(workbench)
+    jobs = Jobs(workbench.home, workbench.store)
+    job_id = jobs.submit(JobRequest(method, settings=settings))
+    job = JobRunner(jobs, poll_seconds=0.2).run(job_id)
+    log = jobs.log_text(job_id)
+    assert job["status"] == "succeeded", log
+    assert trained_ranks(log) == {"0 of 2", "1 of 2"}, log  # both took part, over one process group
+    assert "over gloo" in log
+    assert list(workbench.models()["name"]) == ["base", f"{method}-{job_id}"]  # one version, not one per rank
+    job_dir = jobs.job_dir(job_id)
+    assert not list(job_dir.glob("rank-*")) and not (job_dir / "model.partial").exists()
+    metrics = jobs.metrics(job_id)
+    assert sorted(set(metrics[metrics["name"] == "loss"]["step"])) == [1, 2]  # rank 0's lines only, once each
+
+
+def test_cancel_stops_every_rank(workbench, two_ranks):
+    add_ranked(workbench)
+    jobs = Jobs(workbench.home, workbench.store)
+    job_id = jobs.submit(JobRequest("reward", settings={**TINY, "max_steps": 100000, "max_length": 64}))
+    thread, result = _run_in_thread(jobs, job_id)
+    _wait_for_step(jobs, job_id)
+    job_dir = jobs.job_dir(job_id)
+    pids = files.rank_pids(job_dir)
+    assert len(pids) == 2 and all(files.is_worker_of(pid, job_dir) for pid in pids)
+    asked = time.monotonic()
+    assert "stopping" in jobs.cancel(job_id)
+    thread.join(60)
+    assert time.monotonic() - asked < 30
+    assert result["status"] == "cancelled", result
+    wait_for(lambda: not any(alive(pid) for pid in pids), 5, "the end of both ranks")
+    assert len(workbench.models()) == 1
+
