@@ -1,7 +1,8 @@
 """Jobs under a launcher for real: `RLHF_LAUNCHER="accelerate launch --multi_gpu
 --num_processes 2"` starts two worker ranks that join over gloo on this CPU machine. A
-reward job and a DPO job on the tiny model: both ranks train, rank 0 alone writes, one
-version is registered; a cancel stops every rank. (Refusals and a failing rank: tests/unit/test_ranks.py.)"""
+reward job on the tiny model: both ranks train, rank 0 alone writes, one version is
+registered. A DPO job cancelled: every rank stops, at the same step. (The refusals, the
+rank-0-only rule and a failing rank: tests/unit/test_ranks.py.)"""
 
 from __future__ import annotations
 
@@ -33,37 +34,32 @@ def two_ranks(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def trained_ranks(log: str) -> set[str]:
-    return {line.split("Rank ", 1)[1].split(" trained")[0] for line in log.splitlines() if " trained " in line
-            and "Rank " in line}
+def ranks_that(log: str, words: str) -> set[str]:
+    """The ranks whose log lines (`[rank N] ...`) say `words`."""
+    return {line.split("[rank ", 1)[1].split("]")[0] for line in log.splitlines() if "[rank " in line and words in line}
 
 
-@pytest.mark.parametrize("method, settings", [
-    ("reward", {**TINY, "max_length": 64}),
-    ("dpo", {**TINY, "max_length": 64, "guard_prompts": 0, "guard_pairs": 0}),
-])
-def test_two_ranks_train_and_one_version_is_registered(workbench, two_ranks, method, settings):
+def test_two_ranks_train_a_reward_model_and_one_version_is_registered(workbench, two_ranks):
     add_ranked(workbench)
     jobs = Jobs(workbench.home, workbench.store)
-    job_id = jobs.submit(JobRequest(method, settings=settings))
+    job_id = jobs.submit(JobRequest("reward", settings={**TINY, "max_length": 64}))
     job = JobRunner(jobs, poll_seconds=0.2).run(job_id)
     log = jobs.log_text(job_id)
     assert job["status"] == "succeeded", log
-    assert trained_ranks(log) == {"0 of 2", "1 of 2"}, log  # both took part, over one process group
-    assert "over gloo" in log
-    assert list(workbench.models()["name"]) == ["base", f"{method}-{job_id}"]  # one version, not one per rank
+    assert ranks_that(log, "trained 2 steps over gloo") == {"0", "1"}, log  # both trained, in one process group
+    assert list(workbench.models()["name"]) == ["base", f"reward-{job_id}"]  # one version, not one per rank
     job_dir = jobs.job_dir(job_id)
     assert not list(job_dir.glob("rank-*")) and not (job_dir / "model.partial").exists()
     metrics = jobs.metrics(job_id)
-    assert sorted(set(metrics[metrics["name"] == "loss"]["step"])) == [1, 2]  # rank 0's lines only, once each
+    assert sorted(metrics[metrics["name"] == "loss"]["step"]) == [1, 2]  # rank 0's lines only, once each
 
 
-def test_cancel_stops_every_rank(workbench, two_ranks):
+def test_a_cancelled_dpo_job_stops_every_rank_at_the_same_step(workbench, two_ranks):
     add_ranked(workbench)
     jobs = Jobs(workbench.home, workbench.store)
-    job_id = jobs.submit(JobRequest("reward", settings={**TINY, "max_steps": 100000, "max_length": 64}))
+    job_id = jobs.submit(JobRequest("dpo", settings={**TINY, "max_steps": 100000, "max_length": 64}))
     thread, result = _run_in_thread(jobs, job_id)
-    _wait_for_step(jobs, job_id)
+    _wait_for_step(jobs, job_id)  # rank 0 steps only with rank 1: DDP averages their gradients each step
     job_dir = jobs.job_dir(job_id)
     pids = files.rank_pids(job_dir)
     assert len(pids) == 2 and all(files.is_worker_of(pid, job_dir) for pid in pids)
@@ -73,5 +69,7 @@ def test_cancel_stops_every_rank(workbench, two_ranks):
     assert time.monotonic() - asked < 30
     assert result["status"] == "cancelled", result
     wait_for(lambda: not any(alive(pid) for pid in pids), 5, "the end of both ranks")
-    assert len(workbench.models()) == 1
-
+    log = jobs.log_text(job_id)
+    step = result["error"].split("at step ")[1].rstrip(".")
+    assert ranks_that(log, f"Cancelled at step {step} (rank") == {"0", "1"}, log
+    assert len(workbench.models()) == 1 and not list(job_dir.glob("rank-*"))
