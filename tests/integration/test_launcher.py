@@ -6,6 +6,7 @@ rank-0-only rule and a failing rank: tests/unit/test_ranks.py.)"""
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from pathlib import Path
@@ -21,16 +22,22 @@ ACCELERATE = Path(sys.executable).with_name("accelerate")
 TINY = {"max_steps": 2, "per_device_train_batch_size": 1, "eval_fraction": 0.0}
 
 
-@pytest.fixture
-def two_ranks(monkeypatch):
-    """The launcher of two worker ranks (each launch on a port of its own)."""
-    import socket
+ROOT = Path(__file__).resolve().parents[2]
 
+
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("RLHF_LAUNCHER", f"{ACCELERATE} launch --multi_gpu --num_processes 2"
-                                        f" --main_process_port {port}")
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def two_ranks(request, monkeypatch):
+    """The launcher of two worker ranks, written one of the two documented ways (the
+    test's parameter): "flags", or the shipped DDP "config"; each launch on a port of its own."""
+    how = (f"--config_file {ROOT / 'configs/accelerate/ddp.yaml'}" if request.param == "config"
+           else "--multi_gpu --num_processes 2")
+    monkeypatch.setenv("RLHF_LAUNCHER", f"{ACCELERATE} launch {how} --main_process_port {_free_port()}")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
@@ -39,6 +46,7 @@ def ranks_that(log: str, words: str) -> set[str]:
     return {line.split("[rank ", 1)[1].split("]")[0] for line in log.splitlines() if "[rank " in line and words in line}
 
 
+@pytest.mark.parametrize("two_ranks", ["config"], indirect=True)
 def test_two_ranks_train_a_reward_model_and_one_version_is_registered(workbench, two_ranks):
     add_ranked(workbench)
     jobs = Jobs(workbench.home, workbench.store)
@@ -54,6 +62,7 @@ def test_two_ranks_train_a_reward_model_and_one_version_is_registered(workbench,
     assert sorted(metrics[metrics["name"] == "loss"]["step"]) == [1, 2]  # rank 0's lines only, once each
 
 
+@pytest.mark.parametrize("two_ranks", ["flags"], indirect=True)
 def test_a_cancelled_dpo_job_stops_every_rank_at_the_same_step(workbench, two_ranks):
     add_ranked(workbench)
     jobs = Jobs(workbench.home, workbench.store)
