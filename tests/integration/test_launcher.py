@@ -6,7 +6,6 @@ rank-0-only rule and a failing rank: tests/unit/test_ranks.py.)"""
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,19 +15,12 @@ import pytest
 from rlhf.jobs import files
 from rlhf.jobs.runner import JobRunner
 from rlhf.jobs.service import JobRequest, Jobs
+from conftest import free_port
 from test_jobs import _run_in_thread, _wait_for_step, add_ranked, alive, wait_for
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 TINY = {"max_steps": 2, "per_device_train_batch_size": 1, "eval_fraction": 0.0}
-
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,7 +29,7 @@ def two_ranks(request, monkeypatch):
     test's parameter): "flags", or the shipped DDP "config"; each launch on a port of its own."""
     how = (f"--config_file {ROOT / 'configs/accelerate/ddp.yaml'}" if request.param == "config"
            else "--multi_gpu --num_processes 2")
-    monkeypatch.setenv("RLHF_LAUNCHER", f"{ACCELERATE} launch {how} --main_process_port {_free_port()}")
+    monkeypatch.setenv("RLHF_LAUNCHER", f"{ACCELERATE} launch {how} --main_process_port {free_port()}")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
