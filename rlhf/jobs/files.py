@@ -49,7 +49,6 @@ def signal_worker(job_dir: Path, signum: int) -> bool:
     return ranks > 0
 
 
-
 def is_worker_of(pid: int, job_dir: Path) -> bool:
     """Whether process `pid` runs `rlhf.jobs.worker` for `job_dir` (a reused PID does not)."""
     try:
@@ -82,6 +81,7 @@ def pid_file(job_dir: Path) -> int | None:
         return int((job_dir / "worker.pid").read_text())
     except (OSError, ValueError):
         return None
+
 
 # -- ranks under a launcher (`RLHF_LAUNCHER`): each worker process leaves its PID ---------------
 # torchrun starts each rank in a session of its own, so the launcher's process group does

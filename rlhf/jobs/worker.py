@@ -4,7 +4,9 @@ Reads `spec.json` and `data.parquet`, trains, and writes `status.json`,
 `metrics.jsonl` and the model under `model/` (trained into `model.partial/` and renamed
 only when complete). It never opens DuckDB: the process that owns the store ingests what
 the worker leaves. SIGTERM asks for a clean stop at the next training step; a second one
-ends the process at once.
+ends the process at once. Under a launcher (`RLHF_LAUNCHER`) one such process runs per
+rank: every rank trains, rank 0 alone writes (`rlhf.train.ranks`), each leaves its PID in
+`rank-N.pid`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def read_spec(job_dir: Path) -> dict:
 
 def run(job_dir: Path) -> int:
     """Train the job in `job_dir`; returns the process exit code (0 succeeded, 1 failed,
-    2 cancelled). The outcome is always written to status.json."""
+    2 cancelled). The outcome is always written to status.json (by rank 0 under a launcher;
+    another rank that fails writes rank-N.failed.json)."""
     from rlhf.jobs import files
     from rlhf.train import ranks
     from rlhf.train.common import Cancelled, Reporter

@@ -60,7 +60,8 @@ def _reference_dir(inputs: TrainInputs, policy, beta: float) -> None:
     itself, merged, saved in a scratch folder (removed after training)."""
     if beta == 0 or policy.peft_config is not None or not loading.is_adapter(inputs.base_path):
         return
-    scratch = common.scratch_dir(inputs.out_dir) / f"reference-{ranks.rank()}"  # one per rank: no rank reads a half-written one
+    # one per rank under a launcher: no rank reads another's half-written copy
+    scratch = common.scratch_dir(inputs.out_dir) / f"reference-{ranks.rank()}"
     policy.model.save_pretrained(str(scratch), safe_serialization=True)
     policy.model.config._name_or_path = str(scratch)
 
