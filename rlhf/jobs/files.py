@@ -129,8 +129,9 @@ def rank_failure(job_dir: Path) -> tuple[float, str] | None:
     for path in job_dir.glob(RANK_FAILED.format("*")):
         try:
             failed = json.loads(path.read_text())
-            found.append((float(failed["at"]), f"Rank {int(failed['rank'])} of {int(failed['world_size'])} failed:"
-                                               f" {failed['error']}"))
+            who = f"Rank {int(failed['rank'])} of {int(failed['world_size'])}"
+            error = str(failed["error"])
+            found.append((float(failed["at"]), error if error.startswith(who) else f"{who} failed: {error}"))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return min(found) if found else None

@@ -205,6 +205,11 @@ class Jobs:
         # that rank's failure is the cause unless rank 0 failed first; the launcher stops the others
         if failed_rank and not stop_reason and (state != "failed" or failed_rank[0] <= status.get("failed_at", 0)):
             return self.end(job_id, "failed", failed_rank[1])
+        if state == "cancelled" and not stop_reason and int(status.get("world_size", 1)) > 1:
+            # no one asked: the launcher stopped rank 0 because another rank ended without a word (killed)
+            return self.end(job_id, "failed", f"A rank of the {status['world_size']} ended before the job did, and"
+                                              f" the launcher stopped the others at step {status.get('step', 0)};"
+                                              " see the job's log.")
         if state == "cancelled" or exit_code == -signal.SIGTERM or (stop_reason and signalled):
             outcome = "cancelled"
             error = f"{stop_reason or 'Cancelled'} at step {status.get('step', 0)}."

@@ -71,9 +71,11 @@ def run(job_dir: Path) -> int:
         if isinstance(error, (Cancelled, SystemExit)) or reporter.cancel_requested:
             log.info("Cancelled at step %s%s.", reporter.step,
                      f" (rank {rank} of {world} over {_process_group()})" if world > 1 else "")
-            reporter.write_status({"state": "cancelled", "step": reporter.step, "total": reporter.total})
+            reporter.write_status({"state": "cancelled", "step": reporter.step, "total": reporter.total,
+                                   **({"world_size": world} if world > 1 else {})})
             return 2
-        reason, failed_at = failure_reason(error), time.time()
+        reason = ranks.lost_peer_reason(error, rank, world, reporter.step) or failure_reason(error)
+        failed_at = time.time()
         log.error("Failed: %s\n%s", reason, traceback.format_exc())
         reporter.write_status({"state": "failed", "step": reporter.step, "total": reporter.total, "error": reason,
                                "failed_at": failed_at})

@@ -87,3 +87,17 @@ def any_rank(flag: bool) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+# what gloo and NCCL say when the other end of a collective is gone
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "remote worker crashing", "broken pipe",
+              "nccl communicator was aborted")
+
+
+def lost_peer_reason(error: BaseException, rank: int, world: int, step: int) -> str | None:
+    """One sentence for a rank whose collective failed because another rank ended (killed,
+    or crashed before it could leave its reason); None for any other error."""
+    if world <= 1 or not any(words in str(error).lower() for words in _PEER_GONE):
+        return None
+    return (f"Rank {rank} of {world} lost its connection to another rank at step {step}: that rank ended"
+            " (killed, or crashed before it could say why); see the job's log.")

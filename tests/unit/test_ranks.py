@@ -143,3 +143,28 @@ def test_a_cancel_stays_a_cancel_whatever_the_ranks_say(running_job):
     files.write_rank_failure(job_dir, 1, 2, "RuntimeError: Connection closed by peer", at=100.0)
     job = jobs.finish(job_id, {"state": "cancelled", "step": 4}, 2)
     assert (job["status"], job["error"]) == ("cancelled", "Cancelled at step 4.")
+
+
+def test_a_rank_killed_without_a_word_fails_the_job(running_job):
+    jobs, job_id = running_job
+    # rank 1 was killed; the launcher stopped rank 0, which wrote "cancelled", but no one asked
+    job = jobs.finish(job_id, {"state": "cancelled", "step": 3, "world_size": 2}, 1)
+    assert job["status"] == "failed"
+    assert job["error"] == ("A rank of the 2 ended before the job did, and the launcher stopped the others at step 3;"
+                            " see the job's log.")
+
+
+def test_a_lost_connection_to_another_rank_is_said_so():
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer"
+                        " [127.0.0.1]:17296. This is typically caused by a remote worker crashing.")
+    assert ranks.lost_peer_reason(gloo, 0, 2, 5) == (
+        "Rank 0 of 2 lost its connection to another rank at step 5: that rank ended (killed, or crashed before it"
+        " could say why); see the job's log.")
+    assert ranks.lost_peer_reason(gloo, 0, 1, 5) is None  # one process: no other rank
+    assert ranks.lost_peer_reason(ValueError("bad value"), 0, 2, 5) is None
+
+
+def test_a_rank_that_says_who_it_is_is_not_named_twice(tmp_path):
+    lost = ranks.lost_peer_reason(RuntimeError("Connection closed by peer"), 1, 2, 4)
+    files.write_rank_failure(tmp_path, 1, 2, lost, at=1.0)
+    assert files.rank_failure(tmp_path) == (1.0, lost)
