@@ -89,6 +89,23 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item() > 0)
 
 
+def average_gradient(parameter) -> None:
+    """Have `parameter`'s gradient averaged over the ranks at each backward pass, as DDP
+    does for the parameters of the model it wraps (a parameter outside it would otherwise
+    drift apart on each rank). Nothing outside a process group of several ranks."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return
+
+    def averaged(grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad / dist.get_world_size()
+
+    parameter.register_hook(averaged)
+
+
 # what gloo and NCCL say when the other end of a collective is gone
 _PEER_GONE = ("connection closed by peer", "connection reset by peer", "remote worker crashing", "broken pipe",
               "nccl communicator was aborted")

@@ -191,6 +191,8 @@ def _trainer_class():
             self.loss_name, self.use_margin, self.margin_scale = loss, use_margin, margin_scale
             super().__init__(*args, **kwargs)
             self.tie = tie.to(self.args.device) if tie is not None else None
+            if self.tie is not None and self.tie.learned:
+                ranks.average_gradient(self.tie.rho)  # outside the model DDP wraps: its gradient averaged here
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset   # tokenized and length-filtered by `training_examples`
