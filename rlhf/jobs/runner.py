@@ -22,18 +22,20 @@ from rlhf.jobs.files import (CANCEL_GRACE_SECONDS, ask_to_stop, clear_ranks, rea
                              stop_asked)
 from rlhf.jobs.requests import REQUEST_POLL_SECONDS, answer_requests
 from rlhf.jobs.service import Jobs
+from rlhf.train import ranks
 from storage import jobs as job_rows
 
 log = logging.getLogger(__name__)
 
 
-def worker_command(job_dir: Path) -> list[str]:
+def worker_command(job_dir: Path, method: str | None = None) -> list[str]:
     """`python -m rlhf.jobs.worker JOB_DIR`, or through a launcher such as
     `RLHF_LAUNCHER="accelerate launch --multi_gpu --num_processes 2"` (one worker per rank;
     `--num_processes 2` alone starts one) or `"accelerate launch --config_file
-    configs/accelerate/ddp.yaml"`. The directory is absolute: it is how a PID read back from
-    a file is recognised as this job's worker."""
-    launcher = os.environ.get("RLHF_LAUNCHER", "").strip()
+    configs/accelerate/ddp.yaml"`; a `method` that trains in one process only (PPO) is
+    started without it. The directory is absolute: it is how a PID read back from a file is
+    recognised as this job's worker."""
+    launcher = "" if method and ranks.one_process(method) else os.environ.get("RLHF_LAUNCHER", "").strip()
     job_dir = str(Path(job_dir).absolute())
     if launcher:
         return [*shlex.split(launcher), "-m", "rlhf.jobs.worker", job_dir]
@@ -44,8 +46,15 @@ def start_worker(job_dir: Path, cwd: Path) -> subprocess.Popen:
     """The worker in its own session (so a stop reaches every process it starts), its
     output in log.txt, its PID in worker.pid."""
     (job_dir / "metrics.jsonl").touch()
+    try:
+        method = json.loads((job_dir / "spec.json").read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        method = None  # the worker says what is wrong with its spec
     with open(job_dir / "log.txt", "ab") as log_file:
-        process = subprocess.Popen(worker_command(job_dir), stdout=log_file, stderr=subprocess.STDOUT,
+        if method and ranks.one_process(method) and os.environ.get("RLHF_LAUNCHER", "").strip():
+            log_file.write(f"{method} trains in one process: started without RLHF_LAUNCHER.\n".encode())
+            log_file.flush()
+        process = subprocess.Popen(worker_command(job_dir, method), stdout=log_file, stderr=subprocess.STDOUT,
                                    cwd=cwd, start_new_session=True)
     (job_dir / "worker.pid").write_text(str(process.pid))
     return process

@@ -14,11 +14,13 @@ import os
 from typing import Mapping
 
 # methods that are not a TRL Trainer: they would run once per rank, each alone
+# (the job runner starts their workers without RLHF_LAUNCHER; this is for a launch by hand)
 _ONE_PROCESS = {
     "ppo": "PPO is the workbench's own single-process loop and does not run under a launcher:"
-           " unset RLHF_LAUNCHER for PPO jobs (the TRL methods reward, sft, dpo, kto, grpo and rloo run under one).",
+           " run its worker alone (the job runner does; the TRL methods reward, sft, dpo, kto, grpo and rloo"
+           " run under one).",
     "reward_head": "reward_head fits a head in one process in seconds and does not run under a launcher:"
-                   " unset RLHF_LAUNCHER for reward_head jobs.",
+                   " run its worker alone (the job runner does).",
 }
 _SHARDED = ("{how} shards the weights across the ranks, and the workbench saves (merges, scores, measures)"
             " the trained model from one process, which would see only its shard: launch with DDP"
@@ -38,6 +40,11 @@ def world_size(env: Mapping[str, str] = os.environ) -> int:
 def is_main(env: Mapping[str, str] = os.environ) -> bool:
     """Whether this process writes the job's status, metrics and model (rank 0)."""
     return rank(env) == 0
+
+
+def one_process(method: str) -> bool:
+    """Whether `method` trains in one process only (its worker is started without a launcher)."""
+    return method in _ONE_PROCESS
 
 
 def sharding(env: Mapping[str, str] = os.environ) -> str | None:

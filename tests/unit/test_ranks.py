@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from rlhf.jobs import files, worker
+from rlhf.jobs import files, runner, worker
 from rlhf.jobs.service import JobRequest, Jobs
 from rlhf.train import common, ranks
 from storage import jobs as job_rows
@@ -174,3 +174,10 @@ def test_a_rank_that_says_who_it_is_is_not_named_twice(tmp_path):
     lost = ranks.lost_peer_reason(RuntimeError("Connection closed by peer"), 1, 2, 4)
     files.write_rank_failure(tmp_path, 1, 2, lost, at=1.0)
     assert files.rank_failure(tmp_path) == (1.0, lost)
+
+
+def test_a_one_process_method_is_started_without_the_launcher(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_LAUNCHER", "accelerate launch --multi_gpu --num_processes 2")
+    assert runner.worker_command(tmp_path, "dpo")[:2] == ["accelerate", "launch"]
+    for method in ("ppo", "reward_head"):
+        assert runner.worker_command(tmp_path, method)[1:3] == ["-m", "rlhf.jobs.worker"]
