@@ -38,13 +38,15 @@ def read_log(job_dir: Path, tail: int | None = None) -> str:
 
 
 def signal_worker(job_dir: Path, signum: int) -> bool:
-    """Send a signal to the job's worker and its process group; False if none runs. The PID
-    comes from worker.pid or status.json, which may be stale: it is signalled only while
-    that process's command line is this job's worker."""
+    """Send a signal to the job's worker and its process group, and to each rank a launcher
+    started (`signal_ranks`); False if none runs. The PID comes from worker.pid or
+    status.json, which may be stale: it is signalled only while that process's command
+    line is this job's worker."""
+    ranks = signal_ranks(job_dir, signum)
     for pid in (pid_file(job_dir), read_status(job_dir).get("pid")):
         if isinstance(pid, int) and is_worker_of(pid, job_dir):
-            return signal_group(pid, signum)
-    return False
+            return signal_group(pid, signum) or ranks > 0
+    return ranks > 0
 
 
 def is_worker_of(pid: int, job_dir: Path) -> bool:
@@ -79,6 +81,60 @@ def pid_file(job_dir: Path) -> int | None:
         return int((job_dir / "worker.pid").read_text())
     except (OSError, ValueError):
         return None
+
+
+# -- ranks under a launcher (`RLHF_LAUNCHER`): each worker process leaves its PID ---------------
+# torchrun starts each rank in a session of its own, so the launcher's process group does
+# not hold them: a SIGKILL to the launcher alone would leave them training.
+
+RANK_PID = "rank-{}.pid"
+RANK_FAILED = "rank-{}.failed.json"  # {"rank", "world_size", "error"}: a rank other than 0 failed
+
+
+def write_rank_pid(job_dir: Path, rank: int) -> None:
+    (job_dir / RANK_PID.format(rank)).write_text(str(os.getpid()))
+
+
+def rank_pids(job_dir: Path) -> list[int]:
+    pids = []
+    for path in sorted(job_dir.glob(RANK_PID.format("*"))):
+        try:
+            pids.append(int(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def signal_ranks(job_dir: Path, signum: int) -> int:
+    """`signum` to each rank of the job still running as its worker; how many were signalled."""
+    return sum(signal_group(pid, signum) for pid in rank_pids(job_dir) if is_worker_of(pid, job_dir))
+
+
+def clear_ranks(job_dir: Path) -> None:
+    for path in job_dir.glob(RANK_PID.format("*")):
+        path.unlink(missing_ok=True)
+
+
+def write_rank_failure(job_dir: Path, rank: int, world_size: int, error: str, at: float) -> None:
+    """What a rank other than 0 leaves when it fails (rank 0 writes status.json); `at`: when
+    (time.time()), since the first failure is the cause and the others' broken connections follow."""
+    staging = job_dir / (RANK_FAILED.format(rank) + ".tmp")
+    staging.write_text(json.dumps({"rank": rank, "world_size": world_size, "error": error, "at": at}))
+    os.replace(staging, job_dir / RANK_FAILED.format(rank))
+
+
+def rank_failure(job_dir: Path) -> tuple[float, str] | None:
+    """When the first rank other than 0 failed and why, as one sentence; None if none did."""
+    found = []
+    for path in job_dir.glob(RANK_FAILED.format("*")):
+        try:
+            failed = json.loads(path.read_text())
+            who = f"Rank {int(failed['rank'])} of {int(failed['world_size'])}"
+            error = str(failed["error"])
+            found.append((float(failed["at"]), error if error.startswith(who) else f"{who} failed: {error}"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(found) if found else None
 
 
 def ask_to_stop(job_dir: Path, reason: str) -> None:

@@ -18,19 +18,24 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from rlhf.jobs.files import CANCEL_GRACE_SECONDS, ask_to_stop, read_status, signal_group, stop_asked
+from rlhf.jobs.files import (CANCEL_GRACE_SECONDS, ask_to_stop, clear_ranks, read_status, signal_group, signal_ranks,
+                             stop_asked)
 from rlhf.jobs.requests import REQUEST_POLL_SECONDS, answer_requests
 from rlhf.jobs.service import Jobs
+from rlhf.train import ranks
 from storage import jobs as job_rows
 
 log = logging.getLogger(__name__)
 
 
-def worker_command(job_dir: Path) -> list[str]:
+def worker_command(job_dir: Path, method: str | None = None) -> list[str]:
     """`python -m rlhf.jobs.worker JOB_DIR`, or through a launcher such as
-    `RLHF_LAUNCHER="accelerate launch --num_processes 2"` for several GPUs. The directory is
-    absolute: it is how a PID read back from a file is recognised as this job's worker."""
-    launcher = os.environ.get("RLHF_LAUNCHER", "").strip()
+    `RLHF_LAUNCHER="accelerate launch --multi_gpu --num_processes 2"` (one worker per rank;
+    `--num_processes 2` alone starts one) or `"accelerate launch --config_file
+    configs/accelerate/ddp.yaml"`; a `method` that trains in one process only (PPO) is
+    started without it. The directory is absolute: it is how a PID read back from a file is
+    recognised as this job's worker."""
+    launcher = "" if method and ranks.one_process(method) else os.environ.get("RLHF_LAUNCHER", "").strip()
     job_dir = str(Path(job_dir).absolute())
     if launcher:
         return [*shlex.split(launcher), "-m", "rlhf.jobs.worker", job_dir]
@@ -41,22 +46,36 @@ def start_worker(job_dir: Path, cwd: Path) -> subprocess.Popen:
     """The worker in its own session (so a stop reaches every process it starts), its
     output in log.txt, its PID in worker.pid."""
     (job_dir / "metrics.jsonl").touch()
+    try:
+        method = json.loads((job_dir / "spec.json").read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        method = None  # the worker says what is wrong with its spec
     with open(job_dir / "log.txt", "ab") as log_file:
-        process = subprocess.Popen(worker_command(job_dir), stdout=log_file, stderr=subprocess.STDOUT,
+        if method and ranks.one_process(method) and os.environ.get("RLHF_LAUNCHER", "").strip():
+            log_file.write(f"{method} trains in one process: started without RLHF_LAUNCHER.\n".encode())
+            log_file.flush()
+        process = subprocess.Popen(worker_command(job_dir, method), stdout=log_file, stderr=subprocess.STDOUT,
                                    cwd=cwd, start_new_session=True)
     (job_dir / "worker.pid").write_text(str(process.pid))
     return process
 
 
-def stop_process(process: subprocess.Popen, grace: float) -> None:
+def stop_process(process: subprocess.Popen, job_dir: Path, grace: float) -> None:
     """SIGTERM to the worker's process group, SIGKILL to it after `grace` seconds; returns
     once the worker has ended."""
     signal_group(process.pid, signal.SIGTERM)
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:
-        signal_group(process.pid, signal.SIGKILL)
+        kill(process, job_dir)
         process.wait()
+
+
+def kill(process: subprocess.Popen, job_dir: Path) -> None:
+    """SIGKILL to the worker's process group and to every rank a launcher started (each in
+    a session of its own)."""
+    signal_group(process.pid, signal.SIGKILL)
+    signal_ranks(job_dir, signal.SIGKILL)
 
 
 class JobRunner:
@@ -89,14 +108,16 @@ class JobRunner:
             self._watch(process, watcher, on_progress)
         except KeyboardInterrupt:  # Ctrl-C in `rlhf train`: stop the worker cleanly, then record it
             ask_to_stop(job_dir, "Interrupted")
-            stop_process(process, CANCEL_GRACE_SECONDS)
+            stop_process(process, job_dir, CANCEL_GRACE_SECONDS)
         except Exception as error:  # nothing trains unwatched
             log.exception("Watching job %d failed; stopping its worker.", job_id)
-            stop_process(process, CANCEL_GRACE_SECONDS)
+            stop_process(process, job_dir, CANCEL_GRACE_SECONDS)
             return jobs.end(job_id, "failed", f"Watching the job failed ({type(error).__name__}: {error});"
                                               " its training process was stopped.")
         finally:
             (job_dir / "worker.pid").unlink(missing_ok=True)
+            signal_ranks(job_dir, signal.SIGKILL)  # a rank the launcher left behind when it ended
+            clear_ranks(job_dir)
         try:
             return jobs.finish(job_id, watcher.update() or read_status(job_dir), process.returncode)
         except Exception as error:
@@ -119,7 +140,7 @@ class JobRunner:
                 term_sent = time.monotonic()
             grace = self.stop_grace if self._stop.is_set() else CANCEL_GRACE_SECONDS
             if term_sent is not None and time.monotonic() - term_sent > grace:
-                signal_group(process.pid, signal.SIGKILL)
+                kill(process, watcher.job_dir)
             time.sleep(self.poll_seconds)
 
     def run_queued(self) -> int | None:

@@ -46,6 +46,7 @@ from rlhf.jobs.files import (
     clear_intent,
     move_into_place,
     read_log,
+    rank_failure,
     read_status,
     signal_worker,
     stop_asked,
@@ -196,10 +197,19 @@ class Jobs:
         job = self.get(job_id)
         spec, job_dir = job["spec"], self.job_dir(job_id)
         state = status.get("state")
-        if state == "succeeded" and (job_dir / "model").is_dir():
+        failed_rank = rank_failure(job_dir)  # under a launcher: a rank other than 0 failed (when, why)
+        if state == "succeeded" and (job_dir / "model").is_dir() and not failed_rank:
             return self._register(job_id, spec, status)
         stop_reason = stop_asked(job_dir)
         signalled = exit_code is not None and exit_code < 0
+        # that rank's failure is the cause unless rank 0 failed first; the launcher stops the others
+        if failed_rank and not stop_reason and (state != "failed" or failed_rank[0] <= status.get("failed_at", 0)):
+            return self.end(job_id, "failed", failed_rank[1])
+        if state == "cancelled" and not stop_reason and int(status.get("world_size", 1)) > 1:
+            # no one asked: the launcher stopped rank 0 because another rank ended without a word (killed)
+            return self.end(job_id, "failed", f"A rank of the {status['world_size']} ended before the job did, and"
+                                              f" the launcher stopped the others at step {status.get('step', 0)};"
+                                              " see the job's log.")
         if state == "cancelled" or exit_code == -signal.SIGTERM or (stop_reason and signalled):
             outcome = "cancelled"
             error = f"{stop_reason or 'Cancelled'} at step {status.get('step', 0)}."

@@ -24,11 +24,13 @@ def available_cores() -> int:
 
 def worker_threads(cores: int, environ: Mapping[str, str] = os.environ) -> int:
     """The torch threads of a worker on a machine of `cores` cores: RLHF_WORKER_THREADS when
-    set (a whole number, at least 1), else cores - 1 above two cores, else all of them."""
+    set (a whole number, at least 1), else cores - 1 above two cores, else all of them,
+    shared out among a launched job's ranks on this machine (LOCAL_WORLD_SIZE, set by torchrun)."""
     value = environ.get(ENV_VAR, "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise UserError(f"{ENV_VAR} must be a whole number of threads, at least 1, not '{value}';"
                             " unset it for the default (one core left to the server above two cores).")
         return int(value)
-    return cores - 1 if cores > 2 else max(1, cores)
+    ranks_here = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, (cores - 1 if cores > 2 else cores) // max(1, ranks_here))

@@ -4,7 +4,9 @@ Reads `spec.json` and `data.parquet`, trains, and writes `status.json`,
 `metrics.jsonl` and the model under `model/` (trained into `model.partial/` and renamed
 only when complete). It never opens DuckDB: the process that owns the store ingests what
 the worker leaves. SIGTERM asks for a clean stop at the next training step; a second one
-ends the process at once.
+ends the process at once. Under a launcher (`RLHF_LAUNCHER`) one such process runs per
+rank: every rank trains, rank 0 alone writes (`rlhf.train.ranks`), each leaves its PID in
+`rank-N.pid`.
 """
 
 from __future__ import annotations
@@ -37,30 +39,48 @@ def read_spec(job_dir: Path) -> dict:
 
 def run(job_dir: Path) -> int:
     """Train the job in `job_dir`; returns the process exit code (0 succeeded, 1 failed,
-    2 cancelled). The outcome is always written to status.json."""
+    2 cancelled). The outcome is always written to status.json (by rank 0 under a launcher;
+    another rank that fails writes rank-N.failed.json)."""
+    from rlhf.jobs import files
+    from rlhf.train import ranks
     from rlhf.train.common import Cancelled, Reporter
 
     reporter = Reporter(job_dir)
     _on_sigterm(reporter)
     started = time.monotonic()
     spec = read_spec(job_dir)
+    rank, world = ranks.rank(), ranks.world_size()
+    if world > 1:  # under a launcher: each rank can be stopped by its own PID
+        files.write_rank_pid(job_dir, rank)
+        ranks.prepare_device()
+        log.info("Rank %d of %d (PID %d) starts.", rank, world, os.getpid())
     reporter.write_status({"state": "starting", "step": 0, "total": None, "pid": os.getpid()})
     partial = job_dir / PARTIAL_DIR
-    shutil.rmtree(partial, ignore_errors=True)
+    if reporter.is_main:  # the model folders are rank 0's alone
+        shutil.rmtree(partial, ignore_errors=True)
     try:
         metrics = train(spec, job_dir, reporter)
+        if world > 1:
+            log.info("Rank %d of %d trained %s steps over %s.", rank, world, reporter.step, _process_group())
         if reporter.is_main:
             partial.rename(job_dir / MODEL_DIR)
-    except (Cancelled, SystemExit):
-        shutil.rmtree(partial, ignore_errors=True)
-        log.info("Cancelled at step %s.", reporter.step)
-        reporter.write_status({"state": "cancelled", "step": reporter.step, "total": reporter.total})
-        return 2
     except BaseException as error:  # every failure is reported, none leaves a model
-        shutil.rmtree(partial, ignore_errors=True)
-        reason = failure_reason(error)
+        if reporter.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+        # a stop asked for ends as cancelled, however the ranks' process group broke up meanwhile
+        if isinstance(error, (Cancelled, SystemExit)) or reporter.cancel_requested:
+            log.info("Cancelled at step %s%s.", reporter.step,
+                     f" (rank {rank} of {world} over {_process_group()})" if world > 1 else "")
+            reporter.write_status({"state": "cancelled", "step": reporter.step, "total": reporter.total,
+                                   **({"world_size": world} if world > 1 else {})})
+            return 2
+        reason = ranks.lost_peer_reason(error, rank, world, reporter.step) or failure_reason(error)
+        failed_at = time.time()
         log.error("Failed: %s\n%s", reason, traceback.format_exc())
-        reporter.write_status({"state": "failed", "step": reporter.step, "total": reporter.total, "error": reason})
+        reporter.write_status({"state": "failed", "step": reporter.step, "total": reporter.total, "error": reason,
+                               "failed_at": failed_at})
+        if not reporter.is_main:
+            files.write_rank_failure(job_dir, rank, world, reason, failed_at)
         return 1
     seconds = round(time.monotonic() - started, 1)
     log.info("Succeeded in %.1f s: %s", seconds, json.dumps(metrics))
@@ -74,11 +94,16 @@ def train(spec: dict, job_dir: Path, reporter) -> dict[str, float]:
     import pandas as pd
     import torch
 
+    from rlhf.errors import TrainingError
     from rlhf.jobs.threads import available_cores, worker_threads
+    from rlhf.train import ranks
     from rlhf.train.common import TrainInputs
     from rlhf.train.methods import method
 
     chosen = method(spec["method"])
+    refused = ranks.refusal(chosen.name)
+    if refused:
+        raise TrainingError(refused)
     torch.manual_seed(int(spec["config"].get("seed", 0)))
     if not torch.cuda.is_available():
         torch.set_num_threads(worker_threads(available_cores()))
@@ -98,6 +123,13 @@ def train(spec: dict, job_dir: Path, reporter) -> dict[str, float]:
     if chosen.module.endswith(".online"):
         return trainer.train(inputs, chosen.name)
     return trainer.train(inputs)
+
+
+def _process_group() -> str:
+    """The backend the ranks trained over ("gloo", "nccl"), or "no process group" when each trained alone."""
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else "no process group"
 
 
 def failure_reason(error: BaseException) -> str:
@@ -131,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m rlhf.jobs.worker JOB_DIR", file=sys.stderr)
         return 64
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from rlhf.train import ranks
+
+    rank = f"[rank {ranks.rank()}] " if ranks.world_size() > 1 else ""  # whose line it is, under a launcher
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {rank}%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
     return run(Path(args[0]).absolute())
 

@@ -23,6 +23,7 @@ from transformers import (
 
 from rlhf.preference.messages import plain
 from rlhf.modeling.loading import precision_args
+from rlhf.train import ranks
 from rlhf.train.schedule import Schedule, schedule
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Reporter:
         self.started = time.monotonic()
         self.step, self.total = 0, None
         # under `accelerate launch` every process trains; only the first one reports
-        self.is_main = job_dir is not None and os.environ.get("RANK", "0") == "0"
+        self.is_main = job_dir is not None and ranks.is_main()
 
     def progress(self, step: int, total: int | None, state: str = "running", message: str = "") -> None:
         self.step, self.total = step, total
@@ -87,7 +88,9 @@ class ReporterCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.reporter.progress(state.global_step, state.max_steps)
-        if self.reporter.cancel_requested:
+        # under a launcher every rank stops at the same step, or the others wait for it forever
+        if ranks.any_rank(self.reporter.cancel_requested):
+            self.reporter.cancel_requested = True
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -125,9 +128,10 @@ def plan(inputs: TrainInputs, method: str, rows: int, per_step: int, what: str,
 
 
 def examples_per_step(config: dict[str, Any], default_batch: int = 8) -> int:
-    """Rows of one optimiser step: the batch times the gradient accumulation."""
+    """Rows of one optimiser step: the batch times the gradient accumulation times the ranks
+    (under a launcher each rank takes its own batch of every step)."""
     batch = int(config.get("per_device_train_batch_size") or default_batch)
-    return max(1, batch * int(config.get("gradient_accumulation_steps") or 1))
+    return max(1, batch * int(config.get("gradient_accumulation_steps") or 1) * ranks.world_size())
 
 
 def scratch_dir(out_dir: Path) -> Path:
@@ -137,8 +141,10 @@ def scratch_dir(out_dir: Path) -> Path:
 
 
 def remove_scratch(out_dir: Path) -> None:
-    """Delete the scratch folder (no checkpoints are kept: the worker saves the result once)."""
-    shutil.rmtree(scratch_dir(out_dir), ignore_errors=True)
+    """Delete the scratch folder (no checkpoints are kept: the worker saves the result once);
+    rank 0's job under a launcher."""
+    if ranks.is_main():
+        shutil.rmtree(scratch_dir(out_dir), ignore_errors=True)
 
 
 def workbench_trainer_args(out_dir: Path) -> dict[str, Any]:

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pandas as pd
+
+from rlhf.train import ranks
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def measure(inputs, method: str, pairs: pd.DataFrame | None, prompts: list[list[
     options = inputs.options
     pairs = None if pairs is None else pairs.head(int(options.get("guard_pairs", 0)))
     prompts = prompts[: int(options.get("guard_prompts", 0))]
-    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` the first process measures and reports
+    if not ranks.is_main():  # under a launcher the first process measures and reports
         return Figures()
     if (pairs is None or pairs.empty) and not prompts:
         return Figures()

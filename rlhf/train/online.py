@@ -11,7 +11,7 @@ import importlib.util
 import logging
 from typing import Any, Callable
 
-from rlhf.train import common, guard
+from rlhf.train import common, guard, ranks
 from rlhf.modeling import loading
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
@@ -60,7 +60,8 @@ def _reference_dir(inputs: TrainInputs, policy, beta: float) -> None:
     itself, merged, saved in a scratch folder (removed after training)."""
     if beta == 0 or policy.peft_config is not None or not loading.is_adapter(inputs.base_path):
         return
-    scratch = common.scratch_dir(inputs.out_dir) / "reference"
+    # one per rank under a launcher: no rank reads another's half-written copy
+    scratch = common.scratch_dir(inputs.out_dir) / f"reference-{ranks.rank()}"
     policy.model.save_pretrained(str(scratch), safe_serialization=True)
     policy.model.config._name_or_path = str(scratch)
 

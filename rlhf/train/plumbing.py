@@ -16,7 +16,7 @@ import pandas as pd
 from rlhf.preference.messages import as_messages
 from rlhf.errors import TrainingError
 from rlhf.modeling import loading
-from rlhf.train import common
+from rlhf.train import common, ranks
 from rlhf.train.common import TrainInputs
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,10 @@ def fit(trainer, inputs: TrainInputs, policy: TrlPolicy, counts: dict[str, int],
         metrics.update(eval_metrics(trainer))
         inputs.reporter.check_cancelled()
     inputs.reporter.progress(trainer.state.global_step, trainer.state.max_steps, message="saving")
-    kind = loading.save_model(trainer.model, policy.tokenizer, inputs.out_dir, inputs.base_path,
-                             merge=bool(inputs.options.get("merge", False)))
-    log.info("Saved the trained policy (%s) to %s", kind, inputs.out_dir)
+    if ranks.is_main():  # under a launcher every rank holds the same weights (DDP, ZeRO-2): one saves them
+        kind = loading.save_model(trainer.model, policy.tokenizer, inputs.out_dir, inputs.base_path,
+                                 merge=bool(inputs.options.get("merge", False)))
+        log.info("Saved the trained policy (%s) to %s", kind, inputs.out_dir)
     common.remove_scratch(inputs.out_dir)
     return metrics
 

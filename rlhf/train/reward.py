@@ -50,7 +50,7 @@ from rlhf.preference.messages import plain, prompt_messages
 from rlhf.preference.ranking import RankingError, parse_ranking
 from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import encode_conversation, score_ids
-from rlhf.train import common
+from rlhf.train import common, ranks
 from rlhf import errors
 from rlhf.modeling import loading
 from rlhf.train.reward_losses import LOSSES, TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, predicts_tie, ranked_pairs
@@ -191,6 +191,8 @@ def _trainer_class():
             self.loss_name, self.use_margin, self.margin_scale = loss, use_margin, margin_scale
             super().__init__(*args, **kwargs)
             self.tie = tie.to(self.args.device) if tie is not None else None
+            if self.tie is not None and self.tie.learned:
+                ranks.average_gradient(self.tie.rho)  # outside the model DDP wraps: its gradient averaged here
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset   # tokenized and length-filtered by `training_examples`
@@ -406,6 +408,8 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     )
     result = trainer.train()
     inputs.reporter.check_cancelled()
+    if not ranks.is_main():  # under a launcher rank 0 scores and saves; the others' part ends with training
+        return {"train_loss": float(result.training_loss)}
 
     model = full_weights(trainer.model, inputs.base_path, quantized, inputs.out_dir.parent)
     model.config.pad_token_id = tokenizer.pad_token_id

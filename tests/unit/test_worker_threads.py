@@ -28,3 +28,8 @@ def test_a_bad_setting_is_refused_in_one_sentence(value):
 
 def test_the_available_cores_are_at_least_one():
     assert available_cores() >= 1
+
+
+@pytest.mark.parametrize("cores, ranks, threads", [(2, "2", 1), (16, "2", 7), (16, "4", 3), (3, "4", 1), (16, "", 15)])
+def test_the_ranks_of_a_launched_job_share_the_cores(cores, ranks, threads):
+    assert worker_threads(cores, {"LOCAL_WORLD_SIZE": ranks}) == threads
