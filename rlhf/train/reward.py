@@ -422,6 +422,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     offset = sum(all_scores) / len(all_scores) if normalize else 0.0
 
     metrics: dict[str, float] = {"train_loss": float(result.training_loss), "reward_offset": float(offset),
+                                 "train/runtime_s": float(result.metrics.get("train_runtime", 0.0)),
                                  "train/rankings": float(len(train_items)), "train/pairs": float(strict),
                                  "train/tied_pairs": float(tied if keep_ties else 0),
                                  "train/examples": float(len(train_examples)), **decided.metrics()}
