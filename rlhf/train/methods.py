@@ -400,7 +400,7 @@ METHODS["spin"] = Method(
     "spin", "policy", "sft", "trl.DPOConfig",
     "self-play fine-tuning (SPIN): each iteration prefers the human answer over the policy's own and registers"
     " a version whose parent is the previous iteration; TRL DPOTrainer",
-    {**_OFFLINE_TRAINING, "learning_rate": lora_rate("dpo"), "beta": 0.1},
+    {**_OFFLINE_TRAINING, "learning_rate": lora_rate("spin"), "beta": 0.1},
     _spin_options(), min_rows=1,
     # each iteration's reference is the previous one's weights: a soft prompt or a 4-bit base has none to merge into
     adapters=("lora", "full", "last_layers"),

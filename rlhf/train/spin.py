@@ -13,11 +13,12 @@ The final iteration is the job's model (`out_dir`); each earlier one is saved un
 `out_dir/iterations/<t>/` with its `iteration.json` (its metrics), and `rlhf.jobs.service`
 registers them as versions, each the parent of the next. After every iteration the
 held-out human answers' mean log-likelihood under the policy is logged
-(`spin/heldout_logp`, step t), beside the base's at step 0.
+(`spin/heldout_logp`, at the job's step where the iteration ended), beside the base's at
+step 0; the iterations' training steps follow one another (`IterationReporter`).
 
 Settings are `SpinSettings` (options of the method, `rlhf.train.methods`); the DPO fields
 (beta, learning_rate, ...) are DPOConfig's, and each iteration's epochs and learning rate
-come from `rlhf.train.schedule` as for a DPO job on the same number of pairs.
+come from `rlhf.train.schedule` (at DPO's learning rates) for its number of pairs.
 """
 
 from __future__ import annotations
@@ -125,6 +126,26 @@ def heldout_logp(model, tokenizer, frame: pd.DataFrame) -> float | None:
     return float(completion_logprobs(model, tokenizer, list(frame["prompt"]), list(frame["chosen"])).mean())
 
 
+class IterationReporter:
+    """The job's reporter as one iteration's trainer sees it: its steps 1..n become the
+    job's steps after those of the earlier iterations (`offset`), so that no iteration's
+    metrics replace another's, and its total is guessed as the iterations left times this
+    one's. Everything else (cancellation above all) is the job's reporter's."""
+
+    def __init__(self, reporter, offset: int, iterations_left: int):
+        self._reporter, self.offset, self.iterations_left = reporter, offset, iterations_left
+
+    def progress(self, step: int, total: int | None, state: str = "running", message: str = "") -> None:
+        total = None if total is None else self.offset + total * self.iterations_left
+        self._reporter.progress(self.offset + step, total, state, message)
+
+    def metrics(self, step: int, values: dict[str, Any]) -> None:
+        self._reporter.metrics(self.offset + step, values)
+
+    def __getattr__(self, name: str):
+        return getattr(self._reporter, name)
+
+
 def _policy(inputs, previous: Path | None):
     """The policy to train in an iteration and its reference, the previous iteration (the
     job's base for the first). A LoRA iteration goes on training the same adapter (saved
@@ -175,6 +196,7 @@ def train(inputs) -> dict[str, float]:
     for t in range(1, settings.iterations + 1):
         last = t == settings.iterations
         policy = _policy(inputs, previous)
+        inputs.reporter.progress(inputs.reporter.step, None, message=f"iteration {t}: sampling the policy's answers")
         if t == 1:
             base_logp = heldout_logp(policy.model, policy.tokenizer, eval_frame)
             if base_logp is not None:
@@ -183,21 +205,21 @@ def train(inputs) -> dict[str, float]:
             # the base's own answers to the held-out prompts: the pairs of the final guardrails
             held_out = self_play_pairs(eval_frame, own_answers(policy.model, policy.tokenizer,
                                                                list(eval_frame["prompt"]), settings, seed))
-        inputs.reporter.progress(inputs.reporter.step, None, message=f"iteration {t}: sampling the policy's answers")
         pairs = self_play_pairs(train_frame, own_answers(policy.model, policy.tokenizer, list(train_frame["prompt"]),
                                                          settings, seed + t))
         inputs.reporter.check_cancelled()
         if pairs.empty:
             raise TrainingError(f"In iteration {t} the policy wrote every human answer itself: there is nothing"
                                 " left for SPIN to learn.")
-        decided = common.plan(inputs, "dpo", len(pairs), common.examples_per_step(inputs.config),
+        decided = common.plan(inputs, "spin", len(pairs), common.examples_per_step(inputs.config),
                               f"self-play pairs (iteration {t})")
         config = trainer_config(DPOConfig, inputs, eval_strategy="no", **decided.settings)
-        trainer = trl_trainer(DPOTrainer, inputs, policy, config, pairs, pairs.iloc[0:0], SPIN_COLUMNS,
-                              ref_model=policy.reference)
         out_dir = inputs.out_dir if last else inputs.out_dir / ITERATIONS_DIR / str(t)
-        iteration = fit(trainer, dataclasses.replace(inputs, out_dir=out_dir), policy,
-                        {"train": len(pairs)}, evaluate=False)
+        stage = dataclasses.replace(inputs, out_dir=out_dir, reporter=IterationReporter(
+            inputs.reporter, inputs.reporter.step, settings.iterations - t + 1))
+        trainer = trl_trainer(DPOTrainer, stage, policy, config, pairs, pairs.iloc[0:0], SPIN_COLUMNS,
+                              ref_model=policy.reference)
+        iteration = fit(trainer, stage, policy, {"train": len(pairs)}, evaluate=False)
         logp = heldout_logp(trainer.model, policy.tokenizer, eval_frame)
         if logp is not None:
             iteration["spin/heldout_logp"] = logp

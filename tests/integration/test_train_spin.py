@@ -63,7 +63,9 @@ def test_each_iteration_is_saved_on_the_jobs_base(spun, tiny_model_dir):
 def test_the_loss_prefers_the_human_answer_and_its_likelihood_rises(spun):
     _, metrics, reporter = spun
     logged = [(row["step"], row["spin/heldout_logp"]) for row in reporter.history if "spin/heldout_logp" in row]
-    assert len(logged) == 3 and logged[0][0] == 0  # the base, then each iteration
+    assert [step for step, _ in logged] == [0, 4, 8]  # the base, then each iteration's end
+    losses = [row["step"] for row in reporter.history if "loss" in row]
+    assert losses == list(range(1, 9)) and reporter.step == 8  # iteration 2's steps follow iteration 1's
     logp = [metrics[f"spin/heldout_logp/{t}"] for t in range(3)]
     assert [value for _, value in logged] == logp
     assert logp[0] < logp[1] < logp[2], logp
