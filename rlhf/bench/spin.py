@@ -29,8 +29,8 @@ from storage import models
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", default=None, help="HH-RLHF JSONL (default: ../shared/data/hh-rlhf-harmless-1600.jsonl)")
-    parser.add_argument("--pairs", type=int, default=100, help="pairs drawn at random from the file")
-    parser.add_argument("--max-chars", type=int, default=600, help="only pairs with transcripts this short (0: any)")
+    parser.add_argument("--pairs", type=int, default=60, help="pairs drawn at random from the file")
+    parser.add_argument("--max-chars", type=int, default=400, help="only pairs with transcripts this short (0: any)")
     parser.add_argument("--iterations", type=int, default=2, help="SPIN iterations (the method's default is 2)")
     parser.add_argument("--eval-fraction", type=float, default=0.25, help="share of comparisons held out")
     parser.add_argument("--seed", type=int, default=0)

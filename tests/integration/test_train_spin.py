@@ -110,3 +110,14 @@ def test_no_human_answers_is_one_sentence_and_makes_nothing(workbench, tiny_mode
     with pytest.raises(Exception, match="SPIN needs prompts with a human answer"):
         spin.train(TrainInputs(blank, tiny_model_dir, tmp_path / "model", config, options))
     assert not (tmp_path / "model").exists()
+
+
+def test_the_train_tab_and_the_cli_offer_spin_with_its_settings():
+    from app import job_views
+    from rlhf.train.methods import METHODS
+
+    assert "spin" in METHODS  # the Train tab's method list and `rlhf train`'s choices are METHODS
+    shown = {setting.key: setting for setting in job_views.method_settings("spin")}
+    assert shown["iterations"].default == 2 and shown["iterations"].help
+    assert shown["sft_source"].choices == ("both", "better_answers", "top_ranked")
+    assert shown["learning_rate"].from_data and shown["num_train_epochs"].from_data  # per iteration, from its pairs
