@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         from rlhf.bench.spin import bench_spin, print_table as print_spin
 
         result = bench_spin(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
-                            args.pairs, args.max_chars, args.iterations, args.eval_fraction, args.seed)
+                            args.pairs, args.max_chars, args.iterations, args.eval_fraction, args.seed, args.threads,
+                            args.max_steps)
         print(json.dumps(result, indent=2) if args.json else "")
         if not args.json:
             print_spin(result)
