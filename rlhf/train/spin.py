@@ -24,6 +24,7 @@ come from `rlhf.train.schedule` (at DPO's learning rates) for its number of pair
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 from dataclasses import dataclass, field
@@ -231,7 +232,8 @@ def train(inputs) -> dict[str, float]:
         if not last:
             (out_dir / ITERATION_FILE).write_text(json.dumps(iteration))
         previous = out_dir
-        del trainer, policy
+        del trainer, policy, stage
+        gc.collect()  # the iteration's models before the next ones are loaded
     metrics.update({key: value for key, value in iteration.items() if key != "spin/heldout_logp"})
     metrics["eval/examples"] = float(len(eval_frame))
     checked = guard.report(inputs, "spin", held_out, guard.prompts_of(eval_frame, train_frame,
