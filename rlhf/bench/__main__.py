@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|thompson|scale|load` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|thompson|scale|load|spin` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     thompson.add_argument("--plot", default=None, help="write the figure to this PNG")
     thompson.add_argument("--home", default=None, help="workbench home whose base model to use")
     thompson.add_argument("--json", action="store_true")
+    from rlhf.bench.spin import add_arguments as spin_arguments
+
+    spin_arguments(sub.add_parser("spin", help="SPIN on the default model: held-out log-likelihood of human answers"
+                                  " per iteration (see rlhf/bench/spin.py)"))
     from rlhf.bench.scale import add_arguments as scale_arguments
 
     scale_arguments(sub.add_parser("scale", help="what a home of many rankings costs: the Data tab, the exports,"
@@ -108,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         from rlhf.bench.scale import run as scale_run
 
         return scale_run(args)
+    if args.what == "spin":
+        from rlhf.bench.reward_head import default_data
+        from rlhf.bench.spin import bench_spin, print_table as print_spin
+
+        result = bench_spin(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
+                            args.pairs, args.max_chars, args.iterations, args.eval_fraction, args.seed, args.threads,
+                            args.max_steps)
+        print(json.dumps(result, indent=2) if args.json else "")
+        if not args.json:
+            print_spin(result)
+        return 0
     if args.what == "learn":
         from rlhf.bench.learn import main as learn_main
 

@@ -22,6 +22,8 @@ CANCEL_GRACE_SECONDS later. A cancel is a `cancel` file in the job's directory t
 watching runner acts on. A PID read back from a file is signalled only while that process
 is still this job's worker. Moving a trained model into `models/` and registering it is
 preceded by a `registering.json` intent, so a crash in between is undone at the next start.
+A SPIN job's earlier iterations travel inside its model (`iterations/<t>/`) and are
+registered in the same transaction, each the parent of the next.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from rlhf.jobs.files import (
 )
 from rlhf.jobs.training_data import Selection
 from rlhf.train.methods import method, resolve
+from rlhf.train.spin import iteration_dirs, iteration_metrics
 from rlhf.versions import ModelVersion, lookup
 from storage import jobs as job_rows
 from storage import models
@@ -248,12 +251,23 @@ class Jobs:
             "metrics": metrics, "train_seconds": status.get("seconds"),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        # a SPIN job's earlier iterations, saved inside its model: a version each, each the parent of the next
+        stages = [(f"{name}-it{folder.name}", folder, iteration_metrics(folder)) for folder in iteration_dirs(target)]
+        parents = [spec["base"]] + [stage for stage, _, _ in stages]
         try:
-            write_card(target, card)
+            for (stage, folder, values), parent in zip(stages, parents):
+                weights = "adapter" if (folder / "adapter_config.json").is_file() else "full"
+                write_card(folder, {**card, "name": stage, "parent": parent, "metrics": values, "weights": weights})
+            write_card(target, {**card, "parent": parents[-1]})
             with self.store.transaction() as cur:
+                for (stage, folder, values), parent in zip(stages, parents):
+                    models.register(cur, stage, spec["kind"], base_model=spec["base_model"],
+                                    path=str(folder.relative_to(self.home.root)), method=spec["method"],
+                                    parent=parent, job_id=job_id, data_snapshot=card["data_snapshot"],
+                                    metrics=values)
                 models.register(cur, name, spec["kind"], base_model=spec["base_model"],
                                 path=str(target.relative_to(self.home.root)), method=spec["method"],
-                                parent=spec["base"], job_id=job_id, data_snapshot=card["data_snapshot"],
+                                parent=parents[-1], job_id=job_id, data_snapshot=card["data_snapshot"],
                                 metrics=metrics)
                 job_rows.finish(cur, job_id, "succeeded", output_version=name)
         except BaseException:

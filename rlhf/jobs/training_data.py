@@ -128,8 +128,8 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
     if spec.data == "sft":
         rows = demonstrations(rankings, options.get("sft_source", "both"))
         if rows.empty:
-            raise DataError("There is nothing to imitate: no written better answers and no top-ranked completions"
-                            " in the selected rankings.")
+            raise DataError(f"{spec.name} needs human answers and there are none: no written better answers and no"
+                            " top-ranked completions in the selected rankings.")
         return _enough(rows, spec, "demonstrations")
     raise ValueError(f"unknown data kind {spec.data}")
 

@@ -46,6 +46,7 @@ class Method:
     needs_reward: bool = False
     min_rows: int = 2
     scheduled: bool = True   # its epochs and learning rate come from rlhf.train.schedule
+    adapters: tuple[str, ...] = ()   # the adapters it can train; empty: every one
 
     @property
     def module(self) -> str:
@@ -315,6 +316,9 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
                 f" (e.g. learning_rate, max_steps) or one of {', '.join(sorted(options))}."
             )
     _check_ranges({**config, **options})
+    if spec.adapters and options["adapter"] not in spec.adapters:
+        raise SettingsError(f"{name} trains with adapter {', '.join(spec.adapters[:-1])} or {spec.adapters[-1]},"
+                            f" not {options['adapter']}.")
     if options["adapter"] == "qlora":
         from rlhf.modeling.loading import check_adapter  # imports torch: only for QLoRA
 
@@ -332,7 +336,8 @@ def resolve(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 POSITIVE = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
             "max_length", "lora_r", "lora_alpha", "num_virtual_tokens", "beta", "num_generations",
-            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl", "trainable_layers")
+            "max_completion_length", "margin_scale", "guard_max_new_tokens", "max_kl", "trainable_layers",
+            "iterations", "spin_max_new_tokens")
 
 
 def _check_ranges(values: dict[str, Any]) -> None:
@@ -351,6 +356,8 @@ def _check_ranges(values: dict[str, Any]) -> None:
             raise SettingsError(f"{key} must be 0 (skip) or more, not {values[key]}.")
     if not 0 <= values.get("max_repetition", 0) <= 1:
         raise SettingsError(f"max_repetition must be between 0 and 1, not {values['max_repetition']}.")
+    if not 0 < values.get("spin_top_p", 1) <= 1 or values.get("spin_temperature", 0) < 0:
+        raise SettingsError("spin_top_p must be in (0, 1] and spin_temperature 0 (greedy) or more.")
     if not 0 <= values.get("lora_dropout", 0) < 1:
         raise SettingsError(f"lora_dropout must be in [0, 1), not {values['lora_dropout']}.")
 
@@ -377,4 +384,24 @@ METHODS["reward_head"] = Method(
                           " head reads) or the mean over its tokens", ("last", "mean")),
     },
     scheduled=False,   # a full-batch fit of fixed max_steps, not epochs of an optimiser over a network
+)
+
+
+# Self-play fine-tuning: DPO each iteration, the human answer against the policy's own, the
+# previous iteration as reference (rlhf.train.spin). Its own settings are SpinSettings'.
+def _spin_options() -> dict[str, Option]:
+    from rlhf.train.spin import SpinSettings  # torch-free at import
+
+    own = {f.name: Option(f.default, f.metadata["help"]) for f in dataclasses.fields(SpinSettings)}
+    return {**own, "sft_source": METHODS["sft"].options["sft_source"]}   # the human answers: SFT's demonstrations
+
+
+METHODS["spin"] = Method(
+    "spin", "policy", "sft", "trl.DPOConfig",
+    "self-play fine-tuning (SPIN): each iteration prefers the human answer over the policy's own and registers"
+    " a version whose parent is the previous iteration; TRL DPOTrainer",
+    {**_OFFLINE_TRAINING, "learning_rate": lora_rate("spin"), "beta": 0.1},
+    _spin_options(), min_rows=1,
+    # each iteration's reference is the previous one's weights: a soft prompt or a 4-bit base has none to merge into
+    adapters=("lora", "full", "last_layers"),
 )
