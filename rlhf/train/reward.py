@@ -338,9 +338,9 @@ def _check_options(options: dict[str, Any]) -> tuple[str, float | None]:
         raise errors.TrainingError(f"loss must be one of {', '.join(LOSSES)}, not '{loss}'.")
     if options.get("grouping", "pairs") not in ("pairs", "ranking"):
         raise errors.TrainingError(f"grouping must be pairs or ranking, not '{options.get('grouping')}'.")
-    if options.get("adapter", "lora") == "prompt":
-        raise errors.TrainingError("A reward model is saved as full weights and a soft prompt cannot be merged"
-                                   " into them; use adapter=lora or adapter=full.")
+    if options.get("adapter", "lora") in loading.PROMPT_LEARNING:
+        raise errors.TrainingError("A reward model is saved as full weights and a soft prompt or prefix cannot be"
+                                   " merged into them; use adapter=lora, ia3, bottleneck_serial or full.")
     fixed = float(options.get("tie_param") or 0.0) or None
     if fixed is not None and loss == "rao_kupper" and fixed <= 1:
         raise errors.TrainingError(f"tie_param (Rao-Kupper theta) must be greater than 1, or 0 to learn it, not {fixed}.")
@@ -392,7 +392,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
 
     set_seed(seed)   # the new scalar head is drawn at random
     model = load_classifier(inputs.base_path, quantize_4bit=quantized, scratch_near=inputs.out_dir.parent)
-    loading.train_top_layers(model, options)
+    loading.own_adapter(model, options)
     tie = TieParameter(loss, fixed_tie) if keep_ties else None
     trainer = _trainer_class()(
         model=model, args=args, processing_class=tokenizer,
