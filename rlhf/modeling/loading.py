@@ -158,7 +158,8 @@ def check_adapter(options: dict[str, Any]) -> None:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.")
     if options.get("merge") and adapter in UNMERGEABLE:
-        raise TrainingError(f"adapter={adapter} cannot be merged into the weights: use merge=false with it.")
+        what = {"prompt": "A soft prompt", "prefix": "A prefix"}.get(adapter, "A bottleneck adapter")
+        raise TrainingError(f"{what} cannot be merged into the weights: use merge=false with adapter={adapter}.")
     if adapter.startswith("bottleneck_"):
         bottleneck_settings(options)   # refuses a bad size before any model is loaded
 
@@ -186,8 +187,9 @@ def peft_config(options: dict[str, Any], task_type: str):
     if adapter == "prompt":
         return PromptTuningConfig(task_type=task_type, num_virtual_tokens=virtual,
                                   prompt_tuning_init=PromptTuningInit.RANDOM)
-    if adapter == "prefix":   # Li and Liang 2021: learned keys and values at every layer
-        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=virtual)
+    if adapter == "prefix":   # Li and Liang 2021: learned keys and values at every layer, from zero (random
+        # ones start the policy far from its parent; zero keys and values only dilute attention a little)
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=virtual, init_weights="zero")
     if adapter == "ia3":      # Liu et al. 2022 (T-Few): learned scales of keys, values and the MLP
         return IA3Config(task_type=task_type)
     return LoraConfig(task_type=task_type, r=int(options.get("lora_r", 16)),

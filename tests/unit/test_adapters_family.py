@@ -118,8 +118,9 @@ def test_a_moved_adapter_changes_what_is_generated(tiny_model_dir, adapter):
 
 
 def test_a_prefix_or_bottleneck_cannot_be_merged_and_a_bad_size_is_refused():
-    for adapter in ("prefix", "bottleneck_serial"):
-        with pytest.raises(TrainingError, match=f"adapter={adapter} cannot be merged"):
+    for adapter, what in (("prefix", "A prefix"), ("bottleneck_serial", "A bottleneck adapter")):
+        with pytest.raises(TrainingError, match=f"{what} cannot be merged into the weights: use merge=false with"
+                                                f" adapter={adapter}"):
             loading.check_adapter({"adapter": adapter, "merge": True})
     with pytest.raises(TrainingError, match="bottleneck_size must be at least 1"):
         loading.check_adapter({"adapter": "bottleneck_parallel", "bottleneck_size": 0})
