@@ -183,3 +183,67 @@ def test_a_reward_model_trains_with_ia3_or_bottleneck_and_scores_the_same_reload
             score_ids(without, ids, tokenizer.pad_token_id, 2), abs=1e-6)
     else:                                  # IA3 merged into full weights
         assert bottleneck.attached(model) is None and (out / "model.safetensors").is_file()
+
+
+def prompt_rows() -> pd.DataFrame:
+    return pd.DataFrame({"prompt": [PROMPTS[i % 2] for i in range(4)], "prompt_id": range(4)})
+
+
+def unpaired_rows() -> pd.DataFrame:
+    return pd.DataFrame([{"prompt": PROMPTS[i % 2], "completion": ANSWERS[i % 2] if i < 2 else
+                          [{"role": "assistant", "content": "No."}], "label": i < 2, "comparison_id": i}
+                         for i in range(4)])
+
+
+def sft_rows() -> pd.DataFrame:
+    return pd.DataFrame([{"prompt": PROMPTS[i % 2], "completion": ANSWERS[i % 2], "comparison_id": i}
+                         for i in range(4)])
+
+
+def words(prompts, completions, **columns) -> list[float]:
+    return [float(len(str(c).split())) for c in completions]
+
+
+GUARD = {"guard_prompts": 2, "guard_max_new_tokens": 4, "guard_pairs": 0}
+
+
+@pytest.mark.parametrize("method,adapter", [("kto", "ia3"), ("sft", "bottleneck_serial"), ("grpo", "prefix")])
+def test_kto_sft_and_grpo_train_and_save_the_new_adapters(tiny_model_dir, tmp_path, one_thread, method, adapter):
+    """GRPO samples its rollouts with `generate` (a prefix's through `rlhf.modeling.prefix`),
+    and every job's guardrails sample the saved version."""
+    from rlhf.train import kto, online, sft
+
+    fast = {**FAST, **GUARD, "adapter": adapter}
+    if method == "grpo":
+        fast = {**fast, "max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4,
+                "max_completion_length": 4}
+        fast.pop("max_length")
+        fast.pop("eval_fraction")
+    config, options = resolve(method, fast)
+    inputs = common.TrainInputs({"kto": unpaired_rows, "sft": sft_rows, "grpo": prompt_rows}[method](),
+                                tiny_model_dir, tmp_path / "model", config, options)
+    metrics = online.train(inputs, "grpo", reward_fn=words) if method == "grpo" else \
+        {"kto": kto, "sft": sft}[method].train(inputs)
+    assert metrics["train/steps"] == 1
+    assert loading.is_adapter(tmp_path / "model")
+    loading.load_adapted_policy(tmp_path / "model")
+
+
+@pytest.mark.parametrize("adapter", ["prefix", "bottleneck_parallel"])
+def test_ppo_trains_a_prefix_or_bottleneck_policy_with_a_lora_value_model(tiny_model_dir, tmp_path, one_thread,
+                                                                          adapter):
+    from rlhf.train.common import Reporter
+    from rlhf.train.ppo import train as ppo_train
+
+    reporter = Reporter()
+    config = {"batch_size": 4, "mini_batch_size": 2, "num_ppo_epochs": 1, "response_length": 4,
+              "learning_rate": 1e-3, "max_steps": 1}
+    options = {"adapter": adapter, "num_virtual_tokens": 3, "bottleneck_size": 4}
+    ppo_train(common.TrainInputs(prompt_rows(), tiny_model_dir, tmp_path / "out", config, options,
+                                 reporter=reporter), reward_fn=lambda prompts, completions: torch.tensor(
+                                     [float(len(c.split())) for c in completions]))
+    saved = json.loads((tmp_path / "out" / loading.ADAPTER_CONFIG).read_text())
+    assert saved["peft_type"] == ("PREFIX_TUNING" if adapter == "prefix" else "BOTTLENECK")
+    # a fresh bottleneck is the parent, and the reference is its frozen copy without the adapters
+    if adapter.startswith("bottleneck"):
+        assert reporter.history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)
