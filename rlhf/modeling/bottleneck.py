@@ -156,6 +156,13 @@ def save(model, out_dir: Path, config_name: str, extra: dict[str, Any] | None = 
                                                         indent=2))
 
 
+def save_full(model, out_dir: Path) -> None:
+    """The model's full weights without the adapters (`save_pretrained`), the adapters
+    and their `bottleneck.json` beside them."""
+    model.save_pretrained(str(out_dir), state_dict=without_adapters(model), safe_serialization=True)
+    save(model, out_dir, SETTINGS_FILE)
+
+
 def settings_from(config: dict[str, Any]) -> BottleneckSettings:
     return BottleneckSettings(placement=config["placement"], size=int(config["size"]), scale=float(config["scale"]))
 

@@ -227,8 +227,7 @@ def _save_bottleneck(model, tokenizer, out_dir: Path, base_path: Path, full: boo
     version), or with `full` its weights without them and the adapters beside (a reward
     model, saved in full)."""
     if full:
-        model.save_pretrained(str(out_dir), state_dict=bottleneck.without_adapters(model), safe_serialization=True)
-        bottleneck.save(model, out_dir, bottleneck.SETTINGS_FILE)
+        bottleneck.save_full(model, out_dir)
     else:
         bottleneck.save(model, out_dir, ADAPTER_CONFIG, {"base_model_name_or_path": str(Path(base_path).resolve())})
     tokenizer.save_pretrained(str(out_dir))

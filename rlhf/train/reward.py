@@ -52,7 +52,7 @@ from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import encode_conversation, score_ids
 from rlhf.train import common
 from rlhf import errors
-from rlhf.modeling import loading
+from rlhf.modeling import bottleneck, loading
 from rlhf.train.reward_losses import LOSSES, TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, predicts_tie, ranked_pairs
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,8 @@ def _scratch(near: Path) -> Iterator[Path]:
 def load_classifier(base_path: Path, quantize_4bit: bool = False, scratch_near: Path | None = None):
     """A scalar-head classifier (`num_labels=1`, new random head) on the policy at
     `base_path`: full weights are loaded directly; a LoRA policy is merged into its base
-    (`loading.load_causal_lm`) and saved to a scratch directory first."""
+    (`loading.load_causal_lm`) and saved to a scratch directory first (a bottleneck
+    policy's adapters beside its weights, and inserted into the classifier)."""
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
@@ -264,10 +265,14 @@ def load_classifier(base_path: Path, quantize_4bit: bool = False, scratch_near: 
             return AutoModelForSequenceClassification.from_pretrained(str(base_path), **kwargs)
     merged = loading.load_causal_lm(base_path)
     with _scratch(scratch_near or Path(tempfile.gettempdir())) as scratch:
-        merged.save_pretrained(str(scratch), safe_serialization=True)
+        if bottleneck.attached(merged) is not None:
+            bottleneck.save_full(merged, scratch)
+        else:
+            merged.save_pretrained(str(scratch), safe_serialization=True)
         del merged
         with suppress_seqcls_warning():
-            return AutoModelForSequenceClassification.from_pretrained(str(scratch), **kwargs)
+            return bottleneck.load_into(AutoModelForSequenceClassification.from_pretrained(str(scratch), **kwargs),
+                                        scratch)
 
 
 def full_weights(model, base_path: Path, quantized: bool, scratch_near: Path):

@@ -247,3 +247,13 @@ def test_ppo_trains_a_prefix_or_bottleneck_policy_with_a_lora_value_model(tiny_m
     # a fresh bottleneck is the parent, and the reference is its frozen copy without the adapters
     if adapter.startswith("bottleneck"):
         assert reporter.history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_reward_model_on_a_bottleneck_policy_keeps_its_adapters(tiny_model_dir, tmp_path):
+    tokenizer = loading.load_tokenizer(tiny_model_dir)
+    policy = adapted(tiny_model_dir, "bottleneck_serial")
+    nudge(policy)
+    loading.save_model(policy, tokenizer, tmp_path / "policy", tiny_model_dir, merge=False)
+    classifier = reward.load_classifier(tmp_path / "policy", scratch_near=tmp_path)
+    inner = classifier.model.layers[0].mlp.bottleneck
+    assert torch.equal(inner.up.weight, policy.model.layers[0].mlp.bottleneck.up.weight)
