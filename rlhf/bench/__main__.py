@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|learn|thompson|scale|load|spin` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|adapters|learn|thompson|scale|load|spin` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -67,6 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     head.add_argument("--seed", type=int, default=0)
     head.add_argument("--home", default=None, help="workbench home whose base model to use")
     head.add_argument("--json", action="store_true")
+    adapters = sub.add_parser("adapters", help="each adapter on DPO on the default model: trainable parameters,"
+                              " s/step, peak memory, held-out margin (see rlhf/bench/adapters.py)")
+    adapters.add_argument("--adapters", default=",".join(("lora", "prompt", "prefix", "ia3", "bottleneck_serial",
+                                                           "bottleneck_parallel", "last_layers", "full")))
+    adapters.add_argument("--data", default=None, help="HH-RLHF JSONL (default: ../shared/data/hh-rlhf-harmless-1600.jsonl)")
+    adapters.add_argument("--pairs", type=int, default=96, help="pairs drawn at random from the file")
+    adapters.add_argument("--steps", type=int, default=12, help="DPO optimiser steps for every adapter")
+    adapters.add_argument("--eval-fraction", type=float, default=0.25, help="share of pairs held out")
+    adapters.add_argument("--max-chars", type=int, default=400, help="only pairs with transcripts this short (0: any)")
+    adapters.add_argument("--seed", type=int, default=0)
+    adapters.add_argument("--home", default=None, help="workbench home whose base model to use")
+    adapters.add_argument("--json", action="store_true")
     from rlhf.bench.learn import add_arguments as learn_arguments
 
     learn_arguments(sub.add_parser("learn", help="does one round of simulated rankings with default settings teach"
@@ -146,6 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2))
         else:
             print_head(result)
+        return 0
+    if args.what == "adapters":
+        from rlhf.bench.adapters import bench_adapters, print_table as print_adapters
+        from rlhf.bench.reward_head import default_data
+
+        result = bench_adapters(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
+                                [a.strip() for a in args.adapters.split(",") if a.strip()], args.pairs, args.steps,
+                                args.eval_fraction, args.max_chars, args.seed)
+        print(json.dumps(result, indent=2) if args.json else "")
+        if not args.json:
+            print_adapters(result)
         return 0
     if args.what == "thompson":
         from rlhf.bench import thompson as bench_ts

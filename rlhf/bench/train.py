@@ -67,6 +67,10 @@ def run_method(wb: Workbench, method: str, settings: dict, reward: str | None) -
     metrics = status.get("metrics") or {}
     if "eval/accuracy" in metrics:   # a reward model's held-out pairwise accuracy
         row["eval_accuracy"], row["eval_pairs"] = metrics["eval/accuracy"], metrics.get("eval/pairs")
+    if "eval/rewards/margins" in metrics:   # a DPO policy's held-out implicit reward margin and accuracy
+        row["eval_margin"], row["eval_reward_accuracy"] = metrics["eval/rewards/margins"], metrics.get(
+            "eval/rewards/accuracies")
+        row["eval_pairs"] = metrics.get("eval/examples")
     runtime = metrics.get("train/runtime_s") or status.get("seconds")   # the training loop alone
     if job["status"] == "succeeded" and runtime and row["steps"]:
         row["seconds_per_step"] = round(runtime / row["steps"], 2)

@@ -1,6 +1,7 @@
 """Loading and saving models: precision, tokenizers, causal LMs (4-bit for QLoRA), parents
-that are themselves adapters, reward models, PEFT adapters (LoRA, prompt tuning, full,
-QLoRA), and saving a trained model (merged or as an adapter).
+that are themselves adapters, reward models, the adapters (PEFT's LoRA, QLoRA, prompt
+tuning, prefix tuning and IA3; the workbench's own bottleneck adapters and top layers; full
+fine-tuning), and saving a trained model (merged or as an adapter).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers import (
 )
 
 from rlhf.errors import TrainingError
-from rlhf.modeling import precision
+from rlhf.modeling import bottleneck, precision, prefix
 
 ADAPTER_CONFIG = "adapter_config.json"
 REWARD_FILE = "reward.json"   # a reward model's offset and how it was trained (rlhf.train.reward, reward_head)
@@ -76,9 +77,13 @@ def load_causal_lm(path: Path, quantize_4bit: bool = False) -> PreTrainedModel:
     if is_adapter(path):
         from peft import PeftModel
 
-        if json.loads((path / ADAPTER_CONFIG).read_text()).get("peft_type") != "LORA":
+        peft_type = json.loads((path / ADAPTER_CONFIG).read_text()).get("peft_type")
+        if peft_type == bottleneck.PEFT_TYPE:
+            return bottleneck.load_into(load_causal_lm(adapter_base(path)), path, ADAPTER_CONFIG)
+        if peft_type not in MERGEABLE:
             raise TrainingError(
-                f"{path.name} is a prompt-tuned version; train from its parent, or from a LoRA or full version."
+                f"{path.name} is a prompt-tuned version; train from its parent, or from a LoRA, IA3, bottleneck"
+                " or full version."
             )
         base = load_causal_lm(adapter_base(path))
         # PEFT loads an adapter for inference and freezes the weights; merged, the parent is
@@ -87,18 +92,19 @@ def load_causal_lm(path: Path, quantize_4bit: bool = False) -> PreTrainedModel:
     kwargs: dict[str, Any] = {"dtype": model_dtype()}
     if quantize_4bit:
         kwargs["quantization_config"] = bnb_4bit_config()
-    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    return bottleneck.load_into(AutoModelForCausalLM.from_pretrained(str(path), **kwargs), path)
 
 
 def load_adapted_policy(path: Path) -> PreTrainedModel:
-    """A policy version for sampling: LoRA merged into its base, a soft prompt kept as a
-    PEFT model (it cannot be merged)."""
+    """A policy version for sampling: LoRA or IA3 merged into its base, bottleneck adapters
+    inserted into it, a soft prompt or prefix kept as a PEFT model (neither can be merged;
+    a prefix generates through `rlhf.modeling.prefix`)."""
     from peft import PeftModel
 
     config = json.loads((Path(path) / ADAPTER_CONFIG).read_text())
-    if config.get("peft_type") == "LORA":
+    if config.get("peft_type") in (*MERGEABLE, bottleneck.PEFT_TYPE):
         return load_causal_lm(path)
-    return PeftModel.from_pretrained(load_causal_lm(adapter_base(path)), str(path))
+    return prefix.enable(PeftModel.from_pretrained(load_causal_lm(adapter_base(path)), str(path)))
 
 
 def read_reward_info(path: Path) -> dict[str, Any]:
@@ -114,6 +120,7 @@ def load_reward_model(path: Path) -> PreTrainedModel:
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=model_dtype())
     if model.config.pad_token_id is None:
         model.config.pad_token_id = load_tokenizer(path).pad_token_id
+    bottleneck.load_into(model, path)
     if read_reward_info(path).get("pooling") == "mean":
         model.score.register_forward_hook(running_mean)
     return model
@@ -129,7 +136,11 @@ def running_mean(module, args, scores: torch.Tensor) -> torch.Tensor:
     return scores.cumsum(dim=-2) / counts.unsqueeze(-1)
 
 
-ADAPTERS = ("lora", "prompt", "full", "qlora", "last_layers")
+ADAPTERS = ("lora", "prompt", "prefix", "ia3", "bottleneck_serial", "bottleneck_parallel", "full", "qlora",
+            "last_layers")
+PROMPT_LEARNING = ("prompt", "prefix")   # virtual tokens: nothing to merge into the weights
+UNMERGEABLE = (*PROMPT_LEARNING, "bottleneck_serial", "bottleneck_parallel")
+MERGEABLE = ("LORA", "IA3")              # PEFT types `merge_and_unload` folds into the weights
 
 
 def bnb_4bit_config():
@@ -149,6 +160,19 @@ def check_adapter(options: dict[str, Any]) -> None:
             raise TrainingError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); use adapter=lora on the CPU.")
         if importlib.util.find_spec("bitsandbytes") is None:
             raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.")
+    if options.get("merge") and adapter in UNMERGEABLE:
+        what = {"prompt": "A soft prompt", "prefix": "A prefix"}.get(adapter, "A bottleneck adapter")
+        raise TrainingError(f"{what} cannot be merged into the weights: use merge=false with adapter={adapter}.")
+    if adapter.startswith("bottleneck_"):
+        bottleneck_settings(options)   # refuses a bad size before any model is loaded
+
+
+def bottleneck_settings(options: dict[str, Any]) -> bottleneck.BottleneckSettings:
+    """The bottleneck settings of `adapter=bottleneck_serial|bottleneck_parallel`."""
+    placement = str(options.get("adapter", "")).removeprefix("bottleneck_")
+    default_scale = 4.0 if placement == "parallel" else 1.0   # He et al. 2022, sec. 4.2
+    return bottleneck.BottleneckSettings(placement=placement, size=int(options.get("bottleneck_size", 64)),
+                                         scale=float(options.get("bottleneck_scale") or default_scale))
 
 
 def peft_config(options: dict[str, Any], task_type: str):
@@ -156,15 +180,21 @@ def peft_config(options: dict[str, Any], task_type: str):
 
     task_type: "CAUSAL_LM" for policies, "SEQ_CLS" for reward/value models (the scalar
     head is then trained in full beside the adapter)."""
-    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
 
     check_adapter(options)
     adapter = options.get("adapter", "lora")
-    if adapter in ("full", "last_layers"):   # last_layers: `train_top_layers` freezes the rest
+    if adapter in ("full", "last_layers") or adapter.startswith("bottleneck_"):   # `own_adapter` prepares them
         return None
+    virtual = int(options.get("num_virtual_tokens", 8))
     if adapter == "prompt":
-        return PromptTuningConfig(task_type=task_type, num_virtual_tokens=int(options.get("num_virtual_tokens", 8)),
+        return PromptTuningConfig(task_type=task_type, num_virtual_tokens=virtual,
                                   prompt_tuning_init=PromptTuningInit.RANDOM)
+    if adapter == "prefix":   # Li and Liang 2021: learned keys and values at every layer, from zero (random
+        # ones start the policy far from its parent; zero keys and values only dilute attention a little)
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=virtual, init_weights="zero")
+    if adapter == "ia3":      # Liu et al. 2022 (T-Few): learned scales of keys, values and the MLP
+        return IA3Config(task_type=task_type)
     return LoraConfig(task_type=task_type, r=int(options.get("lora_r", 16)),
                       lora_alpha=int(options.get("lora_alpha", 32)),
                       lora_dropout=float(options.get("lora_dropout", 0.0)),
@@ -181,16 +211,30 @@ def save_model(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path, base_pa
     kind = "full"
     if isinstance(model, PeftModel):
         config = model.peft_config[model.active_adapter]
-        if merge and config.peft_type.value == "LORA":
+        if merge and config.peft_type.value in MERGEABLE:
             model = model.merge_and_unload()
         elif merge:
-            raise TrainingError("Only a LoRA adapter can be merged into full weights.")
+            raise TrainingError("Only a LoRA or IA3 adapter can be merged into full weights.")
         else:
             config.base_model_name_or_path = str(Path(base_path).resolve())
             kind = "adapter"
+    if bottleneck.attached(model) is not None:
+        return _save_bottleneck(model, tokenizer, out_dir, base_path, merge)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     return kind
+
+
+def _save_bottleneck(model, tokenizer, out_dir: Path, base_path: Path, full: bool) -> str:
+    """A model with bottleneck adapters: the adapters alone over `base_path` (a policy
+    version), or with `full` its weights without them and the adapters beside (a reward
+    model, saved in full)."""
+    if full:
+        bottleneck.save_full(model, out_dir)
+    else:
+        bottleneck.save(model, out_dir, ADAPTER_CONFIG, {"base_model_name_or_path": str(Path(base_path).resolve())})
+    tokenizer.save_pretrained(str(out_dir))
+    return "full" if full else "adapter"
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
@@ -201,6 +245,14 @@ def decoder_blocks(model) -> torch.nn.ModuleList:
     if not isinstance(blocks, torch.nn.ModuleList):
         raise TrainingError(f"adapter=last_layers needs a model with decoder layers; {type(inner).__name__} has none.")
     return blocks
+
+
+def own_adapter(model, options: dict[str, Any]) -> None:
+    """Prepare the adapters the workbench does itself, not through PEFT: the top layers
+    (`train_top_layers`) or bottleneck adapters (`rlhf.modeling.bottleneck`). Others: nothing."""
+    if str(options.get("adapter", "")).startswith("bottleneck_"):
+        bottleneck.train_only_adapters(model, bottleneck_settings(options))
+    train_top_layers(model, options)
 
 
 def train_top_layers(model, options: dict[str, Any]) -> None:

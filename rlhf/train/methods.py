@@ -54,14 +54,20 @@ class Method:
 
 
 COMMON_OPTIONS = {
-    "adapter": Option("lora", "how weights are adapted: LoRA (PEFT), a learned soft prompt, full fine-tuning,"
-                      " QLoRA (4-bit base, CUDA only), or last_layers (only the top trainable_layers blocks"
-                      " and the head)", ("lora", "prompt", "full", "qlora", "last_layers")),
+    "adapter": Option("lora", "how weights are adapted: LoRA (PEFT), a learned soft prompt, a learned prefix"
+                      " (keys and values at every layer), IA3 (learned scales), bottleneck adapters after"
+                      " (serial) or beside (parallel) each MLP, full fine-tuning, QLoRA (4-bit base, CUDA"
+                      " only), or last_layers (only the top trainable_layers blocks and the head)",
+                      ("lora", "prompt", "prefix", "ia3", "bottleneck_serial", "bottleneck_parallel", "full", "qlora",
+                       "last_layers")),
     "lora_r": Option(16, "LoRA rank"),
     "lora_alpha": Option(32, "LoRA scaling numerator (alpha / r scales the update)"),
     "lora_dropout": Option(0.0, "dropout on the LoRA path"),
     "lora_target": Option("all-linear", "modules LoRA adapts (PEFT target_modules)"),
-    "num_virtual_tokens": Option(8, "soft-prompt length for adapter=prompt"),
+    "num_virtual_tokens": Option(8, "soft-prompt or prefix length for adapter=prompt or prefix"),
+    "bottleneck_size": Option(64, "bottleneck width for adapter=bottleneck_serial or bottleneck_parallel"),
+    "bottleneck_scale": Option(0.0, "scale of a bottleneck adapter's output (0: 1 serial, 4 parallel as in"
+                               " He et al. 2022)"),
     "merge": Option(False, "merge a LoRA result into full weights (for serving elsewhere)"),
     "eval_fraction": Option(0.1, "share of comparisons held out for evaluation (split by comparison)"),
     "trainable_layers": Option(2, "for adapter=last_layers: how many of the top transformer blocks train (with the"

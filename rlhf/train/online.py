@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable
 
 from rlhf.train import common, guard, ranks
-from rlhf.modeling import loading
+from rlhf.modeling import loading, prefix
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, trainer_config
@@ -104,6 +104,7 @@ def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]
             peft_config=policy.peft_config,
             callbacks=callbacks(inputs),
         )
+        prefix.enable(trainer.model)   # its rollouts sample with the prefix (PEFT's generate drops it)
         metrics = fit(trainer, inputs, policy, {"train": len(prompts)}, evaluate=False)
     finally:
         common.remove_scratch(inputs.out_dir)

@@ -39,13 +39,11 @@ def load_trl_policy(inputs: TrainInputs, reference: bool = False) -> TrlPolicy:
     otherwise reload the reference from the config's name, which for a LoRA parent is
     the parent's base, not the parent)."""
     options = inputs.options
-    peft = loading.peft_config(options, "CAUSAL_LM")  # checks the adapter first
-    if options.get("merge") and options.get("adapter") == "prompt":
-        raise TrainingError("A soft prompt cannot be merged into the weights: use merge=false with adapter=prompt.")
+    peft = loading.peft_config(options, "CAUSAL_LM")  # checks the adapter (and that it can merge) first
     inputs.reporter.progress(0, None, message="loading the policy")
     quantize = options.get("adapter") == "qlora"
     model = loading.load_causal_lm(inputs.base_path, quantize_4bit=quantize)
-    loading.train_top_layers(model, options)
+    loading.own_adapter(model, options)
     tokenizer = loading.load_tokenizer(inputs.base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     ref = None

@@ -38,7 +38,7 @@ from torch import nn
 from rlhf.preference.messages import as_messages, plain
 from rlhf.modeling.scoring import RewardScorer
 from rlhf.train import common, guard
-from rlhf.modeling import loading
+from rlhf.modeling import loading, prefix
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.train.schedule import lora_rate
@@ -382,9 +382,9 @@ class PPOPolicy:
         reference = None
         if adapter is None:  # full fine-tuning (or its top layers): the reference is a frozen copy
             reference = copy.deepcopy(model).eval().requires_grad_(False)
-            loading.train_top_layers(model, options)
+            loading.own_adapter(model, options)
         else:
-            model = get_peft_model(model, adapter)
+            model = prefix.enable(get_peft_model(model, adapter))
         if config.disable_dropout:
             disable_dropout(model)
         return cls(model.eval(), reference, tokenizer, config, former)
@@ -511,7 +511,7 @@ class ValueModel:
         if config.disable_dropout:
             disable_dropout(model)
         options = dict(inputs.options)
-        if options.get("adapter") in ("prompt", "qlora"):
+        if options.get("adapter") in ("prompt", "qlora", "prefix", "bottleneck_serial", "bottleneck_parallel"):
             options["adapter"] = "lora"
         adapter = loading.peft_config(options, "SEQ_CLS")
         loading.train_top_layers(model, options)

@@ -52,7 +52,7 @@ from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import encode_conversation, score_ids
 from rlhf.train import common, ranks
 from rlhf import errors
-from rlhf.modeling import loading
+from rlhf.modeling import bottleneck, loading
 from rlhf.train.reward_losses import LOSSES, TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, predicts_tie, ranked_pairs
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,8 @@ def _scratch(near: Path) -> Iterator[Path]:
 def load_classifier(base_path: Path, quantize_4bit: bool = False, scratch_near: Path | None = None):
     """A scalar-head classifier (`num_labels=1`, new random head) on the policy at
     `base_path`: full weights are loaded directly; a LoRA policy is merged into its base
-    (`loading.load_causal_lm`) and saved to a scratch directory first."""
+    (`loading.load_causal_lm`) and saved to a scratch directory first (a bottleneck
+    policy's adapters beside its weights, and inserted into the classifier)."""
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
@@ -266,10 +267,14 @@ def load_classifier(base_path: Path, quantize_4bit: bool = False, scratch_near: 
             return AutoModelForSequenceClassification.from_pretrained(str(base_path), **kwargs)
     merged = loading.load_causal_lm(base_path)
     with _scratch(scratch_near or Path(tempfile.gettempdir())) as scratch:
-        merged.save_pretrained(str(scratch), safe_serialization=True)
+        if bottleneck.attached(merged) is not None:
+            bottleneck.save_full(merged, scratch)
+        else:
+            merged.save_pretrained(str(scratch), safe_serialization=True)
         del merged
         with suppress_seqcls_warning():
-            return AutoModelForSequenceClassification.from_pretrained(str(scratch), **kwargs)
+            return bottleneck.load_into(AutoModelForSequenceClassification.from_pretrained(str(scratch), **kwargs),
+                                        scratch)
 
 
 def full_weights(model, base_path: Path, quantized: bool, scratch_near: Path):
@@ -340,9 +345,9 @@ def _check_options(options: dict[str, Any]) -> tuple[str, float | None]:
         raise errors.TrainingError(f"loss must be one of {', '.join(LOSSES)}, not '{loss}'.")
     if options.get("grouping", "pairs") not in ("pairs", "ranking"):
         raise errors.TrainingError(f"grouping must be pairs or ranking, not '{options.get('grouping')}'.")
-    if options.get("adapter", "lora") == "prompt":
-        raise errors.TrainingError("A reward model is saved as full weights and a soft prompt cannot be merged"
-                                   " into them; use adapter=lora or adapter=full.")
+    if options.get("adapter", "lora") in loading.PROMPT_LEARNING:
+        raise errors.TrainingError("A reward model is saved as full weights and a soft prompt or prefix cannot be"
+                                   " merged into them; use adapter=lora, ia3, bottleneck_serial or full.")
     fixed = float(options.get("tie_param") or 0.0) or None
     if fixed is not None and loss == "rao_kupper" and fixed <= 1:
         raise errors.TrainingError(f"tie_param (Rao-Kupper theta) must be greater than 1, or 0 to learn it, not {fixed}.")
@@ -394,7 +399,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
 
     set_seed(seed)   # the new scalar head is drawn at random
     model = load_classifier(inputs.base_path, quantize_4bit=quantized, scratch_near=inputs.out_dir.parent)
-    loading.train_top_layers(model, options)
+    loading.own_adapter(model, options)
     tie = TieParameter(loss, fixed_tie) if keep_ties else None
     trainer = _trainer_class()(
         model=model, args=args, processing_class=tokenizer,

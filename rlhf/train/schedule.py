@@ -33,15 +33,23 @@ ONLINE = ("ppo", "grpo", "rloo")
 # Full weights take one to two orders of magnitude less; a soft prompt (a few vectors
 # alone) far more. QLoRA trains a LoRA and takes its rate. The top layers alone (last_layers)
 # take a little more than full weights: fewer weights move, and they hold less of the model.
+# The prefix (PEFT's prefix-tuning examples: 1e-2), IA3 (T-Few, Liu et al. 2022: 3e-3) and
+# bottleneck (LLM-Adapters, Hu et al. 2023: 3e-4) rates are the literature's, not tuned here;
+# `python -m rlhf.bench adapters` shows each moving the held-out DPO margin at them.
 LEARNING_RATES: dict[str, dict[str, float]] = {
     "lora": {"reward": 2e-4, "sft": 2e-4, "dpo": 2e-4, "kto": 2e-4, "ppo": 1e-4, "grpo": 1e-4, "rloo": 1e-4},
     "full": {"reward": 1e-5, "sft": 2e-5, "dpo": 5e-6, "kto": 5e-6, "ppo": 5e-6, "grpo": 5e-6, "rloo": 5e-6},
     "last_layers": {"reward": 3e-5, "sft": 5e-5, "dpo": 1e-5, "kto": 1e-5, "ppo": 1e-5, "grpo": 1e-5, "rloo": 1e-5},
+    "prefix": {"reward": 1e-2, "sft": 1e-2, "dpo": 1e-2, "kto": 1e-2, "ppo": 5e-3, "grpo": 5e-3, "rloo": 5e-3},
+    "ia3": {"reward": 3e-3, "sft": 3e-3, "dpo": 3e-3, "kto": 3e-3, "ppo": 1e-3, "grpo": 1e-3, "rloo": 1e-3},
+    "bottleneck": {"reward": 3e-4, "sft": 3e-4, "dpo": 3e-4, "kto": 3e-4, "ppo": 1e-4, "grpo": 1e-4, "rloo": 1e-4},
     "prompt": {"reward": 3e-2, "sft": 3e-2, "dpo": 3e-2, "kto": 3e-2, "ppo": 1e-2, "grpo": 1e-2, "rloo": 1e-2},
 }
 for _rates in LEARNING_RATES.values():  # SPIN trains DPO in each iteration, at DPO's rates
     _rates["spin"] = _rates["dpo"]
 ADAPTER_WORDS = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "prompt": "a soft prompt",
+                 "prefix": "a prefix", "ia3": "IA3", "bottleneck_serial": "serial bottleneck adapters",
+                 "bottleneck_parallel": "parallel bottleneck adapters",
                  "last_layers": "the top layers"}
 METHOD_WORDS = {"reward": "a reward model", "sft": "SFT", "dpo": "DPO", "kto": "KTO", "ppo": "PPO",
                 "grpo": "GRPO", "rloo": "RLOO", "spin": "SPIN"}
@@ -116,7 +124,8 @@ def schedule(rows: int, method: str, adapter: str, per_step: int, given: Mapping
     if "learning_rate" in given:
         rate, rate_why = float(given["learning_rate"]), "learning_rate as set"
     else:
-        rate = float(defaults.learning_rates["lora" if adapter == "qlora" else adapter][method])
+        table = {"qlora": "lora", "bottleneck_serial": "bottleneck", "bottleneck_parallel": "bottleneck"}
+        rate = float(defaults.learning_rates[table.get(adapter, adapter)][method])
         rate_why = f"lr for {METHOD_WORDS[method]} with {ADAPTER_WORDS.get(adapter, adapter)}"
         settings["learning_rate"] = rate
     if method in ONLINE:
