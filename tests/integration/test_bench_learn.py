@@ -18,9 +18,9 @@ def test_one_cell_runs_and_a_rerun_resumes(tmp_path, tiny_model_dir, one_thread,
     base_home = Home(out / "base-home")
     base_home.prepare()
     base_home.link_base_model(tiny_model_dir)  # the benchmark's shared base: here the tiny model
-    # 37 tokens of the random model run to about 250 characters, either side of the rule's line: some pairs
+    # 50 tokens of the random model (its 4,096-token vocabulary) run to about 250 characters, either side of the rule's line: some pairs
     args = ["learn", "--rules", "length", "--methods", "dpo", "--sizes", "4", "--held-out", "4", "--answers", "8",
-            "--max-new-tokens", "37", "--out", str(out), "--json"]
+            "--max-new-tokens", "50", "--out", str(out), "--json"]
     assert main(args) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["rule"], row["method"], row["size"], row["comparisons"]) == ("length", "dpo", 4, 4)

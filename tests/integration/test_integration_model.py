@@ -77,9 +77,11 @@ BATCH_PROMPTS = [
 ]
 
 
-def test_real_model_batching_keeps_greedy_answers(real_model_dir):
+def test_real_model_batching_keeps_greedy_answers(real_model_dir, monkeypatch):
     """Left padding is right: prompts of different lengths batched together get exactly
-    what each gets alone."""
+    what each gets alone. In fp32: in bf16 a padded batch's sums round differently from a
+    lone prompt's, so a near-tie between two tokens can go either way (seen on an AMX CPU)."""
+    monkeypatch.setenv("RLHF_PRECISION", "fp32")
     policy = load_policy(real_model_dir)
     params = SamplingParams(temperature=0, max_new_tokens=16)
     alone = sample(policy, BATCH_PROMPTS, k=2, params=params, batch_prompts=1)

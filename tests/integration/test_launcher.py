@@ -42,7 +42,7 @@ def ranks_that(log: str, words: str) -> set[str]:
 def test_two_ranks_train_a_reward_model_and_one_version_is_registered(workbench, two_ranks):
     add_ranked(workbench)
     jobs = Jobs(workbench.home, workbench.store)
-    job_id = jobs.submit(JobRequest("reward", settings={**TINY, "max_length": 64}))
+    job_id = jobs.submit(JobRequest("reward", settings={**TINY, "max_length": 256}))
     job = JobRunner(jobs, poll_seconds=0.2).run(job_id)
     log = jobs.log_text(job_id)
     assert job["status"] == "succeeded", log
@@ -58,7 +58,7 @@ def test_two_ranks_train_a_reward_model_and_one_version_is_registered(workbench,
 def test_a_cancelled_dpo_job_stops_every_rank_at_the_same_step(workbench, two_ranks):
     add_ranked(workbench)
     jobs = Jobs(workbench.home, workbench.store)
-    job_id = jobs.submit(JobRequest("dpo", settings={**TINY, "max_steps": 100000, "max_length": 64}))
+    job_id = jobs.submit(JobRequest("dpo", settings={**TINY, "max_steps": 100000, "max_length": 256}))
     thread, result = _run_in_thread(jobs, job_id)
     _wait_for_step(jobs, job_id)  # rank 0 steps only with rank 1: DDP averages their gradients each step
     job_dir = jobs.job_dir(job_id)
