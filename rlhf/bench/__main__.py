@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|reward_head|adapters|learn|thompson|scale|load|spin` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|train_step|reward_head|adapters|learn|thompson|scale|load|spin` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--reference", action="store_true",
                        help="after the DPO job, plain TRL's DPOTrainer on the same rows and settings")
     train.add_argument("--json", action="store_true")
+    step = sub.add_parser("train_step", help="one LoRA DPO-sized training step of the default model, fp32 against bf16"
+                          " autocast, taken in turn")
+    step.add_argument("--home", default=None, help="workbench home whose base model to use")
+    step.add_argument("--pairs", type=int, default=4, help="pairs in the batch (2 sequences each)")
+    step.add_argument("--tokens", type=int, default=192, help="tokens per sequence")
+    step.add_argument("--repeats", type=int, default=5)
+    step.add_argument("--threads", type=int, default=2)
+    step.add_argument("--json", action="store_true")
     head = sub.add_parser("reward_head", help="the feature-based reward head beside the LoRA reward model on"
                           " HH-RLHF pairs: held-out accuracy and time (see rlhf/bench/reward_head.py)")
     head.add_argument("--data", default=None, help="HH-RLHF JSONL (default: ../shared/data/hh-rlhf-harmless-1600.jsonl)")
@@ -147,6 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else "")
         if not args.json:
             print_table(rows)
+        return 0
+    if args.what == "train_step":
+        from rlhf.bench.train_step import bench_train_step, print_result
+
+        result = bench_train_step(ensure_default_model(Home.resolve(args.home)), args.pairs, args.tokens, args.repeats,
+                                  args.threads)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_result(result)
         return 0
     if args.what == "reward_head":
         from rlhf.bench.reward_head import bench_reward_head, default_data, print_table as print_head
