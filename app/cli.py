@@ -18,7 +18,8 @@ from rlhf.errors import UserError
 from rlhf.home import Home
 from rlhf.preference.ranking import RankingError
 from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
-from rlhf.collect.workbench import EXPORT_FORMATS, ServerHoldsStore, Workbench
+from rlhf.collect.exports import EXPORT_FORMATS
+from rlhf.collect.workbench import ServerHoldsStore, Workbench
 from rlhf import backup
 from rlhf.backup import StoreError
 

@@ -1,4 +1,5 @@
-"""The base of every error meant for a person rather than a traceback."""
+"""The base of every error meant for a person rather than a traceback, and the errors that
+several modules raise."""
 
 
 class UserError(RuntimeError):
@@ -7,3 +8,7 @@ class UserError(RuntimeError):
 
 class TrainingError(UserError):
     """A job that cannot train, in one sentence (too little data, a bad setting, ...)."""
+
+
+class WorkbenchError(UserError):
+    """A request the workbench refuses, in one sentence."""

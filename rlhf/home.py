@@ -1,4 +1,5 @@
-"""The workbench home: where the database, models, jobs and exports live.
+"""The workbench home: where the database, models, jobs and exports live; and what a new
+home starts from (the default model, the default prompts shipped with the package).
 
     workbench.duckdb
     models/<version>/      weights or a PEFT adapter
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from rlhf.errors import UserError
@@ -116,3 +118,9 @@ def ensure_default_model(home: Home) -> Path:
         log.info("Converting %s from its GGUF file to %s (once, about half a minute)", DEFAULT_MODEL_NAME, target)
         import_gguf(default_gguf_path(), target)
     return target
+
+
+def default_prompts() -> list[dict]:
+    """The prompt set shipped with the package: {"prompt", "category"} per line."""
+    text = (resources.files("rlhf") / "data" / "default_prompts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

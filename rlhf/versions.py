@@ -1,12 +1,15 @@
 """Model versions as the rest of the workbench sees them: one lookup by name that returns a
 frozen `ModelVersion` with its absolute path, and one way of refusing the wrong kind
-(`policy()` / `reward()`), so that every caller says the same sentence."""
+(`policy()` / `reward()`), so that every caller says the same sentence; and the names read
+from a frame of versions (`versions_of`, `active_policy`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from rlhf.errors import UserError
 from storage import models
@@ -63,3 +66,16 @@ def lookup(cur, root: Path, name: str) -> ModelVersion:
     return ModelVersion(name=row["name"], kind=row["kind"], status=row["status"], path=Path(root) / row["path"],
                         parent=_text(row["parent"]), base_model=row["base_model"],
                         data_snapshot=_text(row["data_snapshot"]))
+
+
+def versions_of(frame: pd.DataFrame, kind: str) -> list[str]:
+    """The names of the versions of one kind ("policy", "reward") in a `Workbench.models()` frame."""
+    return [] if frame.empty else list(frame.loc[frame["kind"] == kind, "name"])
+
+
+def active_policy(frame: pd.DataFrame) -> str | None:
+    """The active policy's name in a `Workbench.models()` frame; None when there is none."""
+    if frame.empty:
+        return None
+    found = frame[(frame["kind"] == "policy") & (frame["status"] == "active")]
+    return None if found.empty else str(found["name"].iloc[0])

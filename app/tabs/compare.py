@@ -26,7 +26,8 @@ from rlhf.auth import STAFF
 from rlhf.compare.service import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS
 from rlhf.home import BASE_VERSION
 from rlhf.limits import LIMITS, check_text
-from rlhf.collect.workbench import DEFAULT_PROMPT_SET, active_policy, versions_of
+from rlhf.collect.workbench import DEFAULT_PROMPT_SET
+from rlhf.versions import active_policy, versions_of
 
 NO_REWARD = "(no reward model)"
 NEWEST_REWARD = "(the newest reward model)"

@@ -23,7 +23,7 @@ from rlhf.preference.agreement import CONSENSUS_METHODS
 from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text
 from rlhf.collect.reports import Filters
-from rlhf.collect.workbench import EXPORT_FORMATS
+from rlhf.collect.exports import EXPORT_FORMATS
 
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 ALL_ROUNDS = "all"

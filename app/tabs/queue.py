@@ -13,7 +13,7 @@ from rlhf.auth import STAFF
 from rlhf.collect.annotation import QueueConfig
 from rlhf.limits import LIMITS, check_text
 from rlhf.collect.pregenerate import PreGenerator
-from rlhf.collect.workbench import SOURCES_EXAMPLE
+from rlhf.collect.sources import SOURCES_EXAMPLE
 
 ACTIVE_POLICY = "(the active policy)"
 SOURCES_HELP = ("Where each comparison's completions come from, as JSON; empty: all K from the generating "

@@ -25,7 +25,7 @@ from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text, check_value
 from rlhf.collect.reports import Reports
 from rlhf.train.methods import METHODS, method
-from rlhf.collect.workbench import active_policy, versions_of
+from rlhf.versions import active_policy, versions_of
 
 DEFAULT_METHOD = "dpo"
 NEWEST_REWARD = "(the newest reward model)"

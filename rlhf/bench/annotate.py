@@ -21,7 +21,8 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
     from rlhf.collect.annotation import Annotation
     from rlhf.auth import User, create_user
     from rlhf.home import BASE_VERSION
-    from rlhf.collect.workbench import Workbench, default_prompts
+    from rlhf.collect.workbench import Workbench
+    from rlhf.home import default_prompts
     from storage import comparisons, prompts
     from storage.comparisons import NewCompletion
 

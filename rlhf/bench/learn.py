@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf.bench.demo import rank_all, train, wilson_interval
-from rlhf.collect.workbench import Workbench, WorkbenchError, default_prompts
+from rlhf.collect.workbench import Workbench, WorkbenchError
+from rlhf.home import default_prompts
 from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.jobs.files import read_log

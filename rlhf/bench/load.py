@@ -254,7 +254,8 @@ def prepare_home(root: Path, settings: LoadSettings):
     from rlhf.collect.annotation import Annotation
     from rlhf.auth import User, create_user
     from rlhf.home import BASE_VERSION, Home
-    from rlhf.collect.workbench import Workbench, default_prompts
+    from rlhf.collect.workbench import Workbench
+    from rlhf.home import default_prompts
     from storage import comparisons, prompts
     from storage.comparisons import NewCompletion
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhf.collect.workbench import default_prompts
+from rlhf.home import default_prompts
 from rlhf.preference.thompson import double_thompson, random_slots
 from rlhf.train.head_ensemble import EnsembleConfig, Featurizer, fit_ensemble, member_scores
 from rlhf.train.reward_head import HeadConfig, PairTable, fit_head

@@ -1,4 +1,5 @@
-"""Export files made for a download in the page, kept for an hour and then deleted.
+"""Exports: the rows each export format holds (`export_table`), and the files made for a
+download in the page, kept for an hour and then deleted.
 
 The Data and Compare tabs write each export into a fresh folder under the home's
 `exports/` (Gradio then serves a copy from its cache, which the server also clears after
@@ -17,10 +18,31 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
+
+from rlhf.errors import WorkbenchError
 from rlhf.home import Home
 from rlhf.limits import LIMITS
+from rlhf.preference import pairs
 
 log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("preference", "unpaired", "rankings")
+
+
+def export_table(rankings: pd.DataFrame, format: str, selection: str = "all",
+                 labels: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows one export format holds, from `Workbench.rankings()`: TRL preference pairs
+    (prompt, chosen, rejected, margin), TRL unpaired rows (prompt, completion, label; an
+    annotator's good/bad mark in `labels`, `Workbench.labels()`, wins over the label from
+    the rank, as in a KTO job's rows) or the raw rankings as they are."""
+    if format not in EXPORT_FORMATS:
+        raise WorkbenchError(f"Unknown export format '{format}': choose {', '.join(EXPORT_FORMATS)}.")
+    if format == "preference":
+        return pairs.preference_pairs(rankings, selection)[["prompt", "chosen", "rejected", "margin"]]
+    if format == "unpaired":
+        return pairs.unpaired_examples(rankings, labels)[["prompt", "completion", "label"]]
+    return rankings
 
 
 def sweep(home: Home, max_age_s: float = LIMITS.export_ttl_s, now: float | None = None) -> int:

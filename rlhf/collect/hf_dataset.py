@@ -9,7 +9,7 @@ and a `README.md` whose YAML header declares them (`configs:`), so that
     DIR/unpaired/train.parquet    TRL unpaired rows (prompt, completion, label), for KTO
     DIR/rankings/train.parquet    every ranking with its comparison and per-completion ranks
 
-The rows are those of the other export formats (`workbench.export_table`), so the pairs and
+The rows are those of the other export formats (`exports.export_table`), so the pairs and
 the unpaired rows feed TRL's `DPOTrainer`, `RewardTrainer` and `KTOTrainer` as they are.
 Annotators are `annotator-1`, `annotator-2`, ... (in the order of their first ranking)
 unless their names are asked for. Prompts, completions and comments are untrusted: they go
@@ -34,7 +34,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from rlhf.collect.workbench import Workbench, WorkbenchError, export_table
+from rlhf.collect.exports import export_table
+from rlhf.collect.workbench import Workbench, WorkbenchError
 from rlhf.preference import agreement
 from rlhf.preference.pairs import SELECTIONS
 from rlhf.settings import setting

@@ -6,7 +6,8 @@ asks its sampling child process (`rlhf.modeling.sampler_process`, a "score" requ
 comparisons still in the queue with the reward version(s) the queue uses, whenever
 suggestions or the 'uncertain' selection are on; the server process never loads a reward
 model. `score_comparisons` is the one place that turns scores into stored rows, whoever
-computed them (the child process, or a `RewardScorer` in the CLI).
+computed them (the child process, or a `RewardScorer` in the CLI); `score_table` shows
+scores without storing them (`rlhf score`).
 
 A suggestion is the reward model's order of the completions: higher score better, scores
 closer than `EQUAL_SCORE` (1e-6) tied, in canonical form (`B > A = C`). It is stored when
@@ -41,6 +42,26 @@ def suggested_ranking(values: Sequence[float]) -> str:
     return ranking_from_ranks(dense_ranks(list(values), tolerance=EQUAL_SCORE)).canonical
 
 
+def _scored(found: Sequence[comparisons.Comparison]) -> tuple[list[list[dict]], list[str]]:
+    """What a reward model scores for these comparisons: (prompt messages, completion text),
+    one pair per completion, in comparison then letter order."""
+    return ([comparison.messages for comparison in found for _ in comparison.completions],
+            [completion["text"] for comparison in found for completion in comparison.completions])
+
+
+def score_table(found: Sequence[comparisons.Comparison], score: ScoreFn) -> pd.DataFrame:
+    """The completions of the comparisons scored, not stored: one row per completion
+    (comparison_id, letter, model_version, score, text), `score(prompts, completions)`
+    called once (not at all when there is nothing to score)."""
+    rows = [{"comparison_id": comparison.id, "letter": c["letter"], "model_version": c["model_version"],
+             "text": c["text"]} for comparison in found for c in comparison.completions]
+    frame = pd.DataFrame(rows, columns=["comparison_id", "letter", "model_version", "text"])
+    if frame.empty:
+        return frame.assign(score=[])
+    frame["score"] = score(*_scored(found))
+    return frame[["comparison_id", "letter", "model_version", "score", "text"]]
+
+
 def score_comparisons(store, reward_version: str, comparison_ids: Sequence[int], score: ScoreFn) -> int:
     """Score every completion of the comparisons with `score(prompts, completions)` (one
     call for all of them) and store the scores and the suggestion of each comparison, in
@@ -49,8 +70,7 @@ def score_comparisons(store, reward_version: str, comparison_ids: Sequence[int],
     found = [comparison for comparison in (comparisons.get(cur, int(i)) for i in comparison_ids) if comparison]
     if not found:
         return 0
-    prompts = [comparison.messages for comparison in found for _ in comparison.completions]
-    texts = [completion["text"] for comparison in found for completion in comparison.completions]
+    prompts, texts = _scored(found)
     values = [float(value) for value in score(prompts, texts)]
     if len(values) != len(texts):
         raise RuntimeError(f"The reward model gave {len(values)} scores for {len(texts)} completions.")

@@ -42,7 +42,8 @@ from rlhf.auth import User
 from rlhf.errors import UserError
 from rlhf.limits import LIMITS, check_text
 from rlhf.modeling.sampling import SamplingParams
-from rlhf.collect.workbench import Workbench, versions_of
+from rlhf.collect.workbench import Workbench
+from rlhf.versions import versions_of
 from storage import arena as battles_store
 from storage import evaluations, prompts
 

@@ -16,7 +16,8 @@ from storage.db import migrations
 
 from app.cli import main
 from rlhf.collect.formats import read_table
-from rlhf.collect.workbench import Workbench, default_prompts
+from rlhf.collect.workbench import Workbench
+from rlhf.home import default_prompts
 from rlhf.modeling import precision
 from storage import comparisons
 from storage.comparisons import NewCompletion

@@ -25,7 +25,8 @@ from rlhf.home import BASE_VERSION
 from rlhf.collect.pregenerate import PreGenerator
 from rlhf.collect.reports import Filters, Reports
 from rlhf.modeling.sampling import SamplingParams
-from rlhf.collect.workbench import Workbench, WorkbenchError, check_sources
+from rlhf.collect.sources import check_sources
+from rlhf.collect.workbench import Workbench, WorkbenchError
 from rlhf.versions import VersionError
 from storage import comparisons, feedback, models, prompts, rounds
 from storage.comparisons import NewCompletion

@@ -14,7 +14,8 @@ from rlhf.bench import learn
 from rlhf.bench.learn import RULES, LearnConfig, Results, check, share, split_prompts
 from rlhf.jobs.training_data import DataError
 from rlhf.preference.pairs import only_full_ties
-from rlhf.collect.workbench import WorkbenchError, default_prompts
+from rlhf.collect.workbench import WorkbenchError
+from rlhf.home import default_prompts
 from rlhf.simulate.rules import AtMost, Avoids, Markdown, Mentions, Polite, Refuses, Shorter
 from rlhf.simulate.spec import AnnotatorSpecError, parse_annotator
 

@@ -19,7 +19,7 @@ from rlhf.collect.pregenerate import PreGenerator
 from rlhf.preference.ranking import parse_ranking
 from rlhf.collect.reports import Filters, Reports
 from rlhf.collect.reward_audit import audit, split_comparisons
-from rlhf.collect.suggestions import score_comparisons
+from rlhf.collect.suggestions import score_comparisons, score_table
 from rlhf.collect.workbench import WorkbenchError
 from rlhf.versions import VersionError
 from storage import scores
@@ -282,6 +282,44 @@ def test_scoring_errors_are_reported_and_asked_for_comparisons_come_first(annota
     status = generator.status()
     assert status["score_error"] is None and status["score_requests"] == 0
     assert generator.score_once() is False
+
+
+# -- scores shown, not stored (`rlhf score`) ---------------------------------------------------
+
+
+def test_score_table_has_a_row_per_completion_scored_in_one_call(workbench):
+    first, second = add_comparisons(workbench, 2, k=3)
+    found = [workbench.comparison(first), workbench.comparison(second)]
+    calls = []
+
+    def score(prompts_, texts):
+        calls.append((list(prompts_), list(texts)))
+        return text_scores(prompts_, texts)
+
+    table = score_table(found, score)
+    assert list(table.columns) == ["comparison_id", "letter", "model_version", "score", "text"]
+    assert table.values.tolist() == [[first, "A", "base", 0.5, "answer A"], [first, "B", "base", 2.0, "answer B"],
+                                     [first, "C", "base", 0.5, "answer C"], [second, "A", "base", 0.5, "answer A"],
+                                     [second, "B", "base", 2.0, "answer B"], [second, "C", "base", 0.5, "answer C"]]
+    assert len(calls) == 1 and calls[0][0] == [found[0].messages] * 3 + [found[1].messages] * 3
+    assert rows(workbench, "SELECT count(*) FROM completion_scores") == [(0,)]  # shown, not stored
+
+    empty = score_table([], lambda prompts_, texts: pytest.fail("nothing to score"))
+    assert empty.empty and list(empty.columns) == ["comparison_id", "letter", "model_version", "text", "score"]
+
+
+def test_workbench_score_uses_the_reward_model_and_refuses_unknown_comparisons(workbench, tiny_reward_dir):
+    from rlhf.modeling.scoring import RewardScorer
+
+    register(workbench, "rm", "reward", path=str(tiny_reward_dir))
+    first, _ = add_comparisons(workbench, 2, k=2)
+    found = workbench.comparison(first)
+    expected = RewardScorer(tiny_reward_dir).score([found.messages] * 2, ["answer A", "answer B"])
+    table = workbench.score("rm", [first])
+    assert table["letter"].tolist() == ["A", "B"] and table["score"].tolist() == pytest.approx(expected, abs=1e-5)
+    assert len(workbench.score(None, limit=5)) == 4  # the newest reward model, the newest comparisons
+    with pytest.raises(WorkbenchError, match="There is no comparison 999"):
+        workbench.score("rm", [999])
 
 
 # -- the migration runner ----------------------------------------------------------------------

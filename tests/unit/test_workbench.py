@@ -15,7 +15,8 @@ from rlhf.modeling import precision
 from rlhf.modeling.generate import SamplingParams
 from rlhf.home import BASE_VERSION, Home, HomeError
 from rlhf.preference.ranking import RankingError
-from rlhf.collect.workbench import DEFAULT_PROMPT_SET, Workbench, WorkbenchError, default_prompts
+from rlhf.collect.workbench import DEFAULT_PROMPT_SET, Workbench, WorkbenchError
+from rlhf.home import default_prompts
 from rlhf.versions import VersionError
 from storage import comparisons
 from storage.comparisons import NewCompletion
