@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import secrets
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,7 @@ from rlhf.collect.formats import FormatError
 from rlhf.errors import UserError
 from rlhf.modeling.sampling import MAX_K, MIN_K, SamplingParams
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
+from rlhf.modeling import hard_prompt
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.preference.ranking import Ranking, RankingError, parse_ranking
 from rlhf import versions
@@ -269,7 +271,39 @@ class Workbench:
         return versions.lookup(cur, self.home.root, name)
 
     def models(self) -> pd.DataFrame:
-        return models.list_versions(self.store.cursor())
+        """Every version with its lineage; `system_prompt` is a prompt version's text ("" for others)."""
+        frame = models.list_versions(self.store.cursor())
+        frame["system_prompt"] = [self._system_prompt(path) for path in frame["path"]]
+        return frame
+
+    def _system_prompt(self, path: str) -> str:
+        directory = self.home.root / path
+        return hard_prompt.read(directory).system_prompt if hard_prompt.is_prompt_version(directory) else ""
+
+    def add_prompt_version(self, name: str, parent: str, system_prompt: str) -> ModelVersion:
+        """Register `name`: the policy `parent`'s weights plus `system_prompt`, given before
+        every prompt it answers (`rlhf.modeling.hard_prompt`); no training. Bad input is
+        refused in one sentence with nothing written."""
+        name, text = hard_prompt.check_name(name), hard_prompt.check_text(system_prompt)
+        if not str(parent or "").strip():
+            raise WorkbenchError("Name the parent version whose weights the prompt version uses.")
+        source = self.model_version(str(parent).strip()).policy("the parent of a prompt version")
+        cur = self.store.cursor()
+        if models.get(cur, name) is not None:
+            raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
+        directory = self.home.model_dir(name)
+        if directory.exists():
+            raise WorkbenchError(f"{directory} already exists; choose another name.")
+        hard_prompt.write(directory, hard_prompt.HardPrompt(source.path.resolve(), text))
+        try:
+            with self.store.transaction() as cur:
+                base = models.get(cur, source.name)["base_model"]
+                models.register(cur, name, "policy", base_model=base, method=hard_prompt.METHOD, parent=source.name,
+                                path=str(directory.relative_to(self.home.root)))
+        except Exception:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return self.model_version(name)
 
     def promote(self, name: str) -> int:
         """Make a policy version the active one: the queue's new comparisons come from it,

@@ -41,6 +41,7 @@ import pandas as pd
 from rlhf.errors import UserError
 from rlhf.home import Home
 from rlhf.jobs import training_data
+from rlhf.modeling import hard_prompt
 from rlhf.jobs.files import (
     CANCEL_GRACE_SECONDS,
     INTENT_FILE,
@@ -156,6 +157,8 @@ class Jobs:
                                "This method needs a reward model and there is none yet: train one first"
                                " (method reward), or name a reward version.")
         version = lookup(cur, self.home.root, name)
+        if kind == "policy" and hard_prompt.is_prompt_version(version.path):
+            raise JobError(hard_prompt.training_refusal(version.name, version.parent))
         return version.policy("the base version") if kind == "policy" else version.reward("the reward version")
 
     # -- looking -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessorList
 
+from rlhf.modeling.hard_prompt import conversation
 from rlhf.modeling.models import Policy
 from rlhf.modeling.nucleus import NucleusWarper
 from rlhf.modeling.sampling import MAX_K, SamplingParams
@@ -30,8 +31,10 @@ class Sample:
 
 
 def render_prompts(policy: Policy, conversations: list[list[dict]]) -> list[str]:
+    """The chat-templated prompts, a prompt version's system prompt in each (`hard_prompt.conversation`)."""
     return [
-        policy.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        policy.tokenizer.apply_chat_template(conversation(policy.system_prompt, messages), tokenize=False,
+                                             add_generation_prompt=True)
         for messages in conversations
     ]
 

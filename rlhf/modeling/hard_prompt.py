@@ -1,0 +1,102 @@
+"""Prompts as versions (hard prompt tuning): a policy version that is its parent's weights
+plus a written system prompt, no training.
+
+Its directory holds one file, `system_prompt.json`: the parent's directory and the text.
+`rlhf.modeling.models.load_policy` reads it (the parent loaded as usual, the text kept on
+the `Policy`), and `conversation` is the one place a policy's system prompt joins the
+messages it answers, so every generation (the queue, side by side, the arena, evaluation)
+sees the same prompt. The text is untrusted: it is only ever a
+message's content, never markup, and `check_text` bounds it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.errors import UserError
+from rlhf.limits import LIMITS
+
+PROMPT_FILE = "system_prompt.json"
+METHOD = "prompt"   # the method column of a prompt version
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class PromptVersionError(UserError):
+    """A prompt version that cannot be registered as asked."""
+
+
+@dataclass(frozen=True)
+class HardPrompt:
+    parent: Path        # the parent version's directory (absolute)
+    system_prompt: str
+
+
+def is_prompt_version(path: Path) -> bool:
+    return (Path(path) / PROMPT_FILE).is_file()
+
+
+def read(path: Path) -> HardPrompt:
+    data = json.loads((Path(path) / PROMPT_FILE).read_text(encoding="utf-8"))
+    return HardPrompt(Path(data["parent"]), str(data["system_prompt"]))
+
+
+def write(path: Path, prompt: HardPrompt) -> None:
+    """Create the version directory `path` with its prompt file (refused if it exists)."""
+    Path(path).mkdir(parents=True, exist_ok=False)
+    (Path(path) / PROMPT_FILE).write_text(
+        json.dumps({"parent": str(prompt.parent), "system_prompt": prompt.system_prompt}, ensure_ascii=False),
+        encoding="utf-8")
+
+
+def check_name(name: str) -> str:
+    """A new version's name, safe as a directory name; else one sentence."""
+    name = str(name or "").strip()
+    if not NAME.fullmatch(name) or len(name) > LIMITS.name_chars:
+        raise PromptVersionError(f"A version name is letters, digits, '.', '_' and '-' (at most {LIMITS.name_chars}"
+                                 " characters), starting with a letter or digit.")
+    return name
+
+
+def check_text(text: str | None) -> str:
+    """The system prompt, stripped; refused when empty or longer than `LIMITS.system_prompt_chars`."""
+    text = str(text or "").strip()
+    if not text:
+        raise PromptVersionError("The system prompt is empty; write the text the version should be given.")
+    if len(text) > LIMITS.system_prompt_chars:
+        raise PromptVersionError(f"The system prompt has {len(text)} characters; at most"
+                                 f" {LIMITS.system_prompt_chars} are allowed.")
+    return text
+
+
+def training_refusal(name: str, parent: str | None) -> str:
+    """Why a prompt version is not a training base (its weights are its parent's)."""
+    return (f"'{name}' is a prompt version (the weights of '{parent}' plus a system prompt); train from"
+            f" '{parent}' and register the prompt over the result with `rlhf models add-prompt`.")
+
+
+def one_line(text: str, width: int = 60) -> str:
+    """A system prompt as a table cell: unprintable characters (terminal escapes, new
+    lines) as spaces, runs of space as one, cut to `width` characters with an ellipsis."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+def joined(outer: str | None, inner: str | None) -> str | None:
+    """A prompt version over another: the parent's system prompt first, then its own."""
+    parts = [p for p in (outer, inner) if p]
+    return "\n\n".join(parts) or None
+
+
+def conversation(system_prompt: str | None, messages: list[dict]) -> list[dict]:
+    """The messages a policy answers: `messages` with `system_prompt` as the system turn
+    (before a system turn the conversation brings itself, in the same message, since chat
+    templates take one system message, first). Without a system prompt: `messages`."""
+    if not system_prompt:
+        return list(messages)
+    if messages and messages[0].get("role") == "system":
+        own = str(messages[0].get("content", ""))
+        return [{"role": "system", "content": joined(system_prompt, own)}, *messages[1:]]
+    return [{"role": "system", "content": system_prompt}, *messages]
