@@ -153,3 +153,18 @@ def test_training_from_a_prompt_version_is_refused_before_anything_is_queued(wor
     assert rows(workbench, "SELECT count(*) FROM jobs") == [(0,)]
     with pytest.raises(TrainingError, match="is a prompt version"):
         load_causal_lm(workbench.home.model_dir("terse"))
+
+
+def test_the_kl_of_a_prompt_version_is_measured_without_its_prompt_under_the_reference(workbench):
+    from rlhf.modeling.measure import draw
+
+    workbench.add_prompt_version("terse", "base", TERSE)
+    terse, base = (load_policy(workbench.model_version(name).path) for name in ("terse", "base"))
+    conversations = [[{"role": "user", "content": "Name three rivers."}], [{"role": "user", "content": "Hello?"}]]
+    params = SamplingParams(max_new_tokens=4, seed=3, temperature=1.0, top_p=1.0)
+    # the same weights: given the same prompt the reference would agree token by token
+    alike = draw(terse, conversations, params, load_policy(workbench.model_version("terse").path))
+    assert alike.ref_logprobs == pytest.approx(alike.logprobs, abs=1e-4)
+    drawn = draw(terse, conversations, params, base)
+    assert drawn.texts == alike.texts and drawn.logprobs == pytest.approx(alike.logprobs, abs=1e-4)
+    assert all(abs(p - q) > 1e-3 for p, q in zip(drawn.logprobs, drawn.ref_logprobs))
