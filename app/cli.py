@@ -222,7 +222,9 @@ def cmd_models(wb: Workbench, args) -> None:
         frame = frame.assign(**figures,
                              guardrail=[m.get("guard/verdict") or "" for m in stored])
         frame["system_prompt"] = [one_line(text) for text in frame["system_prompt"]]
-        frame = frame[["name", "kind", "status", "parent", "method", "system_prompt", "base_model", "completions",
+        frame["template"] = [one_line(text) for text in frame["template"]]
+        frame = frame[["name", "kind", "status", "parent", "method", "system_prompt", "template", "base_model",
+                       "completions",
                        *GUARD_COLUMNS,
                        "guardrail", "evaluation", "created_at"]]
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
@@ -235,9 +237,9 @@ def cmd_models_add_prompt(wb: Workbench, args) -> None:
             text = args.file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise UserError(f"Cannot read the system prompt from {args.file}: {getattr(error, 'strerror', None) or error}.") from None
-    version = wb.add_prompt_version(args.name, args.parent, text)
-    print(f"Registered {version.name}: the weights of {version.parent} with a system prompt of {len(text.strip())}"
-          " characters.")
+    version = wb.add_prompt_version(args.name, args.parent, text, args.template)
+    given = " and ".join(what for what, value in (("a system prompt", text), ("a template", args.template)) if value)
+    print(f"Registered {version.name}: the weights of {version.parent} with {given}.")
 
 
 def _read_password(from_stdin: bool = False) -> str:
@@ -420,9 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
         " given before every prompt it answers.")
     add_prompt.add_argument("name", help="the new version's name")
     add_prompt.add_argument("--parent", required=True, help="the policy version whose weights it uses")
-    text = add_prompt.add_mutually_exclusive_group(required=True)
+    text = add_prompt.add_mutually_exclusive_group()
     text.add_argument("--system-prompt", help="the system prompt's text")
     text.add_argument("--file", type=Path, help="a UTF-8 text file holding the system prompt")
+    add_prompt.add_argument("--template", help="the user's prompt put inside a text at {prompt}, e.g."
+                            " 'Answer in one sentence: {prompt}' (with or without a system prompt)")
     add_prompt.set_defaults(handler=cmd_models_add_prompt)
 
     user_commands = commands.add_parser("users", help="add, list and manage users").add_subparsers(

@@ -271,20 +271,26 @@ class Workbench:
         return versions.lookup(cur, self.home.root, name)
 
     def models(self) -> pd.DataFrame:
-        """Every version with its lineage; `system_prompt` is a prompt version's text ("" for others)."""
+        """Every version with its lineage; `system_prompt` and `template` are a prompt
+        version's texts ("" for others and where it has none)."""
         frame = models.list_versions(self.store.cursor())
-        frame["system_prompt"] = [self._system_prompt(path) for path in frame["path"]]
+        prompts_ = [self._prompt(path) for path in frame["path"]]
+        frame["system_prompt"] = [(p and p.system_prompt) or "" for p in prompts_]
+        frame["template"] = [(p and p.template) or "" for p in prompts_]
         return frame
 
-    def _system_prompt(self, path: str) -> str:
+    def _prompt(self, path: str) -> hard_prompt.HardPrompt | None:
         directory = self.home.root / path
-        return hard_prompt.read(directory).system_prompt if hard_prompt.is_prompt_version(directory) else ""
+        return hard_prompt.read(directory) if hard_prompt.is_prompt_version(directory) else None
 
-    def add_prompt_version(self, name: str, parent: str, system_prompt: str) -> ModelVersion:
+    def add_prompt_version(self, name: str, parent: str, system_prompt: str | None = None,
+                           template: str | None = None) -> ModelVersion:
         """Register `name`: the policy `parent`'s weights plus `system_prompt`, given before
-        every prompt it answers (`rlhf.modeling.hard_prompt`); no training. Bad input is
-        refused in one sentence with nothing written."""
-        name, text = hard_prompt.check_name(name), hard_prompt.check_text(system_prompt)
+        every prompt it answers, and/or `template` around the user's prompt
+        (`rlhf.modeling.hard_prompt`); no training. Bad input is refused in one sentence
+        with nothing written."""
+        name = hard_prompt.check_name(name)
+        text, template = hard_prompt.check_prompt(system_prompt, template)
         if not str(parent or "").strip():
             raise WorkbenchError("Name the parent version whose weights the prompt version uses.")
         source = self.model_version(str(parent).strip()).policy("the parent of a prompt version")
@@ -294,7 +300,7 @@ class Workbench:
         directory = self.home.model_dir(name)
         if directory.exists():
             raise WorkbenchError(f"{directory} already exists; choose another name.")
-        hard_prompt.write(directory, hard_prompt.HardPrompt(source.path.resolve(), text))
+        hard_prompt.write(directory, hard_prompt.HardPrompt(source.path.resolve(), text, template))
         try:
             with self.store.transaction() as cur:
                 base = models.get(cur, source.name)["base_model"]

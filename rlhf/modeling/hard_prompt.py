@@ -1,10 +1,10 @@
 """Prompts as versions (hard prompt tuning): a policy version that is its parent's weights
-plus a written system prompt, no training.
+plus a written system prompt, a template around the user's prompt, or both; no training.
 
-Its directory holds one file, `system_prompt.json`: the parent's directory and the text.
+Its directory holds one file, `system_prompt.json`: the parent's directory and the texts.
 `rlhf.modeling.models.load_policy` reads it (the parent loaded as usual, the text kept on
-the `Policy`), and `conversation` is the one place a policy's system prompt joins the
-messages it answers, so every generation (the queue, side by side, the arena, evaluation)
+the `Policy`), and `conversation` is the one place a policy's system prompt and template
+join the messages it answers, so every generation (the queue, side by side, the arena, evaluation)
 sees the same prompt. The text is untrusted: it is only ever a
 message's content, never markup, and `check_text` bounds it.
 """
@@ -21,6 +21,7 @@ from rlhf.limits import LIMITS
 
 PROMPT_FILE = "system_prompt.json"
 METHOD = "prompt"   # the method column of a prompt version
+SLOT = "{prompt}"   # where a template puts the user's last message
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -30,8 +31,9 @@ class PromptVersionError(UserError):
 
 @dataclass(frozen=True)
 class HardPrompt:
-    parent: Path        # the parent version's directory (absolute)
-    system_prompt: str
+    parent: Path                # the parent version's directory (absolute)
+    system_prompt: str | None   # the system turn it adds
+    template: str | None = None  # the user's last message is put at SLOT
 
 
 def is_prompt_version(path: Path) -> bool:
@@ -40,14 +42,15 @@ def is_prompt_version(path: Path) -> bool:
 
 def read(path: Path) -> HardPrompt:
     data = json.loads((Path(path) / PROMPT_FILE).read_text(encoding="utf-8"))
-    return HardPrompt(Path(data["parent"]), str(data["system_prompt"]))
+    return HardPrompt(Path(data["parent"]), data.get("system_prompt"), data.get("template"))
 
 
 def write(path: Path, prompt: HardPrompt) -> None:
     """Create the version directory `path` with its prompt file (refused if it exists)."""
     Path(path).mkdir(parents=True, exist_ok=False)
     (Path(path) / PROMPT_FILE).write_text(
-        json.dumps({"parent": str(prompt.parent), "system_prompt": prompt.system_prompt}, ensure_ascii=False),
+        json.dumps({"parent": str(prompt.parent), "system_prompt": prompt.system_prompt,
+                    "template": prompt.template}, ensure_ascii=False),
         encoding="utf-8")
 
 
@@ -60,15 +63,29 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_text(text: str | None) -> str:
-    """The system prompt, stripped; refused when empty or longer than `LIMITS.system_prompt_chars`."""
+def check_text(text: str | None, what: str = "system prompt") -> str:
+    """The system prompt (or template), stripped; refused when empty or longer than
+    `LIMITS.system_prompt_chars`."""
     text = str(text or "").strip()
     if not text:
-        raise PromptVersionError("The system prompt is empty; write the text the version should be given.")
+        raise PromptVersionError(f"The {what} is empty; write the text the version should be given.")
     if len(text) > LIMITS.system_prompt_chars:
-        raise PromptVersionError(f"The system prompt has {len(text)} characters; at most"
+        raise PromptVersionError(f"The {what} has {len(text)} characters; at most"
                                  f" {LIMITS.system_prompt_chars} are allowed.")
     return text
+
+
+def check_prompt(system_prompt: str | None, template: str | None) -> tuple[str | None, str | None]:
+    """A system prompt, a template holding SLOT, or both (each checked by `check_text`)."""
+    if system_prompt is None and template is None:
+        raise PromptVersionError("Give the version a system prompt, a template, or both.")
+    text = None if system_prompt is None else check_text(system_prompt)
+    if template is None:
+        return text, None
+    template = check_text(template, "template")
+    if SLOT not in template:
+        raise PromptVersionError(f"The template must say where the user's prompt goes with {SLOT}.")
+    return text, template
 
 
 def training_refusal(name: str, parent: str | None) -> str:
@@ -84,18 +101,31 @@ def one_line(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
+def nested(outer: str | None, inner: str | None) -> str | None:
+    """A prompt version over another: its own template inside the parent's."""
+    return inner if outer is None else outer if inner is None else outer.replace(SLOT, inner)
+
+
 def joined(outer: str | None, inner: str | None) -> str | None:
     """A prompt version over another: the parent's system prompt first, then its own."""
     parts = [p for p in (outer, inner) if p]
     return "\n\n".join(parts) or None
 
 
-def conversation(system_prompt: str | None, messages: list[dict]) -> list[dict]:
+def conversation(system_prompt: str | None, messages: list[dict], template: str | None = None) -> list[dict]:
     """The messages a policy answers: `messages` with `system_prompt` as the system turn
     (before a system turn the conversation brings itself, in the same message, since chat
-    templates take one system message, first). Without a system prompt: `messages`."""
+    templates take one system message, first) and the last user message put into
+    `template` at SLOT (a plain replacement: braces in either text are only text). Without
+    either: `messages`."""
+    messages = list(messages)
+    if template:
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        if last is not None:
+            content = template.replace(SLOT, str(messages[last].get("content", "")))
+            messages[last] = {**messages[last], "content": content}
     if not system_prompt:
-        return list(messages)
+        return messages
     if messages and messages[0].get("role") == "system":
         own = str(messages[0].get("content", ""))
         return [{"role": "system", "content": joined(system_prompt, own)}, *messages[1:]]

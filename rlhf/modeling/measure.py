@@ -132,7 +132,8 @@ def draw(policy: "Policy", conversations: list[list[dict]], params: SamplingPara
             finished.append(done)
         logprobs += sequence_logprobs(policy.model, generated, temperature).tolist()
         if reference is not None:
-            if reference.system_prompt != policy.system_prompt:   # a prompt version: the reference sees its prompt
+            if (reference.system_prompt, reference.template) != (policy.system_prompt, policy.template):
+                # a prompt version: the reference sees its own prompt
                 generated = reprompted(reference, conversations[start:start + batch_prompts], generated)
             ref_logprobs += (logprobs[-len(generated.has_eos):] if reference is policy else
                              sequence_logprobs(reference.model, generated, temperature).tolist())

@@ -38,6 +38,7 @@ class Policy:
     tokenizer: PreTrainedTokenizerBase
     source: str  # the directory or hub id it was loaded from
     system_prompt: str | None = None  # a prompt version's (rlhf.modeling.hard_prompt), given before every prompt
+    template: str | None = None       # and its template around the user's prompt
 
 
 def device() -> torch.device:
@@ -98,7 +99,8 @@ def load_policy(source: str | Path, target: torch.device | None = None) -> Polic
         prompt = hard_prompt.read(Path(source).expanduser())
         parent = load_policy(prompt.parent, target)
         return Policy(parent.model, parent.tokenizer, str(source),
-                      hard_prompt.joined(parent.system_prompt, prompt.system_prompt))
+                      hard_prompt.joined(parent.system_prompt, prompt.system_prompt),
+                      hard_prompt.nested(parent.template, prompt.template))
     dtype = precision.current(target.type).torch_dtype()
     local = Path(source).expanduser()
     tried = f"the directory {local}" if local.exists() else f"'{source}' as a local path (no such directory) and as a Hugging Face hub id"

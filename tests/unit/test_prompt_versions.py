@@ -97,6 +97,8 @@ def test_a_prompt_file_is_read_as_text(workbench, tmp_path, capsys):
     (["../ghost", "--parent", "base", "--system-prompt", TERSE], "A version name is letters, digits"),
     (["base", "--parent", "base", "--system-prompt", TERSE], "There is already a model version 'base'"),
     (["ghost", "--parent", "base", "--file", "/nonexistent/prompt.txt"], "Cannot read the system prompt"),
+    (["ghost", "--parent", "base"], "Give the version a system prompt, a template, or both"),
+    (["ghost", "--parent", "base", "--template", "Be brief."], "The template must say where the user's prompt goes"),
 ])
 def test_bad_input_is_refused_in_one_sentence_with_nothing_changed(workbench, capsys, argv, message):
     before = versions(workbench)
@@ -168,3 +170,21 @@ def test_the_kl_of_a_prompt_version_is_measured_without_its_prompt_under_the_ref
     drawn = draw(terse, conversations, params, base)
     assert drawn.texts == alike.texts and drawn.logprobs == pytest.approx(alike.logprobs, abs=1e-4)
     assert all(abs(p - q) > 1e-3 for p, q in zip(drawn.logprobs, drawn.ref_logprobs))
+
+
+def test_a_template_puts_the_users_prompt_inside_it(workbench):
+    workbench.add_prompt_version("one-line", "base", template="Answer in one sentence: {prompt}")
+    policy = load_policy(workbench.model_version("one-line").path)
+    assert (policy.system_prompt, policy.template) == (None, "Answer in one sentence: {prompt}")
+    [rendered] = render_prompts(policy, [[{"role": "user", "content": "Why {is} the sky blue?"}]])
+    assert "Answer in one sentence: Why {is} the sky blue?" in rendered
+    # over a version with a system prompt: both, its template inside the parent's
+    workbench.add_prompt_version("terse", "base", TERSE, "Q: {prompt}")
+    workbench.add_prompt_version("terse-line", "terse", template="{prompt} (one sentence)")
+    policy = load_policy(workbench.model_version("terse-line").path)
+    assert policy.system_prompt == TERSE
+    assert hard_prompt.conversation(policy.system_prompt, [{"role": "user", "content": "hi"}], policy.template) == [
+        {"role": "system", "content": TERSE}, {"role": "user", "content": "Q: hi (one sentence)"}]
+    listed = workbench.models().set_index("name")
+    assert listed.loc["terse-line", "template"] == "{prompt} (one sentence)"
+    assert listed.loc["one-line", "system_prompt"] == "" and listed.loc["base", "template"] == ""
