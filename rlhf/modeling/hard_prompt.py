@@ -12,6 +12,7 @@ message's content, never markup, and `check_text` bounds it.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,14 +43,16 @@ def is_prompt_version(path: Path) -> bool:
 
 def read(path: Path) -> HardPrompt:
     data = json.loads((Path(path) / PROMPT_FILE).read_text(encoding="utf-8"))
-    return HardPrompt(Path(data["parent"]), data.get("system_prompt"), data.get("template"))
+    parent = (Path(path) / data["parent"]).resolve()   # kept relative: a home copied elsewhere still works
+    return HardPrompt(parent, data.get("system_prompt"), data.get("template"))
 
 
 def write(path: Path, prompt: HardPrompt) -> None:
     """Create the version directory `path` with its prompt file (refused if it exists)."""
     Path(path).mkdir(parents=True, exist_ok=False)
+    parent = os.path.relpath(Path(prompt.parent).resolve(), Path(path).resolve())
     (Path(path) / PROMPT_FILE).write_text(
-        json.dumps({"parent": str(prompt.parent), "system_prompt": prompt.system_prompt,
+        json.dumps({"parent": parent, "system_prompt": prompt.system_prompt,
                     "template": prompt.template}, ensure_ascii=False),
         encoding="utf-8")
 

@@ -62,6 +62,10 @@ def test_a_prompt_version_over_a_prompt_version_gives_both(workbench):
     policy = load_policy(workbench.model_version("terse-pirate").path)
     assert policy.system_prompt == f"You are a pirate.\n\n{TERSE}"
     assert load_tokenizer(workbench.model_version("terse-pirate").path).chat_template
+    # the parent is kept relative to the version, so a home copied elsewhere still loads
+    assert json.loads((workbench.home.model_dir("terse-pirate") / hard_prompt.PROMPT_FILE).read_text())["parent"] == (
+        "../pirate")
+    assert hard_prompt.read(workbench.home.model_dir("pirate")).parent == workbench.home.model_dir("base").resolve()
 
 
 def test_the_models_list_shows_lineage_and_the_prompt(workbench, capsys):
