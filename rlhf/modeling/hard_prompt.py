@@ -6,7 +6,7 @@ Its directory holds one file, `system_prompt.json`: the parent's directory and t
 the `Policy`), and `conversation` is the one place a policy's system prompt and template
 join the messages it answers, so every generation (the queue, side by side, the arena, evaluation)
 sees the same prompt. The text is untrusted: it is only ever a
-message's content, never markup, and `check_text` bounds it.
+message's content, never markup, and `checked` bounds it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf.errors import UserError
-from rlhf.limits import LIMITS
+from rlhf.limits import LIMITS, check_text
 
 PROMPT_FILE = "system_prompt.json"
 METHOD = "prompt"   # the method column of a prompt version
@@ -66,26 +66,24 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_text(text: str | None, what: str = "system prompt") -> str:
+def checked(text: str | None, what: str = "system prompt") -> str:
     """The system prompt (or template), stripped; refused when empty or longer than
-    `LIMITS.system_prompt_chars`."""
+    `LIMITS.system_prompt_chars` (`rlhf.limits.check_text`)."""
     text = str(text or "").strip()
     if not text:
         raise PromptVersionError(f"The {what} is empty; write the text the version should be given.")
-    if len(text) > LIMITS.system_prompt_chars:
-        raise PromptVersionError(f"The {what} has {len(text)} characters; at most"
-                                 f" {LIMITS.system_prompt_chars} are allowed.")
+    check_text(what, text, LIMITS.system_prompt_chars)
     return text
 
 
 def check_prompt(system_prompt: str | None, template: str | None) -> tuple[str | None, str | None]:
-    """A system prompt, a template holding SLOT, or both (each checked by `check_text`)."""
+    """A system prompt, a template holding SLOT, or both (each `checked`)."""
     if system_prompt is None and template is None:
         raise PromptVersionError("Give the version a system prompt, a template, or both.")
-    text = None if system_prompt is None else check_text(system_prompt)
+    text = None if system_prompt is None else checked(system_prompt)
     if template is None:
         return text, None
-    template = check_text(template, "template")
+    template = checked(template, "template")
     if SLOT not in template:
         raise PromptVersionError(f"The template must say where the user's prompt goes with {SLOT}.")
     return text, template

@@ -97,7 +97,7 @@ def test_a_prompt_file_is_read_as_text(workbench, tmp_path, capsys):
     (["ghost", "--parent", "nobody", "--system-prompt", TERSE], "There is no model version 'nobody'"),
     (["ghost", "--parent", "base", "--system-prompt", "   "], "The system prompt is empty"),
     (["ghost", "--parent", "base", "--system-prompt", "x" * (LIMITS.system_prompt_chars + 1)],
-     f"at most {LIMITS.system_prompt_chars} are allowed"),
+     f"at most {LIMITS.system_prompt_chars:,} are taken"),
     (["../ghost", "--parent", "base", "--system-prompt", TERSE], "A version name is letters, digits"),
     (["base", "--parent", "base", "--system-prompt", TERSE], "There is already a model version 'base'"),
     (["ghost", "--parent", "base", "--file", "/nonexistent/prompt.txt"], "Cannot read the system prompt"),
@@ -192,3 +192,26 @@ def test_a_template_puts_the_users_prompt_inside_it(workbench):
     listed = workbench.models().set_index("name")
     assert listed.loc["terse-line", "template"] == "{prompt} (one sentence)"
     assert listed.loc["one-line", "system_prompt"] == "" and listed.loc["base", "template"] == ""
+
+
+def test_the_train_tab_adds_a_prompt_version_and_shows_its_text_as_text(workbench):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from app.tabs import train
+    from rlhf.auth import create_user
+    from helpers import app_context, password
+
+    create_user(workbench.store, "rita", "researcher", password("rita"))
+    ctx, request = app_context(workbench), SimpleNamespace(username="rita")
+    note, table, base, promote = train.add_prompt_version(ctx, "hostile", "base", HOSTILE, "", request)
+    assert note == "Registered hostile: the weights of base with the prompt given."
+    assert table.set_index("name").loc["hostile", "system_prompt"] == HOSTILE
+    assert "hostile" in base["choices"] and "hostile" in promote["choices"]
+    before = versions(workbench)
+    with pytest.raises(gr.Error, match="The system prompt is empty"):
+        train.add_prompt_version(ctx, "empty", "base", "  ", None, request)
+    with pytest.raises(gr.Error, match="There is no model version 'nobody'"):
+        train.add_prompt_version(ctx, "orphan", "nobody", TERSE, None, request)
+    assert versions(workbench) == before
