@@ -215,3 +215,15 @@ def test_the_train_tab_adds_a_prompt_version_and_shows_its_text_as_text(workbenc
     with pytest.raises(gr.Error, match="There is no model version 'nobody'"):
         train.add_prompt_version(ctx, "orphan", "nobody", TERSE, None, request)
     assert versions(workbench) == before
+
+
+def test_side_by_side_and_the_arena_answer_with_the_prompt(workbench):
+    from rlhf.modeling.measure import answer
+    from rlhf.modeling.model_cache import ModelCache
+
+    workbench.add_prompt_version("terse", "base", TERSE)
+    cache, messages = ModelCache(), [{"role": "user", "content": "Name three rivers."}]
+    paths = [workbench.model_version(name).path for name in ("terse", "base")]
+    [(prompted, *_)] = answer(cache, paths[:1], messages, FAST)
+    [(given, *_)] = answer(cache, paths[1:], [{"role": "system", "content": TERSE}, *messages], FAST)
+    assert prompted == given
