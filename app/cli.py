@@ -224,9 +224,7 @@ def cmd_models(wb: Workbench, args) -> None:
         frame["system_prompt"] = [one_line(text) for text in frame["system_prompt"]]
         frame["template"] = [one_line(text) for text in frame["template"]]
         frame = frame[["name", "kind", "status", "parent", "method", "system_prompt", "template", "base_model",
-                       "completions",
-                       *GUARD_COLUMNS,
-                       "guardrail", "evaluation", "created_at"]]
+                       "completions", *GUARD_COLUMNS, "guardrail", "evaluation", "created_at"]]
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
 
 
@@ -236,7 +234,8 @@ def cmd_models_add_prompt(wb: Workbench, args) -> None:
         try:
             text = args.file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"Cannot read the system prompt from {args.file}: {getattr(error, 'strerror', None) or error}.") from None
+            reason = getattr(error, "strerror", None) or error
+            raise UserError(f"Cannot read the system prompt from {args.file}: {reason}.") from None
     version = wb.add_prompt_version(args.name, args.parent, text, args.template)
     given = " and ".join(what for what, value in (("a system prompt", text), ("a template", args.template)) if value)
     print(f"Registered {version.name}: the weights of {version.parent} with {given}.")
@@ -417,9 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     models_command = command("models", cmd_models, "list model versions with their lineage",
                              parents=(home_option, json_option))
     add_prompt = models_command.add_subparsers(dest="models_command", metavar="COMMAND").add_parser(
-        "add-prompt", parents=[home_option], help="register a policy version that is a parent plus a system prompt",
+        "add-prompt", parents=[home_option], help="register a policy version that is a parent plus a written prompt",
         description="A prompt version (hard prompt tuning): the parent's weights, no training, and a system prompt"
-        " given before every prompt it answers.")
+        " given before every prompt it answers, a template around the user's prompt, or both.")
     add_prompt.add_argument("name", help="the new version's name")
     add_prompt.add_argument("--parent", required=True, help="the policy version whose weights it uses")
     text = add_prompt.add_mutually_exclusive_group()

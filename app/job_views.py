@@ -439,10 +439,11 @@ def metrics_summary(metrics: Any, limit: int = 4) -> str:
 
 
 def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None) -> pd.DataFrame:
-    """Every version with its lineage: name, kind, status, parent, method, job, training
+    """Every version with its lineage: name, kind, status, parent, method, a prompt
+    version's system prompt and template (text, never markup), job, training
     metrics, and its newest automatic evaluation (`evaluations`: rlhf.compare.evaluate.version_summaries)."""
-    columns = ["name", "kind", "status", "parent", "method", "system_prompt", "template", "job", *GUARD_COLUMNS, "guardrail", "metrics",
-               "evaluation", "created_at"]
+    columns = ["name", "kind", "status", "parent", "method", "system_prompt", "template", "job", *GUARD_COLUMNS,
+               "guardrail", "metrics", "evaluation", "created_at"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     stored = [stored_metrics(m) for m in frame["metrics"]]
@@ -481,6 +482,7 @@ def model_list(frame: pd.DataFrame) -> list[dict]:
             except ValueError:
                 pass
         rows.append({key: jsonable(row.get(key)) for key in ("name", "kind", "status", "parent", "method",
-                                                             "system_prompt", "template", "base_model", "job_id", "created_at")}
+                                                             "system_prompt", "template", "base_model", "job_id",
+                                                             "created_at")}
                     | {"metrics": jsonable(metrics)})
     return rows

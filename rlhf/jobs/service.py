@@ -41,7 +41,6 @@ import pandas as pd
 from rlhf.errors import UserError
 from rlhf.home import Home
 from rlhf.jobs import training_data
-from rlhf.modeling import hard_prompt
 from rlhf.jobs.files import (
     CANCEL_GRACE_SECONDS,
     INTENT_FILE,
@@ -58,6 +57,7 @@ from rlhf.jobs.files import (
     write_intent,
 )
 from rlhf.jobs.training_data import Selection
+from rlhf.modeling import hard_prompt
 from rlhf.train.methods import method, resolve
 from rlhf.train.spin import iteration_dirs, iteration_metrics
 from rlhf.versions import ModelVersion, lookup

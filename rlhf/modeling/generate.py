@@ -34,8 +34,8 @@ def render_prompts(policy: Policy, conversations: list[list[dict]]) -> list[str]
     """The chat-templated prompts, a prompt version's system prompt and template in each
     (`hard_prompt.conversation`)."""
     return [
-        policy.tokenizer.apply_chat_template(conversation(policy.system_prompt, messages, policy.template), tokenize=False,
-                                             add_generation_prompt=True)
+        policy.tokenizer.apply_chat_template(conversation(policy.system_prompt, messages, policy.template),
+                                             tokenize=False, add_generation_prompt=True)
         for messages in conversations
     ]
 

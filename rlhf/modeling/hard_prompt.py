@@ -4,9 +4,9 @@ plus a written system prompt, a template around the user's prompt, or both; no t
 Its directory holds one file, `system_prompt.json`: the parent's directory and the texts.
 `rlhf.modeling.models.load_policy` reads it (the parent loaded as usual, the text kept on
 the `Policy`), and `conversation` is the one place a policy's system prompt and template
-join the messages it answers, so every generation (the queue, side by side, the arena, evaluation)
-sees the same prompt. The text is untrusted: it is only ever a
-message's content, never markup, and `checked` bounds it.
+join the messages it answers, so every generation (the queue, side by side, the arena,
+evaluation) sees the same prompt. The texts are untrusted: they are only ever a message's
+content, never markup, and `checked` bounds them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class PromptVersionError(UserError):
 
 @dataclass(frozen=True)
 class HardPrompt:
-    parent: Path                # the parent version's directory (absolute)
+    parent: Path                # the parent version's directory (absolute; stored relative to the version)
     system_prompt: str | None   # the system turn it adds
     template: str | None = None  # the user's last message is put at SLOT
 
