@@ -216,14 +216,30 @@ def cmd_models(wb: Workbench, args) -> None:
     frame["evaluation"] = [summaries.get(name, "") for name in frame["name"]]
     if not args.json:
         from app.job_views import GUARD_COLUMNS, guard_figure, stored_metrics
+        from rlhf.modeling.hard_prompt import one_line
 
         stored = [stored_metrics(m) for m in frame["metrics"]]
         figures = {column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()}
         frame = frame.assign(**figures,
                              guardrail=[m.get("guard/verdict") or "" for m in stored])
-        frame = frame[["name", "kind", "status", "parent", "method", "base_model", "completions", *GUARD_COLUMNS,
-                       "guardrail", "evaluation", "created_at"]]
+        frame["system_prompt"] = [one_line(text) for text in frame["system_prompt"]]
+        frame["template"] = [one_line(text) for text in frame["template"]]
+        frame = frame[["name", "kind", "status", "parent", "method", "system_prompt", "template", "base_model",
+                       "completions", *GUARD_COLUMNS, "guardrail", "evaluation", "created_at"]]
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
+
+
+def cmd_models_add_prompt(wb: Workbench, args) -> None:
+    text = args.system_prompt
+    if args.file is not None:
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise UserError(f"Cannot read the system prompt from {args.file}: {reason}.") from None
+    version = wb.add_prompt_version(args.name, args.parent, text, args.template)
+    given = " and ".join(what for what, value in (("a system prompt", text), ("a template", args.template)) if value)
+    print(f"Registered {version.name}: the weights of {version.parent} with {given}.")
 
 
 def _read_password(from_stdin: bool = False) -> str:
@@ -398,7 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("directory")
     restore.set_defaults(without_store=True)
 
-    command("models", cmd_models, "list model versions with their lineage", parents=(home_option, json_option))
+    models_command = command("models", cmd_models, "list model versions with their lineage",
+                             parents=(home_option, json_option))
+    add_prompt = models_command.add_subparsers(dest="models_command", metavar="COMMAND").add_parser(
+        "add-prompt", parents=[home_option], help="register a policy version that is a parent plus a written prompt",
+        description="A prompt version (hard prompt tuning): the parent's weights, no training, and a system prompt"
+        " given before every prompt it answers, a template around the user's prompt, or both.")
+    add_prompt.add_argument("name", help="the new version's name")
+    add_prompt.add_argument("--parent", required=True, help="the policy version whose weights it uses")
+    text = add_prompt.add_mutually_exclusive_group()
+    text.add_argument("--system-prompt", help="the system prompt's text")
+    text.add_argument("--file", type=Path, help="a UTF-8 text file holding the system prompt")
+    add_prompt.add_argument("--template", help="the user's prompt put inside a text at {prompt}, e.g."
+                            " 'Answer in one sentence: {prompt}' (with or without a system prompt)")
+    add_prompt.set_defaults(handler=cmd_models_add_prompt)
 
     user_commands = commands.add_parser("users", help="add, list and manage users").add_subparsers(
         dest="users_command", required=True, metavar="COMMAND")

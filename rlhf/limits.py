@@ -30,6 +30,7 @@ class Limits:
     name_chars: int = setting(200, "a name: model version, prompt set, user, method, format, vote, battle token, seed"
                                    " or date")
     prompt_chars: int = setting(20_000, "a prompt typed into the Compare tab or the API")
+    system_prompt_chars: int = setting(4_000, "the system prompt of a prompt version (`rlhf models add-prompt`)")
     guidelines_chars: int = setting(100_000, "the annotation guidelines (Markdown)")
     settings_chars: int = setting(10_000, "settings as text or JSON: the queue's sources, a job's settings lines and"
                                           " data selection")

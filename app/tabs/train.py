@@ -266,6 +266,17 @@ def promote_version(ctx: AppContext, name, request: gr.Request):
             versions_table(ctx.wb, frame), *_version_choices(frame, name, None)[::2]]
 
 
+def add_prompt_version(ctx: AppContext, name, parent, system_prompt, template, request: gr.Request):
+    """Register a prompt version (`Workbench.add_prompt_version`): the parent's weights plus
+    the texts, which are stored and shown as text only."""
+    ctx.user(request, *STAFF)
+    with user_error():
+        version = ctx.wb.add_prompt_version(name, parent, system_prompt or None, template or None)
+    frame = ctx.wb.models()
+    return [f"Registered {version.name}: the weights of {version.parent} with the prompt given.",
+            versions_table(ctx.wb, frame), *_version_choices(frame, None, None)[::2]]
+
+
 def job_from_table(frame: pd.DataFrame, event: gr.SelectData):
     """A click on a row of the jobs table watches that job."""
     row = event.row_value if getattr(event, "row_value", None) else None
@@ -360,6 +371,17 @@ def build(ctx: AppContext) -> gr.Tab:
             promote_choice = gr.Dropdown([], label="Policy version to make active", elem_id="train-promote-version")
             promote_button = gr.Button("Promote", scale=0, elem_id="train-promote")
         promote_note = RenderedText(elem_id="train-promote-status")
+        with gr.Accordion("Add a prompt version (a parent's weights plus a written prompt, no training)",
+                          open=False, elem_id="train-add-prompt"):
+            with gr.Row():
+                prompt_name = gr.Textbox(label="Name", max_length=LIMITS.name_chars, elem_id="train-prompt-name")
+                prompt_parent = gr.Dropdown([], label="Parent policy version", elem_id="train-prompt-parent")
+            prompt_system = gr.Textbox(label="System prompt", lines=3, max_length=LIMITS.system_prompt_chars,
+                                       elem_id="train-prompt-system")
+            prompt_template = gr.Textbox(label="Template (the user's prompt goes at {prompt}; optional)",
+                                         max_length=LIMITS.system_prompt_chars, elem_id="train-prompt-template")
+            prompt_button = gr.Button("Add prompt version", scale=0, elem_id="train-prompt-add")
+            prompt_note = RenderedText(elem_id="train-prompt-status")
         timer = gr.Timer(FAST_SECONDS, active=False)
         seen = gr.State({})
 
@@ -377,7 +399,8 @@ def build(ctx: AppContext) -> gr.Tab:
         # the request comes first: Gradio cannot pass it after *values
         def on_open(request: gr.Request, base_value, reward_value, job_id, chosen):
             outputs = open_tab(ctx, base_value, reward_value, job_id, chosen, request)
-            return [*outputs[:-len(watched)], *shown(request, outputs[-len(watched):])]
+            parents = gr.update(choices=outputs[0]["choices"])   # the policies, as the base's choices
+            return [*outputs[:-len(watched)], *shown(request, outputs[-len(watched):]), parents]
 
         def on_method(name):
             return method_changed(name)
@@ -410,10 +433,15 @@ def build(ctx: AppContext) -> gr.Tab:
         def on_promote(name, request: gr.Request):
             return promote_version(ctx, name, request)
 
+        def on_add_prompt(name, parent, system_prompt, template, request: gr.Request):
+            note, table, base_update, promote_update = add_prompt_version(ctx, name, parent, system_prompt, template,
+                                                                          request)
+            return [note, table, base_update, promote_update, gr.update(choices=base_update["choices"])]
+
         private = dict(api_visibility="private")
         quiet = dict(api_visibility="private", show_progress="hidden")
         tab.select(on_open, [base, reward, job_choice, metric_choice],
-                   [base, reward, promote_choice, prompt_sets, annotators, rounds, *watched], **private)
+                   [base, reward, promote_choice, prompt_sets, annotators, rounds, *watched, prompt_parent], **private)
         chosen_method.change(on_method, chosen_method, [help_line, reward, more, *widgets], **private)
         preview_button.click(on_preview, [*form, *widgets], launch_note, **private)
         timer.tick(on_tick, [job_choice, metric_choice, seen], watched, **quiet)
@@ -426,4 +454,6 @@ def build(ctx: AppContext) -> gr.Tab:
             on_watch, [job_choice, metric_choice, seen], watched, **quiet)
         promote_button.click(on_promote, promote_choice, [promote_note, models_table, base, promote_choice],
                              **private)
+        prompt_button.click(on_add_prompt, [prompt_name, prompt_parent, prompt_system, prompt_template],
+                            [prompt_note, models_table, base, promote_choice, prompt_parent], **private)
     return tab

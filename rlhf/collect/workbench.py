@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from rlhf.errors import WorkbenchError
 from rlhf.preference.messages import as_messages
 from rlhf.modeling.sampling import SamplingParams
 from rlhf.home import BASE_VERSION, Home, default_prompts, ensure_default_model
+from rlhf.modeling import hard_prompt
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.preference.ranking import Ranking, parse_ranking
 from rlhf import versions
@@ -157,7 +159,45 @@ class Workbench:
         return versions.lookup(cur, self.home.root, name)
 
     def models(self) -> pd.DataFrame:
-        return models.list_versions(self.store.cursor())
+        """Every version with its lineage; `system_prompt` and `template` are a prompt
+        version's texts ("" for others and where it has none)."""
+        frame = models.list_versions(self.store.cursor())
+        prompts_ = [self._prompt(path) for path in frame["path"]]
+        frame["system_prompt"] = [(p and p.system_prompt) or "" for p in prompts_]
+        frame["template"] = [(p and p.template) or "" for p in prompts_]
+        return frame
+
+    def _prompt(self, path: str) -> hard_prompt.HardPrompt | None:
+        directory = self.home.root / path
+        return hard_prompt.read(directory) if hard_prompt.is_prompt_version(directory) else None
+
+    def add_prompt_version(self, name: str, parent: str, system_prompt: str | None = None,
+                           template: str | None = None) -> ModelVersion:
+        """Register `name`: the policy `parent`'s weights plus `system_prompt`, given before
+        every prompt it answers, and/or `template` around the user's prompt
+        (`rlhf.modeling.hard_prompt`); no training. Bad input is refused in one sentence
+        with nothing written."""
+        name = hard_prompt.check_name(name)
+        text, template = hard_prompt.check_prompt(system_prompt, template)
+        if not str(parent or "").strip():
+            raise WorkbenchError("Name the parent version whose weights the prompt version uses.")
+        source = self.model_version(str(parent).strip()).policy("the parent of a prompt version")
+        cur = self.store.cursor()
+        if models.get(cur, name) is not None:
+            raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
+        directory = self.home.model_dir(name)
+        if directory.exists():
+            raise WorkbenchError(f"{directory} already exists; choose another name.")
+        hard_prompt.write(directory, hard_prompt.HardPrompt(source.path.resolve(), text, template))
+        try:
+            with self.store.transaction() as cur:
+                base = models.get(cur, source.name)["base_model"]
+                models.register(cur, name, "policy", base_model=base, method=hard_prompt.METHOD, parent=source.name,
+                                path=str(directory.relative_to(self.home.root)))
+        except Exception:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return self.model_version(name)
 
     def promote(self, name: str) -> int:
         """Make a policy version the active one: the queue's new comparisons come from it,

@@ -57,6 +57,7 @@ from rlhf.jobs.files import (
     write_intent,
 )
 from rlhf.jobs.training_data import Selection
+from rlhf.modeling import hard_prompt
 from rlhf.train.methods import method, resolve
 from rlhf.train.spin import iteration_dirs, iteration_metrics
 from rlhf.versions import ModelVersion, lookup
@@ -156,6 +157,8 @@ class Jobs:
                                "This method needs a reward model and there is none yet: train one first"
                                " (method reward), or name a reward version.")
         version = lookup(cur, self.home.root, name)
+        if kind == "policy" and hard_prompt.is_prompt_version(version.path):
+            raise JobError(hard_prompt.training_refusal(version.name, version.parent))
         return version.policy("the base version") if kind == "policy" else version.reward("the reward version")
 
     # -- looking -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessorList
 
+from rlhf.modeling.hard_prompt import conversation
 from rlhf.modeling.models import Policy
 from rlhf.modeling.nucleus import NucleusWarper
 from rlhf.modeling.sampling import MAX_K, SamplingParams
@@ -30,8 +31,11 @@ class Sample:
 
 
 def render_prompts(policy: Policy, conversations: list[list[dict]]) -> list[str]:
+    """The chat-templated prompts, a prompt version's system prompt and template in each
+    (`hard_prompt.conversation`)."""
     return [
-        policy.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        policy.tokenizer.apply_chat_template(conversation(policy.system_prompt, messages, policy.template),
+                                             tokenize=False, add_generation_prompt=True)
         for messages in conversations
     ]
 
@@ -67,8 +71,7 @@ def generate_tokens(policy: Policy, conversations: list[list[dict]], params: Sam
     tokenizer.padding_side = "left"
     eos_ids = _eos_ids(policy)
     greedy = params.temperature <= 0
-    texts = render_prompts(policy, conversations)
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.model.device)
+    inputs = prompt_inputs(policy, conversations)
     output = policy.model.generate(
         **inputs,
         do_sample=not greedy,
@@ -91,6 +94,26 @@ def generate_tokens(policy: Policy, conversations: list[list[dict]], params: Sam
     response_ids = output[:, prompt_length:]
     response_mask, has_eos = mask_through_first_eos(response_ids, eos_ids)
     return Generated(prompt_ids, prompt_mask, response_ids, response_mask, has_eos)
+
+
+def prompt_inputs(policy: Policy, conversations: list[list[dict]]):
+    """The rendered prompts tokenised and left-padded on the model's device: input_ids and
+    attention_mask, each [conversations, P]."""
+    policy.tokenizer.padding_side = "left"
+    texts = render_prompts(policy, conversations)
+    return policy.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.model.device)
+
+
+def reprompted(policy: Policy, conversations: list[list[dict]], generated: Generated, k: int = 1) -> Generated:
+    """`generated`'s responses after the prompts as `policy` renders them (another policy's
+    system prompt: `hard_prompt.conversation`), to measure them under `policy`: the KL of a
+    prompt version from its reference is of its answers given the prompt without its system
+    prompt. The responses and their masks are unchanged."""
+    inputs = prompt_inputs(policy, conversations)
+    device = generated.response_ids.device
+    return Generated(inputs["input_ids"].repeat_interleave(k, dim=0).to(device),
+                     inputs["attention_mask"].repeat_interleave(k, dim=0).to(device),
+                     generated.response_ids, generated.response_mask, generated.has_eos)
 
 
 def mask_through_first_eos(response_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from rlhf.errors import TrainingError
-from rlhf.modeling import bottleneck, precision, prefix
+from rlhf.modeling import bottleneck, hard_prompt, precision, prefix
 
 ADAPTER_CONFIG = "adapter_config.json"
 REWARD_FILE = "reward.json"   # a reward model's offset and how it was trained (rlhf.train.reward, reward_head)
@@ -62,8 +62,8 @@ def adapter_base(path: Path) -> Path:
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     path = Path(path)
-    while not (path / "tokenizer_config.json").is_file() and is_adapter(path):
-        path = adapter_base(path)
+    while not (path / "tokenizer_config.json").is_file() and (is_adapter(path) or hard_prompt.is_prompt_version(path)):
+        path = hard_prompt.read(path).parent if hard_prompt.is_prompt_version(path) else adapter_base(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -74,6 +74,8 @@ def load_causal_lm(path: Path, quantize_4bit: bool = False) -> PreTrainedModel:
     """A causal LM from a full-weights directory, or from a LoRA adapter directory (its
     base loaded the same way, recursively, and the adapter merged in)."""
     path = Path(path)
+    if hard_prompt.is_prompt_version(path):   # refused before a job is queued (rlhf.jobs.service)
+        raise TrainingError(hard_prompt.training_refusal(path.name, hard_prompt.read(path).parent.name))
     if is_adapter(path):
         from peft import PeftModel
 

@@ -118,7 +118,7 @@ def draw(policy: "Policy", conversations: list[list[dict]], params: SamplingPara
     log-probabilities under it and under `reference`."""
     import torch
 
-    from rlhf.modeling.generate import generate_tokens
+    from rlhf.modeling.generate import generate_tokens, reprompted
 
     if params.seed is not None:
         torch.manual_seed(params.seed)
@@ -132,6 +132,9 @@ def draw(policy: "Policy", conversations: list[list[dict]], params: SamplingPara
             finished.append(done)
         logprobs += sequence_logprobs(policy.model, generated, temperature).tolist()
         if reference is not None:
+            if (reference.system_prompt, reference.template) != (policy.system_prompt, policy.template):
+                # a prompt version: the reference sees its own prompt
+                generated = reprompted(reference, conversations[start:start + batch_prompts], generated)
             ref_logprobs += (logprobs[-len(generated.has_eos):] if reference is policy else
                              sequence_logprobs(reference.model, generated, temperature).tolist())
     return Side(texts, lengths, finished, logprobs, ref_logprobs if reference is not None else None)

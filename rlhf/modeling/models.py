@@ -37,6 +37,8 @@ class Policy:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     source: str  # the directory or hub id it was loaded from
+    system_prompt: str | None = None  # a prompt version's (rlhf.modeling.hard_prompt), given before every prompt
+    template: str | None = None       # and its template around the user's prompt
 
 
 def device() -> torch.device:
@@ -91,6 +93,14 @@ def load_policy(source: str | Path, target: torch.device | None = None) -> Polic
     on `target` (default: the GPU when there is one) in eval mode, in the precision
     `rlhf.modeling.precision.current` chooses for that device (a trained version's adapter too)."""
     target = target or device()
+    from rlhf.modeling import hard_prompt
+
+    if hard_prompt.is_prompt_version(Path(source).expanduser()):  # the parent's weights plus a written prompt
+        prompt = hard_prompt.read(Path(source).expanduser())
+        parent = load_policy(prompt.parent, target)
+        return Policy(parent.model, parent.tokenizer, str(source),
+                      hard_prompt.joined(parent.system_prompt, prompt.system_prompt),
+                      hard_prompt.nested(parent.template, prompt.template))
     dtype = precision.current(target.type).torch_dtype()
     local = Path(source).expanduser()
     tried = f"the directory {local}" if local.exists() else f"'{source}' as a local path (no such directory) and as a Hugging Face hub id"
