@@ -246,13 +246,6 @@ def _handout(row) -> Handout | None:
     return Handout(*row) if row else None
 
 
-def handout_for(cur, comparison_id: int, annotator: str) -> Handout | None:
-    """The hand-out of this comparison to this annotator (open or closed), if any."""
-    return _handout(first_row(cur.execute(
-        f"SELECT {_HANDOUT_COLUMNS} FROM {_HANDOUTS} WHERE h.comparison_id = ? AND h.annotator = ?",
-        [comparison_id, annotator])))
-
-
 def handout_by_token(cur, token: str) -> Handout | None:
     return _handout(first_row(cur.execute(f"SELECT {_HANDOUT_COLUMNS} FROM {_HANDOUTS} WHERE h.token = ?", [token])))
 
@@ -262,15 +255,15 @@ def hand_out(cur, comparison_id: int, annotator: str, token: str, fresh: bool, n
     holds for it: `token` for a first hand-out, the existing one otherwise. `fresh` (a new
     hand-out, not a reload of the item they hold) restarts the clock the time spent is
     measured by. Call in the transaction that claims the comparison."""
-    now = now or datetime.now()
-    existing = handout_for(cur, comparison_id, annotator)
-    if existing is None:
-        cur.execute("INSERT INTO handouts (token, comparison_id, annotator, handed_at) VALUES (?, ?, ?, ?)",
-                    [token, comparison_id, annotator, now])
-        return token
-    if fresh:
-        cur.execute("UPDATE handouts SET handed_at = ? WHERE token = ?", [now, existing.token])
-    return existing.token
+    # one statement, not a look-up and then an insert or update: each costs DuckDB ~1 ms
+    return cur.execute(
+        "INSERT INTO handouts (token, comparison_id, annotator, handed_at) VALUES ($token, $comparison, $me, $now)"
+        " ON CONFLICT (comparison_id, annotator) DO UPDATE"
+        " SET handed_at = CASE WHEN $fresh THEN excluded.handed_at ELSE handouts.handed_at END"
+        " RETURNING token",
+        {"token": token, "comparison": comparison_id, "me": annotator, "now": now or datetime.now(),
+         "fresh": bool(fresh)},
+    ).fetchall()[0][0]
 
 
 def close_handout(cur, token: str, client_seconds: float | None = None, now: datetime | None = None) -> None:

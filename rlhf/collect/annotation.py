@@ -350,9 +350,9 @@ class Annotation:
                 ranking_id = feedback.add_ranking(
                     tx, handout.comparison_id, user.name, ranking.canonical, ranking.ranks(), source="human",
                     seconds_spent=_seconds_since(handout.handed_at, now), comment=comment,
-                    better_answer=better_answer,
+                    better_answer=better_answer, guidelines_version=guidelines.current(tx)[0],
+                    none_acceptable=bool(s.none_acceptable),
                 )
-                feedback.set_ranking_context(tx, ranking_id, guidelines.current(tx)[0], bool(s.none_acceptable))
                 feedback.add_labels(tx, ranking_id, handout.comparison_id, labels)
                 feedback.add_ratings(tx, ranking_id, handout.comparison_id, ratings)
                 queue.release(tx, handout.comparison_id, user.name)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import storage.db
-from storage import comparisons, feedback, models, prompts
+from storage import comparisons, feedback, models, prompts, queue
 from storage.comparisons import NewCompletion
 from storage.db import Migration, Store
 from storage.feedback import DuplicateRanking
@@ -116,6 +116,36 @@ def test_failing_migration_leaves_the_database_at_its_old_version(db_path, monke
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'prompts'").fetchall()]
         assert "half" not in columns
         assert prompts.count(cur) == 1
+
+
+def test_a_ranking_stores_its_page_context_and_each_rank_by_letter(store):
+    cur = store.cursor()
+    comparison_id = add_comparison(cur, k=3)
+    ranking_id = feedback.add_ranking(cur, comparison_id, "ana", "C > A = B", {"C": 1, "A": 2, "B": 2},
+                                      guidelines_version=3, none_acceptable=True)
+    assert cur.execute("SELECT guidelines_version, none_acceptable FROM rankings WHERE id = ?",
+                       [ranking_id]).fetchall() == [(3, True)]
+    assert cur.execute("SELECT m.letter, r.rank FROM ranking_ranks r JOIN completions m ON m.id = r.completion_id"
+                       " WHERE r.ranking_id = ? ORDER BY m.letter", [ranking_id]).fetchall() == \
+        [("A", 2), ("B", 2), ("C", 1)]
+    imported = feedback.add_ranking(cur, comparison_id, "bob", "A > B > C", {"A": 1, "B": 2, "C": 3})
+    assert cur.execute("SELECT guidelines_version, none_acceptable FROM rankings WHERE id = ?",
+                       [imported]).fetchall() == [(None, False)]
+
+
+def test_a_hand_out_keeps_its_token_and_only_a_fresh_one_restarts_its_clock(store):
+    from datetime import datetime
+
+    cur = store.cursor()
+    comparison_id = add_comparison(cur, k=2)
+    first, reload, again = datetime(2026, 1, 1), datetime(2026, 1, 2), datetime(2026, 1, 3)
+    assert queue.hand_out(cur, comparison_id, "ana", "t1", fresh=True, now=first) == "t1"
+    assert queue.hand_out(cur, comparison_id, "ana", "t2", fresh=False, now=reload) == "t1"  # a reload
+    assert queue.handout_by_token(cur, "t1").handed_at == first
+    assert queue.hand_out(cur, comparison_id, "ana", "t3", fresh=True, now=again) == "t1"  # handed out again
+    assert queue.handout_by_token(cur, "t1").handed_at == again
+    assert queue.hand_out(cur, comparison_id, "bob", "t4", fresh=True, now=first) == "t4"
+    assert table_count(cur, "handouts") == 2
 
 
 # -- constraints ------------------------------------------------------------------------
