@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from rlhf.errors import TrainingError
+from rlhf.modeling.blocks import decoder_blocks
 from rlhf.settings import setting
 
 PEFT_TYPE = "BOTTLENECK"
@@ -84,9 +85,7 @@ HOOKS = {"serial": serial_hook, "parallel": parallel_hook}
 
 def block_mlps(model) -> list[nn.Module]:
     """Each decoder block's feed-forward module, bottom first."""
-    from rlhf.modeling.loading import decoder_blocks
-
-    mlps = [getattr(block, "mlp", None) for block in decoder_blocks(model)]
+    mlps = [getattr(block, "mlp", None) for block in decoder_blocks(model, "bottleneck")]
     if any(m is None for m in mlps):
         raise TrainingError("Bottleneck adapters need decoder blocks with an `mlp` module; this model has none.")
     return mlps

@@ -23,6 +23,7 @@ from transformers import (
 
 from rlhf.errors import TrainingError
 from rlhf.modeling import bottleneck, hard_prompt, precision, prefix
+from rlhf.modeling.blocks import decoder_blocks
 
 ADAPTER_CONFIG = "adapter_config.json"
 REWARD_FILE = "reward.json"   # a reward model's offset and how it was trained (rlhf.train.reward, reward_head)
@@ -239,16 +240,6 @@ def _save_bottleneck(model, tokenizer, out_dir: Path, base_path: Path, full: boo
     return "full" if full else "adapter"
 
 
-def decoder_blocks(model) -> torch.nn.ModuleList:
-    """The transformer blocks of a causal LM or sequence classifier, bottom first."""
-    inner = getattr(model, "module", model)
-    backbone = getattr(inner, inner.base_model_prefix, inner)
-    blocks = getattr(backbone, "layers", None)
-    if not isinstance(blocks, torch.nn.ModuleList):
-        raise TrainingError(f"adapter=last_layers needs a model with decoder layers; {type(inner).__name__} has none.")
-    return blocks
-
-
 def own_adapter(model, options: dict[str, Any]) -> None:
     """Prepare the adapters the workbench does itself, not through PEFT: the top layers
     (`train_top_layers`) or bottleneck adapters (`rlhf.modeling.bottleneck`). Others: nothing."""
@@ -264,7 +255,7 @@ def train_top_layers(model, options: dict[str, Any]) -> None:
     embeddings too). Other adapters: nothing."""
     if options.get("adapter") != "last_layers":
         return
-    blocks = decoder_blocks(model)
+    blocks = decoder_blocks(model, "last_layers")
     count = int(options.get("trainable_layers", 2))
     if not 1 <= count <= len(blocks):
         raise TrainingError(f"trainable_layers must be between 1 and {len(blocks)} (the model's layers), not {count}.")
