@@ -52,6 +52,8 @@ bench: setup
 	$(BIN)/python -m rlhf.bench annotate
 	$(BIN)/python -m rlhf.bench service
 	$(BIN)/python -m rlhf.bench load
+	$(BIN)/python -m rlhf.bench train_step
+	$(BIN)/python -m rlhf.bench train --methods reward,dpo --reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -48,6 +48,12 @@ def precision_args() -> dict[str, Any]:
     return {"bf16": chosen.dtype == "bfloat16", "fp16": False, "use_cpu": not on_gpu()}
 
 
+def autocast(device: torch.device):
+    """bf16 autocast where `precision_args` trains in bf16, a no-op elsewhere: for the loop
+    no Trainer wraps (PPO). Outputs the loop reads as figures must be cast to fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision_args()["bf16"])
+
+
 def model_dtype() -> torch.dtype:
     return torch.bfloat16 if on_gpu() and torch.cuda.is_bf16_supported() else torch.float32
 

@@ -162,8 +162,9 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
         conversations = [prompts[i] for i in next(batches)]
 
         # 1. rollout: sample responses, then score them with every model, without gradients
-        rollout = policy.rollout(conversations)
-        with torch.no_grad():
+        # (matrix products in bf16 where the device has it; logits, values and scores come back fp32)
+        with torch.no_grad(), loading.autocast(device):
+            rollout = policy.rollout(conversations)
             logprobs = policy.logprobs(rollout, config.mini_batch_size)
             ref_logprobs = policy.logprobs(rollout, config.mini_batch_size, reference=True)
             values = value_model.values(rollout, config.mini_batch_size)
@@ -172,6 +173,7 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
             else:
                 scores = torch.tensor(scorer.score(conversations, rollout.completions, config.mini_batch_size),
                                       device=device)
+        with torch.no_grad():
             mask = rollout.response_mask
 
             # 2. rewards: KL penalty per token, the (EOS-checked) score at the last real token
@@ -198,9 +200,10 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
             for start in range(0, len(conversations), config.mini_batch_size):
                 rows = order[start:start + config.mini_batch_size]
                 part = rollout.select(rows)
-                logits = policy.logits(part)
+                with loading.autocast(device):
+                    logits = policy.logits(part)
+                    new_values = value_model.forward(part)
                 new_logprobs = logprobs_from_logits(logits, part.response_ids)
-                new_values = value_model.forward(part)
                 pg_loss, pg_clipfrac, approx_kl = policy_loss(
                     new_logprobs, logprobs[rows], advantages[rows], part.response_mask, config.cliprange)
                 vf_loss, vf_clipfrac = value_loss(
