@@ -17,7 +17,6 @@ from rlhf.train.plumbing import (
     fit,
     is_preference,
     load_trl_policy,
-    release,
     trl_trainer,
     require_columns,
     split,
@@ -48,7 +47,6 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     trainer = trl_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS,
                           ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
-    release(trainer, policy)
     checked = guard.report(inputs, "dpo", eval_frame, guard.prompts_of(eval_frame, train_frame,
                                                                        limit=inputs.options.get("guard_prompts", 0)))
     return {**metrics, **decided.metrics(), **checked}

@@ -16,7 +16,6 @@ from rlhf.train.plumbing import (
     fit,
     answer_of,
     load_trl_policy,
-    release,
     trl_trainer,
     require_columns,
     split,
@@ -84,7 +83,6 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     trainer = trl_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS,
                           ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
-    release(trainer, policy)
     metrics.update({"train/desirable": float(n_desirable), "train/undesirable": float(n_undesirable),
                     **{f"train/{k}": float(v) for k, v in weights.items()}, **decided.metrics()})
     prompts = guard.prompts_of(eval_frame, train_frame, limit=inputs.options.get("guard_prompts", 0))

@@ -15,8 +15,7 @@ from rlhf.train import common, guard, ranks
 from rlhf.modeling import loading, prefix
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
-from rlhf.train.plumbing import (callbacks, conversational, fit, load_trl_policy, release, require_columns,
-                                  trainer_config)
+from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,6 @@ def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]
     finally:
         common.remove_scratch(inputs.out_dir)
     metrics.update(_reward_curve(trainer))
-    release(trainer, policy)
     metrics.update(decided.metrics())
     metrics.update(guard.report(inputs, method, None, guard.prompts_of(prompts,
                                                                       limit=inputs.options.get("guard_prompts", 0))))

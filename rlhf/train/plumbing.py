@@ -6,7 +6,6 @@ evaluating and saving with metrics named the workbench's way (`train/loss`,
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 from dataclasses import dataclass
@@ -154,19 +153,6 @@ def fit(trainer, inputs: TrainInputs, policy: TrlPolicy, counts: dict[str, int],
         log.info("Saved the trained policy (%s) to %s", kind, inputs.out_dir)
     common.remove_scratch(inputs.out_dir)
     return metrics
-
-
-def release(trainer, policy: TrlPolicy) -> None:
-    """Let go of what training held once the result is saved (the models, a reference or
-    reward model, the optimiser, the accelerator's references), so the guardrails' fresh
-    loads of the saved policy and its parent come instead of it, not on top of it. The
-    trainer's `state` (its log history) stays readable."""
-    trainer.accelerator.free_memory()
-    for name in ("model", "model_wrapped", "ref_model", "reward_funcs", "optimizer", "lr_scheduler"):
-        if hasattr(trainer, name):
-            setattr(trainer, name, None)
-    policy.model = policy.reference = None
-    gc.collect()
 
 
 def callbacks(inputs: TrainInputs) -> list:

@@ -12,7 +12,6 @@ from rlhf.train.plumbing import (
     fit,
     has_text,
     load_trl_policy,
-    release,
     require_columns,
     split,
     trainer_config,
@@ -41,7 +40,6 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
-    release(trainer, policy)
     checked = guard.report(inputs, "sft", None, guard.prompts_of(eval_frame, train_frame,
                                                                  limit=inputs.options.get("guard_prompts", 0)))
     return {**metrics, **decided.metrics(), **checked}
