@@ -10,11 +10,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from rlhf.bench.annotate import bench_annotate, bench_service
 from rlhf.bench.first import bench_first
 from rlhf.bench.generate import bench_engines, bench_generate, peak_rss_mib, print_engines
 from rlhf.home import Home, ensure_default_model
+
+
+def show(result, as_json: bool, print_table: Callable[[Any], None]) -> None:
+    """A benchmark's result as JSON when asked (`--json`), else as its table."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_spin(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
                             args.pairs, args.max_chars, args.iterations, args.eval_fraction, args.seed, args.threads,
                             args.max_steps)
-        print(json.dumps(result, indent=2) if args.json else "")
-        if not args.json:
-            print_spin(result)
+        show(result, args.json, print_spin)
         return 0
     if args.what == "learn":
         from rlhf.bench.learn import main as learn_main
@@ -152,19 +159,14 @@ def main(argv: list[str] | None = None) -> int:
 
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         rows = bench_train(methods, args.pairs, args.home, keep=bool(args.home), reference=args.reference)
-        print(json.dumps(rows, indent=2) if args.json else "")
-        if not args.json:
-            print_table(rows)
+        show(rows, args.json, print_table)
         return 0
     if args.what == "train_step":
         from rlhf.bench.train_step import bench_train_step, print_result
 
         result = bench_train_step(ensure_default_model(Home.resolve(args.home)), args.pairs, args.tokens, args.repeats,
                                   args.threads)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print_result(result)
+        show(result, args.json, print_result)
         return 0
     if args.what == "reward_head":
         from rlhf.bench.reward_head import bench_reward_head, default_data, print_table as print_head
@@ -172,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_reward_head(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
                                    args.pairs, args.eval_fraction, args.lora_steps, args.max_chars, args.seed,
                                    args.pooling)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print_head(result)
+        show(result, args.json, print_head)
         return 0
     if args.what == "adapters":
         from rlhf.bench.adapters import bench_adapters, print_table as print_adapters
@@ -184,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_adapters(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
                                 [a.strip() for a in args.adapters.split(",") if a.strip()], args.pairs, args.steps,
                                 args.eval_fraction, args.max_chars, args.seed)
-        print(json.dumps(result, indent=2) if args.json else "")
-        if not args.json:
-            print_adapters(result)
+        show(result, args.json, print_adapters)
         return 0
     if args.what == "thompson":
         from rlhf.bench import thompson as bench_ts
@@ -199,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                                           held_out=args.held_out)
         result = bench_ts.bench_thompson(ensure_default_model(home),
                                          Path(args.cache) if args.cache else home.root / "bench-thompson", settings)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            bench_ts.print_table(result)
+        show(result, args.json, bench_ts.print_table)
         if args.plot:
             bench_ts.plot(result, args.plot)
         return 0

@@ -17,10 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-# What the workbench adds around TRL and plain TRL has no use for (files, logging).
-NOT_TRL = ("output_dir", "save_strategy", "report_to", "logging_steps", "disable_tqdm")
-
-
 def dpo_rows(data_path: Path) -> list[dict]:
     """The job's pairs in TRL's conversational layout (prompt, chosen, rejected as messages)."""
     import pandas as pd
@@ -35,16 +31,17 @@ def dpo_rows(data_path: Path) -> list[dict]:
 
 
 def trl_settings(spec: dict, status: dict, bf16: bool, output_dir: str) -> dict:
-    """The job's TRL settings with the schedule it decided, as DPOConfig arguments."""
+    """The job's TRL settings as its trainer got them (`common.trainer_args`), with the
+    schedule it decided, the precision `bf16` and the files in `output_dir`."""
+    from rlhf.train import common
+
     metrics = status.get("metrics") or {}
-    settings = {key: value for key, value in spec["config"].items() if key not in NOT_TRL}
+    settings = common.trainer_args(Path(output_dir), spec["config"])
     if "schedule/learning_rate" in metrics:
         settings["learning_rate"] = metrics["schedule/learning_rate"]
     if "schedule/epochs" in metrics:
         settings["num_train_epochs"] = metrics["schedule/epochs"]
-    return {**settings, "output_dir": output_dir, "save_strategy": "no", "report_to": "none", "logging_steps": 1,
-            "disable_tqdm": True, "use_cpu": True, "bf16": bf16, "fp16": False,
-            "activation_checkpointing": spec["config"].get("activation_checkpointing", False)}
+    return {**settings, "output_dir": output_dir, "bf16": bf16}
 
 
 def run(job_dir: Path) -> dict:
