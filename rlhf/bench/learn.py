@@ -6,7 +6,8 @@ sometimes (:data:`RULES`): a length, a tone, a formatting habit, a topic, and re
 unsafe requests. For each rule × method × size, a cell, on a fresh home:
 
 1. comparisons of K=4 from the base model on training prompts, as `rlhf generate` makes
-   them (`Workbench.generate`, its default sampling but `--max-new-tokens`);
+   them (`Workbench.generate`, its default sampling but `--max-new-tokens`), made once per
+   scope and size and copied into each cell's home (:func:`shared_comparisons`);
 2. the rule ranks them (:func:`rlhf.bench.demo.rank_all`, stored as simulated rankings);
 3. one job of the method with default settings only (an online method first trains the
    default reward model on the same rankings), run as `rlhf train` runs it;
@@ -198,16 +199,55 @@ def _base_model(out: Path) -> Path:
     return ensure_default_model(Home.resolve(out / "base-home"))
 
 
-def _fresh_home(out: Path, name: str) -> Home:
-    """An empty home for one cell whose base model is the shared one, linked (no second
-    conversion, no second copy on disk); a half-done earlier try is removed."""
+def _fresh_home(out: Path, name: str, template: Path | None = None) -> Home:
+    """A home for one cell whose base model is the shared one, linked (no second
+    conversion, no second copy on disk); a half-done earlier try is removed. With
+    `template`, the home starts as a copy of that home's files (its database copied, its
+    base model linked)."""
     root = out / "homes" / name
     if root.exists():
         shutil.rmtree(root)
     home = Home.resolve(root)
+    if template is not None:
+        models = Home.resolve(template).models_dir
+        shutil.copytree(template, root, ignore=lambda folder, names: [BASE_VERSION] if Path(folder) == models else [])
     home.prepare()
     home.link_base_model(_base_model(out))
     return home
+
+
+def shared_comparisons(scope: str, size: int, train_prompts: list[str], config: LearnConfig, out: Path,
+                       on_step: Callable[[str], None] = print) -> tuple[Path, list[int], tuple[str, ...]]:
+    """The base's unranked comparisons for `size` training prompts of `scope`, made once and
+    shared by every cell of that scope and size: the same prompts, sampling and seeds give
+    every rule and method the same comparisons (only their ranking differs), and sampling
+    them is most of a cell's time. Returns the home that holds them (copied by each cell),
+    their ids and the prompt sets they came from; a home left half-made is made again."""
+    root = out / "comparisons" / f"{scope}-{size}"
+    made_path = root / "made.json"
+    if made_path.is_file():
+        made = json.loads(made_path.read_text(encoding="utf-8"))
+        if made["settings"] == config.key():
+            return root / "home", made["comparisons"], tuple(made["sets"])
+    if root.exists():
+        shutil.rmtree(root)
+    home = Home.resolve(root / "home")
+    home.prepare()
+    home.link_base_model(_base_model(out))
+    with Workbench(home) as wb:
+        wb.init()
+        passes = math.ceil(size / len(train_prompts))
+        sets = tuple(f"{TRAIN_PREFIX}{number}" for number in range(1, passes + 1))
+        with wb.store.transaction() as tx:
+            for name in sets:
+                prompt_rows.add_prompts(tx, name, [as_messages(text) for text in train_prompts], source="bench")
+        made = []
+        for number, name in enumerate(sets):
+            on_step(f"{scope}/{size}: generating comparisons from {name}")
+            params = SamplingParams(max_new_tokens=config.max_new_tokens, seed=config.seed + 1 + number)
+            made += wb.generate(name, n=min(size - len(made), len(train_prompts)), k=config.k, params=params)
+    made_path.write_text(json.dumps({"settings": config.key(), "comparisons": made, "sets": sets}), encoding="utf-8")
+    return root / "home", made, sets
 
 
 def base_rates(config: LearnConfig, out: Path, on_step: Callable[[str], None] = print) -> list[dict]:
@@ -236,19 +276,9 @@ def run_cell(rule: str, method: str, size: int, config: LearnConfig, out: Path,
     bench_rule = RULES[rule]
     annotator = parse_annotator(bench_rule.spec)
     train_prompts, held_prompts = split_prompts(default_prompts(), config.held_out, config.seed)[bench_rule.scope]
-    home = _fresh_home(out, f"{rule}-{method}-{size}")
+    template, made, sets = shared_comparisons(bench_rule.scope, size, train_prompts, config, out, on_step)
+    home = _fresh_home(out, f"{rule}-{method}-{size}", template)
     with Workbench(home) as wb:
-        wb.init()
-        passes = math.ceil(size / len(train_prompts))
-        sets = tuple(f"{TRAIN_PREFIX}{number}" for number in range(1, passes + 1))
-        with wb.store.transaction() as tx:
-            for name in sets:
-                prompt_rows.add_prompts(tx, name, [as_messages(text) for text in train_prompts], source="bench")
-        made = []
-        for number, name in enumerate(sets):
-            on_step(f"{rule}/{method}/{size}: generating comparisons from {name}")
-            params = SamplingParams(max_new_tokens=config.max_new_tokens, seed=config.seed + 1 + number)
-            made += wb.generate(name, n=min(size - len(made), len(train_prompts)), k=config.k, params=params)
         rank_all(wb, made, annotator)
         if only_full_ties(wb.rankings()):  # the cell's own home: these are its rankings
             raise DataError(f"{NO_PAIRS}: the rule tied all K completions in each of the {len(made)} rankings.")
@@ -281,9 +311,10 @@ def run_learn(config: LearnConfig, out: Path, on_step: Callable[[str], None] = p
     """Every cell of the grid, finished ones read back from `results.jsonl`."""
     check(config)
     results, rows = Results(out), []
-    for rule in config.rules:
+    # sizes first: a whole size's cells share its comparisons, and the small cells finish soonest
+    for size in config.sizes:
         for method in config.methods:
-            for size in config.sizes:
+            for rule in config.rules:
                 row = results.cell(rule, method, size, config)
                 if row is None:
                     try:
