@@ -245,8 +245,11 @@ def cmd_eval_reward(home: Home, args) -> int:
     if args.json:
         print(json.dumps({"reward": args.reward, "file": args.file, **result}))
     else:
+        interval = {"accuracy_low", "accuracy_high"}
         print(f"{args.reward} on {args.file}: " + ", ".join(
-            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in result.items()))
+            (f"{key} {value:.4g} [95% CI {result['accuracy_low']:.4g}, {result['accuracy_high']:.4g}]"
+             if key == "accuracy" else f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+            for key, value in result.items() if key not in interval))
     return 0
 
 

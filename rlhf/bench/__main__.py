@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|train_step|reward_head|adapters|learn|thompson|scale|load|spin` (see --help of each).
+"""Benchmarks: `python -m rlhf.bench generate|first|annotate|service|train|train_step|reward_head|hh_reward|adapters|learn|thompson|scale|load|spin` (see --help of each).
 
 Prints medians over repeats, never asserts: this machine is shared, so read the
 figures as ratios taken in one run.
@@ -115,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     thompson.add_argument("--plot", default=None, help="write the figure to this PNG")
     thompson.add_argument("--home", default=None, help="workbench home whose base model to use")
     thompson.add_argument("--json", action="store_true")
+    hh_reward = sub.add_parser("hh_reward", help="the default reward job on HH-RLHF pairs: accuracy on rows held"
+                               " out by line, with its 95%% interval (see rlhf/bench/hh_reward.py)")
+    hh_reward.add_argument("--data", default=None, help="HH-RLHF JSONL (default: ../shared/data/hh-rlhf-harmless-1600.jsonl)")
+    hh_reward.add_argument("--held-out", type=int, default=200, help="rows held out (never imported), by a seeded shuffle")
+    hh_reward.add_argument("--seed", type=int, default=0)
+    hh_reward.add_argument("--set", action="append", metavar="KEY=VALUE", help="a reward job setting; repeatable")
+    hh_reward.add_argument("--home", default=None, help="workbench home whose base model to use")
+    hh_reward.add_argument("--json", action="store_true")
     from rlhf.bench.spin import add_arguments as spin_arguments
 
     spin_arguments(sub.add_parser("spin", help="SPIN on the default model: held-out log-likelihood of human answers"
@@ -175,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
                                    args.pairs, args.eval_fraction, args.lora_steps, args.max_chars, args.seed,
                                    args.pooling)
         show(result, args.json, print_head)
+        return 0
+    if args.what == "hh_reward":
+        from rlhf.bench.hh_reward import bench_hh_reward, print_table as print_hh
+        from rlhf.bench.reward_head import default_data
+        from rlhf.train.methods import parse_assignments
+
+        result = bench_hh_reward(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
+                                 args.held_out, args.seed, parse_assignments(args.set or []))
+        show(result, args.json, print_hh)
         return 0
     if args.what == "adapters":
         from rlhf.bench.adapters import bench_adapters, print_table as print_adapters

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
+from scipy.stats import binomtest
 
 from rlhf.preference.messages import Message, as_messages, plain
 from rlhf.modeling import loading
@@ -109,7 +110,8 @@ def evaluate_pairs(scorer: RewardScorer, frame: pd.DataFrame, batch_size: int = 
     rejected); `pairs` counts its rows. A pair is right when chosen scores higher than
     rejected, wrong when lower; pairs the model scores equal (|difference| < 1e-6) count as
     `ties`, apart from both, and `accuracy` is right / (right + wrong) (NaN when there is
-    neither). `mean_margin` is the mean of score(chosen) - score(rejected). The file formats
+    neither), with its 95% Wilson interval `accuracy_low`..`accuracy_high` (scipy's
+    `binomtest(...).proportion_ci`; NaN when there is neither). `mean_margin` is the mean of score(chosen) - score(rejected). The file formats
     have no tie notion; a frame with a boolean `tie` column (pairs a human called equal) has
     those pairs reported apart, as `human_ties` and `human_tie_mean_abs_diff`, and left out
     of everything else.
@@ -123,9 +125,13 @@ def evaluate_pairs(scorer: RewardScorer, frame: pd.DataFrame, batch_size: int = 
     ordered = [d for d, tied in zip(diffs, human_tie) if not tied]
     right = sum(d >= EQUAL_SCORE for d in ordered)
     wrong = sum(d <= -EQUAL_SCORE for d in ordered)
+    low, high = (binomtest(right, right + wrong).proportion_ci(0.95, method="wilson") if right + wrong
+                 else (math.nan, math.nan))
     result: dict[str, Any] = {
         "pairs": len(frame),
         "accuracy": right / (right + wrong) if right + wrong else math.nan,
+        "accuracy_low": float(low),
+        "accuracy_high": float(high),
         "ties": len(ordered) - right - wrong,
         "mean_margin": sum(ordered) / len(ordered) if ordered else math.nan,
         "right": right,

@@ -95,6 +95,10 @@ def test_evaluate_pairs_counts_right_wrong_and_equal_scores_apart(tmp_path):
     assert result["pairs"] == 4 and result["ties"] == 1
     assert result["right"] == 2 and result["wrong"] == 1
     assert result["accuracy"] == pytest.approx(2 / 3)
+    # Wilson's score interval by hand, p = 2/3, n = 3, z = 1.96: centre (p + z²/2n) / (1 + z²/n)
+    # = 0.5731, half-width z / (1 + z²/n) * sqrt(p(1-p)/n + z²/4n²) = 0.3654
+    assert (result["accuracy_low"], result["accuracy_high"]) == (pytest.approx(0.2077, abs=1e-4),
+                                                                 pytest.approx(0.9385, abs=1e-4))
     assert result["mean_margin"] == pytest.approx((8 + 9 - 13 + 0) / 4)
     assert "human_ties" not in result
 
@@ -122,3 +126,19 @@ def test_evaluate_pairs_with_a_saved_reward_model(reward_dir, tmp_path):
     assert result["pairs"] == 2 and result["right"] + result["wrong"] + result["ties"] == 2
     assert result["mean_margin"] == pytest.approx(sum(diffs) / 2, abs=1e-6)
     assert math.isnan(result["accuracy"]) or 0 <= result["accuracy"] <= 1
+
+
+def test_eval_reward_prints_the_accuracy_with_its_interval(reward_dir, tmp_path, capsys):
+    import shutil
+
+    from app.cli import main
+
+    home = tmp_path / "home"
+    shutil.copytree(reward_dir, home / "models" / "rm")
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [("What is 2 + 2?", "4", "5"), ("Name a fruit.", "An apple.", "A chair.")])
+    assert main(["eval-reward", "--home", str(home), "--reward", "rm", str(pairs)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"rm on {pairs}: pairs 2, accuracy ") and "[95% CI " in line
+    assert main(["eval-reward", "--home", str(home), "--reward", "rm", "--json", str(pairs)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pairs"] == 2 and {"accuracy_low", "accuracy_high"} <= set(result)
