@@ -434,11 +434,12 @@ def opening_logprob(model_dir: Path, prompts: list[list[dict]], word: str = "The
 
 
 @pytest.mark.integration
-def test_grpo_lowers_the_held_out_chance_of_a_disfavoured_opening(real_model_dir, tmp_path):
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_online_methods_lower_the_held_out_chance_of_a_disfavoured_opening(method, real_model_dir, tmp_path):
     """SmolLM2 opens about two answers in three with "The" (see the PPO integration test);
-    GRPO rewarded for any other opening must make "The" less likely on questions it never
-    saw. Sized like the PPO test: 4-token answers, LoRA on the upper half of the layers, a
-    high learning rate."""
+    GRPO (or RLOO) rewarded for any other opening must make "The" less likely on questions
+    it never saw. Sized like the PPO test: 4-token answers, LoRA on the upper half of the
+    layers, a high learning rate."""
     def not_the(prompts, completions, **columns):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [0.0 if text.strip().startswith("The") else 1.0 for text in texts]
@@ -448,15 +449,15 @@ def test_grpo_lowers_the_held_out_chance_of_a_disfavoured_opening(real_model_dir
     started = time.monotonic()
     before = opening_logprob(real_model_dir, held_out)
     upper_half = r".*layers\.(1[5-9]|2[0-9])\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-    config, options = resolve("grpo", {**SMALL_GUARD, "max_steps": 4, "per_device_train_batch_size": 8,
+    config, options = resolve(method, {**SMALL_GUARD, "max_steps": 4, "per_device_train_batch_size": 8,
                                        "num_generations": 4, "max_completion_length": 4, "learning_rate": 1e-3,
                                        "temperature": 1.0, "lora_target": upper_half})
     frame = parquet_round_trip(pd.DataFrame({"prompt": train_prompts}), tmp_path)
     torch.manual_seed(0)
-    metrics = online.train(TrainInputs(frame, real_model_dir, tmp_path / "model", config, options), "grpo",
+    metrics = online.train(TrainInputs(frame, real_model_dir, tmp_path / "model", config, options), method,
                            reward_fn=not_the)
     after = opening_logprob(tmp_path / "model", held_out)
-    print(f"GRPO in {time.monotonic() - started:.0f} s: held-out log p(The) {before.mean():.2f} ->"
+    print(f"{method} in {time.monotonic() - started:.0f} s: held-out log p(The) {before.mean():.2f} ->"
           f" {after.mean():.2f}; {metrics}")
     assert after.mean() < before.mean() - 0.5
     assert (after < before).mean() >= 0.75
