@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.cli_tables import print_table
 from rlhf import auth
-from rlhf.compare import evaluate
+from rlhf.compare import summaries
 from rlhf.collect import imports
 from rlhf.collect.formats import FormatError
 from rlhf.errors import UserError
@@ -212,7 +212,7 @@ def cmd_restore(home: Home, args) -> None:
 
 def cmd_models(wb: Workbench, args) -> None:
     frame = wb.models()
-    summaries = evaluate.version_summaries(wb)
+    summaries = summaries.version_summaries(wb)
     frame["evaluation"] = [summaries.get(name, "") for name in frame["name"]]
     if not args.json:
         from app.job_views import GUARD_COLUMNS, guard_figure, stored_metrics

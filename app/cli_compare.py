@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from rlhf.compare import evaluate
+from rlhf.compare import evaluate, summaries
 from rlhf.home import BASE_VERSION
 from rlhf.collect.workbench import DEFAULT_PROMPT_SET, Workbench
 
@@ -33,7 +33,7 @@ def describe(result: dict) -> str:
         lines.append("  win rate: — (no reward model to judge by: train one with `rlhf train reward`)")
     else:
         lines.append(f"  win rate of {a} over {b}: {_number(result['win_rate'])} "
-                     f"({evaluate.tally(result)})")
+                     f"({summaries.tally(result)})")
     width = max(len(a), len(b), len("version"))
     lines.append(f"  {'version':<{width}}  {'mean reward':>11}  {'mean length':>11}  {'ended (EOS)':>11}  "
                  f"{'KL':>9}  {'KL s.e.':>8}")

@@ -441,7 +441,7 @@ def metrics_summary(metrics: Any, limit: int = 4) -> str:
 def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None) -> pd.DataFrame:
     """Every version with its lineage: name, kind, status, parent, method, a prompt
     version's system prompt and template (text, never markup), job, training
-    metrics, and its newest automatic evaluation (`evaluations`: rlhf.compare.evaluate.version_summaries)."""
+    metrics, and its newest automatic evaluation (`evaluations`: rlhf.compare.summaries.version_summaries)."""
     columns = ["name", "kind", "status", "parent", "method", "system_prompt", "template", "job", *GUARD_COLUMNS,
                "guardrail", "metrics", "evaluation", "created_at"]
     if frame.empty:

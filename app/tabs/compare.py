@@ -20,7 +20,7 @@ import pandas as pd
 from app.context import AppContext
 from app.render import RenderedText
 from app.session import REFUSALS, RESEARCH_SAMPLING, refusal, user_error
-from rlhf.compare import evaluate
+from rlhf.compare import evaluate, summaries
 from rlhf.collect import exports
 from rlhf.auth import STAFF
 from rlhf.compare.service import DEFAULT_MAX_NEW_TOKENS, EXPORT_FORMATS, VOTE_WORDS
@@ -169,7 +169,7 @@ def evaluation_sentence(result: dict) -> str:
              + (f" of '{result['prompt_set']}'" if result["prompt_set"] else "") + "."]
     if result["win_rate"] is not None:
         parts.append(f"Win rate of {a} over {b} under {result['reward_version']}: **{result['win_rate']:.3f}** "
-                     f"({evaluate.tally(result)}).")
+                     f"({summaries.tally(result)}).")
     else:
         parts.append("No reward model, so no win rate.")
     for side, name in (("a", a), ("b", b)):

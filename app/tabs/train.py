@@ -19,7 +19,7 @@ import pandas as pd
 from app.context import AppContext
 from app.render import RenderedText
 from app.session import REFUSALS, refusal, user_error, warning
-from rlhf.compare import evaluate
+from rlhf.compare import summaries
 from app import job_views
 from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text, check_value
@@ -252,7 +252,7 @@ def cancel_job(ctx: AppContext, job_id, request: gr.Request) -> str:
 
 def versions_table(wb, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """The models table: every version, its lineage and its newest automatic evaluation."""
-    return job_views.models_table(wb.models() if frame is None else frame, evaluate.version_summaries(wb))
+    return job_views.models_table(wb.models() if frame is None else frame, summaries.version_summaries(wb))
 
 
 def promote_version(ctx: AppContext, name, request: gr.Request):

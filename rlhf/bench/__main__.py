@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return scale_run(args)
     if args.what == "spin":
-        from rlhf.bench.reward_head import default_data
+        from rlhf.bench.hh import default_data
         from rlhf.bench.spin import bench_spin, print_table as print_spin
 
         result = bench_spin(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         show(result, args.json, print_result)
         return 0
     if args.what == "reward_head":
-        from rlhf.bench.reward_head import bench_reward_head, default_data, print_table as print_head
+        from rlhf.bench.hh import default_data
+        from rlhf.bench.reward_head import bench_reward_head, print_table as print_head
 
         result = bench_reward_head(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
                                    args.pairs, args.eval_fraction, args.lora_steps, args.max_chars, args.seed,
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.what == "adapters":
         from rlhf.bench.adapters import bench_adapters, print_table as print_adapters
-        from rlhf.bench.reward_head import default_data
+        from rlhf.bench.hh import default_data
 
         result = bench_adapters(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),
                                 [a.strip() for a in args.adapters.split(",") if a.strip()], args.pairs, args.steps,

@@ -14,16 +14,9 @@ share of pairs it ranks right. Prints figures, never asserts.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from rlhf.bench.reward_head import sample_pairs
-from rlhf.bench.serving import fresh_home
-from rlhf.bench.train import run_method
-from rlhf.collect.workbench import Workbench
-from rlhf.home import Home
+from rlhf.bench.hh import run_on_hh
 
 BETA = 0.1
 
@@ -48,29 +41,17 @@ def trainable_parameters(model_dir: Path, adapter: str) -> tuple[int, int]:
 
 def bench_adapters(model_dir: Path, data: Path, adapters: list[str], pairs: int, steps: int, eval_fraction: float,
                    max_chars: int, seed: int) -> dict:
-    root = fresh_home(model_dir)
-    rows = []
-    try:
-        subset = Path(tempfile.mkdtemp(prefix="rlhf-bench-hh-")) / "hh.jsonl"
-        written = sample_pairs(data, pairs, max_chars, seed, subset)
-        with Workbench(Home(root)) as wb:
-            wb.init()
-            imported = wb.import_pairs(subset, "hh")
-            for adapter in adapters:
-                settings = {"adapter": adapter, "max_steps": steps, "eval_fraction": eval_fraction, "seed": seed,
-                            "beta": BETA, "guard_prompts": 0, "guard_pairs": 0}
-                row = run_method(wb, "dpo", settings, None)
-                row["adapter"] = adapter
-                row["trainable"], row["parameters"] = trainable_parameters(model_dir, adapter)
-                if row.get("eval_margin") is not None:
-                    row["eval_margin_nats"] = row["eval_margin"] / BETA
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        shutil.rmtree(subset.parent, ignore_errors=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return {"data": str(data), "pairs": written, "imported": imported, "steps": steps,
-            "eval_fraction": eval_fraction, "max_chars": max_chars, "runs": rows}
+    runs = [("dpo", {"adapter": adapter, "max_steps": steps, "eval_fraction": eval_fraction, "seed": seed,
+                     "beta": BETA, "guard_prompts": 0, "guard_pairs": 0}) for adapter in adapters]
+
+    def extra(row: dict, settings: dict) -> dict:
+        trainable, parameters = trainable_parameters(model_dir, settings["adapter"])
+        margin = row.get("eval_margin")
+        return {"adapter": settings["adapter"], "trainable": trainable, "parameters": parameters,
+                **({} if margin is None else {"eval_margin_nats": margin / BETA})}
+
+    result = run_on_hh(model_dir, data, pairs, max_chars, seed, "adapters", runs, extra)
+    return {"data": str(data), **result, "steps": steps, "eval_fraction": eval_fraction, "max_chars": max_chars}
 
 
 def print_table(result: dict) -> None:

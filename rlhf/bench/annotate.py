@@ -26,7 +26,7 @@ def bench_annotate(model_dir: Path, submissions: int, ready_target: int) -> dict
     from storage import comparisons, prompts
     from storage.comparisons import NewCompletion
 
-    root = fresh_home(model_dir)
+    root = fresh_home(model_dir, "annotate")
     with Workbench(Home(root)) as wb:
         wb.init()
         create_user(wb.store, "bench", "annotator", "bench-password")

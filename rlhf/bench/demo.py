@@ -27,7 +27,7 @@ from storage import prompts as prompt_rows
 
 if TYPE_CHECKING:
     from rlhf.modeling.model_cache import ModelCache
-    from rlhf.simulate.rules import Annotator
+    from rlhf.simulate.annotator import Annotator
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ def bench_first(model_dir: Path, repeats: int) -> dict:
 
     waits, startups, inits = [], [], []
     for _ in range(repeats):
-        root = fresh_home(model_dir)
+        root = fresh_home(model_dir, "first")
         start = time.monotonic()
         subprocess.run([sys.executable, "-m", "app.cli", "init", "--home", str(root)], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, check=True)

@@ -347,7 +347,7 @@ def measure_reference(settings: LoadSettings, root: Path, calls: int) -> dict:
 
 
 def run(settings: LoadSettings) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="rlhf-load-"))
+    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-load-"))
     result = {"settings": asdict(settings), "workbench": measure_workbench(settings, root)}
     if settings.reference:
         ours = result["workbench"]["steady"]

@@ -62,7 +62,7 @@ def run(job_dir: Path) -> dict:
     lora = LoraConfig(task_type="CAUSAL_LM", r=int(options.get("lora_r", 16)),
                       lora_alpha=int(options.get("lora_alpha", 32)), lora_dropout=float(options.get("lora_dropout", 0.0)),
                       target_modules=options.get("lora_target", "all-linear"))
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-plain-trl-") as scratch:
         config = DPOConfig(**trl_settings(spec, status, precision_args()["bf16"], scratch))
         trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(dpo_rows(job_dir / "data.parquet")),
                              processing_class=tokenizer, peft_config=lora)

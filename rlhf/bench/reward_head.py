@@ -15,66 +15,20 @@ random (seeded) from those whose transcripts are at most `--max-chars` character
 
 from __future__ import annotations
 
-import json
-import random
-import shutil
-import tempfile
 from pathlib import Path
 
-from rlhf.bench.serving import fresh_home
-from rlhf.bench.train import run_method
-from rlhf.collect.workbench import Workbench
-from rlhf.errors import UserError
-from rlhf.home import Home
-
-HH_FILE = Path("shared") / "data" / "hh-rlhf-harmless-1600.jsonl"
-
-
-def default_data() -> Path:
-    """The HH-RLHF file in the `shared/` beside the checkout (a worktree one level further
-    down finds it beside its parent's folder)."""
-    repo = Path(__file__).resolve().parents[2]
-    for root in (repo.parent, repo.parent.parent):
-        if (root / HH_FILE).is_file():
-            return root / HH_FILE
-    raise UserError(f"No {HH_FILE} beside the checkout: give the HH-RLHF JSONL with --data.")
-
-
-def sample_pairs(data: Path, pairs: int, max_chars: int, seed: int, out: Path) -> int:
-    """Write `pairs` records of `data` (at most `max_chars` characters each transcript, 0:
-    any), drawn at random with `seed`, to `out`; returns how many were written."""
-    lines = [line for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if max_chars:
-        lines = [line for line in lines
-                 if max(len(value) for value in json.loads(line).values() if isinstance(value, str)) <= max_chars]
-    chosen = random.Random(seed).sample(lines, min(pairs, len(lines)))
-    out.write_text("\n".join(chosen) + "\n", encoding="utf-8")
-    return len(chosen)
+from rlhf.bench.hh import run_on_hh
 
 
 def bench_reward_head(model_dir: Path, data: Path, pairs: int, eval_fraction: float, lora_steps: int,
                       max_chars: int, seed: int, pooling: str) -> dict:
-    root = fresh_home(model_dir)
-    try:
-        subset = Path(tempfile.mkdtemp(prefix="rlhf-bench-hh-")) / "hh.jsonl"
-        written = sample_pairs(data, pairs, max_chars, seed, subset)
-        shared = {"eval_fraction": eval_fraction, "seed": seed}
-        with Workbench(Home(root)) as wb:
-            wb.init()
-            imported = wb.import_pairs(subset, "hh")
-            runs = [("reward_head", {**shared, "pooling": pooling}), ("reward_head", {**shared, "pooling": pooling}),
-                    ("reward", {**shared, "max_steps": lora_steps})]
-            rows = []
-            for method, settings in runs:
-                row = run_method(wb, method, settings, None)
-                row["settings"] = settings
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        shutil.rmtree(subset.parent, ignore_errors=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return {"data": str(data), "pairs": written, "imported": imported, "max_chars": max_chars,
-            "eval_fraction": eval_fraction, "lora_steps": lora_steps, "runs": rows}
+    shared = {"eval_fraction": eval_fraction, "seed": seed}
+    runs = [("reward_head", {**shared, "pooling": pooling}), ("reward_head", {**shared, "pooling": pooling}),
+            ("reward", {**shared, "max_steps": lora_steps})]
+    result = run_on_hh(model_dir, data, pairs, max_chars, seed, "reward-head", runs,
+                       lambda row, settings: {"settings": settings})
+    return {"data": str(data), **result, "max_chars": max_chars, "eval_fraction": eval_fraction,
+            "lora_steps": lora_steps}
 
 
 def print_table(result: dict) -> None:

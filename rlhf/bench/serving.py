@@ -1,5 +1,5 @@
-"""A fresh home and a served workbench for the benchmarks that go through a real server
-(`first`, `annotate`)."""
+"""A fresh home for a benchmark, and a served workbench for the benchmarks that go through
+a real server (`first`, `annotate`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from pathlib import Path
 from rlhf.home import Home
 
 
-def fresh_home(model_dir: Path) -> Path:
-    """A home as `rlhf init` leaves it, in a temporary directory, with its base model linked
-    from `model_dir` (copied where links cannot be made) rather than converted again."""
+def fresh_home(model_dir: Path, bench: str) -> Path:
+    """A home as `rlhf init` leaves it, in a new temporary directory of its own named for
+    the benchmark (``rlhf-bench-BENCH-XXXXXXXX``, so two runs never share one), with its
+    base model linked from `model_dir` (copied where links cannot be made) rather than
+    converted again."""
     import tempfile
 
-    root = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    root = Path(tempfile.mkdtemp(prefix=f"rlhf-bench-{bench}-"))
     home = Home(root)
     home.prepare()
     home.link_base_model(model_dir)

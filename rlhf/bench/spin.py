@@ -1,7 +1,7 @@
 """SPIN on the default model: `python -m rlhf.bench spin [--pairs 60] [--iterations 2]`.
 
 Does self-play fine-tuning raise the policy's log-likelihood of held-out human answers,
-iteration after iteration? HH-RLHF pairs (the file of `rlhf.bench.reward_head`, drawn at
+iteration after iteration? HH-RLHF pairs (`rlhf.bench.hh`: drawn at
 random, seeded, transcripts at most `--max-chars` characters) are imported as rankings
 into a throw-away home with the `rlhf rankings import --pairs` code, so each chosen answer
 is an imported chosen answer, a human answer SPIN learns from. The `spin` job's snapshot
@@ -20,14 +20,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from rlhf.bench.reward_head import sample_pairs
-from rlhf.bench.serving import fresh_home
+from rlhf.bench.hh import hh_home
 from rlhf.collect.workbench import Workbench
 from rlhf.home import Home
 from rlhf.jobs.service import JobRequest, Jobs
@@ -55,17 +52,12 @@ def bench_spin(model_dir: Path, data: Path, pairs: int, max_chars: int, iteratio
     from rlhf.train.common import Reporter, TrainInputs
 
     torch.set_num_threads(threads)
-    root = fresh_home(model_dir)
-    subset = Path(tempfile.mkdtemp(prefix="rlhf-bench-spin-")) / "hh.jsonl"
-    try:
-        written = sample_pairs(data, pairs, max_chars, seed, subset)
-        settings = {"iterations": iterations, "eval_fraction": eval_fraction, "seed": seed,
-                    **({"max_steps": max_steps} if max_steps else {})}
-        with Workbench(Home(root)) as wb:
-            wb.init()
-            imported = wb.import_pairs(subset, "hh")
+    settings = {"iterations": iterations, "eval_fraction": eval_fraction, "seed": seed,
+                **({"max_steps": max_steps} if max_steps else {})}
+    with hh_home(model_dir, data, pairs, max_chars, seed, "spin") as home:
+        with Workbench(Home(home.root)) as wb:
             prepared = Jobs(wb.home, wb.store).prepare(JobRequest("spin", settings=settings))
-        spec, out = prepared.spec, root / "bench-spin" / "model"
+        spec, out = prepared.spec, home.root / "bench-spin" / "model"
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
         started = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints each step's log: stdout is the result's
@@ -73,10 +65,7 @@ def bench_spin(model_dir: Path, data: Path, pairs: int, max_chars: int, iteratio
                                              reporter=Reporter(), given=frozenset(spec["settings"])))
         seconds = time.perf_counter() - started
         margins = [spin.iteration_metrics(folder).get("train/rewards/margins") for folder in spin.iteration_dirs(out)]
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(subset.parent, ignore_errors=True)
-    return {"data": str(data), "pairs": written, "imported": imported, "max_chars": max_chars,
+    return {"data": str(data), "pairs": home.pairs, "imported": home.imported, "max_chars": max_chars,
             "eval_fraction": eval_fraction, "iterations": iterations, "threads": threads, "max_steps": max_steps,
             "heldout_answers": metrics.get("eval/examples"), "train_pairs": metrics.get("train/examples"),
             "heldout_logp": [metrics.get(f"spin/heldout_logp/{t}") for t in range(iterations + 1)],

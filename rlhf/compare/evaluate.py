@@ -8,35 +8,28 @@ with less noise than with independent draws.
 
 This module plans an evaluation from the workbench's versions and prompt sets, runs it
 (in the research sampler child, or in this process) and stores and summarises the
-results; what is measured, and how, is :mod:`rlhf.modeling.measure`.
+results; what is measured, and how, is :mod:`rlhf.modeling.measure`, and how stored
+evaluations are shown, :mod:`rlhf.compare.summaries`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rlhf.checks import require_prompt_set, require_whole
 from rlhf.home import BASE_VERSION
+from rlhf.modeling.measure import EvaluationError, Plan, measure
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.modeling.sampling import SamplingParams
-
-if TYPE_CHECKING:  # torch is imported by the functions that need it
-
-    from rlhf.collect.workbench import Workbench
-from rlhf.modeling.measure import EvaluationError, Plan, measure
 from rlhf.preference.messages import as_messages
 
+if TYPE_CHECKING:
+    from rlhf.collect.workbench import Workbench
+
 DEFAULT_N = 16
-
-
 DEFAULT_MAX_NEW_TOKENS = 128
-
-
 DEFAULT_TEMPERATURE = 1.0
-
-
 DEFAULT_TOP_P = 1.0
 
 
@@ -168,81 +161,3 @@ def evaluate(
             result["id"] = evaluations.add(cur, chosen.version_a, chosen.version_b, chosen.reward_version,
                                            chosen.prompt_set, result["n"], metrics, created_by)
     return result
-
-
-FIGURES = ("win_rate", "mean_reward", "mean_length", "kl")
-
-
-def flatten(frame) -> "Any":
-    """Stored evaluations (storage.evaluations.list_evaluations) as one flat table: the
-    columns plus every figure; newest first."""
-    import pandas as pd
-
-    rows = []
-    for row in frame.to_dict("records"):
-        metrics = row.get("metrics") or {}
-        rows.append({key: row[key] for key in ("id", "version_a", "version_b", "reward_version", "prompt_set", "n",
-                                               "created_by", "created_at")} | metrics)
-    return pd.DataFrame(rows)
-
-
-def per_version(frame) -> "Any":
-    """Each side of every stored evaluation as one row per version: ``version``,
-    ``opponent``, ``evaluation`` (its id), ``reward_version``, ``reference``, ``win_rate``
-    (of this version over the opponent), ``mean_reward``, ``mean_length``, ``kl``; newest
-    first. What the per-version plots and the models table show."""
-    import pandas as pd
-
-    rows = []
-    for row in frame.to_dict("records"):
-        metrics = row.get("metrics") or {}
-        win_rate = metrics.get("win_rate")
-        for side, other in (("a", "b"), ("b", "a")):
-            if side == "b" and row["version_a"] == row["version_b"]:
-                continue  # a version against itself: one row
-            rows.append({
-                "version": row[f"version_{side}"], "opponent": row[f"version_{other}"], "evaluation": row["id"],
-                "reward_version": row["reward_version"], "reference": metrics.get("reference"),
-                "prompt_set": row["prompt_set"], "n": row["n"],
-                "win_rate": None if win_rate is None else (win_rate if side == "a" else 1.0 - win_rate),
-                "mean_reward": metrics.get(f"mean_reward_{side}"), "mean_length": metrics.get(f"mean_length_{side}"),
-                "kl": metrics.get(f"kl_{side}"),
-            })
-    columns = ["version", "opponent", "evaluation", "reward_version", "reference", "prompt_set", "n", "win_rate",
-               "mean_reward", "mean_length", "kl"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def latest_per_version(frame) -> "Any":
-    """The newest evaluation figures of each version (one row per version): for the
-    models table. `frame` as for :func:`per_version`."""
-    versions = per_version(frame)
-    return versions.drop_duplicates("version", keep="first").reset_index(drop=True)
-
-
-def version_summaries(wb: "Workbench") -> dict[str, str]:
-    """Each evaluated version's newest figures as a :func:`summary_line`: what the models
-    tables show."""
-    from storage import evaluations
-
-    latest = latest_per_version(evaluations.list_evaluations(wb.store.cursor()))
-    return {row["version"]: summary_line(row) for row in latest.to_dict("records")}
-
-
-def tally(result: dict) -> str:
-    """'1 win, 0 ties, 2 losses' from an evaluation's counts."""
-    words = (("wins", "win", "wins"), ("ties", "tie", "ties"), ("losses", "loss", "losses"))
-    return ", ".join(f"{result[key]} {one if result[key] == 1 else many}" for key, one, many in words)
-
-
-def summary_line(row: dict) -> str:
-    """One version's newest figures in a few words, e.g. 'reward 0.31 · KL 2.1 · 54 tok · win 0.62 vs base (#3)'."""
-    parts = []
-    for key, label, fmt in (("mean_reward", "reward", "{:.3g}"), ("kl", "KL", "{:.3g}"),
-                            ("mean_length", "", "{:.0f} tok")):
-        value = row.get(key)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            parts.append(f"{label} {fmt.format(value)}".strip())
-    if row.get("win_rate") is not None and not (isinstance(row["win_rate"], float) and math.isnan(row["win_rate"])):
-        parts.append(f"win {row['win_rate']:.2f} vs {row['opponent']}")
-    return " · ".join(parts) + (f" (eval #{row['evaluation']})" if parts else "")

@@ -35,7 +35,7 @@ import pandas as pd
 from rlhf.checks import require_prompt_set, require_whole, typed_whole
 from rlhf.preference.messages import as_messages
 from rlhf.preference import arena
-from rlhf.compare import evaluate
+from rlhf.compare import evaluate, summaries
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.modeling import measure
 from rlhf.auth import User
@@ -356,9 +356,9 @@ class Compare:
                                  measurer=self.sampler.evaluate if self.sampler is not None else None)
 
     def evaluations(self, version: str | None = None, limit: int | None = None) -> pd.DataFrame:
-        """Stored evaluations as one flat table, newest first (rlhf.compare.evaluate.flatten)."""
-        return evaluate.flatten(evaluations.list_evaluations(self.wb.store.cursor(), version, limit))
+        """Stored evaluations as one flat table, newest first (rlhf.compare.summaries.flatten)."""
+        return summaries.flatten(evaluations.list_evaluations(self.wb.store.cursor(), version, limit))
 
     def version_figures(self) -> pd.DataFrame:
-        """Each side of every evaluation, one row per version (rlhf.compare.evaluate.per_version)."""
-        return evaluate.per_version(evaluations.list_evaluations(self.wb.store.cursor()))
+        """Each side of every evaluation, one row per version (rlhf.compare.summaries.per_version)."""
+        return summaries.per_version(evaluations.list_evaluations(self.wb.store.cursor()))

@@ -95,7 +95,7 @@ def train(spec: dict, job_dir: Path, reporter) -> dict[str, float]:
     import torch
 
     from rlhf.errors import TrainingError
-    from rlhf.jobs.threads import available_cores, worker_threads
+    from rlhf.modeling.threads import available_cores, worker_threads
     from rlhf.train import ranks
     from rlhf.train.common import TrainInputs
     from rlhf.train.methods import method

@@ -42,18 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rlhf.errors import UserError
+from rlhf.modeling.logprobs import sequence_logprobs
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.modeling.sampling import SamplingParams
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it
-
     from rlhf.modeling.generate import Generated
     from rlhf.modeling.models import Policy
-from rlhf.modeling.logprobs import sequence_logprobs
 
 BATCH_PROMPTS = 8
-
-
 SIDES = ("a", "b")
 
 

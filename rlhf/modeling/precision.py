@@ -11,11 +11,14 @@ optimiser on the CPU, bf16 matrix products under autocast).
 
 The setting is checked without torch (`requested`: `rlhf serve` refuses a bad value at
 once); the GPU check imports torch, so the sampling process, not the server, says what
-it samples in.
+it samples in. The hardware is asked once per process (the GPU's bf16 support, the CPU's
+flags in /proc/cpuinfo), since PPO asks before every minibatch (`loading.autocast`); the
+setting is read at every call, so RLHF_PRECISION is honoured whenever it is set.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ ENV_VAR = "RLHF_PRECISION"
 CHOICES = ("auto", "bf16", "fp32")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bf16 arithmetic
 DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32"}
+CPUINFO = Path("/proc/cpuinfo")
 
 
 class PrecisionError(UserError):
@@ -54,8 +58,27 @@ def requested(environ=os.environ) -> str:
     return value
 
 
-def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The native bf16 flags this CPU reports (empty where it has none or does not say)."""
+def cpu_bf16_flags(cpuinfo: Path = CPUINFO) -> list[str]:
+    """The native bf16 flags this CPU reports (empty where it has none or does not say);
+    this machine's are read once per process."""
+    return list(_machine_cpu_flags()) if cpuinfo == CPUINFO else _flags_in(cpuinfo)
+
+
+@functools.cache
+def _machine_cpu_flags() -> tuple[str, ...]:
+    return tuple(_flags_in(CPUINFO))
+
+
+@functools.cache
+def _machine_gpu() -> tuple[bool, bool]:
+    """(torch sees a GPU, the GPU supports bf16), asked once per process."""
+    import torch
+
+    available = torch.cuda.is_available()
+    return available, available and torch.cuda.is_bf16_supported()
+
+
+def _flags_in(cpuinfo: Path) -> list[str]:
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
@@ -84,10 +107,8 @@ def current(device_type: str | None = None) -> Precision:
     when torch sees one), from RLHF_PRECISION and the hardware."""
     setting = requested()
     if device_type is None or device_type == "cuda":
-        import torch
-
-        on_gpu = torch.cuda.is_available() if device_type is None else True
-        gpu_bf16 = on_gpu and torch.cuda.is_bf16_supported()
+        available, gpu_bf16 = _machine_gpu()
+        on_gpu = available if device_type is None else True
     else:
         on_gpu = gpu_bf16 = False
     return decide(setting, on_gpu, gpu_bf16, [] if on_gpu else cpu_bf16_flags())

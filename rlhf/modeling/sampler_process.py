@@ -36,16 +36,17 @@ def _serve(connection) -> None:
     """The child: load each model once, answer sampling requests until the pipe closes."""
     import torch
 
-    from rlhf.modeling import measure, precision
-    from rlhf.modeling.model_cache import ModelCache
     from rlhf.errors import UserError
+    from rlhf.modeling import measure, precision
     from rlhf.modeling.generate import sample
+    from rlhf.modeling.model_cache import ModelCache
+    from rlhf.modeling.threads import available_cores, sampler_threads
 
     try:
         os.nice(SAMPLER_NICENESS)
     except OSError:
         pass
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(sampler_threads(available_cores()))
     # the server's output says what its completions are sampled in (`rlhf serve` checked RLHF_PRECISION)
     print(f"Sampling process {os.getpid()}: models sample in {precision.current().describe()}.", flush=True)
     models = ModelCache()  # one copy of each recently used model, whatever the request

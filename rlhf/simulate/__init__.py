@@ -1,2 +1,2 @@
-"""Simulated annotators: rule annotators and the reward-model annotator, the LLM judge, and
-the spec strings that name them (`--annotator`)."""
+"""Simulated annotators: the annotator base and the reward-model annotator, the rules, the
+LLM judge, and the spec strings that name them (`--annotator`)."""

@@ -10,10 +10,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rlhf.preference.agreement import dense_ranks
-from rlhf.preference.ranking import Ranking, RankingError, letters, parse_ranking, ranking_from_ranks
-from rlhf.simulate.rules import SCORE_NOISE, Annotator
 from rlhf.preference.messages import Message
+from rlhf.preference.ranking import Ranking, RankingError, letters, parse_ranking
+from rlhf.simulate.annotator import Annotator
 
 
 _RANKING_IN_TEXT = re.compile(r"[A-H](?:\s*[>=]\s*[A-H])+")
@@ -104,7 +103,7 @@ class LLMJudge(Annotator):
             if pick is not None:  # above every score
                 scores[letters(len(completions)).index(pick)] = max(scores) + 1.0 + self.tie_margin
             self.last_method = "yes_no" if pick is None else "top_pick"
-            ranking = ranking_from_ranks(dense_ranks(scores, max(self.tie_margin, SCORE_NOISE)))
+            ranking = self.by_scores(scores)
         self.counts[self.last_method] += 1
         return ranking
 

@@ -1,6 +1,6 @@
 """Annotator specs: the strings that name a simulated annotator (`rlhf demo --annotator`).
 
-Spec syntax (:func:`parse_annotator`, the CLI's ``--annotator``) (:func:`parse_annotator`, the CLI's ``--annotator``)::
+Spec syntax (:func:`parse_annotator`, the CLI's ``--annotator``)::
 
     SPEC   := TERM ("+" TERM)* ["@" OPTION ("," OPTION)*]
     TERM   := [WEIGHT "*"] NAME [":" ARGS]
@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.errors import UserError
+from rlhf.simulate.annotator import Annotator, Combined, RewardModelAnnotator
 from rlhf.simulate.judge import LLMJudge
-from rlhf.simulate.rules import (Annotator, AtMost, Avoids, Markdown, Combined, Longer, Mentions, Polite, Refuses,
-                                 RewardModelAnnotator, Shorter)
+from rlhf.simulate.rules import AtMost, Avoids, Longer, Markdown, Mentions, Polite, Refuses, Shorter
 
 SPEC_NAMES = ("shorter", "longer", "mentions:WORDS", "avoids:WORDS", "atmost:CHARS", "polite", "markdown", "refuses",
               "reward:PATH", "judge:PATH")

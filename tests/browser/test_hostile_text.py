@@ -22,8 +22,7 @@ from rlhf.auth import User, create_user
 from rlhf.modeling.sampling import MAX_K
 from storage import comparisons, feedback, prompts
 from storage.comparisons import NewCompletion
-from helpers import password, log_in
-from helpers import DATA
+from helpers import ANA, DATA, RESEARCHER, log_in, password
 
 try:  # the header test needs no browser
     from playwright.sync_api import expect
@@ -36,7 +35,7 @@ HOSTILE_SET = '<img src="https://example.org/set.png" onerror="window.__pwned=20
 HOSTILE_ANNOTATOR = "<b onclick=alert(1)>eve</b>"
 GUIDELINES = [item for item in CORPUS if item["name"] in (
     "fake sign-in form after a broken fence", "markdown image to another origin", "javascript link")]
-USERS = {"ana": "annotator", "rita": "researcher"}
+USERS = (ANA, RESEARCHER)
 FORBIDDEN = "form, input, button, textarea, select, iframe, frame, object, embed, style, script, svg, math, img, " \
             "video, audio, link, meta, base"
 COMPARISONS = [CORPUS[start:start + MAX_K] for start in range(0, len(CORPUS), MAX_K)]
@@ -45,8 +44,8 @@ COMPARISONS = [CORPUS[start:start + MAX_K] for start in range(0, len(CORPUS), MA
 def fill(wb) -> None:
     """One comparison per eight texts, each prompt a hostile text too, all in the hostile
     set; a better answer and a comment by a hostile annotator name; hostile guidelines."""
-    for name, role in USERS.items():
-        create_user(wb.store, name, role, password(name))
+    for user in USERS:
+        create_user(wb.store, user.name, user.role, password(user.name))
     with wb.store.transaction() as cur:
         prompts.add_prompts(cur, HOSTILE_SET, [[{"role": "system", "content": CORPUS[-i]["text"]},
                                                 {"role": "user", "content": CORPUS[i]["text"]}]
@@ -57,7 +56,7 @@ def fill(wb) -> None:
         feedback.add_ranking(cur, 1, HOSTILE_ANNOTATOR, "A > B > C > D > E > F > G > H",
                              {letter: rank for rank, letter in enumerate("ABCDEFGH", start=1)},
                              better_answer=CORPUS[0]["text"], comment=CORPUS[1]["text"])
-    Annotation(wb).save_guidelines(User("rita", "researcher"), "\n\n".join(item["text"] for item in GUIDELINES))
+    Annotation(wb).save_guidelines(RESEARCHER, "\n\n".join(item["text"] for item in GUIDELINES))
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +150,9 @@ def assert_shows(shown: dict[str, str], where: str, items: list[dict], place: st
             assert visible in shown[where], (place, item["name"], visible, shown[where][:300])
 
 
-def log_in_watched(page, url: str, name: str, watch: Watch) -> None:
+def log_in_watched(page, url: str, user: User, watch: Watch) -> None:
     try:
-        log_in(page, url, name, USERS[name])
+        log_in(page, url, user.name, user.role)
     except AssertionError as error:
         raise AssertionError(f"the page did not load; its console said {watch.errors}") from error
 
@@ -161,7 +160,7 @@ def log_in_watched(page, url: str, name: str, watch: Watch) -> None:
 @pytest.mark.browser
 def test_hostile_text_stays_text_for_an_annotator_and_a_researcher(served, page):
     watch = Watch(page)
-    log_in_watched(page, served.url, "ana", watch)
+    log_in_watched(page, served.url, ANA, watch)
     watch.check("login")
     page.locator("#guidelines").get_by_text("Guidelines and shortcuts").click()
     expect(page.locator("#guidelines-text")).to_contain_text("Sign in again")
@@ -178,7 +177,7 @@ def test_hostile_text_stays_text_for_an_annotator_and_a_researcher(served, page)
     expect(page.locator("#progress")).to_contain_text("No comparison is waiting")
 
     page.goto(f"{served.url}/logout")
-    log_in_watched(page, served.url, "rita", watch)
+    log_in_watched(page, served.url, RESEARCHER, watch)
     page.get_by_role("tab", name="Comparisons").click()
     expect(page.get_by_text(HOSTILE_SET).first).to_be_attached()  # the table shows the set's name as text
     field = page.get_by_label("Comparison id")

@@ -16,6 +16,7 @@ from app.cli import main
 from rlhf import auth
 from rlhf.auth import PermissionDenied, User, hash_password, require_role, verify_password
 from storage.db import Store
+from helpers import ANA, RESEARCHER
 
 
 @pytest.fixture
@@ -58,13 +59,12 @@ def test_a_stored_value_that_is_not_our_hash_never_verifies(stored):
 
 
 def test_require_role_lets_the_right_roles_through():
-    researcher = User("rita", "researcher")
-    assert require_role(researcher, "researcher", "admin") is researcher
+    assert require_role(RESEARCHER, "researcher", "admin") is RESEARCHER
 
 
 def test_require_role_refuses_with_one_sentence():
     with pytest.raises(PermissionDenied) as refused:
-        require_role(User("ana", "annotator"), "researcher", "admin")
+        require_role(ANA, "researcher", "admin")
     message = str(refused.value)
     assert message == "Only researchers or admins may do this, and ana is an annotator."
     with pytest.raises(PermissionDenied, match="log in"):
@@ -73,27 +73,26 @@ def test_require_role_refuses_with_one_sentence():
 
 
 def test_a_user_cannot_be_changed_after_login():
-    user = User("ana", "annotator")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        user.role = "admin"
+        ANA.role = "admin"
 
 
 # -- users in the store ---------------------------------------------------------------------
 
 
 def test_created_users_can_log_in_with_their_password_only(store):
-    assert auth.create_user(store, " ana ", "annotator", "s3cret-pass") == User("ana", "annotator")
-    assert auth.authenticate(store, "ana", "s3cret-pass") == User("ana", "annotator")
+    assert auth.create_user(store, " ana ", "annotator", "s3cret-pass") == ANA
+    assert auth.authenticate(store, "ana", "s3cret-pass") == ANA
     assert auth.authenticate(store, "ana", "wrong-pass") is None
     assert auth.authenticate(store, "nobody", "s3cret-pass") is None
-    assert auth.get_user(store, "ana") == User("ana", "annotator")
+    assert auth.get_user(store, "ana") == ANA
 
 
 def test_a_taken_name_is_refused_and_the_first_password_kept(store):
     auth.create_user(store, "ana", "annotator", "first-password")
     with pytest.raises(auth.AuthError, match="already a user named 'ana'"):
         auth.create_user(store, "ana", "admin", "second-password")
-    assert auth.authenticate(store, "ana", "first-password") == User("ana", "annotator")
+    assert auth.authenticate(store, "ana", "first-password") == ANA
 
 
 @pytest.mark.parametrize("name, role, password, message", [
@@ -145,7 +144,7 @@ def test_users_add_reads_the_password_from_stdin(cli):
     assert [(u["name"], u["role"]) for u in listed] == [("ana", "annotator"), ("root", "admin")]
     assert "password_hash" not in listed[0]
     with Store(cli.home / "workbench.duckdb") as store:
-        assert auth.authenticate(store, "ana", "s3cret-pass") == User("ana", "annotator")
+        assert auth.authenticate(store, "ana", "s3cret-pass") == ANA
         assert auth.authenticate(store, "root", "root-pass-1") == User("root", "admin")  # no stray '\r'
 
 
@@ -217,7 +216,7 @@ def test_a_changed_password_needs_the_current_one(store):
         auth.change_own_password(store, "ana", "first-pass", "first-pass")
     auth.change_own_password(store, "ana", "first-pass", "second-pass")
     assert auth.authenticate(store, "ana", "first-pass") is None
-    assert auth.authenticate(store, "ana", "second-pass") == User("ana", "annotator")
+    assert auth.authenticate(store, "ana", "second-pass") == ANA
 
 
 def test_a_user_who_must_change_the_password_may_only_do_that(store):

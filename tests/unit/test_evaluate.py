@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from app.cli import main
-from rlhf.compare import evaluate
+from rlhf.compare import evaluate, summaries
 from app import job_views
 from rlhf.modeling.measure import EvaluationError, kl_k1, win_counts
 from rlhf.modeling.logprobs import completion_logprobs, sequence_logprobs
@@ -132,20 +132,20 @@ def test_kl_is_measured_from_the_reference_on_each_versions_own_samples(home, ca
         forward = evaluate.evaluate(wb, "copy", "other", "default", reward_version="rm", cache=cache, **TINY)
         backward = evaluate.evaluate(wb, "other", "copy", "default", reward_version="rm", cache=cache, **TINY)
         stored = evaluations.list_evaluations(wb.store.cursor())
-        table = job_views.models_table(wb.models(), evaluate.version_summaries(wb)).set_index("name")
+        table = job_views.models_table(wb.models(), summaries.version_summaries(wb)).set_index("name")
         wb.promote("copy")  # a version named by stored evaluations can still change status
         wb.promote(BASE_VERSION)
     assert abs(forward["kl_a"]) < 1e-4 and forward["kl_b"] > 0.1
     assert forward["wins"] + forward["ties"] + forward["losses"] == 3
     assert backward["win_rate"] == pytest.approx(1 - forward["win_rate"])
     assert (backward["kl_a"], backward["mean_reward_a"]) == pytest.approx((forward["kl_b"], forward["mean_reward_b"]))
-    figures = evaluate.per_version(stored)
+    figures = summaries.per_version(stored)
     newest = figures[figures["evaluation"] == backward["id"]].set_index("version")
     assert newest.loc["other", "kl"] == pytest.approx(forward["kl_b"])
     assert newest.loc["copy", "win_rate"] == pytest.approx(forward["win_rate"])
-    latest = evaluate.latest_per_version(stored).set_index("version")  # what the models table shows
+    latest = summaries.latest_per_version(stored).set_index("version")  # what the models table shows
     assert latest.loc["other", "evaluation"] == backward["id"] and latest.loc["other", "opponent"] == "copy"
-    line = evaluate.summary_line(latest.loc["other"].to_dict() | {"version": "other"})
+    line = summaries.summary_line(latest.loc["other"].to_dict() | {"version": "other"})
     assert line.startswith(f"reward {backward['mean_reward_a']:.3g} · KL {backward['kl_a']:.3g} · ")
     assert line.endswith(f"win {backward['win_rate']:.2f} vs copy (eval #{backward['id']})")
     assert table.loc["other", "evaluation"] == line and table.loc["rm", "evaluation"] == ""

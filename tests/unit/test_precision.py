@@ -96,6 +96,46 @@ def test_training_takes_the_sampling_precision_on_the_cpu(monkeypatch, flags, se
     assert loading.model_dtype() == torch.float32   # fp32 master weights on the CPU either way
 
 
+@pytest.fixture
+def fresh_detection():
+    """The hardware asked afresh, before the test and after it (so that what it pretends
+    the machine is does not stay cached for the tests after it)."""
+    precision._machine_cpu_flags.cache_clear()
+    precision._machine_gpu.cache_clear()
+    yield
+    precision._machine_cpu_flags.cache_clear()
+    precision._machine_gpu.cache_clear()
+
+
+def test_ppo_s_autocast_asks_the_cpu_once_and_the_setting_every_time(monkeypatch, fresh_detection):
+    from rlhf.modeling import loading
+
+    reads = []
+    monkeypatch.setattr(precision, "_flags_in", lambda path: reads.append(path) or ["amx_bf16"])
+    monkeypatch.setattr(loading, "on_gpu", lambda: False)
+    a, b = torch.ones(2, 2), torch.ones(2, 2)
+    monkeypatch.setenv(precision.ENV_VAR, "auto")
+    for _ in range(5):  # one minibatch each
+        with loading.autocast(torch.device("cpu")):
+            assert (a @ b).dtype == torch.bfloat16
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    with loading.autocast(torch.device("cpu")):
+        assert (a @ b).dtype == torch.float32  # RLHF_PRECISION still wins, read at every call
+    assert reads == [precision.CPUINFO]
+    assert precision.cpu_bf16_flags() == ["amx_bf16"] and reads == [precision.CPUINFO]
+
+
+def test_the_gpu_is_asked_once(monkeypatch, fresh_detection):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: asked.append(1) or True)
+    monkeypatch.setenv(precision.ENV_VAR, "auto")
+    assert [precision.current().dtype for _ in range(3)] == ["bfloat16"] * 3
+    assert precision.current("cuda").dtype == "bfloat16" and len(asked) == 1
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    assert precision.current().dtype == "float32"
+
+
 def test_plain_trl_takes_the_jobs_settings_and_decided_schedule():
     from rlhf.bench.plain_trl import trl_settings
 

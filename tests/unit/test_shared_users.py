@@ -18,10 +18,8 @@ def test_no_test_file_defines_its_own_shared_user():
     for path in sorted(TESTS.rglob("*.py")):
         if path == TESTS / "helpers.py":
             continue
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:  # module-level constants only
-            if isinstance(node, ast.Assign):
-                for call in ast.walk(node.value):
-                    if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "User"
-                            and [getattr(arg, "value", None) for arg in call.args] in map(list, shared)):
-                        copies.append(f"{path.relative_to(TESTS)}:{node.lineno}")
+        for call in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):  # constants and calls in a test alike
+            if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "User"
+                    and [getattr(arg, "value", None) for arg in call.args] in map(list, shared)):
+                copies.append(f"{path.relative_to(TESTS)}:{call.lineno}")
     assert copies == []

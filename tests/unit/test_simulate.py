@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from rlhf.errors import UserError
 from rlhf.preference.ranking import MAX_K, MIN_K, parse_ranking
 from rlhf.simulate.spec import AnnotatorSpecError, parse_annotator
-from rlhf.simulate.rules import Avoids, Combined, Longer, Mentions, RewardModelAnnotator, Shorter
+from rlhf.simulate.annotator import Combined, RewardModelAnnotator
+from rlhf.simulate.rules import Avoids, Longer, Mentions, Shorter
 from rlhf.simulate.judge import LLMJudge, find_ranking, find_top_pick, judge_winrate
 
 PROMPT = [{"role": "user", "content": "Can you help me?"}]

@@ -1,12 +1,13 @@
-"""The torch threads of a training job's worker (rlhf.jobs.threads): one core left to the
-server above two cores, all of them on one or two, RLHF_WORKER_THREADS when set."""
+"""The torch threads beside the server (rlhf.modeling.threads): a training job's worker
+leaves one core to the server above two cores, takes all of them on one or two, and
+RLHF_WORKER_THREADS when set; a sampler child always leaves one."""
 
 from __future__ import annotations
 
 import pytest
 
 from rlhf.errors import UserError
-from rlhf.jobs.threads import ENV_VAR, available_cores, worker_threads
+from rlhf.modeling.threads import ENV_VAR, available_cores, sampler_threads, worker_threads
 
 
 @pytest.mark.parametrize("cores, threads", [(1, 1), (2, 2), (3, 2), (4, 3), (16, 15), (0, 1)])
@@ -24,6 +25,11 @@ def test_a_bad_setting_is_refused_in_one_sentence(value):
     with pytest.raises(UserError, match=rf"^RLHF_WORKER_THREADS must be a whole number of threads, at least 1, "
                                         rf"not '{value}'; unset it"):
         worker_threads(16, {ENV_VAR: value})
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 1), (3, 2), (16, 15), (0, 1)])
+def test_a_sampler_child_always_leaves_one_core_to_the_server(cores, threads):
+    assert sampler_threads(cores) == threads
 
 
 def test_the_available_cores_are_at_least_one():

@@ -1,7 +1,12 @@
-"""How many CPU threads a training job's worker gives torch. The server shares the machine
-with the worker, so on more than two cores one is left to it; on one or two cores the
-worker takes them all (the server mostly waits, and OMP_WAIT_POLICY=PASSIVE makes the
-worker's idle threads yield). `RLHF_WORKER_THREADS=N` says otherwise."""
+"""How many CPU threads the processes beside the server give torch: the one rule for a
+training job's worker and for the sampler children, both counting the cores this process
+may run on (`available_cores`).
+
+The server shares the machine with them, so one core is left to it: a sampler child
+(`rlhf.modeling.sampler_process`) always leaves one, since it samples while the annotators'
+requests are being answered; a worker leaves one only above two cores, and on one or two
+takes them all (the server mostly waits while a job trains, and OMP_WAIT_POLICY=PASSIVE
+makes the worker's idle threads yield). `RLHF_WORKER_THREADS=N` sets the worker's number."""
 
 from __future__ import annotations
 
@@ -20,6 +25,11 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no sched_getaffinity on macOS
         return max(1, os.cpu_count() or 1)
+
+
+def sampler_threads(cores: int) -> int:
+    """The torch threads of a sampler child on a machine of `cores` cores: one fewer, at least one."""
+    return max(1, cores - 1)
 
 
 def worker_threads(cores: int, environ: Mapping[str, str] = os.environ) -> int:
