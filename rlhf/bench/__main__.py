@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         show(result, args.json, print_head)
         return 0
     if args.what == "hh_reward":
+        from rlhf.bench.hh import default_data
         from rlhf.bench.hh_reward import bench_hh_reward, print_table as print_hh
-        from rlhf.bench.reward_head import default_data
         from rlhf.train.methods import parse_assignments
 
         result = bench_hh_reward(ensure_default_model(Home.resolve(args.home)), Path(args.data or default_data()),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 from rlhf.bench.serving import fresh_home
@@ -43,9 +42,9 @@ def split_lines(data: Path, held_out: int, seed: int, folder: Path) -> tuple[Pat
 def bench_hh_reward(model_dir: Path, data: Path, held_out: int, seed: int, settings: dict) -> dict:
     from rlhf.modeling.scoring import RewardScorer, evaluate_pairs
 
-    root, folder = fresh_home(model_dir), Path(tempfile.mkdtemp(prefix="rlhf-bench-hh-reward-"))
+    root = fresh_home(model_dir, "hh-reward")
     try:
-        train_file, held_file = split_lines(data, held_out, seed, folder)
+        train_file, held_file = split_lines(data, held_out, seed, root)
         with Workbench(Home(root)) as wb:
             wb.init()
             imported = wb.import_pairs(train_file, "hh")
@@ -57,7 +56,6 @@ def bench_hh_reward(model_dir: Path, data: Path, held_out: int, seed: int, setti
             held = evaluate_pairs(RewardScorer(wb.model_version(row["version"]).path), read_preference_pairs(held_file))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
     return {"data": str(data), "imported": imported, "held_out": held_out, "seed": seed, "settings": settings,
             "schedule": schedule[0] if schedule else None, "job": row, "held_out_figures": held}
 
