@@ -116,7 +116,7 @@ def test_a_job_snapshots_the_corpus_and_registers_a_version_with_its_parent(work
     assert table.loc[f"pretrain-{job_id}", "held-out ppl"] == f"{before:.3g} → {after:.3g}"
     assert "held-out perplexity" in job_views.status_sentence(job_views.job_status(jobs, job_id))
     assert main(["jobs", "show", str(job_id), "--home", str(workbench.home.root)]) == 0
-    assert f"Held-out perplexity: {before:.4g} before, {after:.4g} after" in capsys.readouterr().out
+    assert f"Held-out perplexity {before:.4g} before, {after:.4g} after" in capsys.readouterr().out
 
 
 def test_bad_corpora_are_one_sentence_and_make_no_job(workbench, tmp_path):
