@@ -24,6 +24,7 @@ from app import job_views
 from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text, check_value
 from rlhf.collect.reports import Reports
+from rlhf.jobs.service import JobRequest
 from rlhf.train.methods import METHODS, method
 from rlhf.versions import active_policy, versions_of
 
@@ -107,11 +108,11 @@ def _version_choices(frame: pd.DataFrame, base, reward):
             gr.update(choices=promotable, value=None)]
 
 
-def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more,
-                   corpus, values):
-    """(settings, selection, reward, corpus) from the form: the settings that differ from
-    the method's defaults, then the More settings lines (which win); a method that trains
-    on a corpus gets the uploaded file and no selection (its widgets are hidden then), the
+def _request(user_name: str, chosen_method, base, reward, prompt_sets, annotators, rounds, since, until,
+             min_agreement, more, corpus, values) -> tuple[JobRequest, dict]:
+    """(the job request, its settings) from the form: the settings that differ from the
+    method's defaults, then the More settings lines (which win); a method that trains on a
+    corpus gets the uploaded file and no selection (its widgets are hidden then), the
     others no corpus. Texts over their caps are refused before anything parses them."""
     for what, text, cap in (("'since' date", since, LIMITS.name_chars), ("'until' date", until, LIMITS.name_chars),
                             ("More settings", more, LIMITS.settings_chars)):
@@ -127,7 +128,8 @@ def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
         selection = {}
     else:
         corpus = None
-    return settings, selection, (None if reward in (None, NEWEST_REWARD) else reward), corpus or None
+    reward = None if reward in (None, NEWEST_REWARD) else reward
+    return job_views.job_request(chosen_method, base, reward, settings, selection, user_name, corpus), settings
 
 
 def preview_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annotators, rounds,
@@ -135,10 +137,9 @@ def preview_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annot
     """How much the selection (or the corpus) yields, or why the job would be refused (one sentence)."""
     user = ctx.user(request, *STAFF)
     try:
-        settings, selection, reward, corpus = _request_parts(chosen_method, base, reward, prompt_sets, annotators,
-                                                             rounds, since, until, min_agreement, more, corpus, values)
-        preview = ctx.jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name,
-                                                         corpus))
+        job, settings = _request(user.name, chosen_method, base, reward, prompt_sets, annotators, rounds, since, until,
+                                 min_agreement, more, corpus, values)
+        preview = ctx.jobs.preview(job)
     except REFUSALS as error:
         return f"Refused: {error}"
     changed = ", ".join(f"{key}={value}" for key, value in settings.items())
@@ -150,10 +151,9 @@ def launch_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annota
     """Queue the job as the signed-in user; returns (status line, the job to watch or None)."""
     user = ctx.user(request, *STAFF)
     try:
-        settings, selection, reward, corpus = _request_parts(chosen_method, base, reward, prompt_sets, annotators,
-                                                             rounds, since, until, min_agreement, more, corpus, values)
-        job_id = ctx.jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name,
-                                                       corpus))
+        job, _ = _request(user.name, chosen_method, base, reward, prompt_sets, annotators, rounds, since, until,
+                          min_agreement, more, corpus, values)
+        job_id = ctx.jobs.submit(job)
     except REFUSALS as error:
         warning(str(error))
         return f"Refused: {error}", None
