@@ -339,7 +339,7 @@ def build(ctx: AppContext) -> gr.Tab:
                          " text column (a document per line or row), each may be .gz", type="filepath",
                          file_types=[".txt", ".md", ".jsonl", ".json", ".parquet", ".gz"], visible=on_corpus,
                          height=90, elem_id="train-corpus")
-        with gr.Row(visible=not on_corpus) as selection_row:
+        with gr.Row(visible=not on_corpus, elem_id="train-selection") as selection_row:
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
             annotators = gr.Dropdown([], multiselect=True, label="Annotators (none chosen: all)")
             rounds = gr.Dropdown([], multiselect=True, label="Rounds (none chosen: all)")
