@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from rlhf.collect.formats import read_corpus_file
-from rlhf.jobs.runner import JobRunner
+from rlhf.collect.workbench import Workbench
 from rlhf.jobs.service import JobRequest, Jobs
 from rlhf.jobs.training_data import DataError
 from rlhf.limits import LIMITS
@@ -87,36 +87,45 @@ def test_the_chunks_are_the_corpus_cut_to_length_and_the_split_is_seeded(tiny_mo
     assert set(train["chunk"]).isdisjoint(held["chunk"]) and len(train) + len(held) == len(chunks)
 
 
-def test_a_job_snapshots_the_corpus_and_registers_a_version_with_its_parent(workbench, tmp_path, capsys):
+def test_rlhf_train_pretrain_snapshots_the_corpus_and_registers_a_version_with_its_parent(tiny_home, tmp_path,
+                                                                                         capsys):
     from app import job_views
     from app.cli import main
 
-    corpus = tmp_path / "manual.jsonl"
     parts = [part for part in MANUAL.read_text().split("\n\n") if part.strip()]
+    corpus = tmp_path / "manual.jsonl"
     corpus.write_text("\n".join(json.dumps({"text": part, "source": "manual"}) for part in parts) + "\n")
-    jobs = Jobs(workbench.home, workbench.store)
-    job_id = jobs.submit(JobRequest("pretrain", settings=TINY_PRETRAIN, corpus=str(corpus)))
-    spec = jobs.get(job_id)["spec"]
-    snapshot = pd.read_parquet(jobs.job_dir(job_id) / "data.parquet")
+    settings = [item for key, value in TINY_PRETRAIN.items() for item in ("--set", f"{key}={value}")]
+    home = ["--home", str(tiny_home.root)]
+    assert main(["train", "pretrain", "--corpus", str(corpus), "--queue", *settings, *home]) == 0
+    job_dir = tiny_home.jobs_dir / "1"
+    spec = json.loads((job_dir / "spec.json").read_text())
+    snapshot = pd.read_parquet(job_dir / "data.parquet")
     assert list(snapshot.columns) == ["document", "text"] and len(snapshot) == spec["rows"] == len(parts)
     assert spec["corpus"]["file"] == "manual.jsonl" and spec["corpus"]["documents"] == len(parts)
     corpus.unlink()  # the job trains on its snapshot, not on the file
-    job = JobRunner(jobs).run(job_id)
-    assert job["status"] == "succeeded", jobs.log_text(job_id)
-    row = models.get(workbench.store.cursor(), f"pretrain-{job_id}")
-    assert row["parent"] == "base" and row["method"] == "pretrain" and row["job_id"] == job_id
-    stored = json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"]
-    assert stored["eval/perplexity"] < stored["eval/perplexity_before"]
-    card = json.loads((workbench.home.model_dir(f"pretrain-{job_id}") / "card.json").read_text())
-    assert card["corpus"] == spec["corpus"] and card["metrics"]["eval/perplexity"] == stored["eval/perplexity"]
-    log = jobs.log_text(job_id)
-    assert "Schedule: " in log and "chunks held out at random" in log and "Held-out perplexity:" in log
-    table = job_views.models_table(workbench.models()).set_index("name")
-    before, after = stored["eval/perplexity_before"], stored["eval/perplexity"]
-    assert table.loc[f"pretrain-{job_id}", "held-out ppl"] == f"{before:.3g} → {after:.3g}"
-    assert "held-out perplexity" in job_views.status_sentence(job_views.job_status(jobs, job_id))
-    assert main(["jobs", "show", str(job_id), "--home", str(workbench.home.root)]) == 0
+    assert main(["jobs", "run", *home]) == 0
+    capsys.readouterr()
+    with Workbench(tiny_home) as wb:
+        jobs = Jobs(wb.home, wb.store)
+        assert jobs.get(1)["status"] == "succeeded", jobs.log_text(1)
+        row = models.get(wb.store.cursor(), "pretrain-1")
+        assert row["parent"] == "base" and row["method"] == "pretrain" and row["job_id"] == 1
+        stored = json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"]
+        assert stored["eval/perplexity"] < stored["eval/perplexity_before"]
+        card = json.loads((wb.home.model_dir("pretrain-1") / "card.json").read_text())
+        assert card["corpus"] == spec["corpus"] and card["metrics"]["eval/perplexity"] == stored["eval/perplexity"]
+        log = jobs.log_text(1)
+        assert "Schedule: " in log and "chunks held out at random" in log and "Held-out perplexity:" in log
+        table = job_views.models_table(wb.models()).set_index("name")
+        before, after = stored["eval/perplexity_before"], stored["eval/perplexity"]
+        assert table.loc["pretrain-1", "held-out ppl"] == f"{before:.3g} → {after:.3g}"
+        assert "held-out perplexity" in job_views.status_sentence(job_views.job_status(jobs, 1))
+    assert main(["jobs", "show", "1", *home]) == 0
     assert f"Held-out perplexity {before:.4g} before, {after:.4g} after" in capsys.readouterr().out
+    assert main(["train", "pretrain", "--corpus", str(corpus), *home]) == 1  # gone now: one sentence, no job
+    assert "manual.jsonl: cannot be read (No such file or directory)." in capsys.readouterr().err
+    assert sorted(path.name for path in tiny_home.jobs_dir.iterdir()) == ["1"]
 
 
 def test_bad_corpora_are_one_sentence_and_make_no_job(workbench, tmp_path):
