@@ -133,3 +133,22 @@ def test_the_train_tab_offers_the_corpus_upload_for_pretrain_and_checks_it_on_th
     # another method never takes the corpus a hidden upload still holds
     form[0] = "sft"
     assert "corpus" not in train.preview_job(ctx, *form, str(corpus), values, request)
+
+
+def test_the_perplexity_is_exp_of_the_mean_loss_per_token_and_padding_changes_nothing(tiny_model_dir):
+    import math
+
+    import torch
+
+    from rlhf.modeling.loading import load_causal_lm
+    from rlhf.modeling.logprobs import perplexity
+
+    model = load_causal_lm(tiny_model_dir)
+    short, long = [5, 80, 300, 41], [7, 9, 11, 250, 1000, 33, 2]
+    with torch.no_grad():
+        losses = {len(c): float(model(input_ids=torch.tensor([c]), labels=torch.tensor([c])).loss) for c in (short, long)}
+    value, tokens = perplexity(model, [short], pad_id=0)
+    assert tokens == 3 and value == pytest.approx(math.exp(losses[4]), rel=1e-4)
+    together, tokens = perplexity(model, [short, long], pad_id=0, batch_size=2)  # the short one right-padded
+    assert tokens == 9
+    assert together == pytest.approx(math.exp((3 * losses[4] + 6 * losses[7]) / 9), rel=1e-4)
