@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from app.cli_tables import print_table
-from app.job_views import guard_summary
+from app.job_views import guard_summary, perplexity_summary
 from rlhf.home import Home
 from rlhf.jobs.service import JobError, JobRequest, Jobs
 from rlhf.jobs.runner import JobRunner
@@ -26,7 +26,7 @@ from rlhf.train.methods import METHODS, SettingsError, parse_assignments
 from rlhf.versions import wrong_kind
 from rlhf.collect.workbench import Workbench
 
-FINAL_METRICS = ("train_loss", "train/loss", "train/reward_last", "eval/accuracy", "eval/tie_accuracy",
+FINAL_METRICS = ("train_loss", "train/loss", "eval/perplexity", "train/reward_last", "eval/accuracy", "eval/tie_accuracy",
                  "eval/rewards/accuracies", "eval/rewards/margins", "reward/mean", "objective/kl", "reward_offset")
 
 
@@ -50,7 +50,9 @@ def job_request(args, created_by: str) -> JobRequest:
     for key in ("since", "until", "min_agreement"):
         if getattr(args, key) is not None:
             selection[key] = getattr(args, key)
-    return JobRequest(args.method, args.base, args.reward, settings, selection, created_by)
+    # a path the server can read too (it may run from another directory)
+    corpus = str(Path(args.corpus).expanduser().absolute()) if getattr(args, "corpus", None) else None
+    return JobRequest(args.method, args.base, args.reward, settings, selection, created_by, corpus)
 
 
 def _progress_bar(method: str):
@@ -72,9 +74,10 @@ def describe_outcome(job: dict) -> str:
     if job["status"] == "succeeded":
         metrics = read_status(Path(job["job_dir"])).get("metrics", {})
         shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key in FINAL_METRICS)
-        guarded = guard_summary(metrics)
+        guarded, held_out = guard_summary(metrics), perplexity_summary(metrics)
         return (f"Job {job['id']} succeeded: registered {job['output_version']} ({job['spec']['kind']},"
                 f" parent {job['spec']['base']})" + (f". {shown}" if shown else ".")
+                + (f"\n{held_out[0].upper()}{held_out[1:]}." if held_out else "")
                 + (f"\nGuardrails: {guarded}" if guarded else ""))
     return f"Job {job['id']} {job['status']}: {job['error']}"
 
@@ -208,6 +211,9 @@ def cmd_jobs_show(home: Home, args) -> int:
     shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key in FINAL_METRICS)
     if shown:
         print(f"Final metrics: {shown}")
+    held_out = perplexity_summary(metrics)
+    if held_out:
+        print(f"{held_out[0].upper()}{held_out[1:]}.")
     guarded = guard_summary(metrics)
     if guarded:
         print(f"Guardrails: {guarded}")
@@ -254,7 +260,8 @@ def cmd_eval_reward(home: Home, args) -> int:
 
 
 def add_commands(command, commands, home_option, json_option) -> None:
-    train = command("train", cmd_train, "train a reward model or a policy from the rankings (a job)",
+    train = command("train", cmd_train, "train a reward model or a policy from the rankings, or a policy on a corpus"
+                    " of domain text (pretrain --corpus FILE): a job",
                     parents=(home_option, json_option),
                     epilog="Settings: TRL config field names (learning_rate, max_steps, beta, ...) or workbench "
                     "options (adapter=lora|prompt|full|qlora|last_layers, lora_r, trainable_layers, merge, eval_fraction,"
@@ -263,6 +270,9 @@ def add_commands(command, commands, home_option, json_option) -> None:
     train.add_argument("method", choices=list(METHODS))
     train.add_argument("--base", help="policy version to start from (default: the active policy)")
     train.add_argument("--reward", help="reward model for ppo/grpo/rloo (default: the newest)")
+    train.add_argument("--corpus", metavar="FILE", help="for pretrain: the domain text, a .txt or .md file (one"
+                       " document), JSONL with a text field or Parquet with a text column (a document per line or"
+                       " row), each may be .gz; the job's snapshot keeps a copy")
     train.add_argument("--config", help="YAML file of settings (and an optional `selection:` mapping)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting; repeatable")
     train.add_argument("--prompt-set", dest="prompt_sets", action="append", help="only these prompt sets")

@@ -41,7 +41,7 @@ CONFIG_HELP = {
 BOOKKEEPING = ("learning_rate", "grad_norm", "epoch", "total_flos", "num_tokens", "step_time")
 BOOKKEEPING_SUFFIXES = ("_runtime", "_per_second", "/runtime", "/samples_per_second", "/steps_per_second")
 # The figures a method is judged by, shown by default when logged.
-KEY_METRIC_MARKS = ("accurac", "margin", "reward/mean", "rewards/mean", "reward_mean", "kl", "score")
+KEY_METRIC_MARKS = ("accurac", "margin", "perplexity", "reward/mean", "rewards/mean", "reward_mean", "kl", "score")
 # Figures trainers log that say little about what was learnt.
 DIAGNOSTICS = ("mean_token_accuracy", "entropy", "num_tokens", "logits", "logps", "examples", "steps")
 
@@ -52,7 +52,10 @@ GUARD_PLOTTED = ("guard/heldout_accuracy", "guard/kl")
 GUARD_COLUMNS = {"held-out acc": "guard/heldout_accuracy", "KL": "guard/kl", "repetition": "guard/repetition"}
 
 ROW_WORDS = {"rankings": "rankings", "pairs": "preference pairs", "unpaired": "labelled completions",
-             "sft": "demonstrations", "prompts": "prompts"}
+             "sft": "demonstrations", "prompts": "prompts", "corpus": "documents of a corpus file"}
+
+# Continued pretraining's held-out figure (rlhf.train.pretrain): the perplexity before and after.
+PERPLEXITY_BEFORE, PERPLEXITY = "eval/perplexity_before", "eval/perplexity"
 
 
 @dataclass(frozen=True)
@@ -145,9 +148,10 @@ def parse_more_settings(text: str | None) -> dict[str, Any]:
 
 
 def job_request(method_name: str, base: str | None, reward: str | None, settings: dict | None,
-                selection: dict | None, created_by: str) -> JobRequest:
+                selection: dict | None, created_by: str, corpus: str | None = None) -> JobRequest:
     """A request as the tab and the API make it: a reward model only for the methods that
-    use one, empty strings and empty lists meaning "not given"."""
+    use one, a corpus file (an upload's path) only for those that train on one, empty
+    strings and empty lists meaning "not given"."""
     spec = method(method_name)
     if settings is not None and not isinstance(settings, dict):
         raise SettingsError("settings must be a mapping of setting names to values, e.g. {\"max_steps\": 10}.")
@@ -155,10 +159,15 @@ def job_request(method_name: str, base: str | None, reward: str | None, settings
         raise SettingsError("selection must be a mapping, e.g. {\"prompt_sets\": [\"default\"]}.")
     chosen = {key: value for key, value in (selection or {}).items() if value not in (None, "", [])}
     return JobRequest(spec.name, base or None, (reward or None) if spec.needs_reward else None,
-                      dict(settings or {}), chosen, created_by)
+                      dict(settings or {}), chosen, created_by, (corpus or None) if spec.data == "corpus" else None)
 
 
 def preview_sentence(preview: dict) -> str:
+    if preview.get("corpus"):
+        corpus = preview["corpus"]
+        return (f"The corpus {corpus['file']} gives {corpus['documents']:,} document"
+                f"{'' if corpus['documents'] == 1 else 's'} of {corpus['characters']:,} characters"
+                f" (base {preview['base']}); the job cuts them into chunks of max_length tokens.")
     words = ROW_WORDS.get(preview["data"], "rows")
     where = f" from {preview['comparisons']} comparisons" if preview.get("comparisons") is not None else ""
     reward = f", reward model {preview['reward']}" if preview.get("reward") else ""
@@ -278,6 +287,9 @@ def status_sentence(status: dict) -> str:
         parts.append(f"made {status['output_version']}")
     if status.get("error"):
         parts.append(status["error"])
+    held_out = perplexity_summary(status.get("final_metrics"))
+    if held_out:
+        parts.append(held_out)
     guarded = guard_summary(status.get("final_metrics"))
     if guarded:
         parts.append(guarded)
@@ -393,6 +405,25 @@ def stored_metrics(metrics: Any) -> dict:
     return metrics if isinstance(metrics, dict) else {}
 
 
+def perplexity_summary(metrics: Any) -> str:
+    """Continued pretraining's report in one line: the held-out perplexity before and
+    after, on how many chunks; "" for a job that has none."""
+    metrics = stored_metrics(metrics)
+    if PERPLEXITY not in metrics or PERPLEXITY_BEFORE not in metrics:
+        return ""
+    chunks = int(metrics.get("corpus/heldout_chunks", 0))
+    return (f"held-out perplexity {metrics[PERPLEXITY_BEFORE]:.4g} before, {metrics[PERPLEXITY]:.4g} after"
+            f" ({chunks} chunk{'' if chunks == 1 else 's'} of the corpus held out)")
+
+
+def perplexity_figure(metrics: dict) -> str:
+    """The models table's held-out perplexity: "before → after" ("" when not measured)."""
+    before, after = metrics.get(PERPLEXITY_BEFORE), metrics.get(PERPLEXITY)
+    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (before, after)):
+        return ""
+    return f"{before:.3g} → {after:.3g}"
+
+
 def guard_summary(metrics: Any) -> str:
     """A policy job's guardrails in one line: held-out accuracy, KL, repetition, then the
     sentence when it moved too little or too far, or what could not be measured."""
@@ -443,7 +474,7 @@ def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None)
     version's system prompt and template (text, never markup), job, training
     metrics, and its newest automatic evaluation (`evaluations`: rlhf.compare.summaries.version_summaries)."""
     columns = ["name", "kind", "status", "parent", "method", "system_prompt", "template", "job", *GUARD_COLUMNS,
-               "guardrail", "metrics", "evaluation", "created_at"]
+               "held-out ppl", "guardrail", "metrics", "evaluation", "created_at"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     stored = [stored_metrics(m) for m in frame["metrics"]]
@@ -454,6 +485,7 @@ def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None)
            for column in ("system_prompt", "template")},
         "job": [f"#{int(j)}" if pd.notna(j) else "" for j in frame["job_id"]],
         **{column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()},
+        "held-out ppl": [perplexity_figure(m) for m in stored],
         "guardrail": [m.get("guard/verdict") or "" for m in stored],
         "metrics": [metrics_summary(m) for m in frame["metrics"]],
         "evaluation": [(evaluations or {}).get(name, "") for name in frame["name"]],

@@ -36,6 +36,8 @@ class Limits:
                                           " data selection")
     body_bytes: int = setting(2 * MIB, "an HTTP request body, uploads aside; larger is answered 413 before it is read")
     upload_bytes: int = setting(100 * MIB, "one uploaded file (prompt or pair imports)")
+    corpus_bytes: int = setting(50 * MIB, "the text of a pretraining corpus (`rlhf train pretrain --corpus`), which the"
+                                          " job's snapshot holds whole: some 12M tokens, days of training on a CPU")
     research_concurrency: int = setting(1, "side-by-side answers, arena battles and evaluations sampled at once (in"
                                            " their own child process)")
     request_concurrency: int = setting(16, "any other event handled at once")

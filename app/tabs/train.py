@@ -24,6 +24,7 @@ from app import job_views
 from rlhf.auth import STAFF
 from rlhf.limits import LIMITS, check_text, check_value
 from rlhf.collect.reports import Reports
+from rlhf.jobs.service import JobRequest
 from rlhf.train.methods import METHODS, method
 from rlhf.versions import active_policy, versions_of
 
@@ -82,16 +83,19 @@ def shown_value(setting: job_views.Setting):
 
 
 def method_changed(name: str):
-    """Show the chosen method's settings with its defaults, and the reward model only for
-    the methods that use one (nothing is read from the store: no role to check)."""
+    """Show the chosen method's settings with its defaults, the reward model only for the
+    methods that use one, and the corpus upload instead of the data selection for those
+    that train on a corpus (nothing is read from the store: no role to check)."""
     spec = method(name)
     shown = {setting.key: setting for setting in job_views.method_settings(name)}
     widgets = [gr.update(visible=key in shown, value=shown_value(shown.get(key, SETTINGS[key])),
                          info=setting_info(shown.get(key, SETTINGS[key])))
                for key in KEYS]
     config_class = spec.config_class.rpartition(".")[2]
+    on_corpus = spec.data == "corpus"
     return [job_views.method_help(name), gr.update(visible=spec.needs_reward),
-            gr.update(label=f"More settings: key=value lines, training fields of {config_class}"), *widgets]
+            gr.update(label=f"More settings: key=value lines, training fields of {config_class}"),
+            gr.update(visible=on_corpus), gr.update(visible=not on_corpus), *widgets]
 
 
 def _version_choices(frame: pd.DataFrame, base, reward):
@@ -104,11 +108,12 @@ def _version_choices(frame: pd.DataFrame, base, reward):
             gr.update(choices=promotable, value=None)]
 
 
-def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more,
-                   values):
-    """(settings, selection, reward) from the form: the settings that differ from the
-    method's defaults, then the More settings lines (which win). Texts over their caps
-    are refused before anything parses them."""
+def _request(user_name: str, chosen_method, base, reward, prompt_sets, annotators, rounds, since, until,
+             min_agreement, more, corpus, values) -> tuple[JobRequest, dict]:
+    """(the job request, its settings) from the form: the settings that differ from the
+    method's defaults, then the More settings lines (which win); a method that trains on a
+    corpus gets the uploaded file and no selection (its widgets are hidden then), the
+    others no corpus. Texts over their caps are refused before anything parses them."""
     for what, text, cap in (("'since' date", since, LIMITS.name_chars), ("'until' date", until, LIMITS.name_chars),
                             ("More settings", more, LIMITS.settings_chars)):
         check_text(what, text, cap)
@@ -119,17 +124,22 @@ def _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
                  "rounds": [int(number) for number in rounds or []],
                  "since": (since or "").strip() or None, "until": (until or "").strip() or None,
                  "min_agreement": float(min_agreement or 0.0)}
-    return settings, selection, (None if reward in (None, NEWEST_REWARD) else reward)
+    if method(chosen_method).data == "corpus":
+        selection = {}
+    else:
+        corpus = None
+    reward = None if reward in (None, NEWEST_REWARD) else reward
+    return job_views.job_request(chosen_method, base, reward, settings, selection, user_name, corpus), settings
 
 
 def preview_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annotators, rounds,
-                since, until, min_agreement, more, values, request: gr.Request) -> str:
-    """How much the selection yields, or why the job would be refused (one sentence)."""
+                since, until, min_agreement, more, corpus, values, request: gr.Request) -> str:
+    """How much the selection (or the corpus) yields, or why the job would be refused (one sentence)."""
     user = ctx.user(request, *STAFF)
     try:
-        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
-                                                     since, until, min_agreement, more, values)
-        preview = ctx.jobs.preview(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
+        job, settings = _request(user.name, chosen_method, base, reward, prompt_sets, annotators, rounds, since, until,
+                                 min_agreement, more, corpus, values)
+        preview = ctx.jobs.preview(job)
     except REFUSALS as error:
         return f"Refused: {error}"
     changed = ", ".join(f"{key}={value}" for key, value in settings.items())
@@ -137,13 +147,13 @@ def preview_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annot
 
 
 def launch_job(ctx: AppContext, chosen_method, base, reward, prompt_sets, annotators, rounds,
-               since, until, min_agreement, more, values, request: gr.Request):
+               since, until, min_agreement, more, corpus, values, request: gr.Request):
     """Queue the job as the signed-in user; returns (status line, the job to watch or None)."""
     user = ctx.user(request, *STAFF)
     try:
-        settings, selection, reward = _request_parts(chosen_method, base, reward, prompt_sets, annotators, rounds,
-                                                     since, until, min_agreement, more, values)
-        job_id = ctx.jobs.submit(job_views.job_request(chosen_method, base, reward, settings, selection, user.name))
+        job, _ = _request(user.name, chosen_method, base, reward, prompt_sets, annotators, rounds, since, until,
+                          min_agreement, more, corpus, values)
+        job_id = ctx.jobs.submit(job)
     except REFUSALS as error:
         warning(str(error))
         return f"Refused: {error}", None
@@ -324,7 +334,12 @@ def build(ctx: AppContext) -> gr.Tab:
                                  visible=method(DEFAULT_METHOD).needs_reward, elem_id="train-reward")
         help_line = gr.Markdown(first[0], elem_id="train-method-help")
         gr.Markdown("#### Data")
-        with gr.Row():
+        on_corpus = method(DEFAULT_METHOD).data == "corpus"
+        corpus = gr.File(label="Corpus file: .txt or .md (one document), JSONL with a text field or Parquet with a"
+                         " text column (a document per line or row), each may be .gz", type="filepath",
+                         file_types=[".txt", ".md", ".jsonl", ".json", ".parquet", ".gz"], visible=on_corpus,
+                         height=90, elem_id="train-corpus")
+        with gr.Row(visible=not on_corpus, elem_id="train-selection") as selection_row:
             prompt_sets = gr.Dropdown([], multiselect=True, label="Prompt sets (none chosen: all)")
             annotators = gr.Dropdown([], multiselect=True, label="Annotators (none chosen: all)")
             rounds = gr.Dropdown([], multiselect=True, label="Rounds (none chosen: all)")
@@ -385,7 +400,7 @@ def build(ctx: AppContext) -> gr.Tab:
         timer = gr.Timer(FAST_SECONDS, active=False)
         seen = gr.State({})
 
-        form = [chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more]
+        form = [chosen_method, base, reward, prompt_sets, annotators, rounds, since, until, min_agreement, more, corpus]
         watched = [job_choice, job_line, progress, loss_plot, metrics_plot, guard_plot, metric_choice, log_box,
                    jobs_table, models_table, cancel_button, timer, seen]
 
@@ -442,7 +457,8 @@ def build(ctx: AppContext) -> gr.Tab:
         quiet = dict(api_visibility="private", show_progress="hidden")
         tab.select(on_open, [base, reward, job_choice, metric_choice],
                    [base, reward, promote_choice, prompt_sets, annotators, rounds, *watched, prompt_parent], **private)
-        chosen_method.change(on_method, chosen_method, [help_line, reward, more, *widgets], **private)
+        chosen_method.change(on_method, chosen_method, [help_line, reward, more, corpus, selection_row, *widgets],
+                             **private)
         preview_button.click(on_preview, [*form, *widgets], launch_note, **private)
         timer.tick(on_tick, [job_choice, metric_choice, seen], watched, **quiet)
         launch_button.click(on_launch, [metric_choice, seen, *form, *widgets], [launch_note, *watched], **private)

@@ -1,4 +1,5 @@
-"""Reading the files users bring (prompts, rankings, preference pairs) and writing exports.
+"""Reading the files users bring (prompts, rankings, preference pairs, pretraining corpora)
+and writing exports.
 
 This module knows files, not the database. Every reader returns a DataFrame with a `line`
 column, so that checks made later (a ranking against its comparison's K, say) can still
@@ -44,6 +45,7 @@ _PROMPT_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 _RANKING_SUFFIXES = (".jsonl", ".json")
 _PAIR_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+_CORPUS_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".parquet")
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_CHUNK = 1 << 20
 
@@ -227,6 +229,60 @@ def _pandas_keeping_nesting(table: pa.Table) -> pd.DataFrame:
             for name, column in zip(table.column_names, table.columns)
         }
     )
+
+
+def read_corpus_file(path: PathLike, max_bytes: int) -> pd.DataFrame:
+    """A pretraining corpus: plain text (.txt, .md: the whole file is one document), JSON
+    Lines with a `text` field, or Parquet with a `text` column (a document per line or
+    row); each optionally gzipped. All or nothing: a record without text, or with blank
+    text, stops the read at its line; so does a corpus whose text runs past `max_bytes`
+    (UTF-8) or that holds no text at all.
+
+    Columns: `document` (0, 1, ... in file order), `text`, `line` (where it starts)."""
+    path = Path(path)
+    name = path.name.lower().removesuffix(".gz")
+    suffix = Path(name).suffix
+    if suffix not in _CORPUS_SUFFIXES:
+        raise FormatError(path, None, f"unsupported corpus type '{suffix or name}'; supported: "
+                          f"{', '.join(_CORPUS_SUFFIXES)} (each may be .gz)")
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise FormatError(path, None, f"cannot be read ({error.strerror or error})") from None
+    if size > max_bytes:
+        raise FormatError(path, None, f"is {_size(size)}, more than the {_size(max_bytes)} a corpus may hold; split it"
+                          " or train on part of it")
+    data = _read_bytes(path)
+    if suffix in (".txt", ".md"):
+        text = _text(path, data.removeprefix(codecs.BOM_UTF8))
+        rows = [(1, text)] if text.strip() else []
+    else:
+        if suffix == ".parquet":
+            table = _parquet_table(path, data)
+            if "text" not in table.column_names:
+                raise FormatError(path, None, f"has no text column (its columns: {', '.join(table.column_names)})")
+            records = enumerate(({"text": text} for text in table.column("text").to_pylist()), start=1)
+        else:
+            records = _jsonl_records(path, data)
+        rows = []
+        for line, record in records:
+            if "text" not in record:
+                found = ", ".join(str(key) for key in record) or "none"
+                raise FormatError(path, line, f"has no text field (its fields: {found})",
+                                  "record" if suffix == ".parquet" else "line")
+            try:
+                rows.append((line, checked_text(record["text"], "text")))
+            except BadRecord as problem:
+                raise FormatError(path, line, str(problem), "record" if suffix == ".parquet" else "line") from None
+    if not rows:
+        raise FormatError(path, None, "the corpus holds no text")
+    total = sum(len(text.encode("utf-8")) for _, text in rows)
+    if total > max_bytes:
+        raise FormatError(path, None, f"holds {_size(total)} of text, more than the {_size(max_bytes)} a corpus may"
+                          " hold; split it or train on part of it")
+    frame = pd.DataFrame({"document": range(len(rows)), "text": [text for _, text in rows]})
+    frame["line"] = pd.Series([line for line, _ in rows], dtype="int64")
+    return frame
 
 
 # --- whole files for the tool importers (rlhf/collect/imports/) -----------------------

@@ -81,6 +81,7 @@ class JobRequest:
     settings: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
     created_by: str | None = None
+    corpus: str | None = None      # a corpus file for the methods that train on one (pretrain)
 
 
 @dataclass
@@ -107,7 +108,8 @@ class Jobs:
         base = self._version(cur, request.base, "policy")
         reward = self._version(cur, request.reward, "reward") if spec.needs_reward or request.reward else None
         selection = Selection.from_dict(request.selection)
-        rows = training_data.build(cur, spec, options, selection)
+        rows = training_data.build(cur, spec, options, selection, request.corpus)
+        corpus = {"corpus": training_data.corpus_summary(request.corpus, rows)} if spec.data == "corpus" else {}
         return Prepared(
             spec={
                 "method": spec.name, "kind": spec.kind,
@@ -117,7 +119,7 @@ class Jobs:
                 "reward_path": reward and str(reward.path),
                 "config": config, "options": options, "selection": selection.as_dict(),
                 "settings": sorted(request.settings),  # what the user chose; the schedule fills in the rest
-                "rows": len(rows), "created_by": request.created_by,
+                "rows": len(rows), "created_by": request.created_by, **corpus,
             },
             rows=rows,
         )
@@ -128,7 +130,8 @@ class Jobs:
         rows = prepared.rows
         return {"rows": len(rows), "data": method(request.method).data,
                 "comparisons": int(rows["comparison_id"].nunique()) if "comparison_id" in rows else None,
-                "base": prepared.spec["base"], "reward": prepared.spec["reward"]}
+                "base": prepared.spec["base"], "reward": prepared.spec["reward"],
+                **({"corpus": prepared.spec["corpus"]} if "corpus" in prepared.spec else {})}
 
     def submit(self, request: JobRequest) -> int:
         prepared = self.prepare(request)
@@ -252,6 +255,7 @@ class Jobs:
             "weights": "adapter" if (target / "adapter_config.json").is_file() else "full",
             "config": spec["config"], "options": spec["options"], "selection": spec["selection"],
             "metrics": metrics, "train_seconds": status.get("seconds"),
+            **({"corpus": spec["corpus"]} if spec.get("corpus") else {}),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         # a SPIN job's earlier iterations, saved inside its model: a version each, each the parent of the next

@@ -5,21 +5,26 @@ A selection narrows the rankings (prompt sets, annotators, dates, minimum agreem
 between annotators of a comparison); each method then takes its own kind of row
 (rlhf.train.methods.Method.data): whole rankings for the reward model, chosen/rejected
 pairs for DPO, labelled single completions for KTO, demonstrations for SFT, prompts for
-the online methods.
+the online methods. A method that trains on a corpus (pretrain) takes no rankings: its rows
+are the documents of the corpus file its request names (`corpus_rows`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rlhf.collect.formats import FormatError, read_corpus_file
 from rlhf.preference import pairs
 from rlhf.errors import UserError
+from rlhf.limits import LIMITS
 from rlhf.preference.ranking import parse_ranking
-from rlhf.train.methods import Method
+from rlhf.train.methods import METHODS, Method
 from storage import feedback, prompts
 
 
@@ -92,8 +97,18 @@ def _agreement_by_comparison(frame: pd.DataFrame) -> dict:
     return agreement
 
 
-def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFrame:
-    """The method's training rows for this selection; DataError when there are too few."""
+def build(cur, spec: Method, options: dict, selection: Selection, corpus: str | None = None) -> pd.DataFrame:
+    """The method's training rows for this selection (or, for a corpus method, the corpus
+    file's documents); DataError when there are too few."""
+    corpus_methods = [name for name, m in METHODS.items() if m.data == "corpus"]
+    if spec.data == "corpus":
+        if selection != Selection():
+            raise DataError(f"{spec.name} trains on its corpus, not on rankings: leave out the data selection"
+                            " (prompt sets, annotators, rounds, dates, agreement).")
+        return _enough(corpus_rows(spec, corpus), spec, "documents")
+    if corpus:
+        raise DataError(f"Only {' and '.join(corpus_methods)} trains on a corpus; {spec.name} trains on"
+                        f" {'the prompts' if spec.data == 'prompts' else 'the rankings'}: leave the corpus out.")
     if spec.data == "prompts":
         table = prompts.in_sets(cur, selection.prompt_sets or None)
         if table.empty:
@@ -132,6 +147,28 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
                             " top-ranked completions in the selected rankings.")
         return _enough(rows, spec, "demonstrations")
     raise ValueError(f"unknown data kind {spec.data}")
+
+
+def corpus_rows(spec: Method, corpus: str | None) -> pd.DataFrame:
+    """The documents (`document`, `text`) of the corpus file `corpus`, read whole and
+    checked (rlhf.collect.formats.read_corpus_file); one sentence when there is none."""
+    if not corpus or not str(corpus).strip():
+        raise DataError(f"{spec.name} trains on a corpus file and none was given: name one with --corpus FILE"
+                        " (a .txt, JSONL with a text field, or Parquet with a text column), or upload it in the Train"
+                        " tab.")
+    try:
+        return read_corpus_file(corpus, LIMITS.corpus_bytes)[["document", "text"]]
+    except FormatError as error:
+        raise DataError(f"The corpus {error}") from None
+
+
+def corpus_summary(corpus: str, rows: pd.DataFrame) -> dict:
+    """What a job's spec keeps of its corpus: the file's name (an upload's folder means
+    nothing later), its documents and characters, and the SHA-256 of the text the
+    snapshot holds (documents joined by a NUL), so that a job says what it trained on."""
+    digest = hashlib.sha256("\0".join(rows["text"]).encode("utf-8")).hexdigest()
+    return {"file": Path(corpus).name, "documents": int(len(rows)),
+            "characters": int(rows["text"].str.len().sum()), "sha256": digest}
 
 
 def demonstrations(rankings: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -1,9 +1,11 @@
 """Log-probabilities of completions under a model: of sampled ones (`sequence_logprobs`, for
 the KL of an evaluation) and of given ones after their chat-templated prompt
-(`completion_logprobs`, what a policy prefers before and after DPO), one computation."""
+(`completion_logprobs`, what a policy prefers before and after DPO), and the perplexity of
+raw text cut into chunks (`perplexity`, continued pretraining's report), one computation."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,29 +76,51 @@ def completion_logprobs(model, tokenizer, prompts: list[Any], completions: list[
     `model` is a causal LM or a PEFT model around one (soft-prompt tokens included). The
     prompts are left-padded and the completions right-padded into a `Generated`, so that
     `sequence_logprobs` measures them as it measures samples."""
+    encoded = [encode_completion(tokenizer, as_messages(p, "user"), as_messages(c, "assistant"))
+               for p, c in zip(prompts, completions, strict=True)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return _token_logprobs(model, [ids[:begin] for ids, begin in encoded], [ids[begin:] for ids, begin in encoded],
+                           pad, batch_size).numpy().astype(np.float64)
+
+
+def perplexity(model, chunks: list[list[int]], pad_id: int, batch_size: int = 8) -> tuple[float, int]:
+    """Perplexity of token chunks (a corpus cut to length) under `model`, and the tokens it
+    is taken over: exp of the mean negative log-likelihood per predicted token, every token
+    of a chunk after its first (which has no context), all chunks' tokens weighted alike.
+    Measured by `sequence_logprobs`, the chunk's first token as its prompt."""
+    chunks = [list(chunk) for chunk in chunks if len(chunk) >= 2]
+    if not chunks:
+        raise ValueError("perplexity needs a chunk of at least two tokens")
+    sums = _token_logprobs(model, [chunk[:1] for chunk in chunks], [chunk[1:] for chunk in chunks], pad_id, batch_size)
+    tokens = sum(len(chunk) - 1 for chunk in chunks)
+    return math.exp(-float(sums.double().sum()) / tokens), tokens
+
+
+def _token_logprobs(model, prompts: list[list[int]], responses: list[list[int]], pad: int,
+                    batch_size: int) -> "torch.Tensor":
+    """`sequence_logprobs` of token-id responses after token-id prompts: the prompts
+    left-padded, the responses right-padded into a `Generated`, the model in eval mode."""
     import torch
 
     from rlhf.modeling.generate import Generated
 
-    encoded = [encode_completion(tokenizer, as_messages(p, "user"), as_messages(c, "assistant"))
-               for p, c in zip(prompts, completions, strict=True)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prompt_width = max(begin for _, begin in encoded)
-    response_width = max(len(ids) - begin for ids, begin in encoded)
-    rows = len(encoded)
+    rows = len(prompts)
+    prompt_width = max(len(ids) for ids in prompts)
+    response_width = max(len(ids) for ids in responses)
     prompt_ids = torch.full((rows, prompt_width), pad, dtype=torch.long)
     prompt_mask = torch.zeros((rows, prompt_width), dtype=torch.long)
     response_ids = torch.full((rows, response_width), pad, dtype=torch.long)
     response_mask = torch.zeros((rows, response_width), dtype=torch.long)
-    for row, (ids, begin) in enumerate(encoded):
-        prompt_ids[row, prompt_width - begin:] = torch.tensor(ids[:begin])
-        prompt_mask[row, prompt_width - begin:] = 1
-        response_ids[row, :len(ids) - begin] = torch.tensor(ids[begin:])
-        response_mask[row, :len(ids) - begin] = 1
+    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        if prompt:
+            prompt_ids[row, prompt_width - len(prompt):] = torch.tensor(prompt)
+            prompt_mask[row, prompt_width - len(prompt):] = 1
+        response_ids[row, :len(response)] = torch.tensor(response, dtype=torch.long)
+        response_mask[row, :len(response)] = 1
     generated = Generated(prompt_ids, prompt_mask, response_ids, response_mask, torch.zeros(rows, dtype=torch.bool))
     was_training = model.training
     model.eval()
     try:
-        return sequence_logprobs(model, generated, batch_size=batch_size).numpy().astype(np.float64)
+        return sequence_logprobs(model, generated, batch_size=batch_size)
     finally:
         model.train(was_training)

@@ -180,15 +180,18 @@ def to_dataset(frame: pd.DataFrame, columns: list[str]):
     return Dataset.from_list([{c: plain(row[c]) for c in columns} for row in frame.to_dict("records")])
 
 
-def split_by_comparison(frame: pd.DataFrame, eval_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train and held-out rows, split by `comparison_id` so no comparison is in both.
+def split_by_comparison(frame: pd.DataFrame, eval_fraction: float, seed: int,
+                        key: str = "comparison_id") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and held-out rows, split by `comparison_id` (or another `key`: a corpus's
+    chunk) so no comparison is in both: a seeded permutation of them, its first
+    round(n * eval_fraction) (at least one) held out.
 
     With fewer than two comparisons, or `eval_fraction` 0, everything trains."""
-    comparisons = np.array(sorted(frame["comparison_id"].unique()))
+    comparisons = np.array(sorted(frame[key].unique()))
     n_eval = int(round(len(comparisons) * eval_fraction))
     if eval_fraction <= 0 or len(comparisons) < 2:
         return frame, frame.iloc[0:0]
     n_eval = min(max(n_eval, 1), len(comparisons) - 1)
     held_out = set(np.random.default_rng(seed).permutation(comparisons)[:n_eval].tolist())
-    mask = frame["comparison_id"].isin(held_out)
+    mask = frame[key].isin(held_out)
     return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)

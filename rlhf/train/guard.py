@@ -117,7 +117,7 @@ def verdict(figures: Figures, method: str, max_kl: float, max_repetition: float)
                    f" above max_repetition {max_repetition:g}")
     if far:
         longer = "max_steps" if online else "num_train_epochs"
-        leash = " or raise beta (the KL penalty)" if method != "sft" else ""
+        leash = " or raise beta (the KL penalty)" if method not in ("sft", "pretrain") else ""
         return (f"This job moved too far: {' and '.join(far)}; try a lower learning_rate or {longer}{leash}.")
     # Held-out accuracy is the measure of what the rankings asked for: clearly above chance,
     # the job moved, however little its short samples differ (a DPO job's first steps raise

@@ -411,3 +411,17 @@ METHODS["spin"] = Method(
     # each iteration's reference is the previous one's weights: a soft prompt or a 4-bit base has none to merge into
     adapters=("lora", "full", "last_layers"),
 )
+
+
+# Continued pretraining: next-token training on a corpus of raw domain text (rlhf.train.pretrain),
+# which the job's request names and its snapshot holds (`Jobs.prepare`), not the rankings.
+METHODS["pretrain"] = Method(
+    "pretrain", "policy", "corpus", "trl.SFTConfig",
+    "continued pretraining on domain text: next-token training on a corpus file (text, JSONL with a text field or"
+    " Parquet with a text column) cut into chunks of max_length tokens; reports held-out perplexity before and"
+    " after; TRL SFTTrainer",
+    {**_OFFLINE_TRAINING, "learning_rate": lora_rate("pretrain"), "max_length": 256},
+    {"eval_fraction": Option(0.1, "share of the corpus's chunks held out for the perplexity before and after (chosen"
+                             " at random with the seed, by chunk)")},
+    min_rows=1,
+)

@@ -7,7 +7,7 @@ training rows, and gets epochs (or, for the online methods, iterations) and a le
 rate with one line saying why, which the job logs and keeps in its metrics. A setting the
 user gave always wins; the rule only fills in what was left to it.
 
-The rule, offline (reward, sft, dpo, kto; spin in each iteration): at least `min_steps` optimiser steps, reached by
+The rule, offline (reward, sft, dpo, kto, pretrain on its corpus's chunks; spin in each iteration): at least `min_steps` optimiser steps, reached by
 repeating a small set for more epochs, at most `max_epochs` passes; a large set trains one
 epoch. Online (ppo, grpo, rloo): one pass over the prompts, but at least
 `min_online_samples` and at most `max_online_samples` sampled completions. Learning rates
@@ -25,7 +25,7 @@ from typing import Any
 
 from rlhf.settings import setting
 
-OFFLINE = ("reward", "sft", "dpo", "kto", "spin")
+OFFLINE = ("reward", "sft", "dpo", "kto", "spin", "pretrain")
 ONLINE = ("ppo", "grpo", "rloo")
 
 # LoRA (r=16, alpha=32, every linear layer) on SmolLM2-135M learns at about 1e-4 to 3e-4:
@@ -47,12 +47,14 @@ LEARNING_RATES: dict[str, dict[str, float]] = {
 }
 for _rates in LEARNING_RATES.values():  # SPIN trains DPO in each iteration, at DPO's rates
     _rates["spin"] = _rates["dpo"]
+    _rates["pretrain"] = _rates["sft"]  # next-token loss on raw text: SFT's loss on every token
 ADAPTER_WORDS = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning", "prompt": "a soft prompt",
                  "prefix": "a prefix", "ia3": "IA3", "bottleneck_serial": "serial bottleneck adapters",
                  "bottleneck_parallel": "parallel bottleneck adapters",
                  "last_layers": "the top layers"}
 METHOD_WORDS = {"reward": "a reward model", "sft": "SFT", "dpo": "DPO", "kto": "KTO", "ppo": "PPO",
-                "grpo": "GRPO", "rloo": "RLOO", "spin": "SPIN"}
+                "grpo": "GRPO", "rloo": "RLOO", "spin": "SPIN",
+                "pretrain": "continued pretraining"}
 
 
 def decided_keys(method: str) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ RANKINGS = [  # (annotator, ranking) per comparison of K=3
     [("ana", "A > C > B")],
 ]
 TINY = {"max_steps": 2, "per_device_train_batch_size": 2, "eval_fraction": 0.0}  # seconds, not minutes
+KILN_MANUAL = Path(__file__).parents[1] / "data" / "kiln-manual.txt"
 JOB_SECONDS = 240  # a tiny DPO job takes ~20 s; generous for a busy machine
 ENDPOINTS = {  # every job endpoint with arguments that would work for a researcher
     "/preview_job": ("dpo",), "/submit_job": ("dpo",), "/job_status": (1,), "/cancel_job": (1,),
@@ -269,7 +270,17 @@ def test_a_researcher_launches_and_watches_a_job_on_the_page(served, page):
     expect(page.get_by_label("num_generations")).to_have_value("4")
     expect(page.get_by_label("max_steps")).to_have_value("")
     expect(page.locator("#setting-pairs")).to_be_hidden()
+    # pretrain takes a corpus upload in place of the data selection, read and checked on the server
+    choose(page, "#train-method", "pretrain")
+    expect(page.locator("#train-corpus")).to_be_visible()
+    expect(page.locator("#train-selection")).to_be_hidden()
+    page.locator("#train-corpus input[type=file]").set_input_files(str(KILN_MANUAL))
+    expect(page.locator("#train-corpus")).to_contain_text("kiln-manual.txt")
+    page.get_by_role("button", name="Preview data").click()
+    expect(page.locator("#train-status")).to_contain_text("The corpus kiln-manual.txt gives 1 document of")
     choose(page, "#train-method", "dpo")
+    expect(page.locator("#train-corpus")).to_be_hidden()
+    expect(page.locator("#train-selection")).to_be_visible()
     expect(page.locator("#train-reward")).to_be_hidden()
     expect(page.get_by_label("learning_rate")).to_have_value("")
     expect(page.locator("#setting-num_generations")).to_be_hidden()

@@ -77,7 +77,7 @@ def test_settings_use_trl_names_and_are_checked():
             resolve("dpo", bad)
     with pytest.raises(SettingsError, match="key=value"):
         parse_assignments(["learning_rate"])
-    assert set(METHODS) == {"reward", "sft", "dpo", "kto", "ppo", "grpo", "rloo", "reward_head", "spin"}
+    assert set(METHODS) == {"reward", "sft", "dpo", "kto", "ppo", "grpo", "rloo", "reward_head", "spin", "pretrain"}
 
 
 @pytest.mark.parametrize("key, value, words", [
