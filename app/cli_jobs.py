@@ -231,17 +231,18 @@ def cmd_score(wb: Workbench, args) -> int:
 def cmd_eval_reward(home: Home, args) -> int:
     """Needs no store: the version is read from models/<name>/."""
     from rlhf.collect.formats import read_preference_pairs
-    from rlhf.modeling.scoring import RewardScorer, evaluate_pairs
+    from rlhf.modeling.scoring import evaluate_pairs, load_scorer
+    from rlhf.preference.combination import is_combination
 
     path = home.model_dir(args.reward)
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").is_file() and not is_combination(path):
         known = sorted(p.name for p in home.models_dir.iterdir() if (p / "card.json").is_file())
         raise JobError(f"There is no reward model '{args.reward}' in {home.models_dir}"
                        f" (trained versions: {', '.join(known) or 'none'}).")
     card = json.loads((path / "card.json").read_text()) if (path / "card.json").is_file() else {}
     if card.get("kind", "reward") != "reward":
         raise wrong_kind(args.reward, card["kind"], "reward", "the version scored")
-    result = evaluate_pairs(RewardScorer(path), read_preference_pairs(args.file))
+    result = evaluate_pairs(load_scorer(path), read_preference_pairs(args.file))
     if args.json:
         print(json.dumps({"reward": args.reward, "file": args.file, **result}))
     else:

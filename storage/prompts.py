@@ -91,9 +91,9 @@ def not_compared_by(cur, model_version: str, prompt_set: str | None, limit: int)
 
 
 def in_sets(cur, prompt_sets: list[str] | None) -> pd.DataFrame:
-    """Prompts (id, prompt_set, messages) of the given sets, or of every set."""
+    """Prompts (id, prompt_set, messages, category) of the given sets, or of every set."""
     frame = cur.execute(
-        "SELECT p.id, p.prompt_set, p.messages FROM prompts p"
+        "SELECT p.id, p.prompt_set, p.messages, p.category FROM prompts p"
         " WHERE ? IS NULL OR list_contains(?, p.prompt_set) ORDER BY p.id",
         [prompt_sets, prompt_sets],
     ).df()

@@ -98,7 +98,8 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
         table = prompts.in_sets(cur, selection.prompt_sets or None)
         if table.empty:
             raise DataError("The selected prompt sets hold no prompts: import some with `rlhf prompts import`.")
-        rows = pd.DataFrame({"prompt": table["messages"], "prompt_id": table["id"]})
+        # the category (e.g. safety) gates a combination of reward models as Llama 2's (rlhf.preference.combination)
+        rows = pd.DataFrame({"prompt": table["messages"], "prompt_id": table["id"], "category": table["category"]})
         return _enough(rows, spec, "prompts")
 
     rankings = selected_rankings(cur, selection)
@@ -109,6 +110,9 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
     if spec.data == "rankings":
         rows = rankings.assign(prompt=rankings["messages"])[
             ["ranking_id", "comparison_id", "prompt", "completions", "ranking", "user", "model_versions"]]
+        objective = options.get("objective", pairs.RANKINGS_OBJECTIVE)
+        if objective != pairs.RANKINGS_OBJECTIVE:
+            return _enough(rated_rows(cur, rows, objective, options), spec, f"rankings rated on {objective}")
         if options.get("loss", "bradley_terry") == "bradley_terry" and pairs.only_full_ties(rows):
             raise DataError("Every selected ranking is a full tie, so there is no preference pair: rank more,"
                             " or use a tie-aware loss (loss=rao_kupper or loss=davidson).")
@@ -132,6 +136,20 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
                             " top-ranked completions in the selected rankings.")
         return _enough(rows, spec, "demonstrations")
     raise ValueError(f"unknown data kind {spec.data}")
+
+
+def rated_rows(cur, rows: pd.DataFrame, objective: str, options: dict) -> pd.DataFrame:
+    """The reward model of one rated dimension: the rankings' completions rated on it, in
+    order of their ratings, with the rating gap as margin (`pairs.rated_rankings`);
+    DataError in one sentence when no two are rated apart."""
+    keep_ties = options.get("loss", "bradley_terry") != "bradley_terry"
+    rated = pairs.rated_rankings(rows, feedback.ratings_frame(cur, objective), objective, keep_ties)
+    if rated.empty:
+        known = feedback.rated_dimensions(cur)
+        dimensions = f"rated dimensions: {', '.join(known)}" if known else "nothing is rated yet"
+        raise DataError(f"No two completions of the selected rankings are rated {'' if keep_ties else 'apart '}on"
+                        f" '{objective}' ({dimensions}), so a reward model of it has no pair to learn from.")
+    return rated
 
 
 def demonstrations(rankings: pd.DataFrame, source: str) -> pd.DataFrame:
