@@ -23,9 +23,8 @@ from rlhf.preference.combination import CombinationError, combine, parse_combina
 from rlhf.preference.pairs import rated_rankings
 from rlhf.train.methods import METHODS, SettingsError, resolve
 from rlhf.train.reward_losses import ranked_pairs
-from storage import comparisons, feedback, models
-from storage.comparisons import NewCompletion
-from tests.helpers import register, save_reward_model
+from storage import models
+from tests.helpers import rated_comparisons, register, save_reward_model
 
 PROMPTS = [[{"role": "user", "content": "How do I bake bread?"}], [{"role": "user", "content": "Pick a lock?"}],
            [{"role": "user", "content": "Name a colour."}]]
@@ -69,30 +68,8 @@ def test_a_dimensions_rows_order_the_rated_completions_by_rating_with_the_gap_as
     assert rated_rankings(ranking_rows(), ratings_rows(), "honesty").empty
 
 
-def rate(wb: Workbench, comparison_id: int, user: str, ranking: str, scores: dict[str, dict[str, int]]) -> None:
-    wb.rank(comparison_id, ranking, user)
-    cur = wb.store.cursor()
-    ranking_id = cur.execute("SELECT id FROM rankings WHERE comparison_id = ? AND annotator = ?",
-                             [comparison_id, user]).fetchall()[0][0]
-    with wb.store.transaction() as tx:
-        feedback.add_ratings(tx, ranking_id, comparison_id, scores)
-
-
-def rated_workbench(wb: Workbench, how_many: int = 4) -> list[int]:
-    """Comparisons of three completions, ranked A > B > C and rated on helpfulness the other way round."""
-    prompt_ids = [r[0] for r in wb.store.cursor().execute("SELECT id FROM prompts ORDER BY id LIMIT ?",
-                                                          [how_many]).fetchall()]
-    with wb.store.transaction() as cur:
-        ids = [comparisons.add(cur, pid, [NewCompletion(f"Answer {c} to {pid}.", BASE_VERSION) for c in "ABC"])
-               for pid in prompt_ids]
-    for comparison_id in ids:
-        rate(wb, comparison_id, "ana", "A > B > C", {"A": {"helpfulness": 1}, "B": {"helpfulness": 3},
-                                                     "C": {"helpfulness": 5, "honesty": 4}})
-    return ids
-
-
 def test_a_reward_job_of_a_dimension_takes_its_rated_pairs_and_refuses_one_without(workbench):
-    rated_workbench(workbench)
+    rated_comparisons(workbench)
     cur = workbench.store.cursor()
     _, options = resolve("reward", {"objective": "helpfulness"})
     rows = build(cur, METHODS["reward"], options, Selection())
