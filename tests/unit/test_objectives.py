@@ -245,3 +245,36 @@ def test_an_evaluation_under_a_combination_reports_each_dimension(evaluation_hom
         single = evaluate.evaluate(wb, BASE_VERSION, "other", "default", reward_version="rm", n=3, max_new_tokens=6,
                                    cache=evaluate.ModelCache())
         assert "dimensions" not in single
+
+
+def test_the_train_tab_combines_reward_models_and_refuses_in_one_sentence(two_rewards):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from app.tabs import train
+    from rlhf.auth import create_user
+    from tests.helpers import app_context, password
+
+    create_user(two_rewards.store, "rita", "researcher", password("rita"))
+    ctx, request = app_context(two_rewards), SimpleNamespace(username="rita")
+    note, table, reward = train.add_reward_combination(ctx, "mix", "helpful*0.5 + safe*0.5", request)
+    assert note == "Registered mix: the reward helpful*0.5 + safe*0.5."
+    assert table.set_index("name").loc["mix", "objective"] == "helpful*0.5 + safe*0.5"
+    assert "mix" in reward["choices"]
+    before = len(two_rewards.models())
+    with pytest.raises(gr.Error, match="is not a part of a gate"):
+        train.add_reward_combination(ctx, "bad", "gate:safety=safe,helpfulness=helpful,nonsense", request)
+    with pytest.raises(gr.Error, match="characters long"):
+        train.add_reward_combination(ctx, "long", "helpful + " * 1000 + "safe", request)
+    assert len(two_rewards.models()) == before
+
+
+def test_online_methods_hand_the_prompts_category_to_a_combination():
+    from rlhf.train.online import _prompts
+
+    frame = pd.DataFrame({"prompt": ["Pick a lock?", "Bake bread?", "Pick a lock?"],
+                          "category": ["safety", None, "safety"]})
+    kept = _prompts(frame, ("category",))
+    assert list(kept["category"]) == ["safety", ""] and list(kept.columns) == ["prompt", "category"]
+    assert list(_prompts(frame).columns) == ["prompt"]
