@@ -44,7 +44,7 @@ def job_request(args, created_by: str) -> JobRequest:
         selection = dict(loaded.pop("selection", None) or {})
         settings.update(loaded)
     settings.update(parse_assignments(args.set or []))
-    for key in ("prompt_sets", "annotators", "rounds"):
+    for key in ("prompt_sets", "categories", "annotators", "rounds"):
         if getattr(args, key):
             selection[key] = getattr(args, key)
     for key in ("since", "until", "min_agreement"):
@@ -264,6 +264,8 @@ def add_commands(command, commands, home_option, json_option) -> None:
     train.add_argument("--config", help="YAML file of settings (and an optional `selection:` mapping)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting; repeatable")
     train.add_argument("--prompt-set", dest="prompt_sets", action="append", help="only these prompt sets")
+    train.add_argument("--category", dest="categories", action="append",
+                       help="only the rankings of prompts in these categories (e.g. safety, for a safety reward model)")
     train.add_argument("--annotator", dest="annotators", action="append", help="only these annotators' rankings")
     train.add_argument("--round", dest="rounds", type=int, action="append", metavar="N",
                        help="only rankings of comparisons made in round N (repeatable)")

@@ -101,6 +101,12 @@ def in_sets(cur, prompt_sets: list[str] | None) -> pd.DataFrame:
     return frame
 
 
+def category_by_comparison(cur) -> dict:
+    """Each comparison's prompt category (None where its prompt has none)."""
+    return dict(cur.execute(
+        "SELECT c.id, p.category FROM comparisons c JOIN prompts p ON p.id = c.prompt_id").fetchall())
+
+
 def by_id(cur, prompt_id: int) -> pd.DataFrame:
     """The prompt (id, prompt_set, messages) with this id: one row, or none."""
     frame = cur.execute("SELECT id, prompt_set, messages FROM prompts WHERE id = ?", [int(prompt_id)]).df()

@@ -201,7 +201,8 @@ class Workbench:
             raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
         bases = {version.base_model for version in parts.values()}
         if len(bases) > 1:
-            raise WorkbenchError(f"The versions of a combination must share a base model, not {', '.join(sorted(bases))}.")
+            raise WorkbenchError(f"The versions of a combination must share a base model, not"
+                                 f" {', '.join(sorted(bases))}.")
         directory = self.home.model_dir(name)
         if directory.exists():
             raise WorkbenchError(f"{directory} already exists; choose another name.")

@@ -1,7 +1,7 @@
 """The rows a training job learns from, cut from the store: the snapshot behind
 `data.parquet`.
 
-A selection narrows the rankings (prompt sets, annotators, dates, minimum agreement
+A selection narrows the rankings (prompt sets, prompt categories, annotators, dates, minimum agreement
 between annotators of a comparison); each method then takes its own kind of row
 (rlhf.train.methods.Method.data): whole rankings for the reward model, chosen/rejected
 pairs for DPO, labelled single completions for KTO, demonstrations for SFT, prompts for
@@ -32,6 +32,7 @@ class Selection:
     prompt_sets: list[str] = field(default_factory=list)   # empty: every set
     annotators: list[str] = field(default_factory=list)    # empty: everybody
     rounds: list[int] = field(default_factory=list)        # empty: every round (comparisons' rounds)
+    categories: list[str] = field(default_factory=list)    # empty: every prompt category (e.g. safety)
     since: str | None = None                                # ISO date, inclusive
     until: str | None = None                                # ISO date, inclusive
     min_agreement: float = 0.0  # comparisons ranked by several people whose mean pairwise agreement is lower are left out
@@ -43,6 +44,8 @@ class Selection:
         if unknown:
             raise DataError(f"Unknown data selection field(s): {', '.join(sorted(unknown))}.")
         selection = cls(**values)
+        if isinstance(selection.categories, str) or not all(isinstance(c, str) and c for c in selection.categories):
+            raise DataError("categories is a list of prompt categories, such as [\"safety\"].")
         if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in selection.rounds):
             raise DataError(f"Rounds are numbers from 1, not {selection.rounds}.")
         if not 0 <= selection.min_agreement <= 1:
@@ -70,6 +73,8 @@ def selected_rankings(cur, selection: Selection) -> pd.DataFrame:
         keep &= frame["user"].isin(selection.annotators)
     if selection.rounds:
         keep &= frame["round"].isin(selection.rounds)
+    if selection.categories:   # rankings of prompts flagged by their category, e.g. a safety reward model's
+        keep &= frame["comparison_id"].map(prompts.category_by_comparison(cur)).isin(selection.categories)
     if selection.since:
         keep &= frame["created_at"] >= pd.Timestamp(selection.since)
     if selection.until:
@@ -96,8 +101,11 @@ def build(cur, spec: Method, options: dict, selection: Selection) -> pd.DataFram
     """The method's training rows for this selection; DataError when there are too few."""
     if spec.data == "prompts":
         table = prompts.in_sets(cur, selection.prompt_sets or None)
+        if selection.categories:
+            table = table[table["category"].isin(selection.categories)]
         if table.empty:
-            raise DataError("The selected prompt sets hold no prompts: import some with `rlhf prompts import`.")
+            of = f" of the categories {', '.join(selection.categories)}" if selection.categories else ""
+            raise DataError(f"The selected prompt sets hold no prompts{of}: import some with `rlhf prompts import`.")
         # the category (e.g. safety) gates a combination of reward models as Llama 2's (rlhf.preference.combination)
         rows = pd.DataFrame({"prompt": table["messages"], "prompt_id": table["id"], "category": table["category"]})
         return _enough(rows, spec, "prompts")

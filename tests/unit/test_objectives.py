@@ -23,7 +23,8 @@ from rlhf.preference.combination import CombinationError, combine, parse_combina
 from rlhf.preference.pairs import rated_rankings
 from rlhf.train.methods import METHODS, SettingsError, resolve
 from rlhf.train.reward_losses import ranked_pairs
-from storage import models
+from storage import comparisons, models
+from storage.comparisons import NewCompletion
 from tests.helpers import rated_comparisons, register, save_reward_model
 
 PROMPTS = [[{"role": "user", "content": "How do I bake bread?"}], [{"role": "user", "content": "Pick a lock?"}],
@@ -89,6 +90,27 @@ def test_a_reward_job_of_a_dimension_takes_its_rated_pairs_and_refuses_one_witho
     assert cur.execute("SELECT count(*) FROM jobs").fetchall()[0][0] == 0   # refused: nothing written
     with pytest.raises(SettingsError, match="objective must be"):
         resolve("reward", {"objective": " "})
+
+
+def test_a_selection_of_prompt_categories_keeps_their_rankings_and_prompts(workbench):
+    cur = workbench.store.cursor()
+    query = "SELECT id FROM prompts WHERE (category = 'safety') = ? ORDER BY id LIMIT 2"
+    safety, other = ([r[0] for r in cur.execute(query, [flagged]).fetchall()] for flagged in (True, False))
+    with workbench.store.transaction() as tx:
+        ids = {pid: comparisons.add(tx, pid, [NewCompletion(f"{c} {pid}", BASE_VERSION) for c in "AB"])
+               for pid in safety + other}
+    for comparison_id in ids.values():
+        workbench.rank(comparison_id, "A > B", "ana")
+    _, options = resolve("reward", {})
+    rows = build(cur, METHODS["reward"], options, Selection.from_dict({"categories": ["safety"]}))
+    assert sorted(rows["comparison_id"]) == sorted(ids[pid] for pid in safety)
+    _, options = resolve("ppo", {})
+    prompt_rows = build(cur, METHODS["ppo"], options, Selection.from_dict({"categories": ["safety"]}))
+    assert set(prompt_rows["category"]) == {"safety"} and len(prompt_rows) == 21
+    with pytest.raises(DataError, match="no prompts of the categories nothing"):
+        build(cur, METHODS["ppo"], options, Selection.from_dict({"categories": ["nothing"]}))
+    with pytest.raises(DataError, match="categories is a list"):
+        Selection.from_dict({"categories": "safety"})
 
 
 # -- the combination: syntax and maths ------------------------------------------------------------
