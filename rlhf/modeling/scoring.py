@@ -172,7 +172,7 @@ def load_scorer(path: Path, device: str | torch.device | None = None) -> "Reward
     return kind(Path(path), device)
 
 
-def evaluate_pairs(scorer: "RewardScorer | CombinedScorer", frame: pd.DataFrame, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_pairs(scorer: RewardScorer, frame: pd.DataFrame, batch_size: int = 8) -> dict[str, Any]:
     """How well the reward model orders preference pairs (`rlhf eval-reward`).
 
     `frame` is what `rlhf.collect.formats.read_preference_pairs` returns (messages, chosen,
