@@ -17,6 +17,7 @@ from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION
 from rlhf.jobs.service import JobRequest, Jobs
 from rlhf.jobs.training_data import DataError, Selection, build
+from rlhf.modeling.model_cache import ModelCache
 from rlhf.modeling.scoring import CombinedScorer, RewardScorer, load_scorer
 from rlhf.preference import combination as combined
 from rlhf.preference.combination import CombinationError, combine, parse_combination
@@ -197,6 +198,8 @@ def test_a_combination_is_a_reward_version_that_scores_as_its_formula(two_reward
     assert len({round(s, 4) for s in helpful + safe}) == 6
     scorer = load_scorer(version.path)
     assert isinstance(scorer, CombinedScorer) and isinstance(load_scorer(wb.model_version("safe").path), RewardScorer)
+    # the sampler child's cache (the queue's suggestions and uncertain-first order, evaluations) loads it the same way
+    assert isinstance(ModelCache().scorer(version.path), CombinedScorer)
     assert scorer.score(PROMPTS, TEXTS) == pytest.approx([0.7 * h + 0.3 * s for h, s in zip(helpful, safe)], abs=1e-5)
     assert scorer(prompts=PROMPTS, completions=TEXTS) == pytest.approx(scorer.score(PROMPTS, TEXTS))   # TRL's call
     combined_scores, parts = scorer.score_parts(PROMPTS, TEXTS)
