@@ -20,6 +20,7 @@ from rlhf.preference.pairs import rated_rankings
 from rlhf.train import common, reward
 from rlhf.train.methods import resolve
 from tests.helpers import rated_comparisons, register, save_reward_model
+from tests.integration.test_train_reward import PLAIN, PREFERRED, TOP_LAYERS, hidden_preference_rankings
 
 TINY_REWARD = {"max_steps": 2, "per_device_train_batch_size": 4, "eval_fraction": 0.25}
 TINY_GUARD = {"guard_prompts": 2, "guard_max_new_tokens": 4, "guard_pairs": 0}
@@ -68,45 +69,24 @@ def test_grpo_and_ppo_jobs_train_against_a_combination(workbench, tiny_model_dir
 
 # -- the real model ------------------------------------------------------------------------
 
-PREFERRED, PLAIN = "Hope this helps!", "That is all."
-TOPICS = ["kites", "bread", "rivers", "owls", "chess", "tea", "bicycles", "volcanoes", "maps", "bees", "clocks",
-          "glaciers"]
-OPENINGS = ["{} are interesting.", "here is a note on {}.", "people often ask about {}.", "{} have a long history."]
-
-
 def rated_hidden_preference(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rankings that (by design) put the plain completions first, and helpfulness ratings
+    """The rankings' own real-model data (tests/integration/test_train_reward.py), its order
+    reversed so that the rankings put the plain completions first, and helpfulness ratings
     that (secretly) rate the completions ending "Hope this helps!" 4-5 and the others 1-2:
     a model of helpfulness must learn the ratings, not the rankings."""
     rng = random.Random(seed)
-    rows, ratings = [], []
-    for i in range(n):
-        k = rng.choice([2, 3, 4])
-        topic = rng.choice(TOPICS)
-        preferred = [rng.random() < 0.5 for _ in range(k)]
-        if len(set(preferred)) == 1:
-            preferred[rng.randrange(k)] = not preferred[0]
-        letters = "ABCD"[:k]
-        completions = [f"{rng.choice(OPENINGS).format(topic).capitalize()} {PREFERRED if p else PLAIN}"
-                       for p in preferred]
-        groups = [" = ".join(x for x, p in zip(letters, preferred) if p == side) for side in (False, True)]
-        rows.append({"ranking_id": i, "comparison_id": i,
-                     "prompt": [{"role": "system", "content": "Be brief."},
-                                {"role": "user", "content": f"Tell me about {topic}."}],
-                     "completions": completions, "ranking": " > ".join(groups), "user": "sim",
-                     "model_versions": ["base"] * k})
-        ratings += [(i, letter, "helpfulness", rng.choice([4, 5]) if p else rng.choice([1, 2]))
-                    for letter, p in zip(letters, preferred)]
-    return pd.DataFrame(rows), pd.DataFrame(ratings, columns=["ranking_id", "letter", "dimension", "score"])
-
-
-TOP_LAYERS = r".*layers\.(2[6-9])\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
+    rankings = hidden_preference_rankings(n, seed)
+    rankings["ranking"] = [" > ".join(reversed(text.split(" > "))) for text in rankings["ranking"]]
+    ratings = [(row["ranking_id"], "ABCD"[i], "helpfulness",
+                rng.choice([4, 5]) if text.endswith(PREFERRED) else rng.choice([1, 2]))
+               for row in rankings.to_dict("records") for i, text in enumerate(row["completions"])]
+    return rankings, pd.DataFrame(ratings, columns=["ranking_id", "letter", "dimension", "score"])
 
 
 @pytest.mark.integration
 def test_real_model_learns_a_rated_dimension(real_model_dir, tmp_path, one_thread):
-    # As the rankings' own real-model test (tests/integration/test_train_reward.py): 30 training
-    # rankings, each one batch element, LoRA on the top four of the 30 layers, one epoch.
+    # As the rankings' own real-model test: 30 training rankings, each one batch element,
+    # LoRA on the top four of the 30 layers, one epoch.
     rankings, ratings = rated_hidden_preference(40, seed=0)
     rows = rated_rankings(rankings, ratings, "helpfulness")
     assert len(rows) == 40
@@ -120,9 +100,9 @@ def test_real_model_learns_a_rated_dimension(real_model_dir, tmp_path, one_threa
     # held-out rated pairs: an untrained head orders them by chance (about half), the rankings' order is the reverse
     assert metrics["eval/pairs"] >= 15
     assert metrics["eval/accuracy"] >= 0.75, metrics
-    scorer = RewardScorer(out)
-    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about kites."}]
-    good, plain = scorer.score([prompt, prompt], [f"Kites are fun. {PREFERRED}", f"Kites are fun. {PLAIN}"])
-    assert good > plain
+    question = [{"role": "user", "content": "What are lanterns?"}]
+    helpful, plain = RewardScorer(out).score([question] * 2,
+                                             [f"Lanterns give light. {end}" for end in (PREFERRED, PLAIN)])
+    assert helpful > plain
     assert json.loads((out / "reward.json").read_text())["objective"] == "helpfulness"
     print(f"trained and evaluated in {elapsed:.0f} s: {metrics}")
