@@ -224,8 +224,8 @@ def cmd_models(wb: Workbench, args) -> None:
                              guardrail=[m.get("guard/verdict") or "" for m in stored])
         frame["system_prompt"] = [one_line(text) for text in frame["system_prompt"]]
         frame["template"] = [one_line(text) for text in frame["template"]]
-        frame = frame[["name", "kind", "status", "parent", "method", "system_prompt", "template", "base_model",
-                       "completions", *GUARD_COLUMNS, "guardrail", "evaluation", "created_at"]]
+        frame = frame[["name", "kind", "status", "parent", "method", "objective", "system_prompt", "template",
+                       "base_model", "completions", *GUARD_COLUMNS, "guardrail", "evaluation", "created_at"]]
     print_table(frame, args.json, "No model versions yet: run `rlhf init`.")
 
 
@@ -240,6 +240,13 @@ def cmd_models_add_prompt(wb: Workbench, args) -> None:
     version = wb.add_prompt_version(args.name, args.parent, text, args.template)
     given = " and ".join(what for what, value in (("a system prompt", text), ("a template", args.template)) if value)
     print(f"Registered {version.name}: the weights of {version.parent} with {given}.")
+
+
+def cmd_models_combine(wb: Workbench, args) -> None:
+    from rlhf.preference.combination import parse_combination
+
+    version = wb.add_reward_combination(args.name, args.spec)
+    print(f"Registered {version.name}: the reward {parse_combination(args.spec).canonical}.")
 
 
 def _read_password(from_stdin: bool = False) -> str:
@@ -416,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models_command = command("models", cmd_models, "list model versions with their lineage",
                              parents=(home_option, json_option))
-    add_prompt = models_command.add_subparsers(dest="models_command", metavar="COMMAND").add_parser(
+    models_commands = models_command.add_subparsers(dest="models_command", metavar="COMMAND")
+    add_prompt = models_commands.add_parser(
         "add-prompt", parents=[home_option], help="register a policy version that is a parent plus a written prompt",
         description="A prompt version (hard prompt tuning): the parent's weights, no training, and a system prompt"
         " given before every prompt it answers, a template around the user's prompt, or both.")
@@ -428,6 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompt.add_argument("--template", help="the user's prompt put inside a text at {prompt}, e.g."
                             " 'Answer in one sentence: {prompt}' (with or without a system prompt)")
     add_prompt.set_defaults(handler=cmd_models_add_prompt)
+    combine = models_commands.add_parser(
+        "combine", parents=[home_option], help="register a reward version that combines reward versions (weighted, or"
+        " gated as Llama 2)",
+        description="A combination of reward versions, usable wherever a reward version is (PPO, GRPO, RLOO, the"
+        " queue's suggestions and uncertain-first order, rlhf compare): 'NAME*W + NAME*W' is a weighted sum;"
+        " 'gate:safety=NAME,helpfulness=NAME[,threshold=X][,category=safety]' scores with the safety model where the"
+        " prompt's category is the flagged one or the safety score is below the threshold, else with helpfulness.")
+    combine.add_argument("name", help="the new version's name")
+    combine.add_argument("spec", help="e.g. 'helpfulness-3*0.7 + safety-4*0.3' or"
+                         " 'gate:safety=safety-4,helpfulness=helpfulness-3,threshold=-1.7'")
+    combine.set_defaults(handler=cmd_models_combine)
 
     user_commands = commands.add_parser("users", help="add, list and manage users").add_subparsers(
         dest="users_command", required=True, metavar="COMMAND")

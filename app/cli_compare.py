@@ -41,6 +41,9 @@ def describe(result: dict) -> str:
         lines.append(f"  {name:<{width}}  {_number(result[f'mean_reward_{side}']):>11}  "
                      f"{_number(result[f'mean_length_{side}'], 1):>11}  {_number(result[f'eos_rate_{side}'], 2):>11}  "
                      f"{_number(result[f'kl_{side}']):>9}  {_number(result[f'kl_stderr_{side}']):>8}")
+    for dimension, figures in (result.get("dimensions") or {}).items():   # the reward models of a combination
+        lines.append(f"  {dimension}: win rate {_number(figures['win_rate'])}, mean reward"
+                     f" {_number(figures['mean_reward_a'])} ({a}) and {_number(figures['mean_reward_b'])} ({b})")
     if result.get("id") is not None:
         lines.append(f"Stored as evaluation {result['id']} ({result['seconds']:.1f} s).")
     return "\n".join(lines)

@@ -44,7 +44,7 @@ def job_request(args, created_by: str) -> JobRequest:
         selection = dict(loaded.pop("selection", None) or {})
         settings.update(loaded)
     settings.update(parse_assignments(args.set or []))
-    for key in ("prompt_sets", "annotators", "rounds"):
+    for key in ("prompt_sets", "categories", "annotators", "rounds"):
         if getattr(args, key):
             selection[key] = getattr(args, key)
     for key in ("since", "until", "min_agreement"):
@@ -237,17 +237,18 @@ def cmd_score(wb: Workbench, args) -> int:
 def cmd_eval_reward(home: Home, args) -> int:
     """Needs no store: the version is read from models/<name>/."""
     from rlhf.collect.formats import read_preference_pairs
-    from rlhf.modeling.scoring import RewardScorer, evaluate_pairs
+    from rlhf.modeling.scoring import evaluate_pairs, load_scorer
+    from rlhf.preference.combination import is_combination
 
     path = home.model_dir(args.reward)
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").is_file() and not is_combination(path):
         known = sorted(p.name for p in home.models_dir.iterdir() if (p / "card.json").is_file())
         raise JobError(f"There is no reward model '{args.reward}' in {home.models_dir}"
                        f" (trained versions: {', '.join(known) or 'none'}).")
     card = json.loads((path / "card.json").read_text()) if (path / "card.json").is_file() else {}
     if card.get("kind", "reward") != "reward":
         raise wrong_kind(args.reward, card["kind"], "reward", "the version scored")
-    result = evaluate_pairs(RewardScorer(path), read_preference_pairs(args.file))
+    result = evaluate_pairs(load_scorer(path), read_preference_pairs(args.file))
     if args.json:
         print(json.dumps({"reward": args.reward, "file": args.file, **result}))
     else:
@@ -276,6 +277,8 @@ def add_commands(command, commands, home_option, json_option) -> None:
     train.add_argument("--config", help="YAML file of settings (and an optional `selection:` mapping)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting; repeatable")
     train.add_argument("--prompt-set", dest="prompt_sets", action="append", help="only these prompt sets")
+    train.add_argument("--category", dest="categories", action="append",
+                       help="only the rankings of prompts in these categories (e.g. safety, for a safety reward model)")
     train.add_argument("--annotator", dest="annotators", action="append", help="only these annotators' rankings")
     train.add_argument("--round", dest="rounds", type=int, action="append", metavar="N",
                        help="only rankings of comparisons made in round N (repeatable)")

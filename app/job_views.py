@@ -470,11 +470,12 @@ def metrics_summary(metrics: Any, limit: int = 4) -> str:
 
 
 def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None) -> pd.DataFrame:
-    """Every version with its lineage: name, kind, status, parent, method, a prompt
+    """Every version with its lineage: name, kind, status, parent, method, a reward
+    version's objective (the rankings, a rated dimension, or a combination), a prompt
     version's system prompt and template (text, never markup), job, training
     metrics, and its newest automatic evaluation (`evaluations`: rlhf.compare.summaries.version_summaries)."""
-    columns = ["name", "kind", "status", "parent", "method", "system_prompt", "template", "job", *GUARD_COLUMNS,
-               "held-out ppl", "guardrail", "metrics", "evaluation", "created_at"]
+    columns = ["name", "kind", "status", "parent", "method", "objective", "system_prompt", "template", "job",
+               *GUARD_COLUMNS, "held-out ppl", "guardrail", "metrics", "evaluation", "created_at"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     stored = [stored_metrics(m) for m in frame["metrics"]]
@@ -482,7 +483,7 @@ def models_table(frame: pd.DataFrame, evaluations: dict[str, str] | None = None)
         "name": frame["name"], "kind": frame["kind"], "status": frame["status"], "parent": frame["parent"],
         "method": frame["method"],
         **{column: list(frame[column]) if column in frame else [""] * len(frame)
-           for column in ("system_prompt", "template")},
+           for column in ("objective", "system_prompt", "template")},
         "job": [f"#{int(j)}" if pd.notna(j) else "" for j in frame["job_id"]],
         **{column: [guard_figure(m, key) for m in stored] for column, key in GUARD_COLUMNS.items()},
         "held-out ppl": [perplexity_figure(m) for m in stored],
@@ -514,7 +515,7 @@ def model_list(frame: pd.DataFrame) -> list[dict]:
             except ValueError:
                 pass
         rows.append({key: jsonable(row.get(key)) for key in ("name", "kind", "status", "parent", "method",
-                                                             "system_prompt", "template", "base_model", "job_id",
-                                                             "created_at")}
+                                                             "objective", "system_prompt", "template", "base_model",
+                                                             "job_id", "created_at")}
                     | {"metrics": jsonable(metrics)})
     return rows

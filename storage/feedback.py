@@ -131,6 +131,22 @@ def labels_frame(cur) -> pd.DataFrame:
     ).df()
 
 
+def ratings_frame(cur, dimension: str | None = None) -> pd.DataFrame:
+    """Annotators' 1-5 ratings: ranking_id, letter, dimension, score (one row per rated
+    completion and dimension); with `dimension`, that dimension's only."""
+    where, params = ("WHERE g.dimension = ?", [dimension]) if dimension is not None else ("", [])
+    return cur.execute(
+        "SELECT g.ranking_id, m.letter, g.dimension, g.score FROM ratings g"
+        f" JOIN completions m ON m.id = g.completion_id {where} ORDER BY g.ranking_id, m.letter, g.dimension",
+        params,
+    ).df()
+
+
+def rated_dimensions(cur) -> list[str]:
+    """The dimensions some completion has a rating on, by name."""
+    return [row[0] for row in cur.execute("SELECT DISTINCT dimension FROM ratings ORDER BY dimension").fetchall()]
+
+
 # -- what comes with a ranking from the annotation page --------------------------------
 
 

@@ -91,14 +91,20 @@ def not_compared_by(cur, model_version: str, prompt_set: str | None, limit: int)
 
 
 def in_sets(cur, prompt_sets: list[str] | None) -> pd.DataFrame:
-    """Prompts (id, prompt_set, messages) of the given sets, or of every set."""
+    """Prompts (id, prompt_set, messages, category) of the given sets, or of every set."""
     frame = cur.execute(
-        "SELECT p.id, p.prompt_set, p.messages FROM prompts p"
+        "SELECT p.id, p.prompt_set, p.messages, p.category FROM prompts p"
         " WHERE ? IS NULL OR list_contains(?, p.prompt_set) ORDER BY p.id",
         [prompt_sets, prompt_sets],
     ).df()
     frame["messages"] = frame["messages"].map(json.loads)
     return frame
+
+
+def category_by_comparison(cur) -> dict:
+    """Each comparison's prompt category (None where its prompt has none)."""
+    return dict(cur.execute(
+        "SELECT c.id, p.category FROM comparisons c JOIN prompts p ON p.id = c.prompt_id").fetchall())
 
 
 def by_id(cur, prompt_id: int) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Helpers the test folders share (fixtures are in conftest.py): the test data folder, the
 password and client of a served workbench's users, signing in on the page, reading stored
-rows, stored comparisons, the usual users, ranking the whole queue, waiting on a thread,
+rows, stored comparisons and rated ones, the usual users, ranking the whole queue, waiting on a thread,
 tiny models built for one purpose (a reward model, a perturbed policy, a parrot that always
 gives one answer) with their registration, and the settings of one TRL training step on the
 tiny model."""
@@ -13,7 +13,7 @@ from pathlib import Path
 from rlhf.auth import User
 from rlhf.collect.annotation import Annotation, Submission
 from rlhf.collect.workbench import Workbench
-from storage import comparisons, models
+from storage import comparisons, feedback, models
 from storage.comparisons import NewCompletion
 
 DATA = Path(__file__).parent / "data"
@@ -113,6 +113,31 @@ def register(wb: Workbench, name: str, kind: str, parent: str | None = None, pat
     with wb.store.transaction() as cur:
         models.register(cur, name, kind, base_model="tiny-llama", path=path or f"models/{name}", method="test",
                         parent=parent, data_snapshot=data_snapshot)
+
+
+# -- ratings (a reward model per rated dimension) ---------------------------------------
+
+def rate(wb: Workbench, comparison_id: int, user: str, ranking: str, scores: dict[str, dict[str, int]]) -> None:
+    """`user` ranks the comparison and rates its completions ({letter: {dimension: 1-5}})."""
+    wb.rank(comparison_id, ranking, user)
+    cur = wb.store.cursor()
+    ranking_id = cur.execute("SELECT id FROM rankings WHERE comparison_id = ? AND annotator = ?",
+                             [comparison_id, user]).fetchall()[0][0]
+    with wb.store.transaction() as tx:
+        feedback.add_ratings(tx, ranking_id, comparison_id, scores)
+
+
+def rated_comparisons(wb: Workbench, how_many: int = 4) -> list[int]:
+    """Comparisons of three completions, ranked A > B > C and rated on helpfulness the other way round."""
+    prompt_ids = [r[0] for r in wb.store.cursor().execute("SELECT id FROM prompts ORDER BY id LIMIT ?",
+                                                          [how_many]).fetchall()]
+    with wb.store.transaction() as cur:
+        ids = [comparisons.add(cur, pid, [NewCompletion(f"Answer {c} to {pid}.", "base") for c in "ABC"])
+               for pid in prompt_ids]
+    for comparison_id in ids:
+        rate(wb, comparison_id, "ana", "A > B > C", {"A": {"helpfulness": 1}, "B": {"helpfulness": 3},
+                                                     "C": {"helpfulness": 5, "honesty": 4}})
+    return ids
 
 
 TEXT_SCORES = {"answer A": 0.5, "answer B": 2.0, "answer C": 0.5, "answer D": -1.0}

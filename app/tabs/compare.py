@@ -179,7 +179,14 @@ def evaluation_sentence(result: dict) -> str:
         if result[f"kl_{side}"] is not None:
             figures.append(f"KL from {result['reference']} {result[f'kl_{side}']:.3f}")
         parts.append(f"{name}: " + ", ".join(figures) + ".")
+    for dimension, figures in (result.get("dimensions") or {}).items():   # the reward models of a combination
+        parts.append(f"Under {dimension}: win rate {_figure(figures['win_rate'])}, mean reward"
+                     f" {_figure(figures['mean_reward_a'])} and {_figure(figures['mean_reward_b'])}.")
     return " ".join(parts)
+
+
+def _figure(value) -> str:
+    return "—" if value is None or value != value else f"{value:.3f}"
 
 
 # -- handlers -----------------------------------------------------------------------

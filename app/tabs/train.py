@@ -287,6 +287,19 @@ def add_prompt_version(ctx: AppContext, name, parent, system_prompt, template, r
             versions_table(ctx.wb, frame), *_version_choices(frame, None, None)[::2]]
 
 
+def add_reward_combination(ctx: AppContext, name, spec, request: gr.Request):
+    """Register a combination of reward versions (`Workbench.add_reward_combination`):
+    weighted, or gated as Llama 2; it can then be chosen wherever a reward model is."""
+    ctx.user(request, *STAFF)
+    with user_error():
+        check_text("combination", spec, LIMITS.settings_chars)
+        version = ctx.wb.add_reward_combination(name, spec)
+    frame = ctx.wb.models()
+    reward = _version_choices(frame, None, None)[1]
+    return [f"Registered {version.name}: the reward {frame.set_index('name').loc[version.name, 'objective']}.",
+            versions_table(ctx.wb, frame), reward]
+
+
 def job_from_table(frame: pd.DataFrame, event: gr.SelectData):
     """A click on a row of the jobs table watches that job."""
     row = event.row_value if getattr(event, "row_value", None) else None
@@ -397,6 +410,16 @@ def build(ctx: AppContext) -> gr.Tab:
                                          max_length=LIMITS.system_prompt_chars, elem_id="train-prompt-template")
             prompt_button = gr.Button("Add prompt version", scale=0, elem_id="train-prompt-add")
             prompt_note = RenderedText(elem_id="train-prompt-status")
+        with gr.Accordion("Combine reward models (weighted, or gated as Llama 2's helpfulness and safety models)",
+                          open=False, elem_id="train-combine"):
+            with gr.Row():
+                combine_name = gr.Textbox(label="Name", max_length=LIMITS.name_chars, elem_id="train-combine-name")
+                combine_spec = gr.Textbox(label="Combination", max_length=LIMITS.settings_chars,
+                                          placeholder="helpfulness-3*0.7 + safety-4*0.3   or"
+                                          "   gate:safety=safety-4,helpfulness=helpfulness-3,threshold=-1.7",
+                                          elem_id="train-combine-spec")
+            combine_button = gr.Button("Add combination", scale=0, elem_id="train-combine-add")
+            combine_note = RenderedText(elem_id="train-combine-status")
         timer = gr.Timer(FAST_SECONDS, active=False)
         seen = gr.State({})
 
@@ -453,6 +476,9 @@ def build(ctx: AppContext) -> gr.Tab:
                                                                           request)
             return [note, table, base_update, promote_update, gr.update(choices=base_update["choices"])]
 
+        def on_combine(name, spec, request: gr.Request):
+            return add_reward_combination(ctx, name, spec, request)
+
         private = dict(api_visibility="private")
         quiet = dict(api_visibility="private", show_progress="hidden")
         tab.select(on_open, [base, reward, job_choice, metric_choice],
@@ -472,4 +498,5 @@ def build(ctx: AppContext) -> gr.Tab:
                              **private)
         prompt_button.click(on_add_prompt, [prompt_name, prompt_parent, prompt_system, prompt_template],
                             [prompt_note, models_table, base, promote_choice, prompt_parent], **private)
+        combine_button.click(on_combine, [combine_name, combine_spec], [combine_note, models_table, reward], **private)
     return tab

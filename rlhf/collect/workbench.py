@@ -34,6 +34,8 @@ from rlhf.preference.messages import as_messages
 from rlhf.modeling.sampling import SamplingParams
 from rlhf.home import BASE_VERSION, Home, default_prompts, ensure_default_model
 from rlhf.modeling import hard_prompt
+from rlhf.preference import combination
+from rlhf.preference.pairs import RANKINGS_OBJECTIVE
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.preference.ranking import Ranking, parse_ranking
 from rlhf import versions
@@ -160,12 +162,60 @@ class Workbench:
 
     def models(self) -> pd.DataFrame:
         """Every version with its lineage; `system_prompt` and `template` are a prompt
-        version's texts ("" for others and where it has none)."""
+        version's texts ("" for others and where it has none); `objective` what a reward
+        version scores: the rankings, one rated dimension, or a combination's spec."""
         frame = models.list_versions(self.store.cursor())
         prompts_ = [self._prompt(path) for path in frame["path"]]
         frame["system_prompt"] = [(p and p.system_prompt) or "" for p in prompts_]
         frame["template"] = [(p and p.template) or "" for p in prompts_]
+        frame["objective"] = [self._objective(path) if kind == "reward" else ""
+                              for kind, path in zip(frame["kind"], frame["path"])]
         return frame
+
+    def _objective(self, path: str) -> str:
+        directory = self.home.root / path
+        if combination.is_combination(directory):
+            return combination.read(directory)[0].canonical
+        from rlhf.modeling.loading import read_reward_info  # a reward version's reward.json
+
+        try:
+            return str(read_reward_info(directory).get("objective") or RANKINGS_OBJECTIVE)
+        except (OSError, ValueError):
+            return ""
+
+    def add_reward_combination(self, name: str, spec: str) -> ModelVersion:
+        """Register `name`: a reward version that combines registered reward versions,
+        weighted or gated as Llama 2 did (`rlhf.preference.combination`'s syntax), with no
+        training; its parent is the first version it names. Bad input is refused in one
+        sentence with nothing written."""
+        name = hard_prompt.check_name(name)
+        parsed = combination.parse_combination(spec)
+        parts = {}
+        for component in parsed.components:
+            version = self.model_version(component).reward("each version of a combination")
+            if combination.is_combination(version.path):
+                raise WorkbenchError(f"{component} is itself a combination: name its reward versions instead.")
+            parts[component] = version
+        cur = self.store.cursor()
+        if models.get(cur, name) is not None:
+            raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
+        bases = {version.base_model for version in parts.values()}
+        if len(bases) > 1:
+            raise WorkbenchError(f"The versions of a combination must share a base model, not"
+                                 f" {', '.join(sorted(bases))}.")
+        directory = self.home.model_dir(name)
+        if directory.exists():
+            raise WorkbenchError(f"{directory} already exists; choose another name.")
+        combination.write(directory, parsed, {component: version.path for component, version in parts.items()})
+        first = parsed.components[0]
+        try:
+            with self.store.transaction() as cur:
+                models.register(cur, name, "reward", base_model=bases.pop(), method=combination.METHOD, parent=first,
+                                path=str(directory.relative_to(self.home.root)))
+        except Exception:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return self.model_version(name)
 
     def _prompt(self, path: str) -> hard_prompt.HardPrompt | None:
         directory = self.home.root / path
@@ -226,12 +276,12 @@ class Workbench:
     def score(self, reward: str | None, comparison_ids: list[int] | None = None, limit: int = 10) -> pd.DataFrame:
         """Reward-model scores of stored completions (`suggestions.score_table`), the named
         comparisons or the newest `limit`."""
-        from rlhf.modeling.scoring import RewardScorer
+        from rlhf.modeling.scoring import load_scorer
 
         version = self.reward_model(reward)
         ids = comparison_ids or list(self.comparisons(limit=limit)["id"])
         found = [self.comparison(int(comparison_id)) for comparison_id in ids]
-        return score_table(found, lambda prompts, texts: RewardScorer(version.path).score(prompts, texts))
+        return score_table(found, lambda prompts, texts: load_scorer(version.path).score(prompts, texts))
 
     # -- comparisons ------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import pandas as pd
+
 from rlhf.checks import require_prompt_set, require_whole
 from rlhf.home import BASE_VERSION
 from rlhf.modeling.measure import EvaluationError, Plan, measure
@@ -53,12 +55,19 @@ def set_prompts(wb: "Workbench", prompt_set: str, n: int) -> list[list[dict]]:
     that n, so evaluations of different versions on one set are comparable)."""
     from storage import prompts
 
+    return [list(messages) for messages in _set_rows(wb, prompt_set, n)["messages"]]
+
+
+def _set_rows(wb: "Workbench", prompt_set: str, n: int) -> "pd.DataFrame":
+    """The first `n` prompts of a set by id (messages, category, ...); refused when none."""
+    from storage import prompts
+
     cur = wb.store.cursor()
     require_prompt_set(prompt_set, prompts.set_names(cur), EvaluationError)
     frame = prompts.in_sets(cur, [prompt_set]).head(n)
     if frame.empty:
         raise EvaluationError(f"The prompt set '{prompt_set}' has no prompts.")
-    return [list(messages) for messages in frame["messages"]]
+    return frame
 
 
 def plan(source: "Workbench | None", version_a: str | Path, version_b: str | Path, prompts: str | Sequence[Any],
@@ -87,12 +96,16 @@ def plan(source: "Workbench | None", version_a: str | Path, version_b: str | Pat
     reward_path = None
     if reward_version is not None:
         reward_path = wb.reward_model(str(reward_version)).path
+    categories = None   # a prompt set's categories: a combination's gate reads which prompts are flagged unsafe
     if isinstance(prompts, str):
-        prompt_set, conversations = prompts, set_prompts(wb, prompts, n)
+        rows = _set_rows(wb, prompts, n)
+        prompt_set, conversations = prompts, [list(messages) for messages in rows["messages"]]
+        categories = [None if pd.isna(c) else str(c) for c in rows["category"]]
     else:
         prompt_set, conversations = None, _conversations(prompts)[:n]
     return Plan(str(version_a), str(version_b), path_a, path_b, None if reward_version is None else str(reward_version),
-                reward_path, None if reference is None else str(reference), reference_path, prompt_set, conversations)
+                reward_path, None if reference is None else str(reference), reference_path, prompt_set, conversations,
+                categories)
 
 
 def _check(n: int, max_new_tokens: int, temperature: float, top_p: float) -> None:

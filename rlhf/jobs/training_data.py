@@ -1,7 +1,7 @@
 """The rows a training job learns from, cut from the store: the snapshot behind
 `data.parquet`.
 
-A selection narrows the rankings (prompt sets, annotators, dates, minimum agreement
+A selection narrows the rankings (prompt sets, prompt categories, annotators, dates, minimum agreement
 between annotators of a comparison); each method then takes its own kind of row
 (rlhf.train.methods.Method.data): whole rankings for the reward model, chosen/rejected
 pairs for DPO, labelled single completions for KTO, demonstrations for SFT, prompts for
@@ -37,6 +37,7 @@ class Selection:
     prompt_sets: list[str] = field(default_factory=list)   # empty: every set
     annotators: list[str] = field(default_factory=list)    # empty: everybody
     rounds: list[int] = field(default_factory=list)        # empty: every round (comparisons' rounds)
+    categories: list[str] = field(default_factory=list)    # empty: every prompt category (e.g. safety)
     since: str | None = None                                # ISO date, inclusive
     until: str | None = None                                # ISO date, inclusive
     min_agreement: float = 0.0  # comparisons ranked by several people whose mean pairwise agreement is lower are left out
@@ -48,6 +49,8 @@ class Selection:
         if unknown:
             raise DataError(f"Unknown data selection field(s): {', '.join(sorted(unknown))}.")
         selection = cls(**values)
+        if isinstance(selection.categories, str) or not all(isinstance(c, str) and c for c in selection.categories):
+            raise DataError("categories is a list of prompt categories, such as [\"safety\"].")
         if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in selection.rounds):
             raise DataError(f"Rounds are numbers from 1, not {selection.rounds}.")
         if not 0 <= selection.min_agreement <= 1:
@@ -75,6 +78,8 @@ def selected_rankings(cur, selection: Selection) -> pd.DataFrame:
         keep &= frame["user"].isin(selection.annotators)
     if selection.rounds:
         keep &= frame["round"].isin(selection.rounds)
+    if selection.categories:   # rankings of prompts flagged by their category, e.g. a safety reward model's
+        keep &= frame["comparison_id"].map(prompts.category_by_comparison(cur)).isin(selection.categories)
     if selection.since:
         keep &= frame["created_at"] >= pd.Timestamp(selection.since)
     if selection.until:
@@ -111,9 +116,13 @@ def build(cur, spec: Method, options: dict, selection: Selection, corpus: str | 
                         f" {'the prompts' if spec.data == 'prompts' else 'the rankings'}: leave the corpus out.")
     if spec.data == "prompts":
         table = prompts.in_sets(cur, selection.prompt_sets or None)
+        if selection.categories:
+            table = table[table["category"].isin(selection.categories)]
         if table.empty:
-            raise DataError("The selected prompt sets hold no prompts: import some with `rlhf prompts import`.")
-        rows = pd.DataFrame({"prompt": table["messages"], "prompt_id": table["id"]})
+            of = f" of the categories {', '.join(selection.categories)}" if selection.categories else ""
+            raise DataError(f"The selected prompt sets hold no prompts{of}: import some with `rlhf prompts import`.")
+        # the category (e.g. safety) gates a combination of reward models as Llama 2's (rlhf.preference.combination)
+        rows = pd.DataFrame({"prompt": table["messages"], "prompt_id": table["id"], "category": table["category"]})
         return _enough(rows, spec, "prompts")
 
     rankings = selected_rankings(cur, selection)
@@ -124,6 +133,9 @@ def build(cur, spec: Method, options: dict, selection: Selection, corpus: str | 
     if spec.data == "rankings":
         rows = rankings.assign(prompt=rankings["messages"])[
             ["ranking_id", "comparison_id", "prompt", "completions", "ranking", "user", "model_versions"]]
+        objective = options.get("objective", pairs.RANKINGS_OBJECTIVE)
+        if objective != pairs.RANKINGS_OBJECTIVE:
+            return _enough(rated_rows(cur, rows, objective, options), spec, f"rankings rated on {objective}")
         if options.get("loss", "bradley_terry") == "bradley_terry" and pairs.only_full_ties(rows):
             raise DataError("Every selected ranking is a full tie, so there is no preference pair: rank more,"
                             " or use a tie-aware loss (loss=rao_kupper or loss=davidson).")
@@ -169,6 +181,20 @@ def corpus_summary(corpus: str, rows: pd.DataFrame) -> dict:
     digest = hashlib.sha256("\0".join(rows["text"]).encode("utf-8")).hexdigest()
     return {"file": Path(corpus).name, "documents": int(len(rows)),
             "characters": int(rows["text"].str.len().sum()), "sha256": digest}
+
+
+def rated_rows(cur, rows: pd.DataFrame, objective: str, options: dict) -> pd.DataFrame:
+    """The reward model of one rated dimension: the rankings' completions rated on it, in
+    order of their ratings, with the rating gap as margin (`pairs.rated_rankings`);
+    DataError in one sentence when no two are rated apart."""
+    keep_ties = options.get("loss", "bradley_terry") != "bradley_terry"
+    rated = pairs.rated_rankings(rows, feedback.ratings_frame(cur, objective), objective, keep_ties)
+    if rated.empty:
+        known = feedback.rated_dimensions(cur)
+        dimensions = f"rated dimensions: {', '.join(known)}" if known else "nothing is rated yet"
+        raise DataError(f"No two completions of the selected rankings are rated {'' if keep_ties else 'apart '}on"
+                        f" '{objective}' ({dimensions}), so a reward model of it has no pair to learn from.")
+    return rated
 
 
 def demonstrations(rankings: pd.DataFrame, source: str) -> pd.DataFrame:

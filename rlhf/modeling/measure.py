@@ -175,6 +175,7 @@ class Plan:
     reference_path: Path | None
     prompt_set: str | None
     conversations: list[list[dict]]
+    categories: list[str | None] | None = None   # each prompt's category (a combination's gate reads it)
 
 
 def _same_tokenizer(policy: "Policy", reference: "Policy", names: tuple[str, str]) -> None:
@@ -195,10 +196,13 @@ def measure(chosen: Plan, params: SamplingParams, cache: ModelCache) -> dict[str
             if ref_policy is not None:
                 _same_tokenizer(policy, ref_policy, (name, str(chosen.reference)))
             sides[side] = draw(policy, chosen.conversations, params, ref_policy)
-        rewards = None
+        rewards, dimensions = None, {}
         if chosen.reward_path is not None:
             scorer = cache.scorer(chosen.reward_path)
-            rewards = {side: scorer.score(chosen.conversations, sides[side].texts) for side in SIDES}
+            scorer.flag_prompts(chosen.conversations, chosen.categories)
+            scored = {side: scorer.score_parts(chosen.conversations, sides[side].texts) for side in SIDES}
+            rewards = {side: scored[side][0] for side in SIDES}
+            dimensions = {name: {"a": scored["a"][1][name], "b": scored["b"][1][name]} for name in scored["a"][1]}
     result: dict[str, Any] = {
         "id": None, "version_a": chosen.version_a, "version_b": chosen.version_b,
         "reward_version": chosen.reward_version, "prompt_set": chosen.prompt_set, "n": len(chosen.conversations),
@@ -208,6 +212,10 @@ def measure(chosen: Plan, params: SamplingParams, cache: ModelCache) -> dict[str
         result.update(win_counts(rewards["a"], rewards["b"]))
     else:
         result.update({"wins": None, "ties": None, "losses": None, "win_rate": None})
+    if dimensions:   # a combination of reward models: each one's figures too
+        result["dimensions"] = {name: {"win_rate": win_counts(both["a"], both["b"])["win_rate"],
+                                       "mean_reward_a": _mean(both["a"]), "mean_reward_b": _mean(both["b"])}
+                                for name, both in dimensions.items()}
     for side in SIDES:
         drawn = sides[side]
         result[f"mean_reward_{side}"] = _mean(rewards[side]) if rewards is not None else None

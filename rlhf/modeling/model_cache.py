@@ -21,7 +21,7 @@ from rlhf.limits import LIMITS
 
 if TYPE_CHECKING:
     from rlhf.modeling.models import Policy
-    from rlhf.modeling.scoring import RewardScorer
+    from rlhf.modeling.scoring import CombinedScorer, RewardScorer
 
 
 def free_memory() -> None:
@@ -67,10 +67,11 @@ class ModelCache:
 
         return self.get("policy", path, load_policy)
 
-    def scorer(self, path: Path) -> "RewardScorer":
-        from rlhf.modeling.scoring import RewardScorer
+    def scorer(self, path: Path) -> "RewardScorer | CombinedScorer":
+        """A reward version's scorer: one reward model, or a combination of several."""
+        from rlhf.modeling.scoring import load_scorer
 
-        return self.get("scorer", path, RewardScorer)
+        return self.get("scorer", path, load_scorer)
 
     def loaded(self) -> list[tuple[str, Path]]:
         """(kind, directory) of each model held, least recently used first."""

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest
 
+from rlhf.preference import combination as combined
 from rlhf.preference.messages import Message, as_messages, plain
 from rlhf.modeling import loading
 from rlhf.modeling.loading import read_reward_info
@@ -101,6 +102,75 @@ class RewardScorer:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
         return self.score(prompts, completions)
+
+    def flag_prompts(self, prompts: Sequence[Any], categories: Sequence[Any] | None) -> None:
+        """Prompts' categories, for a combination's gate; one reward model needs none."""
+
+    def score_parts(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8
+                    ) -> tuple[list[float], dict[str, list[float]]]:
+        """The rewards and each dimension's: one reward model has no dimensions apart."""
+        return self.score(prompts, completions, batch_size), {}
+
+
+def _prompt_key(prompt: Any) -> tuple:
+    return tuple((m["role"], m["content"]) for m in as_messages(prompt))
+
+
+class CombinedScorer:
+    """A combination version (`rlhf.preference.combination`): its reward models loaded once,
+    each completion scored by each, the scores combined (weighted, or gated as Llama 2).
+    Usable wherever a `RewardScorer` is (`score`, a TRL reward function, `model` and
+    `tokenizer`: its first component's, from which PPO starts its value model).
+
+    A gate needs to know which prompts are flagged unsafe: `flag_prompts` tells it their
+    categories (PPO, GRPO, RLOO and evaluation do, from the prompt set); TRL's `category`
+    column reaches `__call__` too. A prompt it was not told about is gated by the safety
+    score's threshold alone."""
+
+    __name__ = "reward_model"
+
+    def __init__(self, path: Path, device: str | torch.device | None = None):
+        self.path = Path(path)
+        self.combination, directories = combined.read(self.path)
+        self.scorers = {name: RewardScorer(directories[name], device) for name in self.combination.components}
+        first = self.scorers[self.combination.components[0]]
+        self.tokenizer, self.model, self.device = first.tokenizer, first.model, first.device
+        self.info = {"combination": self.combination.as_dict()}
+        self.offset = 0.0
+        self._categories: dict[tuple, Any] = {}
+
+    def flag_prompts(self, prompts: Sequence[Any], categories: Sequence[Any] | None) -> None:
+        if categories is not None:
+            self._categories.update({_prompt_key(p): c for p, c in zip(prompts, categories)})
+
+    def component_scores(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8
+                         ) -> dict[str, list[float]]:
+        """Each component's rewards of each (prompt, completion), by version name."""
+        return {name: scorer.score(prompts, completions, batch_size) for name, scorer in self.scorers.items()}
+
+    def score_parts(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8,
+                    categories: Sequence[Any] | None = None) -> tuple[list[float], dict[str, list[float]]]:
+        """The combined rewards and each component's (what automatic evaluation reports per
+        dimension); `categories` (one per prompt) gate as `flag_prompts` does."""
+        if categories is None and self._categories:
+            categories = [self._categories.get(_prompt_key(p)) for p in prompts]
+        parts = self.component_scores(prompts, completions, batch_size)
+        return combined.combine(self.combination, parts, combined.unsafe_flags(categories, self.combination)), parts
+
+    def score(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8,
+              categories: Sequence[Any] | None = None) -> list[float]:
+        """The combined rewards of each (prompt, completion)."""
+        return self.score_parts(prompts, completions, batch_size, categories)[0]
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+        return self.score(prompts, completions, categories=kwargs.get("category"))
+
+
+def load_scorer(path: Path, device: str | torch.device | None = None) -> "RewardScorer | CombinedScorer":
+    """The scorer of a reward version's directory: one reward model, or a combination of
+    several. Every caller that scores with a reward version loads it here."""
+    kind = CombinedScorer if combined.is_combination(path) else RewardScorer
+    return kind(Path(path), device)
 
 
 def evaluate_pairs(scorer: RewardScorer, frame: pd.DataFrame, batch_size: int = 8) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from rlhf.preference.messages import Message, prompt_messages
-from rlhf.preference.ranking import Pair, Ranking, letter_index, letters, parse_ranking
+from rlhf.preference.ranking import Pair, Ranking, letter_index, letters, parse_ranking, ranking_from_ranks
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "margin", "comparison_id", "ranking_id", "user"]
 TIED_COLUMNS = ["prompt", "completion_a", "completion_b", "comparison_id", "ranking_id", "user"]
@@ -98,6 +98,45 @@ def preference_pairs(rankings: pd.DataFrame, selection: str = "all") -> pd.DataF
                 }
             )
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+RANKINGS_OBJECTIVE = "ranking"   # a reward model's objective when it learns the rankings themselves
+
+
+def rated_rankings(rankings: pd.DataFrame, ratings: pd.DataFrame, dimension: str,
+                   keep_ties: bool = False) -> pd.DataFrame:
+    """Rankings rewritten as what annotators rated on one `dimension` (helpfulness,
+    harmlessness, ...), for a reward model of that dimension (Llama 2's helpfulness and
+    safety reward models, Touvron et al. 2023, section 3.2.2).
+
+    `ratings` has ranking_id, letter, dimension, score (`storage.feedback.ratings_frame`).
+    Each ranking keeps only its completions rated on `dimension`, relettered A, B, ... in
+    shown order; `ranking` becomes their order by score (equal scores tied) and
+    `rating_ranks` one rank per kept completion whose differences are the rating gaps
+    (`top score + 1 - score`), so that a pair's margin is the gap (a 5 over a 2: 3). A
+    ranking left with fewer than two rated completions, or (without `keep_ties`) with
+    every kept completion rated the same, gives no row. `scores` keeps the ratings.
+    """
+    chosen = ratings[ratings["dimension"] == dimension]
+    by_ranking: dict[Any, dict[str, int]] = {}
+    for ranking_id, letter, score in zip(chosen["ranking_id"], chosen["letter"], chosen["score"]):
+        by_ranking.setdefault(ranking_id, {})[letter] = int(score)
+    rows = []
+    for row in rankings.to_dict("records"):
+        scored = by_ranking.get(row["ranking_id"], {})
+        kept = [i for i, letter in enumerate(letters(len(row["completions"]))) if letter in scored]
+        scores = [scored[letters(len(row["completions"]))[i]] for i in kept]
+        if len(kept) < 2 or (not keep_ties and len(set(scores)) < 2):
+            continue
+        ranks = [max(scores) + 1 - score for score in scores]
+        out = {**row, "completions": [list(row["completions"])[i] for i in kept],
+               "ranking": ranking_from_ranks(ranks).canonical, "rating_ranks": ranks, "scores": scores}
+        if "ranks" in row:
+            out["ranks"] = ranks
+        if "model_versions" in row:
+            out["model_versions"] = [list(row["model_versions"])[i] for i in kept]
+        rows.append(out)
+    return pd.DataFrame(rows, columns=[*rankings.columns, "rating_ranks", "scores"])
 
 
 def only_full_ties(rankings: pd.DataFrame) -> bool:

@@ -76,9 +76,9 @@ def _parse_term(term: str, spec: str, model_path: Callable[[str], Path]) -> tupl
         return AtMost(int(argument)), weight
     if name in ("reward", "judge") and argument:
         if name == "reward":
-            from rlhf.modeling.scoring import RewardScorer
+            from rlhf.modeling.scoring import load_scorer
 
-            return RewardModelAnnotator(RewardScorer(model_path(argument)), name=f"reward:{argument}"), weight
+            return RewardModelAnnotator(load_scorer(model_path(argument)), name=f"reward:{argument}"), weight
         from rlhf.modeling.models import load_policy
 
         return LLMJudge(load_policy(model_path(argument)), name=f"judge:{argument}"), weight

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from rlhf.errors import UserError
+from rlhf.preference.pairs import RANKINGS_OBJECTIVE
 from rlhf.train.schedule import lora_rate
 
 
@@ -106,6 +107,10 @@ METHODS: dict[str, Method] = {
             "tie_param": Option(0.0, "tie parameter of the tie-aware losses, Rao-Kupper theta (> 1) or Davidson"
                                 " nu (> 0); 0 learns it with the model, starting from theta=3 / nu=2"),
             "normalize": Option(True, "shift rewards to mean 0 on the base policy's completions after training"),
+            "objective": Option(RANKINGS_OBJECTIVE, "what the reward model learns: the rankings, or one dimension"
+                                " annotators rate 1-5 (helpfulness, harmlessness, honesty): pairs of completions"
+                                " rated apart on it, the rating gap as margin (use_margin applies it), as Llama 2's"
+                                " helpfulness and safety reward models"),
         },
     ),
     "sft": Method(
@@ -364,6 +369,9 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise SettingsError(f"max_repetition must be between 0 and 1, not {values['max_repetition']}.")
     if not 0 < values.get("spin_top_p", 1) <= 1 or values.get("spin_temperature", 0) < 0:
         raise SettingsError("spin_top_p must be in (0, 1] and spin_temperature 0 (greedy) or more.")
+    if not str(values.get("objective", RANKINGS_OBJECTIVE)).strip():
+        raise SettingsError(f"objective must be {RANKINGS_OBJECTIVE} or a rated dimension such as helpfulness,"
+                            " not empty.")
     if not 0 <= values.get("lora_dropout", 0) < 1:
         raise SettingsError(f"lora_dropout must be in [0, 1), not {values['lora_dropout']}.")
 
@@ -385,7 +393,7 @@ METHODS["reward_head"] = Method(
     {"learning_rate": 0.01, "max_steps": 300, "weight_decay": 0.01},
     {
         **{key: METHODS["reward"].options[key] for key in ("loss", "use_margin", "margin_scale", "tie_param",
-                                                            "normalize")},
+                                                            "normalize", "objective")},
         "pooling": Option("last", "the completion's feature: the last token's hidden state (what a reward model's"
                           " head reads) or the mean over its tokens", ("last", "mean")),
     },

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 from rlhf.train import common, guard, ranks
 from rlhf.modeling import loading, prefix
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
+from rlhf.preference.combination import is_combination
 from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, trainer_config
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,15 @@ def _trl(method: str) -> tuple[type, type]:
     raise TrainingError(f"Unknown online method '{method}': choose {' or '.join(ONLINE_METHODS)}.")
 
 
-def _prompts(frame) -> Any:
-    """The distinct prompts (as message lists), in first-seen order."""
+def _prompts(frame, columns: tuple[str, ...] = ()) -> Any:
+    """The distinct prompts (as message lists), in first-seen order, with `columns` beside
+    them where the frame has them."""
     require_columns(frame, ["prompt"], "prompt")
     if len(frame) == 0:
         return frame
-    frame = conversational(frame[["prompt"]].copy())
+    frame = conversational(frame[["prompt", *(c for c in columns if c in frame.columns)]].copy())
+    if "category" in frame.columns:   # one type for the dataset's column: "" where a prompt has none
+        frame["category"] = [c if isinstance(c, str) else "" for c in frame["category"]]
     key = frame["prompt"].map(lambda turns: tuple((m["role"], m["content"]) for m in turns))
     frame = frame[[bool(turns) and bool(str(turns[-1]["content"]).strip()) for turns in frame["prompt"]]]
     return frame.loc[~key.loc[frame.index].duplicated()].reset_index(drop=True)
@@ -76,12 +81,19 @@ def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]
     config_class, trainer_class = _trl(method)
     if inputs.reward_path is None and reward_fn is None:
         raise TrainingError(f"{method.upper()} needs a reward model: train one (method reward) and choose it.")
-    prompts = _prompts(inputs.data)
+    combination = reward_fn is None and is_combination(Path(inputs.reward_path))
+    # a combination's gate reads each prompt's category, which TRL hands a reward function as a column
+    prompts = _prompts(inputs.data, ("category",) if combination else ())
     if len(prompts) == 0:
         raise TrainingError(f"{method.upper()} needs at least one prompt to sample completions for.")
     policy = load_trl_policy(inputs)
     reward_model, reward_tokenizer = reward_fn, None
-    if reward_fn is None:
+    if combination:   # several reward models as one reward function (rlhf.modeling.scoring.CombinedScorer)
+        inputs.reporter.progress(0, None, message="loading the reward models")
+        from rlhf.modeling.scoring import load_scorer
+
+        reward_model = load_scorer(Path(inputs.reward_path))
+    elif reward_fn is None:
         inputs.reporter.progress(0, None, message="loading the reward model")
         reward_model = loading.load_reward_model(inputs.reward_path)
         reward_model.eval().requires_grad_(False)
@@ -98,7 +110,7 @@ def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]
             model=policy.model,
             reward_funcs=reward_model,
             args=config,
-            train_dataset=common.to_dataset(prompts, ["prompt"]),
+            train_dataset=common.to_dataset(prompts, [c for c in ("prompt", "category") if c in prompts.columns]),
             processing_class=policy.tokenizer,
             reward_processing_classes=reward_tokenizer,
             peft_config=policy.peft_config,

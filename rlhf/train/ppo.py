@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from rlhf.preference.messages import as_messages, plain
-from rlhf.modeling.scoring import RewardScorer
+from rlhf.modeling import scoring
+from rlhf.modeling.scoring import CombinedScorer, RewardScorer
 from rlhf.train import common, guard
 from rlhf.modeling import loading, prefix
 from rlhf.train.common import TrainInputs
@@ -145,7 +146,7 @@ def train(inputs: TrainInputs, reward_fn: RewardFn | None = None) -> dict[str, f
     reporter = inputs.reporter
 
     policy = PPOPolicy.load(inputs.base_path, inputs.options, config, device)
-    scorer = None if reward_fn is not None else load_scorer(Path(inputs.reward_path), device)
+    scorer = None if reward_fn is not None else load_scorer(Path(inputs.reward_path), device, inputs.data)
     value_model = ValueModel.load(inputs, scorer, policy.tokenizer, config, device)
     trainable = policy.trainable_parameters() + value_model.trainable_parameters()
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5, weight_decay=0.0)
@@ -474,10 +475,14 @@ def _token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return inner.score(hidden).squeeze(-1).float()
 
 
-def load_scorer(path: Path, device: torch.device) -> RewardScorer:
+def load_scorer(path: Path, device: torch.device, data=None) -> "RewardScorer | CombinedScorer":
+    """The reward version's scorer (a combination's gate told the prompts' categories)."""
     if not path.is_dir():
         raise TrainingError(f"The reward model directory {path} does not exist.")
-    return RewardScorer(path, device)
+    scorer = scoring.load_scorer(path, device)
+    if data is not None and "category" in data.columns:
+        scorer.flag_prompts(list(data["prompt"]), list(data["category"]))
+    return scorer
 
 
 class ValueModel:

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from rlhf.preference.messages import plain, prompt_messages
+from rlhf.preference.pairs import RANKINGS_OBJECTIVE
 from rlhf.preference.ranking import RankingError, parse_ranking
 from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import encode_conversation, score_ids
@@ -85,9 +86,18 @@ def ranked_items(frame: pd.DataFrame, tokenizer) -> list[RankedItems]:
         except (RankingError, ValueError) as error:
             raise errors.TrainingError(f"Ranking {row.get('ranking_id')} '{row['ranking']}' is invalid: {error}") from None
         prompt = prompt_messages(row)
+        # a rated dimension's row (rlhf.preference.pairs.rated_rankings): ranks whose distances are the rating gaps
+        rated = row.get("rating_ranks")
+        ranks = ([int(r) for r in rated] if hasattr(rated, "__len__") and len(rated) == len(texts)
+                 else ranking.rank_list())
         items.append(RankedItems(row["comparison_id"], prompt, texts,
-                                 [encode_conversation(tokenizer, prompt, t) for t in texts], ranking.rank_list()))
+                                 [encode_conversation(tokenizer, prompt, t) for t in texts], ranks))
     return items
+
+
+def objective_of(options: dict[str, Any]) -> str:
+    """What a reward job learns: the rankings, or one rated dimension (option `objective`)."""
+    return str(options.get("objective") or RANKINGS_OBJECTIVE)
 
 
 def count_pairs(items: list[RankedItems]) -> tuple[int, int]:
@@ -443,7 +453,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
 
     loading.save_model(model, tokenizer, inputs.out_dir, inputs.base_path, merge=True)
     common.remove_scratch(inputs.out_dir)
-    info = {"offset": float(offset), "loss": loss, "grouping": grouping,
+    info = {"offset": float(offset), "objective": objective_of(options), "loss": loss, "grouping": grouping,
             "use_margin": bool(options.get("use_margin", False)), "margin_scale": float(options.get("margin_scale", 1.0)),
             "normalized": normalize, "completions_for_offset": len(all_scores) if normalize else 0,
             "tie_parameter": (None if tie_value is None else

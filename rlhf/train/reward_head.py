@@ -49,7 +49,8 @@ from rlhf.modeling import loading
 from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import padded_batches
 from rlhf.train import common
-from rlhf.train.reward import RankedItems, TieParameter, _check_options, load_classifier, pair_metrics, ranked_items
+from rlhf.train.reward import (RankedItems, TieParameter, _check_options, load_classifier, objective_of, pair_metrics,
+                               ranked_items)
 from rlhf.train.reward_losses import TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, ranked_pairs
 
 log = logging.getLogger(__name__)
@@ -366,7 +367,8 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
 
     inputs.reporter.progress(int(config.max_steps), int(config.max_steps), message="saving")
     saved = save_head(model, head.weight, tokenizer, inputs.out_dir, inputs.base_path)
-    info = {"offset": float(offset), "loss": loss, "pooling": pooling, "features": "frozen base", "saved": saved,
+    info = {"offset": float(offset), "objective": objective_of(options), "loss": loss, "pooling": pooling,
+            "features": "frozen base", "saved": saved,
             "use_margin": bool(options.get("use_margin", False)),
             "margin_scale": float(options.get("margin_scale", 1.0)),
             "normalized": normalize, "completions_for_offset": len(raw) if normalize else 0,

@@ -145,7 +145,7 @@ def test_each_method_gets_its_own_rows(workbench):
     assert unpaired["label"].any() and not unpaired["label"].all()
 
     prompts = build(cur, METHODS["ppo"], {}, everything)
-    assert len(prompts) == 183 and list(prompts.columns) == ["prompt", "prompt_id"]
+    assert len(prompts) == 183 and list(prompts.columns) == ["prompt", "prompt_id", "category"]
 
 
 def test_selection_narrows_the_rankings(workbench):
