@@ -277,3 +277,22 @@ def test_a_judge_that_is_a_prompt_version_scores_with_its_system_prompt(workbenc
     assert all(TERSE in text and text.index(TERSE) < text.index("Name three rivers.") for text in seen)
     assert all(abs(p - q) > 1e-4 for p, q in zip(plain, prompted))
 
+
+def test_a_prompt_version_shares_its_parents_weights_in_the_model_cache(workbench):
+    """No second copy of the weights: a prompt version (and one over it) is its parent's
+    cached model with its texts, and takes no place of its own in the cache."""
+    from rlhf.modeling.model_cache import ModelCache
+
+    workbench.add_prompt_version("terse", "base", TERSE)
+    workbench.add_prompt_version("terse-line", "terse", template="{prompt} (one sentence)")
+    cache = ModelCache(capacity=1)
+    terse = cache.policy(workbench.model_version("terse").path)
+    base = cache.policy(workbench.model_version("base").path)
+    nested = cache.policy(workbench.model_version("terse-line").path)
+    assert terse.model is base.model is nested.model and terse.tokenizer is base.tokenizer
+    assert [kind for kind, _ in cache.loaded()] == ["policy"]
+    assert cache.loaded()[0][1].resolve() == workbench.model_version("base").path.resolve()
+    assert (terse.system_prompt, base.system_prompt, nested.system_prompt) == (TERSE, None, TERSE)
+    assert nested.template == "{prompt} (one sentence)"
+    [rendered] = render_prompts(terse, [[{"role": "user", "content": "hi"}]])
+    assert TERSE in rendered and TERSE not in render_prompts(base, [[{"role": "user", "content": "hi"}]])[0]
