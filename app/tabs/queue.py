@@ -96,15 +96,14 @@ def describe_sources(sources: list[dict] | None) -> str:
 
 def describe_loop(config) -> str:
     """The reward-model settings and the thompson selection in words ('' when all are off)."""
-    if config.selection == "thompson":
-        return (f" Thompson selection: K={config.k} shown of M={config.candidates} candidates per prompt."
-                + (" With the reward model's suggestions shown." if config.suggest else ""))
+    thompson = (f" Thompson selection: K={config.k} shown of M={config.candidates} candidates per prompt."
+                if config.selection == "thompson" else "")
     if not config.suggest and config.selection != "uncertain":
-        return ""
+        return thompson
     models = " and ".join(config.reward_models) if config.reward_models else "the newest reward model"
     parts = (["suggestions shown"] if config.suggest else []) + (
         ["least sure first"] if config.selection == "uncertain" else [])
-    return f" With {models}: {', '.join(parts)}."
+    return f" With {models}: {', '.join(parts)}.{thompson}"
 
 
 def save_settings(ctx: AppContext, prompt_sets, model_version, overlap,
