@@ -212,8 +212,8 @@ def cmd_restore(home: Home, args) -> None:
 
 def cmd_models(wb: Workbench, args) -> None:
     frame = wb.models()
-    summaries = summaries.version_summaries(wb)
-    frame["evaluation"] = [summaries.get(name, "") for name in frame["name"]]
+    evaluated = summaries.version_summaries(wb)
+    frame["evaluation"] = [evaluated.get(name, "") for name in frame["name"]]
     if not args.json:
         from app.job_views import GUARD_COLUMNS, guard_figure, stored_metrics
         from rlhf.modeling.hard_prompt import one_line

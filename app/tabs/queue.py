@@ -10,6 +10,7 @@ from app.context import AppContext
 from app.render import RenderedText
 from app.session import refusal, user_error
 from rlhf.auth import STAFF
+from rlhf.checks import typed_whole
 from rlhf.collect.annotation import QueueConfig
 from rlhf.limits import LIMITS, check_text
 from rlhf.collect.pregenerate import PreGenerator
@@ -81,6 +82,7 @@ def current_settings(ctx: AppContext, request: gr.Request):
         config.suggest, config.selection,
         gr.update(choices=[NEWEST_REWARD, *ctx.wb.models().query("kind == 'reward'")["name"]],
                   value=config.reward_models or [NEWEST_REWARD]),
+        config.candidates,
     ]
 
 
@@ -93,20 +95,22 @@ def describe_sources(sources: list[dict] | None) -> str:
 
 
 def describe_loop(config) -> str:
-    """The reward-model settings in words ('' when both are off)."""
+    """The reward-model settings and the thompson selection in words ('' when all are off)."""
+    thompson = (f" Thompson selection: K={config.k} shown of M={config.candidates} candidates per prompt."
+                if config.selection == "thompson" else "")
     if not config.suggest and config.selection != "uncertain":
-        return ""
+        return thompson
     models = " and ".join(config.reward_models) if config.reward_models else "the newest reward model"
     parts = (["suggestions shown"] if config.suggest else []) + (
         ["least sure first"] if config.selection == "uncertain" else [])
-    return f" With {models}: {', '.join(parts)}."
+    return f" With {models}: {', '.join(parts)}.{thompson}"
 
 
 def save_settings(ctx: AppContext, prompt_sets, model_version, overlap,
                   ready_target, gold_rate, k, max_new_tokens, sources, request: gr.Request,
-                  suggest=None, selection=None, reward_models=None) -> str:
+                  suggest=None, selection=None, reward_models=None, candidates=None) -> str:
     """Store the queue settings; the reward-model ones (suggest, selection, reward_models)
-    keep their value when not given."""
+    and the thompson selection's `candidates` (M) keep their value when not given."""
     user = ctx.user(request, *STAFF)
     chosen_sources = parse_sources(sources)
     loop = {}
@@ -118,6 +122,8 @@ def save_settings(ctx: AppContext, prompt_sets, model_version, overlap,
         chosen = [name for name in ([reward_models] if isinstance(reward_models, str) else reward_models)
                   if name != NEWEST_REWARD]
         loop["reward_models"] = chosen or None
+    if candidates is not None:
+        loop["candidates"] = typed_whole(candidates)  # checked by the service, in its words
     with user_error():
         config = ctx.annotation.set_config(
             user, prompt_sets=prompt_sets or None,
@@ -177,6 +183,9 @@ def build(ctx: AppContext) -> gr.Tab:
             reward_models = gr.Dropdown([NEWEST_REWARD], value=[NEWEST_REWARD], multiselect=True, max_choices=2,
                                         label="Reward model(s) (two: their disagreement orders the queue)",
                                         elem_id="queue-reward-models")
+            candidates = gr.Number(label="Candidates per prompt (M, thompson selection)", precision=0,
+                                   info=QueueConfig.help("candidates"),
+                                   elem_id="queue-candidates")
         save_button = gr.Button("Save queue settings", variant="primary")
         saved = RenderedText(elem_id="queue-saved")
         gr.Markdown("### Gold items\nMixed into the queue unannounced; each annotator's agreement with them "
@@ -198,12 +207,12 @@ def build(ctx: AppContext) -> gr.Tab:
         def on_open(request: gr.Request):
             return current_settings(ctx, request)
 
-        loop_fields = [suggest, selection, reward_models]
+        loop_fields = [suggest, selection, reward_models, candidates]
 
         def on_save(request: gr.Request, *values):
-            *queue_values, chosen_suggest, chosen_selection, chosen_models = values
-            return save_settings(ctx, *queue_values, request, suggest=chosen_suggest,
-                                 selection=chosen_selection, reward_models=chosen_models)
+            *queue_values, chosen_suggest, chosen_selection, chosen_models, chosen_candidates = values
+            return save_settings(ctx, *queue_values, request, suggest=chosen_suggest, selection=chosen_selection,
+                                 reward_models=chosen_models, candidates=chosen_candidates)
 
         def on_gold(comparison_id, ranking, request: gr.Request):
             return mark_gold(ctx, comparison_id, ranking, request)

@@ -172,6 +172,7 @@ class Annotation:
         require_whole("claim_ttl_s", config.claim_ttl_s, 10, 7 * 24 * 3600, error=WorkbenchError)
         require_whole("k", config.k, MIN_K, MAX_K, error=WorkbenchError)
         require_whole("max_new_tokens", config.max_new_tokens, 1, 8192, error=WorkbenchError)
+        require_whole("candidates", config.candidates, MIN_K, MAX_K, error=WorkbenchError)
         if isinstance(config.gold_rate, bool) or not isinstance(config.gold_rate, (int, float)) \
                 or not 0 <= config.gold_rate <= 1:
             raise WorkbenchError(f"gold_rate must be a number from 0 to 1, not {config.gold_rate!r}.")
@@ -195,7 +196,6 @@ class Annotation:
         return config
 
     def _check_thompson(self, config: QueueConfig) -> None:
-        require_whole("candidates", config.candidates, MIN_K, MAX_K, error=WorkbenchError)
         if config.candidates <= config.k:
             raise WorkbenchError(f"The thompson selection shows K={config.k} of `candidates` sampled completions, "
                                  f"so candidates must be more than {config.k}, not {config.candidates}.")

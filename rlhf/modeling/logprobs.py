@@ -1,7 +1,9 @@
 """Log-probabilities of completions under a model: of sampled ones (`sequence_logprobs`, for
 the KL of an evaluation) and of given ones after their chat-templated prompt
-(`completion_logprobs`, what a policy prefers before and after DPO), and the perplexity of
-raw text cut into chunks (`perplexity`, continued pretraining's report), one computation."""
+(`completion_logprobs`, what a policy prefers before and after DPO; `policy_logprobs` for a
+loaded policy, a prompt version's system prompt and template in each prompt through
+`hard_prompt.conversation`), and the perplexity of raw text cut into chunks (`perplexity`,
+continued pretraining's report), one computation."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rlhf.modeling.hard_prompt import conversation
 from rlhf.preference.messages import as_messages
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it
     import torch
 
     from rlhf.modeling.generate import Generated
+    from rlhf.modeling.models import Policy
 
 
 def sequence_logprobs(model, generated: "Generated", temperature: float = 1.0, batch_size: int = 8) -> "torch.Tensor":
@@ -70,13 +74,17 @@ def encode_completion(tokenizer, prompt: list[dict], completion: list[dict]) -> 
     return list(full_ids), _common_prefix(list(prompt_ids), list(full_ids))
 
 
-def completion_logprobs(model, tokenizer, prompts: list[Any], completions: list[Any], batch_size: int = 8) -> np.ndarray:
+def completion_logprobs(model, tokenizer, prompts: list[Any], completions: list[Any], batch_size: int = 8,
+                        system_prompt: str | None = None, template: str | None = None) -> np.ndarray:
     """Summed log-probability of each completion's tokens given its chat-templated prompt.
 
-    `model` is a causal LM or a PEFT model around one (soft-prompt tokens included). The
-    prompts are left-padded and the completions right-padded into a `Generated`, so that
+    `model` is a causal LM or a PEFT model around one (soft-prompt tokens included). Each
+    prompt is the conversation `hard_prompt.conversation` makes of it with `system_prompt`
+    and `template` (a prompt version's; none: the prompt as given). The prompts are
+    left-padded and the completions right-padded into a `Generated`, so that
     `sequence_logprobs` measures them as it measures samples."""
-    encoded = [encode_completion(tokenizer, as_messages(p, "user"), as_messages(c, "assistant"))
+    encoded = [encode_completion(tokenizer, conversation(system_prompt, as_messages(p, "user"), template),
+                                 as_messages(c, "assistant"))
                for p, c in zip(prompts, completions, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return _token_logprobs(model, [ids[:begin] for ids, begin in encoded], [ids[begin:] for ids, begin in encoded],
@@ -124,3 +132,10 @@ def _token_logprobs(model, prompts: list[list[int]], responses: list[list[int]],
         return sequence_logprobs(model, generated, batch_size=batch_size)
     finally:
         model.train(was_training)
+
+
+def policy_logprobs(policy: "Policy", prompts: list[Any], completions: list[Any], batch_size: int = 8) -> np.ndarray:
+    """`completion_logprobs` under a loaded policy, as it is given each prompt: a prompt
+    version's system prompt and template included."""
+    return completion_logprobs(policy.model, policy.tokenizer, prompts, completions, batch_size,
+                               system_prompt=policy.system_prompt, template=policy.template)

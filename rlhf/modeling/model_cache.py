@@ -5,7 +5,8 @@ researcher compares, evaluates or samples from would otherwise stay in memory un
 process ends (a dozen versions of a 135M model is gigabytes). So the cache holds at most
 `capacity` models (`LIMITS.loaded_models`, 2 by default) and, past that, frees the least
 recently used one: dropped from the cache, garbage-collected, and its GPU memory handed
-back. A model still in use by a caller stays alive until that caller lets it go.
+back. A model still in use by a caller stays alive until that caller lets it go. A prompt
+version (`rlhf.modeling.hard_prompt`) is no model of its own: it shares its parent's.
 """
 
 from __future__ import annotations
@@ -63,8 +64,16 @@ class ModelCache:
         return model
 
     def policy(self, path: Path) -> "Policy":
-        from rlhf.modeling.models import load_policy
+        """The policy at `path`. A prompt version takes no place of its own: it is its
+        parent's cached policy (loaded once, whichever versions prompt it) with its texts."""
+        from rlhf.modeling import hard_prompt
+        from rlhf.modeling.models import load_policy, prompted
 
+        if hard_prompt.is_prompt_version(Path(path)):
+            prompt = hard_prompt.read(Path(path))  # its parent's path resolved: match a cached one however named
+            held = next((held for kind, held in self.loaded() if kind == "policy" and held.resolve() == prompt.parent),
+                        prompt.parent)
+            return prompted(self.policy(held), prompt, path)
         return self.get("policy", path, load_policy)
 
     def scorer(self, path: Path) -> "RewardScorer | CombinedScorer":

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import transformers
@@ -20,6 +21,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from rlhf.modeling import precision
 from rlhf.errors import UserError
+
+if TYPE_CHECKING:
+    from rlhf.modeling.hard_prompt import HardPrompt
 
 transformers.logging.disable_progress_bar()  # the workbench reports its own progress
 
@@ -88,6 +92,16 @@ def import_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def prompted(parent: Policy, prompt: HardPrompt, source: str | Path) -> Policy:
+    """The prompt version at `source` over its loaded `parent`: the parent's model and
+    tokenizer themselves (no copy), its system prompt first and its template outside."""
+    from rlhf.modeling import hard_prompt
+
+    return Policy(parent.model, parent.tokenizer, str(source),
+                  hard_prompt.joined(parent.system_prompt, prompt.system_prompt),
+                  hard_prompt.nested(parent.template, prompt.template))
+
+
 def load_policy(source: str | Path, target: torch.device | None = None) -> Policy:
     """Load a causal LM and its tokenizer from a directory or a Hugging Face hub id,
     on `target` (default: the GPU when there is one) in eval mode, in the precision
@@ -97,10 +111,7 @@ def load_policy(source: str | Path, target: torch.device | None = None) -> Polic
 
     if hard_prompt.is_prompt_version(Path(source).expanduser()):  # the parent's weights plus a written prompt
         prompt = hard_prompt.read(Path(source).expanduser())
-        parent = load_policy(prompt.parent, target)
-        return Policy(parent.model, parent.tokenizer, str(source),
-                      hard_prompt.joined(parent.system_prompt, prompt.system_prompt),
-                      hard_prompt.nested(parent.template, prompt.template))
+        return prompted(load_policy(prompt.parent, target), prompt, source)
     dtype = precision.current(target.type).torch_dtype()
     local = Path(source).expanduser()
     tried = f"the directory {local}" if local.exists() else f"'{source}' as a local path (no such directory) and as a Hugging Face hub id"

@@ -108,8 +108,12 @@ class LLMJudge(Annotator):
         return ranking
 
     def yes_no_scores(self, prompt: list[Message], completions: list[str]) -> list[float]:
-        """log P("Yes") - log P("No") of the judge's first reply token, per completion."""
+        """log P("Yes") - log P("No") of the judge's first reply token, per completion. The
+        question is rendered as every generation renders one (`generate.render_prompts`):
+        a judge that is a prompt version is given its system prompt here too."""
         import torch
+
+        from rlhf.modeling.generate import render_prompts
 
         tokenizer, model = self.policy.tokenizer, self.policy.model
         yes, no = (tokenizer.encode(word, add_special_tokens=False)[0] for word in ("Yes", "No"))
@@ -120,7 +124,7 @@ class LLMJudge(Annotator):
                     f"Question:\n{self._question(prompt)}\n\nAnswer:\n{self._cut(text)}\n\n"
                     "Is this a good answer? Reply Yes or No."
                 )}]
-                rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                [rendered] = render_prompts(self.policy, [messages])  # a prompt version's system prompt too
                 ids = tokenizer(rendered, return_tensors="pt", add_special_tokens=False)["input_ids"]
                 logits = model(input_ids=ids.to(model.device), use_cache=False).logits[0, -1].float()
                 log_probs = torch.log_softmax(logits, dim=-1)

@@ -173,7 +173,7 @@ def measure(inputs, method: str, pairs: pd.DataFrame | None, prompts: list[list[
     `inputs.base_path` (both loaded afresh, as the workbench serves them)."""
     import torch
 
-    from rlhf.modeling.logprobs import completion_logprobs
+    from rlhf.modeling.logprobs import policy_logprobs
     from rlhf.modeling.measure import draw, kl_k1
     from rlhf.modeling.models import load_policy
     from rlhf.modeling.sampling import SamplingParams
@@ -189,7 +189,7 @@ def measure(inputs, method: str, pairs: pd.DataFrame | None, prompts: list[list[
     accuracy = None
     if pairs is not None and not pairs.empty:
         inputs.reporter.progress(inputs.reporter.step, inputs.reporter.total, message="measuring held-out accuracy")
-        margins = [completion_logprobs(model.model, model.tokenizer, list(pairs["prompt"]), list(pairs[side]))
+        margins = [policy_logprobs(model, list(pairs["prompt"]), list(pairs[side]))
                    for model in (policy, parent) for side in ("chosen", "rejected")]
         accuracy = implicit_accuracy(((margins[0] - margins[1]) - (margins[2] - margins[3])).tolist())
     kl = stderr = repetition = None

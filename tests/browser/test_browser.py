@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from rlhf.auth import create_user
+from rlhf.collect.annotation import Annotation
 from rlhf.preference.ranking import RankingError, parse_ranking
 from storage import comparisons, prompts
 from storage.comparisons import NewCompletion
@@ -99,6 +100,39 @@ def test_researchers_see_the_queue_and_data_tabs_and_annotators_do_not(served, p
     page.get_by_role("tab", name="Queue").click()
     expect(page.get_by_text("Pre-generation:")).to_be_visible()  # the handler let a researcher in
     expect(page.get_by_label("Annotators per comparison (overlap)")).to_have_value("10")
+
+
+def test_the_queue_tab_stores_the_thompson_candidates_and_refuses_a_bad_number(served, page):
+    """M (`candidates`) is set on the Queue tab, stored, and checked by the service: with the
+    thompson selection and K=4, M=3 is refused in its sentence and nothing changes. The
+    selection is left as it was (random) for the other tests."""
+    log_in(page, served.url, "rita", USERS["rita"])
+    page.get_by_role("tab", name="Queue").click()
+    field, saved = page.locator("#queue-candidates input"), page.locator("#queue-saved")
+    save = page.get_by_role("button", name="Save queue settings")
+    expect(field).to_have_value("8")  # the default, read from the store
+    field.fill("6")
+    save.click()
+    expect(saved).to_contain_text("Saved:")
+    with served.stopped() as wb:
+        assert (Annotation(wb).config.candidates, Annotation(wb).config.selection) == (6, "random")
+    log_in(page, served.url, "rita", USERS["rita"])
+    page.get_by_role("tab", name="Queue").click()
+    expect(field).to_have_value("6")  # read back from the store
+    selection = page.locator("#queue-selection")
+    selection.get_by_label("Shown completions picked by Thompson sampling").check()
+    field.fill("3")
+    save.click()
+    expect(page.get_by_text("candidates must be more than 4, not 3").first).to_be_visible()
+    field.fill("5")
+    save.click()
+    expect(saved).to_contain_text("Thompson selection: K=4 shown of M=5 candidates per prompt.")
+    selection.get_by_label("As they come").check()
+    save.click()
+    expect(saved).not_to_contain_text("Thompson")
+    with served.stopped() as wb:
+        config = Annotation(wb).config
+        assert (config.candidates, config.selection, config.k) == (5, "random", 4)
 
 
 def test_typing_and_selectors_rank_and_submit(served, page):

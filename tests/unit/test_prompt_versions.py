@@ -227,3 +227,72 @@ def test_side_by_side_and_the_arena_answer_with_the_prompt(workbench):
     [(prompted, *_)] = answer(cache, paths[:1], messages, FAST)
     [(given, *_)] = answer(cache, paths[1:], [{"role": "system", "content": TERSE}, *messages], FAST)
     assert prompted == given
+
+
+def test_a_prompt_versions_completion_logprobs_are_its_parents_given_the_system_prompt(workbench):
+    """`policy_logprobs` (the guard's held-out margins) gives a prompt version's prompt as it
+    generates from it (`hard_prompt.conversation`): equal to the parent's log-probs of the
+    same completions with the system turn (and the template) written in, not without."""
+    from rlhf.modeling.logprobs import completion_logprobs, policy_logprobs
+
+    workbench.add_prompt_version("terse", "base", TERSE, "Q: {prompt}")
+    terse, base = (load_policy(workbench.model_version(name).path) for name in ("terse", "base"))
+    prompts = [[{"role": "user", "content": "Name three rivers."}], "Hello?"]
+    completions = ["The Nile, the Amazon and the Rhine.", "Hi there."]
+    prompted = policy_logprobs(terse, prompts, completions)
+    written = [[{"role": "system", "content": TERSE}, {"role": "user", "content": "Q: Name three rivers."}],
+               [{"role": "system", "content": TERSE}, {"role": "user", "content": "Q: Hello?"}]]
+    assert prompted == pytest.approx(completion_logprobs(base.model, base.tokenizer, written, completions), abs=1e-4)
+    assert prompted == pytest.approx(completion_logprobs(base.model, base.tokenizer, prompts, completions,
+                                                         system_prompt=TERSE, template="Q: {prompt}"), abs=1e-4)
+    without = completion_logprobs(base.model, base.tokenizer, prompts, completions)
+    assert all(abs(p - q) > 1e-3 for p, q in zip(prompted, without))
+    assert policy_logprobs(base, prompts, completions) == pytest.approx(without, abs=1e-6)
+
+
+def test_a_judge_that_is_a_prompt_version_scores_with_its_system_prompt(workbench):
+    """The judge's yes/no fall-back renders its question as its generation does: a judge
+    loaded from a prompt version is given the system prompt before the question."""
+    from rlhf.simulate.judge import LLMJudge
+
+    workbench.add_prompt_version("terse", "base", TERSE)
+    terse, base = (load_policy(workbench.model_version(name).path) for name in ("terse", "base"))
+    seen: list[str] = []
+
+    def spy(module, args, kwargs):
+        seen.append(base.tokenizer.decode(kwargs["input_ids"][0]))
+
+    prompt, answers = [{"role": "user", "content": "Name three rivers."}], ["The Nile.", "Paris."]
+    hooks = [model.register_forward_pre_hook(spy, with_kwargs=True) for model in {id(p.model): p.model
+                                                                                  for p in (terse, base)}.values()]
+    try:
+        plain = LLMJudge(base).yes_no_scores(prompt, answers)
+        plain_seen, seen[:] = list(seen), []
+        prompted = LLMJudge(terse).yes_no_scores(prompt, answers)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(plain_seen) == len(seen) == 2
+    assert all(TERSE not in text for text in plain_seen)
+    assert all(TERSE in text and text.index(TERSE) < text.index("Name three rivers.") for text in seen)
+    assert all(abs(p - q) > 1e-4 for p, q in zip(plain, prompted))
+
+
+def test_a_prompt_version_shares_its_parents_weights_in_the_model_cache(workbench):
+    """No second copy of the weights: a prompt version (and one over it) is its parent's
+    cached model with its texts, and takes no place of its own in the cache."""
+    from rlhf.modeling.model_cache import ModelCache
+
+    workbench.add_prompt_version("terse", "base", TERSE)
+    workbench.add_prompt_version("terse-line", "terse", template="{prompt} (one sentence)")
+    cache = ModelCache(capacity=1)
+    terse = cache.policy(workbench.model_version("terse").path)
+    base = cache.policy(workbench.model_version("base").path)
+    nested = cache.policy(workbench.model_version("terse-line").path)
+    assert terse.model is base.model is nested.model and terse.tokenizer is base.tokenizer
+    assert [kind for kind, _ in cache.loaded()] == ["policy"]
+    assert cache.loaded()[0][1].resolve() == workbench.model_version("base").path.resolve()
+    assert (terse.system_prompt, base.system_prompt, nested.system_prompt) == (TERSE, None, TERSE)
+    assert nested.template == "{prompt} (one sentence)"
+    [rendered] = render_prompts(terse, [[{"role": "user", "content": "hi"}]])
+    assert TERSE in rendered and TERSE not in render_prompts(base, [[{"role": "user", "content": "hi"}]])[0]
