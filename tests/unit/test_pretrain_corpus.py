@@ -97,8 +97,8 @@ def test_the_cli_sends_the_corpus_as_a_path_the_server_can_read(tmp_path, monkey
 
     monkeypatch.chdir(tmp_path)
     args = Namespace(method="pretrain", base=None, reward=None, config=None, set=["max_length=64"],
-                     prompt_sets=None, annotators=None, rounds=None, since=None, until=None, min_agreement=None,
-                     corpus="manual.txt")
+                     prompt_sets=None, categories=None, annotators=None, rounds=None, since=None, until=None,
+                     min_agreement=None, corpus="manual.txt")
     request = job_request(args, "cli")
     assert request.corpus == str(tmp_path / "manual.txt") and request.settings == {"max_length": 64}
 

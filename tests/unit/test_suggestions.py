@@ -94,7 +94,7 @@ def test_the_queue_tab_edits_the_reward_settings(annotation, workbench):
                                        request, suggest=True, selection="uncertain",
                                        reward_models=[queue_tab.NEWEST_REWARD])
         assert note.endswith("With the newest reward model: suggestions shown, least sure first.")
-        suggest, selection, models_ = queue_tab.current_settings(ctx, request)[-3:]
+        suggest, selection, models_, _candidates = queue_tab.current_settings(ctx, request)[-4:]
         assert (suggest, selection, models_["value"]) == (True, "uncertain", [queue_tab.NEWEST_REWARD])
         assert models_["choices"] == [queue_tab.NEWEST_REWARD, "rm"]
         # the reward settings keep their value when a caller (an older page) leaves them out
