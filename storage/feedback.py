@@ -25,12 +25,15 @@ def add_ranking(
     better_answer: str | None = None,
     guidelines_version: int | None = None,
     none_acceptable: bool = False,
+    checked: bool = False,
 ) -> int:
     """Store a validated, canonical ranking and one rank per completion (`ranks`: letter
     to 1-based rank), with the guidelines version the annotator worked under and whether
     they found no completion acceptable (the annotation page's context; imports leave them
-    out). Raises DuplicateRanking when `annotator` already ranked it."""
-    existing = ranking_by(cur, comparison_id, annotator)
+    out). Raises DuplicateRanking when `annotator` already ranked it; `checked`: the caller
+    has just looked, under its write lock, and found no ranking of theirs (the look-up is
+    not repeated; the table's UNIQUE constraint would still refuse a second)."""
+    existing = None if checked else ranking_by(cur, comparison_id, annotator)
     if existing:
         raise DuplicateRanking(
             f"{annotator} already ranked comparison {comparison_id} as '{existing}'; rankings are never overwritten."

@@ -245,10 +245,11 @@ class Annotation:
 
     # -- handing out items --------------------------------------------------------
 
-    def next_item(self, user: User, config: QueueConfig | None = None) -> Item | None:
+    def next_item(self, user: User, config: QueueConfig | None = None,
+                  guidelines_version: int | None = None) -> Item | None:
         """The item this user should work on now, claimed for them; None when the queue
-        holds nothing for them. A reload gives back the item they already hold. `config`:
-        the queue configuration when the caller has read it for this request already."""
+        holds nothing for them. A reload gives back the item they already hold. `config`
+        and `guidelines_version`: what the caller has read for this request already."""
         require_role(user, *ROLES)
         config = config or self.config
         rewards = self.scoring_wanted(config)
@@ -262,7 +263,9 @@ class Annotation:
             if config.suggest and rewards and not queue.is_gold(cur, chosen.comparison_id):
                 suggestion = self._suggestion(cur, chosen.comparison_id, user.name, rewards[0])
             progress = self._progress(cur, user, config, chosen.open_for_me)
-        item = self._item(chosen.comparison_id, token, config, progress)
+            if guidelines_version is None:
+                guidelines_version = guidelines.current(cur)[0]
+        item = self._item(chosen.comparison_id, token, config, progress, guidelines_version)
         item.suggestion = suggestion
         return item
 
@@ -280,7 +283,7 @@ class Annotation:
         """The comparison to hand out, claimed: the one they hold, a gold item, or the queue's next."""
         held = queue.own_claim(cur, annotator, config.claim_ttl_s)
         if held is not None:
-            queue.claim(cur, held, annotator)  # refresh: they are still on it
+            queue.claim(cur, held, annotator, held=True)  # refresh: they are still on it
             return _Chosen(held, fresh=False)
         # Gold items come unannounced, at about gold_rate among the items handed out, and
         # in random order: the oldest first would let annotators who compare notes spot them.
@@ -294,9 +297,9 @@ class Annotation:
                                config.claim_ttl_s, uncertain_by=uncertain_by or None)
         return None if found is None else _Chosen(found.comparison_id, fresh=True, open_for_me=found.open_for_me)
 
-    def _item(self, comparison_id: int, token: str, config: QueueConfig, progress: dict) -> Item:
+    def _item(self, comparison_id: int, token: str, config: QueueConfig, progress: dict,
+              guidelines_version: int) -> Item:
         comparison = self.wb.comparison(comparison_id)
-        version, _ = self.guidelines()
         return Item(
             comparison_id=comparison.id,
             handout=token,
@@ -304,7 +307,7 @@ class Annotation:
             messages=comparison.messages,
             letters=letters(comparison.k),
             completions=[c["text"] for c in comparison.completions],
-            guidelines_version=version,
+            guidelines_version=guidelines_version,
             dimensions=config.dimensions,
             progress=progress,
         )
@@ -317,17 +320,21 @@ class Annotation:
         same ranking sent again is answered 'already_stored' and stores nothing; a different
         ranking of an item already ranked, or a ranking of a skipped one, is refused."""
         config = self.config
-        return {**self._store_ranking(user, s, config), "progress": self.progress(user, config)}
+        result, _ = self._store_ranking(user, s, config)
+        return {**result, "progress": self.progress(user, config)}
 
     def submit_and_next(self, user: User, s: Submission) -> tuple[dict, Item | None]:
         """`submit`, then `next_item`, as the page does after every ranking: one read of the
-        queue configuration and one count of the user's progress for both."""
+        queue configuration and of the guidelines version, and one count of the user's
+        progress, for both."""
         config = self.config
-        result = self._store_ranking(user, s, config)
-        item = self.next_item(user, config)
+        result, guidelines_version = self._store_ranking(user, s, config)
+        item = self.next_item(user, config, guidelines_version)
         return {**result, "progress": item.progress if item else self.progress(user, config)}, item
 
-    def _store_ranking(self, user: User, s: Submission, config: QueueConfig) -> dict:
+    def _store_ranking(self, user: User, s: Submission, config: QueueConfig) -> tuple[dict, int | None]:
+        """`submit`'s work: the reply and the guidelines version read while storing (None
+        when nothing was stored)."""
         for what, text, cap in (("ranking", s.ranking, LIMITS.ranking_chars), ("better answer", s.better_answer,
                                 MAX_TEXT), ("comment", s.comment, MAX_TEXT)):
             check_text(what, text, cap)  # before anything parses them (rlhf.limits)
@@ -342,22 +349,23 @@ class Annotation:
             cur = self.wb.store.cursor()
             existing = feedback.ranking_by(cur, handout.comparison_id, user.name)
             if existing is not None:
-                return self._already_ranked(existing, ranking)
+                return self._already_ranked(existing, ranking), None
             if feedback.skip_reason(cur, handout.comparison_id, user.name) is not None:
                 raise WorkbenchError("You skipped this item, so it cannot be ranked: ask for the next one.")
             now = datetime.now()
             with self.wb.store.transaction() as tx:
+                guidelines_version = guidelines.current(tx)[0]
                 ranking_id = feedback.add_ranking(
                     tx, handout.comparison_id, user.name, ranking.canonical, ranking.ranks(), source="human",
                     seconds_spent=_seconds_since(handout.handed_at, now), comment=comment,
-                    better_answer=better_answer, guidelines_version=guidelines.current(tx)[0],
-                    none_acceptable=bool(s.none_acceptable),
+                    better_answer=better_answer, guidelines_version=guidelines_version,
+                    none_acceptable=bool(s.none_acceptable), checked=True,
                 )
                 feedback.add_labels(tx, ranking_id, handout.comparison_id, labels)
                 feedback.add_ratings(tx, ranking_id, handout.comparison_id, ratings)
                 queue.release(tx, handout.comparison_id, user.name)
                 queue.close_handout(tx, handout.token, client_seconds, now)
-        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id}
+        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id}, guidelines_version
 
     @staticmethod
     def _already_ranked(existing: str, ranking: Ranking) -> dict:
