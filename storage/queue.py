@@ -245,9 +245,10 @@ class Handout:
     annotator: str
     handed_at: datetime
     k: int  # the comparison's number of completions: what a ranking of it is checked against
+    closed: bool = False  # ranked or skipped (`close_handout`); an open one is neither, unless ranked another way
 
 
-_HANDOUT_COLUMNS = "h.token, h.comparison_id, h.annotator, h.handed_at, c.k"
+_HANDOUT_COLUMNS = "h.token, h.comparison_id, h.annotator, h.handed_at, c.k, h.closed_at IS NOT NULL"
 _HANDOUTS = "handouts h JOIN comparisons c ON c.id = h.comparison_id"
 
 
@@ -278,10 +279,11 @@ def hand_out(cur, comparison_id: int, annotator: str, token: str, fresh: bool, n
     return row[0]
 
 
-def close_handout(cur, token: str, client_seconds: float | None = None, now: datetime | None = None) -> None:
-    """The item was ranked or skipped: its token names nothing open any more."""
-    cur.execute("UPDATE handouts SET closed_at = ?, client_seconds = ? WHERE token = ?",
-                [now or datetime.now(), client_seconds, token])
+def close_handout(cur, token: str, client_seconds: float | None = None, now: datetime | None = None) -> bool:
+    """The item was ranked or skipped: its token names nothing open any more. Returns
+    whether it was open until now (False: it had been closed already, and stays as it was)."""
+    return bool(cur.execute("UPDATE handouts SET closed_at = ?, client_seconds = ? WHERE token = ? AND closed_at IS NULL"
+                            " RETURNING token", [now or datetime.now(), client_seconds, token]).fetchall())
 
 
 # -- gold items ---------------------------------------------------------------------------

@@ -150,6 +150,10 @@ class Submission:
     comment: str | None = None
 
 
+class _LookAgain(Exception):
+    """A hand-out read as open was closed by the time its ranking was stored."""
+
+
 @dataclass(frozen=True)
 class _Checked:
     """A submission checked, ready to store: its hand-out and what it says."""
@@ -348,9 +352,7 @@ class Annotation:
         same ranking sent again is answered 'already_stored' and stores nothing; a different
         ranking of an item already ranked, or a ranking of a skipped one, is refused."""
         config = self.config
-        checked = self._checked(user, s, config)
-        with _WRITE_LOCK, self.wb.store.transaction() as tx:
-            result, _ = self._store_ranking(tx, user, checked)
+        result, _ = self._store(user, self._checked(user, s, config), config, hand_out=False)
         return {**result, "progress": self.progress(user, config)}
 
     def submit_and_next(self, user: User, s: Submission) -> tuple[dict, Item | None]:
@@ -359,10 +361,7 @@ class Annotation:
         configuration and of the guidelines version, and one count of the user's progress,
         for both. A refused ranking hands out nothing."""
         config = self.config
-        checked = self._checked(user, s, config)
-        with _WRITE_LOCK, self.wb.store.transaction() as tx:
-            result, guidelines_version = self._store_ranking(tx, user, checked)
-            handed = self._hand_out(tx, user, config, guidelines_version)
+        result, handed = self._store(user, self._checked(user, s, config), config, hand_out=True)
         item = self._item(handed, config)
         return {**result, "progress": item.progress if item else self.progress(user, config)}, item
 
@@ -385,15 +384,39 @@ class Annotation:
             none_acceptable=bool(s.none_acceptable),
         )
 
-    def _store_ranking(self, tx, user: User, c: _Checked) -> tuple[dict, int | None]:
+    def _store(self, user: User, checked: _Checked, config: QueueConfig,
+               hand_out: bool) -> tuple[dict, _Handed | None]:
+        """Store a checked ranking in one transaction, with (`hand_out`) the next item handed
+        out in it too. An open hand-out has been neither ranked nor skipped (ranking or
+        skipping closes it), so the two look-ups are made only for a closed one, or again, in
+        a new transaction, when the store refuses a second ranking (one made another way: an
+        import under the same name) or the hand-out was closed since it was read (a skip or
+        the same ranking sent twice at once)."""
+        try:
+            return self._store_in_one(user, checked, config, hand_out, look=checked.handout.closed)
+        except (feedback.DuplicateRanking, _LookAgain):
+            if checked.handout.closed:
+                raise  # looked up under the lock: cannot happen
+            return self._store_in_one(user, checked, config, hand_out, look=True)
+
+    def _store_in_one(self, user: User, checked: _Checked, config: QueueConfig, hand_out: bool,
+                      look: bool) -> tuple[dict, _Handed | None]:
+        with _WRITE_LOCK, self.wb.store.transaction() as tx:
+            result, guidelines_version = self._store_ranking(tx, user, checked, look)
+            handed = self._hand_out(tx, user, config, guidelines_version) if hand_out else None
+        return result, handed
+
+    def _store_ranking(self, tx, user: User, c: _Checked, look: bool) -> tuple[dict, int | None]:
         """Store a checked ranking, in the caller's transaction and under its lock: the reply
-        and the guidelines version it recorded (None when nothing was stored)."""
+        and the guidelines version it recorded (None when nothing was stored). `look`: first
+        look for a ranking or skip of theirs."""
         handout, ranking = c.handout, c.ranking
-        existing = feedback.ranking_by(tx, handout.comparison_id, user.name)
-        if existing is not None:
-            return self._already_ranked(existing, ranking), None
-        if feedback.skip_reason(tx, handout.comparison_id, user.name) is not None:
-            raise WorkbenchError("You skipped this item, so it cannot be ranked: ask for the next one.")
+        if look:
+            existing = feedback.ranking_by(tx, handout.comparison_id, user.name)
+            if existing is not None:
+                return self._already_ranked(existing, ranking), None
+            if feedback.skip_reason(tx, handout.comparison_id, user.name) is not None:
+                raise WorkbenchError("You skipped this item, so it cannot be ranked: ask for the next one.")
         now = datetime.now()
         guidelines_version = guidelines.current(tx)[0]
         ranking_id = feedback.add_ranking(
@@ -405,7 +428,8 @@ class Annotation:
         feedback.add_labels(tx, ranking_id, handout.comparison_id, c.labels)
         feedback.add_ratings(tx, ranking_id, handout.comparison_id, c.ratings)
         queue.release(tx, handout.comparison_id, user.name)
-        queue.close_handout(tx, handout.token, c.client_seconds, now)
+        if not queue.close_handout(tx, handout.token, c.client_seconds, now) and not look:
+            raise _LookAgain()  # ranked or skipped since it was read: this transaction is rolled back
         return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id}, guidelines_version
 
     @staticmethod
