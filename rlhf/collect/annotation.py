@@ -12,10 +12,10 @@ of the same user, its claim live or expired. The time spent is the server's, mea
 from the hand-out; a figure the client sends is kept apart as client-reported.
 
 Thread safety: the server's handlers run in threads, each with its own cursor, and one
-server process owns the database. Choosing a comparison and claiming it, and checking a
-submission and storing it, each happen under one process-wide lock and in one
-transaction, so two annotators are never handed the same last slot and a retried
-submission never stores twice.
+server process owns the database. Choosing a comparison and claiming it, and storing a
+checked submission, each happen under one process-wide lock and in one transaction (a
+submit-and-next does both in one), so two annotators are never handed the same last slot
+and a retried submission never stores twice.
 """
 
 from __future__ import annotations
