@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import pandas as pd
 
 from storage.db import first_row
@@ -25,22 +26,32 @@ def add_ranking(
     better_answer: str | None = None,
     guidelines_version: int | None = None,
     none_acceptable: bool = False,
+    checked: bool = False,
 ) -> int:
     """Store a validated, canonical ranking and one rank per completion (`ranks`: letter
     to 1-based rank), with the guidelines version the annotator worked under and whether
     they found no completion acceptable (the annotation page's context; imports leave them
-    out). Raises DuplicateRanking when `annotator` already ranked it."""
-    existing = ranking_by(cur, comparison_id, annotator)
+    out). Raises DuplicateRanking when `annotator` already ranked it. `checked`: the caller
+    has reason to expect no ranking of theirs (an open hand-out), so it is not looked up
+    first: the table's UNIQUE constraint refuses a second, and DuplicateRanking then says
+    so without the first ranking (the transaction is spoilt: roll it back)."""
+    existing = None if checked else ranking_by(cur, comparison_id, annotator)
     if existing:
         raise DuplicateRanking(
             f"{annotator} already ranked comparison {comparison_id} as '{existing}'; rankings are never overwritten."
         )
-    ranking_id = cur.execute(
-        "INSERT INTO rankings (comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer,"
-        " guidelines_version, none_acceptable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        [comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer, guidelines_version,
-         bool(none_acceptable)],
-    ).fetchall()[0][0]
+    try:
+        ranking_id = cur.execute(
+            "INSERT INTO rankings (comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer,"
+            " guidelines_version, none_acceptable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [comparison_id, annotator, source, ranking, seconds_spent, comment, better_answer, guidelines_version,
+             bool(none_acceptable)],
+        ).fetchall()[0][0]
+    except duckdb.ConstraintException:
+        if not checked:
+            raise
+        raise DuplicateRanking(f"{annotator} already ranked comparison {comparison_id}; rankings are never "
+                               "overwritten.") from None
     # One statement for all K ranks (each statement costs DuckDB ~1 ms on its own), each
     # rank looked up by the letter's position: a join against unnest()ed lists took 3x as long.
     cur.execute(

@@ -12,10 +12,10 @@ of the same user, its claim live or expired. The time spent is the server's, mea
 from the hand-out; a figure the client sends is kept apart as client-reported.
 
 Thread safety: the server's handlers run in threads, each with its own cursor, and one
-server process owns the database. Choosing a comparison and claiming it, and checking a
-submission and storing it, each happen under one process-wide lock and in one
-transaction, so two annotators are never handed the same last slot and a retried
-submission never stores twice.
+server process owns the database. Choosing a comparison and claiming it, and storing a
+checked submission, each happen under one process-wide lock and in one transaction (a
+submit-and-next does both in one), so two annotators are never handed the same last slot
+and a retried submission never stores twice.
 """
 
 from __future__ import annotations
@@ -128,6 +128,16 @@ class _Chosen:
     open_for_me: int | None = None  # counted by the queue while choosing; None: not counted
 
 
+@dataclass(frozen=True)
+class _Handed:
+    """What `_hand_out` decided, before the comparison's texts are read."""
+    comparison_id: int
+    token: str
+    progress: dict
+    guidelines_version: int
+    suggestion: dict | None
+
+
 @dataclass
 class Submission:
     handout: str  # Item.handout of the item ranked
@@ -138,6 +148,23 @@ class Submission:
     none_acceptable: bool = False
     better_answer: str | None = None
     comment: str | None = None
+
+
+class _LookAgain(Exception):
+    """A hand-out read as open was closed by the time its ranking was stored."""
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A submission checked, ready to store: its hand-out and what it says."""
+    handout: queue.Handout
+    ranking: Ranking
+    labels: dict
+    ratings: dict
+    client_seconds: float | None
+    better_answer: str | None
+    comment: str | None
+    none_acceptable: bool
 
 
 class Annotation:
@@ -251,20 +278,26 @@ class Annotation:
         the queue configuration when the caller has read it for this request already."""
         require_role(user, *ROLES)
         config = config or self.config
-        rewards = self.scoring_wanted(config)
-        suggestion = None
         with _WRITE_LOCK, self.wb.store.transaction() as cur:
-            chosen = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)
-            if chosen is None:
-                return None
-            token = queue.hand_out(cur, chosen.comparison_id, user.name, secrets.token_hex(16), chosen.fresh)
-            # a gold item gets no suggestion: it would answer the item annotators are checked on
-            if config.suggest and rewards and not queue.is_gold(cur, chosen.comparison_id):
-                suggestion = self._suggestion(cur, chosen.comparison_id, user.name, rewards[0])
-            progress = self._progress(cur, user, config, chosen.open_for_me)
-        item = self._item(chosen.comparison_id, token, config, progress)
-        item.suggestion = suggestion
-        return item
+            handed = self._hand_out(cur, user, config)
+        return self._item(handed, config)
+
+    def _hand_out(self, cur, user: User, config: QueueConfig, guidelines_version: int | None = None) -> _Handed | None:
+        """Choose, claim and hand out the next item, in the caller's transaction and under its
+        lock; `guidelines_version` when the caller has read it in this transaction."""
+        rewards = self.scoring_wanted(config)
+        chosen = self._choose(cur, user.name, config, rewards if config.selection == "uncertain" else None)
+        if chosen is None:
+            return None
+        token = queue.hand_out(cur, chosen.comparison_id, user.name, secrets.token_hex(16), chosen.fresh)
+        suggestion = None
+        # a gold item gets no suggestion: it would answer the item annotators are checked on
+        if config.suggest and rewards and not queue.is_gold(cur, chosen.comparison_id):
+            suggestion = self._suggestion(cur, chosen.comparison_id, user.name, rewards[0])
+        progress = self._progress(cur, user, config, chosen.open_for_me)
+        if guidelines_version is None:
+            guidelines_version = guidelines.current(cur)[0]
+        return _Handed(chosen.comparison_id, token, progress, guidelines_version, suggestion)
 
     def _suggestion(self, cur, comparison_id: int, annotator: str, reward_version: str) -> dict | None:
         """The stored suggestion of `reward_version` for the comparison, recorded as shown to
@@ -280,7 +313,7 @@ class Annotation:
         """The comparison to hand out, claimed: the one they hold, a gold item, or the queue's next."""
         held = queue.own_claim(cur, annotator, config.claim_ttl_s)
         if held is not None:
-            queue.claim(cur, held, annotator)  # refresh: they are still on it
+            queue.claim(cur, held, annotator, held=True)  # refresh: they are still on it
             return _Chosen(held, fresh=False)
         # Gold items come unannounced, at about gold_rate among the items handed out, and
         # in random order: the oldest first would let annotators who compare notes spot them.
@@ -294,19 +327,21 @@ class Annotation:
                                config.claim_ttl_s, uncertain_by=uncertain_by or None)
         return None if found is None else _Chosen(found.comparison_id, fresh=True, open_for_me=found.open_for_me)
 
-    def _item(self, comparison_id: int, token: str, config: QueueConfig, progress: dict) -> Item:
-        comparison = self.wb.comparison(comparison_id)
-        version, _ = self.guidelines()
+    def _item(self, handed: _Handed | None, config: QueueConfig) -> Item | None:
+        if handed is None:
+            return None
+        comparison = self.wb.comparison(handed.comparison_id)
         return Item(
             comparison_id=comparison.id,
-            handout=token,
+            handout=handed.token,
             prompt=comparison.prompt,
             messages=comparison.messages,
             letters=letters(comparison.k),
             completions=[c["text"] for c in comparison.completions],
-            guidelines_version=version,
+            guidelines_version=handed.guidelines_version,
             dimensions=config.dimensions,
-            progress=progress,
+            progress=handed.progress,
+            suggestion=handed.suggestion,
         )
 
     # -- rankings and skips -------------------------------------------------------
@@ -317,47 +352,85 @@ class Annotation:
         same ranking sent again is answered 'already_stored' and stores nothing; a different
         ranking of an item already ranked, or a ranking of a skipped one, is refused."""
         config = self.config
-        return {**self._store_ranking(user, s, config), "progress": self.progress(user, config)}
+        result, _ = self._store(user, self._checked(user, s, config), config, hand_out=False)
+        return {**result, "progress": self.progress(user, config)}
 
     def submit_and_next(self, user: User, s: Submission) -> tuple[dict, Item | None]:
-        """`submit`, then `next_item`, as the page does after every ranking: one read of the
-        queue configuration and one count of the user's progress for both."""
+        """`submit`, then `next_item`, as the page does after every ranking, in one
+        transaction (one commit, ~2 ms of DuckDB's, instead of two): one read of the queue
+        configuration and of the guidelines version, and one count of the user's progress,
+        for both. A refused ranking hands out nothing."""
         config = self.config
-        result = self._store_ranking(user, s, config)
-        item = self.next_item(user, config)
+        result, handed = self._store(user, self._checked(user, s, config), config, hand_out=True)
+        item = self._item(handed, config)
         return {**result, "progress": item.progress if item else self.progress(user, config)}, item
 
-    def _store_ranking(self, user: User, s: Submission, config: QueueConfig) -> dict:
+    def _checked(self, user: User, s: Submission, config: QueueConfig) -> _Checked:
+        """Everything about a submission that needs no lock: its sizes, the user's role, the
+        hand-out being theirs, the ranking, labels, ratings and texts."""
         for what, text, cap in (("ranking", s.ranking, LIMITS.ranking_chars), ("better answer", s.better_answer,
                                 MAX_TEXT), ("comment", s.comment, MAX_TEXT)):
             check_text(what, text, cap)  # before anything parses them (rlhf.limits)
         require_role(user, *ROLES)
         handout = self._own_handout(user, s.handout)
-        ranking = parse_ranking(s.ranking, handout.k)
-        labels = _checked_labels(s.labels, handout.k)
-        ratings = _checked_ratings(s.ratings, handout.k, config.dimensions)
-        client_seconds = _checked_seconds(s.client_seconds)
-        better_answer, comment = _clean_text("better answer", s.better_answer), _clean_text("comment", s.comment)
-        with _WRITE_LOCK:
-            cur = self.wb.store.cursor()
-            existing = feedback.ranking_by(cur, handout.comparison_id, user.name)
+        return _Checked(
+            handout=handout,
+            ranking=parse_ranking(s.ranking, handout.k),
+            labels=_checked_labels(s.labels, handout.k),
+            ratings=_checked_ratings(s.ratings, handout.k, config.dimensions),
+            client_seconds=_checked_seconds(s.client_seconds),
+            better_answer=_clean_text("better answer", s.better_answer),
+            comment=_clean_text("comment", s.comment),
+            none_acceptable=bool(s.none_acceptable),
+        )
+
+    def _store(self, user: User, checked: _Checked, config: QueueConfig,
+               hand_out: bool) -> tuple[dict, _Handed | None]:
+        """Store a checked ranking in one transaction, with (`hand_out`) the next item handed
+        out in it too. An open hand-out has been neither ranked nor skipped (ranking or
+        skipping closes it), so the two look-ups are made only for a closed one, or again, in
+        a new transaction, when the store refuses a second ranking (one made another way: an
+        import under the same name) or the hand-out was closed since it was read (a skip or
+        the same ranking sent twice at once)."""
+        try:
+            return self._store_in_one(user, checked, config, hand_out, look=checked.handout.closed)
+        except (feedback.DuplicateRanking, _LookAgain):
+            if checked.handout.closed:
+                raise  # looked up under the lock: cannot happen
+            return self._store_in_one(user, checked, config, hand_out, look=True)
+
+    def _store_in_one(self, user: User, checked: _Checked, config: QueueConfig, hand_out: bool,
+                      look: bool) -> tuple[dict, _Handed | None]:
+        with _WRITE_LOCK, self.wb.store.transaction() as tx:
+            result, guidelines_version = self._store_ranking(tx, user, checked, look)
+            handed = self._hand_out(tx, user, config, guidelines_version) if hand_out else None
+        return result, handed
+
+    def _store_ranking(self, tx, user: User, c: _Checked, look: bool) -> tuple[dict, int | None]:
+        """Store a checked ranking, in the caller's transaction and under its lock: the reply
+        and the guidelines version it recorded (None when nothing was stored). `look`: first
+        look for a ranking or skip of theirs."""
+        handout, ranking = c.handout, c.ranking
+        if look:
+            existing = feedback.ranking_by(tx, handout.comparison_id, user.name)
             if existing is not None:
-                return self._already_ranked(existing, ranking)
-            if feedback.skip_reason(cur, handout.comparison_id, user.name) is not None:
+                return self._already_ranked(existing, ranking), None
+            if feedback.skip_reason(tx, handout.comparison_id, user.name) is not None:
                 raise WorkbenchError("You skipped this item, so it cannot be ranked: ask for the next one.")
-            now = datetime.now()
-            with self.wb.store.transaction() as tx:
-                ranking_id = feedback.add_ranking(
-                    tx, handout.comparison_id, user.name, ranking.canonical, ranking.ranks(), source="human",
-                    seconds_spent=_seconds_since(handout.handed_at, now), comment=comment,
-                    better_answer=better_answer, guidelines_version=guidelines.current(tx)[0],
-                    none_acceptable=bool(s.none_acceptable),
-                )
-                feedback.add_labels(tx, ranking_id, handout.comparison_id, labels)
-                feedback.add_ratings(tx, ranking_id, handout.comparison_id, ratings)
-                queue.release(tx, handout.comparison_id, user.name)
-                queue.close_handout(tx, handout.token, client_seconds, now)
-        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id}
+        now = datetime.now()
+        guidelines_version = guidelines.current(tx)[0]
+        ranking_id = feedback.add_ranking(
+            tx, handout.comparison_id, user.name, ranking.canonical, ranking.ranks(), source="human",
+            seconds_spent=_seconds_since(handout.handed_at, now), comment=c.comment,
+            better_answer=c.better_answer, guidelines_version=guidelines_version,
+            none_acceptable=c.none_acceptable, checked=True,
+        )
+        feedback.add_labels(tx, ranking_id, handout.comparison_id, c.labels)
+        feedback.add_ratings(tx, ranking_id, handout.comparison_id, c.ratings)
+        queue.release(tx, handout.comparison_id, user.name)
+        if not queue.close_handout(tx, handout.token, c.client_seconds, now) and not look:
+            raise _LookAgain()  # ranked or skipped since it was read: this transaction is rolled back
+        return {"status": "stored", "ranking": ranking.canonical, "ranking_id": ranking_id}, guidelines_version
 
     @staticmethod
     def _already_ranked(existing: str, ranking: Ranking) -> dict:

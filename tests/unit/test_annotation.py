@@ -197,6 +197,50 @@ def test_double_submit_stores_one_ranking(annotation, workbench):
     assert count(workbench, "rankings") == 1 and count(workbench, "completion_labels") == 1
 
 
+def test_a_ranking_made_another_way_while_the_hand_out_is_open_is_not_stored_twice(annotation, workbench):
+    # an open hand-out is taken as unranked (no look-up); the store's UNIQUE constraint is
+    # the guard, and the submission is then checked again as if the item had been closed
+    add_comparisons(workbench, 2)
+    item = annotation.next_item(ANA)
+    workbench.rank(item.comparison_id, "B > A > C > D", "ana")  # an import under her name
+    result, following = annotation.submit_and_next(ANA, Submission(item.handout, "b>a>c>d"))
+    assert result["status"] == "already_stored" and following.comparison_id != item.comparison_id
+    with pytest.raises(WorkbenchError, match="already ranked this item as 'B > A > C > D'"):
+        annotation.submit(ANA, Submission(item.handout, "A > B > C > D"))
+    assert count(workbench, "rankings") == 1
+
+
+def test_a_skip_that_lands_between_reading_and_storing_a_ranking_wins(annotation, workbench, monkeypatch):
+    # two tabs: the ranking's hand-out was read as open, then the other tab skipped it
+    [comparison_id] = add_comparisons(workbench, 1)
+    item = annotation.next_item(ANA)
+    stale = queue.handout_by_token(workbench.store.cursor(), item.handout)
+    annotation.skip(ANA, item.handout, "cannot judge")
+    monkeypatch.setattr(queue, "handout_by_token", lambda cur, token: stale)
+    with pytest.raises(WorkbenchError, match="You skipped this item"):
+        annotation.submit_and_next(ANA, Submission(item.handout, "A > B > C > D"))
+    assert count(workbench, "rankings") == 0 and count(workbench, "ranking_ranks") == 0
+    assert rows(workbench, "SELECT comparison_id FROM skips") == [(comparison_id,)]
+
+
+def test_submit_and_next_stores_and_hands_out_in_one_commit(annotation, workbench, monkeypatch):
+    add_comparisons(workbench, 2)
+    item = annotation.next_item(ANA)
+    commits = []
+    real = workbench.store.transaction
+
+    def counted():
+        commits.append(1)
+        return real()
+
+    monkeypatch.setattr(workbench.store, "transaction", counted)
+    result, following = annotation.submit_and_next(ANA, Submission(item.handout, "A > B > C > D"))
+    assert len(commits) == 1
+    assert result["status"] == "stored" and result["progress"]["done_total"] == 1
+    assert result["progress"]["remaining_for_me"] == 1 and following.comparison_id != item.comparison_id
+    assert rows(workbench, "SELECT comparison_id, annotator FROM claims") == [(following.comparison_id, "ana")]
+
+
 @pytest.mark.parametrize("change, error", [
     ({"ranking": "A > B > C"}, RankingError),
     ({"ranking": "A > B > C > D > E"}, RankingError),
