@@ -5,6 +5,7 @@ preference from rankings made up here."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -287,3 +288,27 @@ def test_real_model_learns_a_hidden_preference(real_model_dir, tmp_path, one_thr
     good, plain = scorer.score([prompt, prompt], [f"Kites are fun. {PREFERRED}", f"Kites are fun. {PLAIN}"])
     assert good > plain
     print(f"trained and evaluated in {elapsed:.0f} s: {metrics}")
+
+
+@pytest.mark.parametrize("available, decided", [(1, "recomputed"), (2**50, "kept")])
+def test_activations_are_recomputed_only_where_they_would_not_fit(tiny_model_dir, tmp_path, monkeypatch, caplog,
+                                                                   available, decided):
+    from rlhf.train import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: available)
+    frame = parquet_round_trip(small_rankings(), tmp_path)
+    with caplog.at_level(logging.INFO, logger="rlhf.train.reward"):
+        metrics = run(frame, tiny_model_dir, tmp_path / "model", max_steps=2)
+    assert math.isfinite(metrics["train_loss"]) and (tmp_path / "model" / "reward.json").is_file()
+    [line] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Memory: ")]
+    assert decided in line
+
+
+def test_a_chosen_activation_checkpointing_is_left_alone(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    from rlhf.train import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1)
+    with caplog.at_level(logging.INFO, logger="rlhf.train.reward"):
+        run(parquet_round_trip(small_rankings(), tmp_path), tiny_model_dir, tmp_path / "model", max_steps=1,
+            activation_checkpointing=False)
+    assert not [record for record in caplog.records if record.getMessage().startswith("Memory: ")]
