@@ -100,15 +100,12 @@ def objective_of(options: dict[str, Any]) -> str:
     return str(options.get("objective") or RANKINGS_OBJECTIVE)
 
 
-def _checkpointing(inputs: common.TrainInputs, examples: list[dict[str, Any]], batch: int) -> dict[str, bool]:
+def _checkpointing(inputs: common.TrainInputs, config, examples: list[dict[str, Any]], batch: int) -> dict[str, bool]:
     """`activation_checkpointing` as `rlhf.train.memory` decides it for the longest micro-batch
     these examples can make (logged), unless the job's settings name it."""
     chosen = inputs.config if inputs.given is None else inputs.given
     if "activation_checkpointing" in chosen:
         return {}
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(inputs.base_path)
     sequences = max(len(example["completion_ids"]) for example in examples)
     longest = max(len(ids) for example in examples for ids in example["completion_ids"])
     per_token = memory.activation_bytes_per_token(config.num_hidden_layers, config.hidden_size,
@@ -420,7 +417,7 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     eval_examples, _ = training_examples(eval_items, grouping, keep_ties, args.max_length)
     decided = common.plan(inputs, "reward", len(train_examples), common.examples_per_step(inputs.config),
                           "rankings" if grouping == "ranking" else "pairs")
-    args = reward_config(**decided.settings, **_checkpointing(inputs, train_examples, args.per_device_train_batch_size))
+    args = reward_config(**decided.settings)
 
     quantized = options.get("adapter") == "qlora"
     from transformers import set_seed
@@ -428,6 +425,8 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     set_seed(seed)   # the new scalar head is drawn at random
     model = load_classifier(inputs.base_path, quantize_4bit=quantized, scratch_near=inputs.out_dir.parent)
     loading.own_adapter(model, options)
+    args = reward_config(**decided.settings,
+                         **_checkpointing(inputs, model.config, train_examples, args.per_device_train_batch_size))
     tie = TieParameter(loss, fixed_tie) if keep_ties else None
     trainer = _trainer_class()(
         model=model, args=args, processing_class=tokenizer,
