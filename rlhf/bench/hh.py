@@ -60,20 +60,26 @@ class HHHome:
 
 
 @contextmanager
-def hh_home(model_dir: Path, data: Path, pairs: int, max_chars: int, seed: int, bench: str) -> Iterator[HHHome]:
+def pairs_home(model_dir: Path, bench: str, write: Callable[[Path], int]) -> Iterator[HHHome]:
     """A fresh home (`fresh_home`, named for `bench`) on the base model of `model_dir`,
-    initialised, with `pairs` pairs of `data` imported into the prompt set 'hh'; its store
-    is closed again, and the whole home removed when the block ends."""
+    initialised, with the pairs `write(path)` puts in a file inside it (returning how many)
+    imported into the prompt set 'hh'; its store is closed again, and the whole home
+    removed when the block ends."""
     root = fresh_home(model_dir, bench)
     try:
         subset = root / "hh.jsonl"
-        written = sample_pairs(data, pairs, max_chars, seed, subset)
+        written = write(subset)
         with Workbench(Home(root)) as wb:
             wb.init()
             imported = wb.import_pairs(subset, PROMPT_SET)
         yield HHHome(root, written, imported)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def hh_home(model_dir: Path, data: Path, pairs: int, max_chars: int, seed: int, bench: str):
+    """`pairs_home` with `pairs` pairs of `data` drawn by `sample_pairs`."""
+    return pairs_home(model_dir, bench, lambda subset: sample_pairs(data, pairs, max_chars, seed, subset))
 
 
 def run_on_hh(model_dir: Path, data: Path, pairs: int, max_chars: int, seed: int, bench: str,

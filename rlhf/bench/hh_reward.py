@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
-from rlhf.bench.serving import fresh_home
-from rlhf.bench.train import run_method
+from rlhf.bench.hh import pairs_home
+from rlhf.bench.train import decided_schedule, run_method
 from rlhf.collect.formats import read_preference_pairs
 from rlhf.collect.workbench import Workbench
 from rlhf.home import Home
-from rlhf.jobs.files import read_log
 from rlhf.jobs.service import Jobs
 
 
@@ -42,22 +40,20 @@ def split_lines(data: Path, held_out: int, seed: int, folder: Path) -> tuple[Pat
 def bench_hh_reward(model_dir: Path, data: Path, held_out: int, seed: int, settings: dict) -> dict:
     from rlhf.modeling.scoring import RewardScorer, evaluate_pairs
 
-    root = fresh_home(model_dir, "hh-reward")
-    try:
-        train_file, held_file = split_lines(data, held_out, seed, root)
-        with Workbench(Home(root)) as wb:
-            wb.init()
-            imported = wb.import_pairs(train_file, "hh")
-            row = run_method(wb, "reward", settings, None)
-            if row["status"] != "succeeded":
-                return {"imported": imported, "settings": settings, "job": row}
-            log = read_log(Jobs(wb.home, wb.store).job_dir(row["job_id"]))
-            schedule = [line.split("Schedule: ", 1)[1] for line in log.splitlines() if "Schedule: " in line]
-            held = evaluate_pairs(RewardScorer(wb.model_version(row["version"]).path), read_preference_pairs(held_file))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return {"data": str(data), "imported": imported, "held_out": held_out, "seed": seed, "settings": settings,
-            "schedule": schedule[0] if schedule else None, "job": row, "held_out_figures": held}
+    def write(subset: Path) -> int:   # the training rows into the file the home imports
+        train, _ = split_lines(data, held_out, seed, subset.parent)
+        train.replace(subset)
+        return len(subset.read_text(encoding="utf-8").splitlines())
+
+    with pairs_home(model_dir, "hh-reward", write) as home, Workbench(Home(home.root)) as wb:
+        row = run_method(wb, "reward", settings, None)
+        if row["status"] != "succeeded":
+            return {"imported": home.imported, "settings": settings, "job": row}
+        held = read_preference_pairs(home.root / "held-out.jsonl")
+        figures = evaluate_pairs(RewardScorer(wb.model_version(row["version"]).path), held)
+        schedule = decided_schedule(Jobs(wb.home, wb.store), row["job_id"])
+    return {"data": str(data), "imported": home.imported, "held_out": held_out, "seed": seed, "settings": settings,
+            "schedule": schedule, "job": row, "held_out_figures": figures}
 
 
 def print_table(result: dict) -> None:

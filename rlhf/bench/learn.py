@@ -47,11 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf.bench.demo import rank_all, train, wilson_interval
+from rlhf.bench.train import decided_schedule
 from rlhf.collect.workbench import Workbench, WorkbenchError
 from rlhf.home import default_prompts
 from rlhf.errors import UserError
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
-from rlhf.jobs.files import read_log
 from rlhf.jobs.service import Jobs
 from rlhf.jobs.training_data import DataError
 from rlhf.modeling.sampling import MAX_K, SamplingParams
@@ -199,12 +199,11 @@ def _base_model(out: Path) -> Path:
     return ensure_default_model(Home.resolve(out / "base-home"))
 
 
-def _fresh_home(out: Path, name: str, template: Path | None = None) -> Home:
-    """A home for one cell whose base model is the shared one, linked (no second
+def _fresh_home(out: Path, root: Path, template: Path | None = None) -> Home:
+    """A home at `root` whose base model is the benchmark's shared one, linked (no second
     conversion, no second copy on disk); a half-done earlier try is removed. With
     `template`, the home starts as a copy of that home's files (its database copied, its
     base model linked)."""
-    root = out / "homes" / name
     if root.exists():
         shutil.rmtree(root)
     home = Home.resolve(root)
@@ -231,9 +230,7 @@ def shared_comparisons(scope: str, size: int, train_prompts: list[str], config: 
             return root / "home", made["comparisons"], tuple(made["sets"])
     if root.exists():
         shutil.rmtree(root)
-    home = Home.resolve(root / "home")
-    home.prepare()
-    home.link_base_model(_base_model(out))
+    home = _fresh_home(out, root / "home")
     with Workbench(home) as wb:
         wb.init()
         passes = math.ceil(size / len(train_prompts))
@@ -277,7 +274,7 @@ def run_cell(rule: str, method: str, size: int, config: LearnConfig, out: Path,
     annotator = parse_annotator(bench_rule.spec)
     train_prompts, held_prompts = split_prompts(default_prompts(), config.held_out, config.seed)[bench_rule.scope]
     template, made, sets = shared_comparisons(bench_rule.scope, size, train_prompts, config, out, on_step)
-    home = _fresh_home(out, f"{rule}-{method}-{size}", template)
+    home = _fresh_home(out, out / "homes" / f"{rule}-{method}-{size}", template)
     with Workbench(home) as wb:
         rank_all(wb, made, annotator)
         if only_full_ties(wb.rankings()):  # the cell's own home: these are its rankings
@@ -290,8 +287,7 @@ def run_cell(rule: str, method: str, size: int, config: LearnConfig, out: Path,
         on_step(f"{rule}/{method}/{size}: training {method} on {len(made)} rankings")
         job = train(jobs, method, {}, base=BASE_VERSION, reward=reward, prompt_sets=sets)
         version_dir = wb.model_version(job["version"]).path
-        decided = [line.split("Schedule: ", 1)[1] for line in read_log(jobs.job_dir(job["job_id"])).splitlines()
-                   if "Schedule: " in line]
+        decided = decided_schedule(jobs, job["job_id"])
     results = Results(out)
     before = results.base_answers(bench_rule.scope, config, lambda: sample_answers(
         _base_model(out), held_prompts, config.answers, config))
@@ -303,7 +299,7 @@ def run_cell(rule: str, method: str, size: int, config: LearnConfig, out: Path,
             "after": share(after, annotator.holds), "version": job["version"],
             "kl": metrics.get("guard/kl"), "repetition": metrics.get("guard/repetition"),
             "heldout_accuracy": metrics.get("guard/heldout_accuracy"),
-            "verdict": metrics.get("guard/verdict"), "schedule": decided[0] if decided else None,
+            "verdict": metrics.get("guard/verdict"), "schedule": decided,
             "minutes": round((time.monotonic() - started) / 60, 1), "home": str(home.root)}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from rlhf.home import BASE_VERSION, Home, ensure_default_model
 from rlhf.jobs.service import JobRequest, Jobs
 from rlhf.jobs.runner import JobRunner
-from rlhf.jobs.files import read_status
+from rlhf.jobs.files import read_status, read_log
 from rlhf.collect.workbench import Workbench
 from storage import comparisons, prompts
 from storage.comparisons import NewCompletion
@@ -52,6 +52,13 @@ def synthetic_rankings(wb: Workbench, n_comparisons: int, seed: int = 0) -> None
     for comparison_id, texts in ids:
         order = sorted(range(3), key=lambda j: -len(texts[j]))
         wb.rank(comparison_id, " > ".join("ABC"[j] for j in order), "bench")
+
+
+def decided_schedule(jobs: Jobs, job_id: int) -> str | None:
+    """What the job's schedule decided and why (its log's `Schedule: ...` line, without the label)."""
+    lines = [line.split("Schedule: ", 1)[1] for line in read_log(jobs.job_dir(job_id)).splitlines()
+             if "Schedule: " in line]
+    return lines[0] if lines else None
 
 
 def run_method(wb: Workbench, method: str, settings: dict, reward: str | None) -> dict:
