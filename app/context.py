@@ -18,7 +18,7 @@ from rlhf.collect.workbench import Workbench
 from rlhf.compare.service import Compare
 from rlhf.jobs.runner import JobRunner
 from rlhf.jobs.service import Jobs
-from rlhf.modeling.sampler_process import SamplerProcess
+from rlhf.collect.sampler_process import SamplerProcess
 
 ANY_ROLE = ("annotator", "researcher", "admin")
 

@@ -24,7 +24,7 @@ from app.tabs import annotate, compare, comparisons, data, queue, train, users  
 from rlhf.auth import STAFF, AccountSettings, PermissionDenied, session_user  # noqa: E402
 from rlhf.jobs.runner import JobRunner  # noqa: E402
 from rlhf.limits import LIMITS  # noqa: E402
-from rlhf.modeling.sampler_process import SamplerProcess  # noqa: E402
+from rlhf.collect.sampler_process import SamplerProcess  # noqa: E402
 from rlhf.collect.workbench import Workbench  # noqa: E402
 
 log = logging.getLogger(__name__)

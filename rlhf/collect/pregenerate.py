@@ -29,7 +29,7 @@ from rlhf.collect.annotation import Annotation, QueueConfig
 from rlhf.collect.candidates import thompson_batch
 from rlhf.collect.suggestions import score_comparisons
 from rlhf.collect.sources import SourcePlan
-from rlhf.modeling.sampler_process import SamplerProcess
+from rlhf.collect.sampler_process import SamplerProcess
 from rlhf.modeling.sampling import SamplingParams
 from storage import queue, scores
 

@@ -2,7 +2,7 @@
 reward model suggests to annotators, and how far annotators agree with what they were shown.
 
 Scores are computed off the request path: the pre-generator thread (`rlhf.collect.pregenerate`)
-asks its sampling child process (`rlhf.modeling.sampler_process`, a "score" request) to score the
+asks its sampling child process (`rlhf.collect.sampler_process`, a "score" request) to score the
 comparisons still in the queue with the reward version(s) the queue uses, whenever
 suggestions or the 'uncertain' selection are on; the server process never loads a reward
 model. `score_comparisons` is the one place that turns scores into stored rows, whoever

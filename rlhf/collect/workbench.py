@@ -32,7 +32,8 @@ from rlhf.collect.suggestions import score_table
 from rlhf.errors import WorkbenchError
 from rlhf.preference.messages import as_messages
 from rlhf.modeling.sampling import SamplingParams
-from rlhf.home import BASE_VERSION, Home, default_prompts, ensure_default_model
+from rlhf.home import BASE_VERSION, Home, default_prompts
+from rlhf.modeling.default_model import DEFAULT_MODEL_NAME, ensure_default_model
 from rlhf.modeling import hard_prompt
 from rlhf.preference import combination
 from rlhf.preference.pairs import RANKINGS_OBJECTIVE
@@ -106,8 +107,6 @@ class Workbench:
     def init(self, admin_password: str | None = None) -> InitReport:
         """Create or upgrade the home: the database, the base model, the default prompts,
         and the first admin (with `admin_password`, else a random one shown once)."""
-        from rlhf.modeling.models import DEFAULT_MODEL_NAME
-
         base_dir = ensure_default_model(self.home)
         with self.store.transaction() as cur:
             if models.get(cur, BASE_VERSION) is None:

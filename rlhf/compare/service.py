@@ -48,7 +48,7 @@ from storage import arena as battles_store
 from storage import evaluations, prompts
 
 if TYPE_CHECKING:
-    from rlhf.modeling.sampler_process import SamplerProcess
+    from rlhf.collect.sampler_process import SamplerProcess
 
 VOTES = battles_store.VOTES
 VOTE_WORDS = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both are bad"}

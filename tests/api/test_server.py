@@ -113,7 +113,7 @@ def test_the_sampling_child_is_ended_within_its_timeout_while_a_request_waits_fo
     import select
     import threading
 
-    from rlhf.modeling.sampler_process import SamplerProcess
+    from rlhf.collect.sampler_process import SamplerProcess
 
     sampler = SamplerProcess()
     context = multiprocessing.get_context("spawn")

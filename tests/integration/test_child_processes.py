@@ -19,8 +19,8 @@ from rlhf.collect.pregenerate import PreGenerator
 from rlhf.collect.suggestions import suggested_ranking
 from rlhf.collect.workbench import Workbench
 from rlhf.compare import evaluate
-from rlhf.modeling.models import ModelLoadError
-from rlhf.modeling.sampler_process import SamplerProcess
+from rlhf.errors import ModelLoadError
+from rlhf.collect.sampler_process import SamplerProcess
 from rlhf.modeling.sampling import SamplingParams
 from storage import evaluations, prompts, scores
 from storage.db import Store
