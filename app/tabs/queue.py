@@ -123,13 +123,13 @@ def save_settings(ctx: AppContext, prompt_sets, model_version, overlap,
                   if name != NEWEST_REWARD]
         loop["reward_models"] = chosen or None
     if candidates is not None:
-        loop["candidates"] = typed_whole(candidates)  # checked by the service, in its words
-    with user_error():
+        loop["candidates"] = typed_whole(candidates)
+    with user_error():  # every number is checked by the service, in its words (an emptied box too)
         config = ctx.annotation.set_config(
             user, prompt_sets=prompt_sets or None,
             model_version=None if model_version in (None, ACTIVE_POLICY) else model_version,
-            overlap=int(overlap), ready_target=int(ready_target), gold_rate=float(gold_rate), k=int(k),
-            max_new_tokens=int(max_new_tokens), sources=chosen_sources, **loop)
+            overlap=typed_whole(overlap), ready_target=typed_whole(ready_target), gold_rate=gold_rate,
+            k=typed_whole(k), max_new_tokens=typed_whole(max_new_tokens), sources=chosen_sources, **loop)
     ctx.pregenerator.wake()
     sets = ", ".join(config.prompt_sets) if config.prompt_sets else "all sets"
     return (f"Saved: {config.overlap} annotator(s) per comparison, {sets}, K={config.k} "

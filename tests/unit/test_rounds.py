@@ -351,6 +351,13 @@ def test_queue_and_data_tab_handlers_edit_the_sources_and_split_by_round(workben
             queue.save_settings(ctx, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 4, 16,
                                 '[{"version": "active", "count": 9}]', request)
         assert annotation.config.sources == MIXED
+        # an emptied number box arrives as None: one sentence naming the setting, nothing stored
+        for emptied, name in ((1, "overlap"), (2, "ready_target"), (3, "gold_rate"), (4, "k"), (5, "max_new_tokens")):
+            values = [1, 0, 0.0, 4, 16]
+            values[emptied - 1] = None
+            with pytest.raises(Exception, match=f"{name} must be a (whole )?number .*, not None\\."):
+                queue.save_settings(ctx, [], queue.ACTIVE_POLICY, *values, "", request)
+        assert annotation.config.sources == MIXED and annotation.config.k == 4
         assert "(all from the generating version)" in queue.save_settings(
             ctx, [], queue.ACTIVE_POLICY, 1, 0, 0.0, 3, 16, "", request)
     finally:
