@@ -34,11 +34,12 @@ SHORTCUTS = """**Keyboard** (outside a text field): `1`–`8` add completion A�
 
 @dataclass
 class Shown:
-    """What the page has on screen: the hand-out's token (never the comparison's id) and
-    the number of completions."""
+    """What the page has on screen: the hand-out's token (never the comparison's id), the
+    number of completions and the dimensions rated (as the queue had them when handed out)."""
 
     handout: str
     k: int
+    dimensions: tuple[str, ...] = ()
 
 
 # -- handlers -----------------------------------------------------------------------
@@ -87,9 +88,9 @@ def selected_ranks(shown: Shown | None, *ranks):
     return [canonical, f"Ranking: `{canonical}`", gr.update(interactive=True)]
 
 
-def cleared_details(ctx: AppContext) -> list:
+def cleared_details(dimensions: tuple[str, ...]) -> list:
     """Marks, flags, ratings, 'none acceptable' and the comment, back to empty."""
-    ratings = [None] * (MAX_K * len(ctx.annotation.config.dimensions))
+    ratings = [None] * (MAX_K * len(dimensions))
     return [*["—"] * MAX_K, *["—"] * MAX_K, *ratings, False, ""]
 
 
@@ -114,7 +115,8 @@ def item_updates(ctx: AppContext, item: Item | None, notice: str = ""):
         hidden = [gr.update(visible=False)] * MAX_K
         return [None, notice or waiting, "", *hidden, *[gr.update(value=None) for _ in range(MAX_K)],
                 *[gr.update(value="") for _ in range(MAX_K)], "", "", gr.update(interactive=False),
-                gr.update(visible=False), "", *cleared_details(ctx), suggestion_update(None)]
+                gr.update(visible=False), "", *cleared_details(ctx.annotation.config.dimensions),
+                suggestion_update(None)]
     k = len(item.completions)
     columns = [gr.update(visible=i < k) for i in range(MAX_K)]
     selectors = [gr.update(choices=list(range(1, k + 1)), value=None, label=f"Rank of {letters(k)[i]}" if i < k
@@ -125,9 +127,9 @@ def item_updates(ctx: AppContext, item: Item | None, notice: str = ""):
     header = (f"{notice}  \nDone today **{progress.get('done_today', 0)}** · total **{progress.get('done_total', 0)}** · "
               f"waiting for you **{progress.get('remaining_for_me', '?')}** · "
               f"guidelines v{item.guidelines_version}")
-    return [Shown(item.handout, k), header, item.prompt, *columns, *selectors,
+    return [Shown(item.handout, k, item.dimensions), header, item.prompt, *columns, *selectors,
             *texts, "", ranking_hint(k),
-            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(ctx),
+            gr.update(interactive=False), gr.update(visible=True), "", *cleared_details(item.dimensions),
             suggestion_update(item)]
 
 
@@ -144,7 +146,7 @@ def submit(ctx: AppContext, shown: Shown | None, text: str, none_acceptable: boo
         raise refusal("There is nothing to submit: wait for the next comparison.")
     k = shown.k
     marks, flags, ratings = details[:MAX_K], details[MAX_K: 2 * MAX_K], details[2 * MAX_K:]
-    dimensions = ctx.annotation.config.dimensions
+    dimensions = shown.dimensions
     abc = letters(k)
     submission = Submission(
         handout=shown.handout,
