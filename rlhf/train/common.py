@@ -147,6 +147,22 @@ def remove_scratch(out_dir: Path) -> None:
         shutil.rmtree(scratch_dir(out_dir), ignore_errors=True)
 
 
+def activation_checkpointing(inputs: TrainInputs, model_config, micro_batch_tokens: int) -> dict[str, bool]:
+    """`activation_checkpointing` as `rlhf.train.memory` decides it for a micro-batch of
+    `micro_batch_tokens` tokens (padded) on a model of `model_config` (the reason logged),
+    or nothing when the job's settings name it."""
+    from rlhf.train import memory
+
+    chosen = inputs.config if inputs.given is None else inputs.given
+    if "activation_checkpointing" in chosen or "gradient_checkpointing" in chosen:
+        return {}
+    per_token = memory.activation_bytes_per_token(model_config.num_hidden_layers, model_config.hidden_size,
+                                                  model_config.intermediate_size)
+    on, why = memory.needs_checkpointing(micro_batch_tokens, per_token, memory.available_bytes())
+    log.info("Memory: %s", why)
+    return {"activation_checkpointing": on}
+
+
 def workbench_trainer_args(out_dir: Path) -> dict[str, Any]:
     """TrainingArguments that are the workbench's, never a job's: the Trainer's scratch in
     the job's directory, no checkpoints (the worker saves the result once), no external

@@ -13,6 +13,7 @@ from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.modeling.logprobs import completion_logprobs
 from rlhf.train.plumbing import (
+    MicroBatch,
     conversational,
     fit,
     is_preference,
@@ -43,7 +44,8 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     train_frame, eval_frame = split(inputs, frame)
     decided = common.plan(inputs, "dpo", len(train_frame), common.examples_per_step(inputs.config), "pairs")
     policy = load_trl_policy(inputs, reference=True)
-    config = trainer_config(DPOConfig, inputs, eval_strategy="no", **decided.settings)
+    config = trainer_config(DPOConfig, inputs, MicroBatch.of(policy, train_frame, ("chosen", "rejected")),
+                            eval_strategy="no", **decided.settings)
     trainer = trl_trainer(DPOTrainer, inputs, policy, config, train_frame, eval_frame, DPO_COLUMNS,
                           ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})

@@ -12,6 +12,7 @@ from rlhf.train import common, guard
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.train.plumbing import (
+    MicroBatch,
     conversational,
     fit,
     answer_of,
@@ -79,7 +80,9 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     decided = common.plan(inputs, "kto", len(train_frame), common.examples_per_step(inputs.config),
                           "labelled completions")
     policy = load_trl_policy(inputs, reference=True)
-    config = trainer_config(KTOConfig, inputs, eval_strategy="no", **weights, **decided.settings)
+    # each example is its completion and, for the KL estimate, another prompt's completion
+    config = trainer_config(KTOConfig, inputs, MicroBatch.of(policy, train_frame, ("completion",), sequences=2),
+                            eval_strategy="no", **weights, **decided.settings)
     trainer = trl_trainer(KTOTrainer, inputs, policy, config, train_frame, eval_frame, KTO_COLUMNS,
                           ref_model=policy.reference)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})

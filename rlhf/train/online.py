@@ -17,7 +17,7 @@ from rlhf.modeling import loading, prefix
 from rlhf.train.common import TrainInputs
 from rlhf.errors import TrainingError
 from rlhf.preference.combination import is_combination
-from rlhf.train.plumbing import callbacks, conversational, fit, load_trl_policy, require_columns, trainer_config
+from rlhf.train.plumbing import MicroBatch, callbacks, conversational, fit, load_trl_policy, require_columns, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def train(inputs: TrainInputs, method: str, reward_fn: Callable[..., list[float]
     generations = int(inputs.config.get("num_generations") or 1)
     decided = common.plan(inputs, method, len(prompts), common.examples_per_step(inputs.config), "prompts",
                           samples_per_prompt=generations)
-    config = trainer_config(config_class, inputs, eval_strategy="no", **decided.settings)
+    config = trainer_config(config_class, inputs, MicroBatch.of(policy, prompts, generated="max_completion_length"),
+                            eval_strategy="no", **decided.settings)
     if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
         raise TrainingError("use_vllm needs the vllm package (and a GPU); leave use_vllm off.")
     try:

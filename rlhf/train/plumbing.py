@@ -54,14 +54,58 @@ def load_trl_policy(inputs: TrainInputs, reference: bool = False) -> TrlPolicy:
     return TrlPolicy(model, tokenizer, peft, ref)
 
 
-def trainer_config(config_class: type, inputs: TrainInputs, **fixed: Any):
+def trainer_config(config_class: type, inputs: TrainInputs, micro_batch: "MicroBatch | None" = None, **fixed: Any):
     """`config_class` built from `common.trainer_args` (the job's settings under the
-    workbench's own arguments), then `fixed` (values this trainer needs whatever the job says)."""
+    workbench's own arguments), then `fixed` (values this trainer needs whatever the job says).
+    With the `micro_batch` the data makes, activation checkpointing is turned on where
+    `rlhf.train.memory` says its activations would not fit (unless the job's settings name it)."""
     values = {**common.trainer_args(inputs.out_dir, inputs.config), **fixed}
+    config = _built(config_class, values)
+    if micro_batch is not None:
+        decided = common.activation_checkpointing(inputs, micro_batch.model_config, micro_batch.tokens(config))
+        if decided.get("activation_checkpointing"):
+            config = _built(config_class, {**values, **decided})
+    return config
+
+
+def _built(config_class: type, values: dict[str, Any]):
     try:
         return config_class(**values)
     except (ValueError, TypeError) as error:
         raise TrainingError(f"Invalid setting: {str(error).strip().splitlines()[0]}") from None
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """The shape of a policy trainer's micro-batch, for the memory rule: each example is
+    `sequences` sequences (DPO: chosen and rejected; KTO: the completion and the mismatched
+    one of its KL estimate) of at most `longest` tokens (cut at the config's `max_length`),
+    padded to the longest, and for an online method as many tokens again as the config's
+    `generated` setting lets it sample (GRPO's `max_completion_length`)."""
+
+    model_config: Any
+    longest: int
+    sequences: int = 1
+    generated: str | None = None
+
+    def tokens(self, config) -> int:
+        cap = getattr(config, "max_length", None)
+        longest = min(self.longest, cap) if cap else self.longest
+        longest += int(getattr(config, self.generated) or 0) if self.generated else 0
+        return int(config.per_device_train_batch_size) * self.sequences * longest
+
+    @classmethod
+    def of(cls, policy: "TrlPolicy", frame: pd.DataFrame, completions: tuple[str, ...] = (),
+           sequences: int | None = None, generated: str | None = None) -> "MicroBatch":
+        """Of conversational rows (`conversational`): the longest prompt with one of its
+        `completions` (none: the prompt alone), as the chat template renders it; an example
+        is one sequence per completion unless `sequences` says otherwise."""
+        from rlhf.modeling.scoring import encode_conversation
+
+        longest = max((len(encode_conversation(policy.tokenizer, row["prompt"],
+                                               answer_of(row[column]) or "" if column else ""))
+                       for row in frame.to_dict("records") for column in completions or (None,)), default=0)
+        return cls(policy.model.config, longest, sequences or max(len(completions), 1), generated)
 
 
 def conversational(frame: pd.DataFrame, prompt: str = "prompt", completions: tuple[str, ...] = ()) -> pd.DataFrame:

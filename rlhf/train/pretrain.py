@@ -30,7 +30,7 @@ from rlhf.home import default_prompts
 from rlhf.modeling import loading
 from rlhf.train import common, guard, ranks
 from rlhf.train.common import TrainInputs
-from rlhf.train.plumbing import fit, load_trl_policy, require_columns, trainer_config, trl_trainer
+from rlhf.train.plumbing import MicroBatch, fit, load_trl_policy, require_columns, trainer_config, trl_trainer
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def train(inputs: TrainInputs) -> dict[str, float]:
         before, _ = held_out_perplexity(inputs.base_path)
         log.info("Held-out perplexity before training: %.4g", before)
     policy = load_trl_policy(inputs)
-    config = trainer_config(SFTConfig, inputs, eval_strategy="no", packing=False, completion_only_loss=False,
+    config = trainer_config(SFTConfig, inputs, MicroBatch(policy.model.config, max(map(len, train_frame["input_ids"]))),
+                            eval_strategy="no", packing=False, completion_only_loss=False,
                             **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame.iloc[0:0], ["input_ids"])
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)}, evaluate=False)

@@ -51,7 +51,7 @@ from rlhf.preference.pairs import RANKINGS_OBJECTIVE
 from rlhf.preference.ranking import RankingError, parse_ranking
 from rlhf.modeling.loading import REWARD_FILE
 from rlhf.modeling.scoring import encode_conversation, score_ids
-from rlhf.train import common, memory, ranks
+from rlhf.train import common, ranks
 from rlhf import errors
 from rlhf.modeling import bottleneck, loading
 from rlhf.train.reward_losses import LOSSES, TIE_AWARE, TIE_PARAMETER_NAME, pair_loss, predicts_tie, ranked_pairs
@@ -98,21 +98,6 @@ def ranked_items(frame: pd.DataFrame, tokenizer) -> list[RankedItems]:
 def objective_of(options: dict[str, Any]) -> str:
     """What a reward job learns: the rankings, or one rated dimension (option `objective`)."""
     return str(options.get("objective") or RANKINGS_OBJECTIVE)
-
-
-def _checkpointing(inputs: common.TrainInputs, config, examples: list[dict[str, Any]], batch: int) -> dict[str, bool]:
-    """`activation_checkpointing` as `rlhf.train.memory` decides it for the longest micro-batch
-    these examples can make (logged), unless the job's settings name it."""
-    chosen = inputs.config if inputs.given is None else inputs.given
-    if "activation_checkpointing" in chosen:
-        return {}
-    sequences = max(len(example["completion_ids"]) for example in examples)
-    longest = max(len(ids) for example in examples for ids in example["completion_ids"])
-    per_token = memory.activation_bytes_per_token(config.num_hidden_layers, config.hidden_size,
-                                                  config.intermediate_size)
-    on, why = memory.needs_checkpointing(batch * sequences * longest, per_token, memory.available_bytes())
-    log.info("Memory: %s", why)
-    return {"activation_checkpointing": on}
 
 
 def count_pairs(items: list[RankedItems]) -> tuple[int, int]:
@@ -425,8 +410,10 @@ def train(inputs: common.TrainInputs) -> dict[str, float]:
     set_seed(seed)   # the new scalar head is drawn at random
     model = load_classifier(inputs.base_path, quantize_4bit=quantized, scratch_near=inputs.out_dir.parent)
     loading.own_adapter(model, options)
-    args = reward_config(**decided.settings,
-                         **_checkpointing(inputs, model.config, train_examples, args.per_device_train_batch_size))
+    sequences = max(len(example["completion_ids"]) for example in train_examples)
+    longest = max(len(ids) for example in train_examples for ids in example["completion_ids"])
+    args = reward_config(**decided.settings, **common.activation_checkpointing(
+        inputs, model.config, args.per_device_train_batch_size * sequences * longest))
     tie = TieParameter(loss, fixed_tie) if keep_ties else None
     trainer = _trainer_class()(
         model=model, args=args, processing_class=tokenizer,

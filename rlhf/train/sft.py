@@ -8,6 +8,7 @@ from rlhf.errors import TrainingError
 from rlhf.train import common, guard
 from rlhf.train.common import TrainInputs
 from rlhf.train.plumbing import (
+    MicroBatch,
     conversational,
     fit,
     has_text,
@@ -37,7 +38,8 @@ def train(inputs: TrainInputs) -> dict[str, float]:
     decided = common.plan(inputs, "sft", len(train_frame), common.examples_per_step(inputs.config),
                           "demonstrations")
     policy = load_trl_policy(inputs)
-    config = trainer_config(SFTConfig, inputs, eval_strategy="no", **decided.settings)
+    config = trainer_config(SFTConfig, inputs, MicroBatch.of(policy, train_frame, ("completion",)),
+                            eval_strategy="no", **decided.settings)
     trainer = trl_trainer(SFTTrainer, inputs, policy, config, train_frame, eval_frame, SFT_COLUMNS)
     metrics = fit(trainer, inputs, policy, {"train": len(train_frame), "eval": len(eval_frame)})
     checked = guard.report(inputs, "sft", None, guard.prompts_of(eval_frame, train_frame,

@@ -178,7 +178,7 @@ def train(inputs) -> dict[str, float]:
 
     from rlhf.errors import TrainingError
     from rlhf.train import common, guard
-    from rlhf.train.plumbing import fit, require_columns, split, trainer_config, trl_trainer
+    from rlhf.train.plumbing import MicroBatch, fit, require_columns, split, trainer_config, trl_trainer
 
     settings = SpinSettings.from_options(inputs.options)
     if settings.iterations < 1:
@@ -213,7 +213,8 @@ def train(inputs) -> dict[str, float]:
                                 " left for SPIN to learn.")
         decided = common.plan(inputs, "spin", len(pairs), common.examples_per_step(inputs.config),
                               f"self-play pairs (iteration {t})")
-        config = trainer_config(DPOConfig, inputs, eval_strategy="no", **decided.settings)
+        config = trainer_config(DPOConfig, inputs, MicroBatch.of(policy, pairs, ("chosen", "rejected")),
+                                eval_strategy="no", **decided.settings)
         out_dir = inputs.out_dir if last else inputs.out_dir / ITERATIONS_DIR / str(t)
         stage = dataclasses.replace(inputs, out_dir=out_dir, reporter=IterationReporter(
             inputs.reporter, inputs.reporter.step, settings.iterations - t + 1))

@@ -462,3 +462,57 @@ def test_online_methods_lower_the_held_out_chance_of_a_disfavoured_opening(metho
     assert after.mean() < before.mean() - 0.5
     assert (after < before).mean() >= 0.75
     assert metrics["guard/kl"] > 0 and "guard/heldout_accuracy" not in metrics
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+ROWS_FOR = {"dpo": (pair_rows, ("chosen", "rejected"), 2), "kto": (unpaired_rows, ("completion",), 2),
+            "sft": (sft_rows, ("completion",), 1), "grpo": (prompt_rows, (), 1)}
+
+
+def longest_encoded(base: Path, frame: pd.DataFrame, completions: tuple[str, ...]) -> int:
+    """The longest prompt with one of its completions through the chat template, worked out here."""
+    tokenizer = loading.load_tokenizer(base)
+    texts = [[*row["prompt"], *(row[column] if column else [{"role": "assistant", "content": ""}])]
+             for row in frame.to_dict("records") for column in completions or (None,)]
+    return max(len(tokenizer.apply_chat_template(text, tokenize=True, return_dict=True)["input_ids"])
+               for text in texts)
+
+
+@pytest.mark.parametrize("method", sorted(ROWS_FOR))
+def test_a_policy_job_recomputes_activations_that_would_not_fit(method, tmp_path, tiny_model_dir, tiny_reward_dir,
+                                                                 monkeypatch, caplog):
+    """With (almost) no memory free, every policy trainer is built with activation checkpointing,
+    for the micro-batch its data makes (batch x sequences per example x the longest, plus what
+    GRPO samples), and still trains."""
+    import logging
+
+    from rlhf.train import memory, plumbing
+
+    rows, completions, sequences = ROWS_FOR[method]
+    frame = rows(6)
+    built = []
+    original = plumbing._built
+    monkeypatch.setattr(plumbing, "_built", lambda cls, values: built.append(original(cls, values)) or built[-1])
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1)
+    with caplog.at_level(logging.INFO, logger="rlhf.train.common"):
+        metrics, _ = run(method, parquet_round_trip(frame, tmp_path), tiny_model_dir, tmp_path / "model",
+                         reward=tiny_reward_dir if method == "grpo" else None, eval_fraction=0.0)
+    assert np.isfinite(metrics["train/loss"])
+    assert built[-1].activation_checkpointing is True
+    batch = (ONLINE_FAST if method == "grpo" else FAST)["per_device_train_batch_size"]
+    generated = ONLINE_FAST["max_completion_length"] if method == "grpo" else 0
+    tokens = batch * sequences * (longest_encoded(tiny_model_dir, frame, completions) + generated)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Memory: ")]
+    assert f"for {tokens} tokens a micro-batch" in line and "recomputed" in line
+
+
+def test_a_policy_job_keeps_activations_that_fit(tmp_path, tiny_model_dir, monkeypatch):
+    from rlhf.train import memory, plumbing
+
+    built = []
+    original = plumbing._built
+    monkeypatch.setattr(plumbing, "_built", lambda cls, values: built.append(original(cls, values)) or built[-1])
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**50)
+    run("dpo", pair_rows(4), tiny_model_dir, tmp_path / "model", eval_fraction=0.0)
+    assert [config.activation_checkpointing for config in built] == [False]

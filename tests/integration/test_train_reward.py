@@ -297,7 +297,7 @@ def test_activations_are_recomputed_only_where_they_would_not_fit(tiny_model_dir
 
     monkeypatch.setattr(memory, "available_bytes", lambda: available)
     frame = parquet_round_trip(small_rankings(), tmp_path)
-    with caplog.at_level(logging.INFO, logger="rlhf.train.reward"):
+    with caplog.at_level(logging.INFO, logger="rlhf.train.common"):
         metrics = run(frame, tiny_model_dir, tmp_path / "model", max_steps=2)
     assert math.isfinite(metrics["train_loss"]) and (tmp_path / "model" / "reward.json").is_file()
     [line] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Memory: ")]
@@ -308,7 +308,7 @@ def test_a_chosen_activation_checkpointing_is_left_alone(tiny_model_dir, tmp_pat
     from rlhf.train import memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 1)
-    with caplog.at_level(logging.INFO, logger="rlhf.train.reward"):
+    with caplog.at_level(logging.INFO, logger="rlhf.train.common"):
         run(parquet_round_trip(small_rankings(), tmp_path), tiny_model_dir, tmp_path / "model", max_steps=1,
             activation_checkpointing=False)
     assert not [record for record in caplog.records if record.getMessage().startswith("Memory: ")]
