@@ -31,6 +31,7 @@ class Comparison:
     round: int
     source: str
     completions: list[dict] = field(default_factory=list)  # letter, id, text, model_version, ...
+    category: str | None = None  # the prompt's (a combination's gate reads 'unsafe')
 
 
 def add(cur, prompt_id: int, completions: list[NewCompletion], source: str = "generated", round: int = 1) -> int:
@@ -98,13 +99,13 @@ def add_imported_pairs(cur, prompt_ids: list[int], chosen: list[str], rejected: 
 
 def get(cur, comparison_id: int) -> Comparison | None:
     row = first_row(cur.execute(
-        "SELECT c.id, c.prompt_id, p.text, p.messages, c.k, c.round, c.source"
+        "SELECT c.id, c.prompt_id, p.text, p.messages, c.k, c.round, c.source, p.category"
         " FROM comparisons c JOIN prompts p ON p.id = c.prompt_id WHERE c.id = ?",
         [comparison_id],
     ))
     if row is None:
         return None
-    comparison = Comparison(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
+    comparison = Comparison(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], category=row[7])
     columns = ("letter", "id", "text", "model_version", "sampling", "num_tokens", "finish_reason")
     rows = cur.execute(
         f"SELECT {', '.join(columns)} FROM completions WHERE comparison_id = ? ORDER BY letter", [comparison_id]

@@ -143,7 +143,7 @@ def rated_comparisons(wb: Workbench, how_many: int = 4) -> list[int]:
 TEXT_SCORES = {"answer A": 0.5, "answer B": 2.0, "answer C": 0.5, "answer D": -1.0}
 
 
-def text_scores(prompts_, texts) -> list[float]:
+def text_scores(prompts_, texts, categories_=None) -> list[float]:
     """A stand-in reward model that scores the texts `add_comparisons` stores by TEXT_SCORES."""
     return [TEXT_SCORES[text] for text in texts]
 

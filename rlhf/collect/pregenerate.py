@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Callable
 
 from rlhf.collect.annotation import Annotation, QueueConfig
@@ -220,7 +221,7 @@ class PreGenerator(threading.Thread):
             wb = self.annotation.wb
             reward_dir = wb.reward_model(version).path
             scored = score_comparisons(wb.store, version, ids,
-                                       lambda prompts, texts: self.sampler.score(reward_dir, prompts, texts))
+                                       partial(self.sampler.score, reward_dir))
         except Exception as error:  # noqa: BLE001 - reported, never fatal
             message = f"{type(error).__name__}: {error}"
             if message != self._score_error:

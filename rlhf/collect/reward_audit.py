@@ -116,8 +116,8 @@ def audit(wb: Workbench, reward_version: str | None = None, limit: int = 20, sco
         wb: the open workbench.
         reward_version: a reward version's name; None for the newest.
         limit: how many comparisons the disagreement list keeps.
-        score: when given, `score(prompts, completions) -> rewards` of this version (a
-            `RewardScorer(...).score`), used first on the held-out comparisons not scored yet.
+        score: when given, `score(prompts, completions, categories) -> rewards` of this version
+            (`suggestions.ScoreFn`), used first on the held-out comparisons not scored yet.
         sources: which rankings count as people's ('human'; add 'import' for imported ones).
 
     Returns:

@@ -73,8 +73,8 @@ def _serve(connection) -> None:
                 connection.send((True, choose_shown(featurizer, ranked, candidates, k, seed=seed)))
                 continue
             if kind == "score":
-                prompts, completions = request
-                connection.send((True, models.scorer(model_dir).score(prompts, completions)))
+                prompts, completions, categories = request
+                connection.send((True, models.scorer(model_dir).score(prompts, completions, categories=categories)))
                 continue
             conversations, k, params = request
             connection.send((True, sample(models.policy(model_dir), conversations, k=k, params=params)))
@@ -99,9 +99,12 @@ class SamplerProcess:
     def sample(self, model_dir: Path, conversations: list[list[dict]], k: int, params: SamplingParams):
         return self._ask("sample", str(model_dir), conversations, k, params)
 
-    def score(self, reward_dir: Path, prompts: list[list[dict]], completions: list[str]) -> list[float]:
-        """Normalised rewards of each (prompt messages, completion text), as `RewardScorer.score`."""
-        return self._ask("score", str(reward_dir), list(prompts), list(completions))
+    def score(self, reward_dir: Path, prompts: list[list[dict]], completions: list[str],
+              categories: list[str | None] | None = None) -> list[float]:
+        """Normalised rewards of each (prompt messages, completion text), as `load_scorer(reward_dir).score`:
+        a combination version's gate reads each prompt's category."""
+        return self._ask("score", str(reward_dir), list(prompts), list(completions),
+                         None if categories is None else list(categories))
 
     def choose(self, base_dir: Path, cache_root: Path, ranked: list, candidates: list, k: int, seed: int
                ) -> tuple[list[list[int]], bool]:

@@ -28,7 +28,9 @@ from rlhf.preference.ranking import parse_ranking, ranking_from_ranks
 from storage import comparisons, scores
 from storage.scores import EQUAL_SCORE
 
-ScoreFn = Callable[[Sequence[list[dict]], Sequence[str]], list[float]]
+# score(prompts, completions, categories) -> rewards: one prompt (messages), completion text and prompt category
+# per completion; the categories are for a combination's gate, a single reward model ignores them
+ScoreFn = Callable[[Sequence[list[dict]], Sequence[str], Sequence[str | None]], list[float]]
 AGREEMENT_COLUMNS = ["user", "items", "pairwise_agreement", "kendall_tau_b", "exact_match"]
 VERSION_COLUMNS = ["reward_version", "shown_items", "pairwise_agreement", "kendall_tau_b",
                    "not_shown_items", "not_shown_pairwise_agreement", "not_shown_kendall_tau_b"]
@@ -42,11 +44,12 @@ def suggested_ranking(values: Sequence[float]) -> str:
     return ranking_from_ranks(dense_ranks(list(values), tolerance=EQUAL_SCORE)).canonical
 
 
-def _scored(found: Sequence[comparisons.Comparison]) -> tuple[list[list[dict]], list[str]]:
-    """What a reward model scores for these comparisons: (prompt messages, completion text),
-    one pair per completion, in comparison then letter order."""
+def _scored(found: Sequence[comparisons.Comparison]) -> tuple[list[list[dict]], list[str], list[str | None]]:
+    """What a reward model scores for these comparisons: (prompt messages, completion text,
+    the prompt's category), one of each per completion, in comparison then letter order."""
     return ([comparison.messages for comparison in found for _ in comparison.completions],
-            [completion["text"] for comparison in found for completion in comparison.completions])
+            [completion["text"] for comparison in found for completion in comparison.completions],
+            [comparison.category for comparison in found for _ in comparison.completions])
 
 
 def score_table(found: Sequence[comparisons.Comparison], score: ScoreFn) -> pd.DataFrame:
@@ -70,10 +73,10 @@ def score_comparisons(store, reward_version: str, comparison_ids: Sequence[int],
     found = [comparison for comparison in (comparisons.get(cur, int(i)) for i in comparison_ids) if comparison]
     if not found:
         return 0
-    prompts, texts = _scored(found)
-    values = [float(value) for value in score(prompts, texts)]
-    if len(values) != len(texts):
-        raise RuntimeError(f"The reward model gave {len(values)} scores for {len(texts)} completions.")
+    values = [float(value) for value in score(*_scored(found))]
+    completions = sum(len(comparison.completions) for comparison in found)
+    if len(values) != completions:
+        raise RuntimeError(f"The reward model gave {len(values)} scores for {completions} completions.")
     with store.transaction() as tx:
         position = 0
         for comparison in found:

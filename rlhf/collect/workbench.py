@@ -280,7 +280,8 @@ class Workbench:
         version = self.reward_model(reward)
         ids = comparison_ids or list(self.comparisons(limit=limit)["id"])
         found = [self.comparison(int(comparison_id)) for comparison_id in ids]
-        return score_table(found, lambda prompts, texts: load_scorer(version.path).score(prompts, texts))
+        scorer = load_scorer(version.path)
+        return score_table(found, lambda prompts, texts, categories: scorer.score(prompts, texts, categories=categories))
 
     # -- comparisons ------------------------------------------------------------
 

@@ -94,9 +94,11 @@ class RewardScorer:
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         return [encode_conversation(self.tokenizer, p, completion_text(c)) for p, c in zip(prompts, completions)]
 
-    def score(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8) -> list[float]:
+    def score(self, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 8,
+              categories: Sequence[Any] | None = None) -> list[float]:
         """Rewards of each (prompt, completion), offset subtracted. prompts: chat messages
-        (or text); completions: text."""
+        (or text); completions: text; `categories`, which a combination's gate reads, change
+        nothing for one reward model."""
         raw = score_ids(self.model, self.encode(prompts, completions), self.model.config.pad_token_id, batch_size)
         return [value - self.offset for value in raw]
 

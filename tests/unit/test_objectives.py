@@ -217,6 +217,33 @@ def test_a_combination_is_a_reward_version_that_scores_as_its_formula(two_reward
     assert gate(prompts=PROMPTS, completions=TEXTS, category=["safety"] * 3) == pytest.approx(safe, abs=1e-5)
 
 
+def test_the_queue_scores_with_a_gate_that_reads_each_prompts_category(two_rewards):
+    """Suggestions and the uncertain-first order score stored comparisons (`score_table`,
+    `score_comparisons`, in the sampler child the same way): a gate takes the safety score of
+    the comparisons whose prompt is in the unsafe category."""
+    from rlhf.collect.suggestions import score_comparisons
+    from storage import prompts, scores
+
+    wb = two_rewards
+    gate = wb.add_reward_combination("gated", "gate:safety=safe,helpfulness=helpful")   # the flag alone
+    with wb.store.transaction() as cur:
+        prompts.add_prompts(cur, "mixed", [PROMPTS[0], PROMPTS[1]], "test", categories=["general", "safety"])
+        prompt_ids = prompts.ids_by_fingerprint(cur, "mixed", [prompts.fingerprint(p) for p in PROMPTS[:2]])
+        made = [comparisons.add(cur, prompt_id, [NewCompletion(text, BASE_VERSION) for text in TEXTS])
+                for prompt_id in prompt_ids]
+    found = [wb.comparison(i) for i in made]
+    assert [c.category for c in found] == ["general", "safety"]
+    messages = [c.messages for c in found for _ in TEXTS]
+    helpful = RewardScorer(wb.model_version("helpful").path).score(messages, TEXTS * 2)
+    safe = RewardScorer(wb.model_version("safe").path).score(messages, TEXTS * 2)
+    expected = helpful[:3] + safe[3:]
+    assert list(wb.score("gated", made)["score"]) == pytest.approx(expected, abs=1e-5)
+    scorer = load_scorer(gate.path)
+    score_comparisons(wb.store, "gated", made,
+                      lambda prompts, texts, categories: scorer.score(prompts, texts, categories=categories))
+    assert list(scores.scores_frame(wb.store.cursor(), "gated", made)["score"]) == pytest.approx(expected, abs=1e-5)
+
+
 @pytest.mark.parametrize("name, spec, words", [
     ("mix", "helpful + nope", "There is no model version 'nope'"),
     ("mix", "helpful + base", "'base' is a policy version; each version of a combination must be a reward model."),

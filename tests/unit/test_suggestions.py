@@ -271,7 +271,7 @@ def test_scoring_errors_are_reported_and_asked_for_comparisons_come_first(annota
     class Fake(Broken):
         calls = []
 
-        def score(self, reward_dir, prompts_, texts):
+        def score(self, reward_dir, prompts_, texts, categories=None):
             self.calls.append((str(reward_dir), len(texts)))
             return [float(len(text)) for text in texts]
 
@@ -292,8 +292,8 @@ def test_score_table_has_a_row_per_completion_scored_in_one_call(workbench):
     found = [workbench.comparison(first), workbench.comparison(second)]
     calls = []
 
-    def score(prompts_, texts):
-        calls.append((list(prompts_), list(texts)))
+    def score(prompts_, texts, categories):
+        calls.append((list(prompts_), list(texts), list(categories)))
         return text_scores(prompts_, texts)
 
     table = score_table(found, score)
@@ -304,7 +304,7 @@ def test_score_table_has_a_row_per_completion_scored_in_one_call(workbench):
     assert len(calls) == 1 and calls[0][0] == [found[0].messages] * 3 + [found[1].messages] * 3
     assert rows(workbench, "SELECT count(*) FROM completion_scores") == [(0,)]  # shown, not stored
 
-    empty = score_table([], lambda prompts_, texts: pytest.fail("nothing to score"))
+    empty = score_table([], lambda prompts_, texts, categories_: pytest.fail("nothing to score"))
     assert empty.empty and list(empty.columns) == ["comparison_id", "letter", "model_version", "text", "score"]
 
 
@@ -391,7 +391,7 @@ def test_reward_audit_on_held_out_rankings_with_ties(workbench):
     assert top["prompt"] == workbench.comparison(c5).prompt
 
     # scoring what is missing first (as the CLI would, with a RewardScorer's score)
-    filled = audit(workbench, "rm", score=lambda prompts_, texts: [3.0, 2.0, 1.0] * (len(texts) // 3), limit=1)
+    filled = audit(workbench, "rm", score=lambda prompts_, texts, categories_: [3.0, 2.0, 1.0] * (len(texts) // 3), limit=1)
     assert filled["missing"] == [] and filled["scored_rankings"] == 4 and len(filled["worst"]) == 1
 
     # a version trained on nothing this store knows: every ranking is held out
