@@ -6,6 +6,7 @@ role on the server."""
 from __future__ import annotations
 
 import gradio as gr
+from gradio import FileData
 
 from app.context import AppContext
 from app.session import REQUESTS, RESEARCH_SAMPLING, user_error
@@ -28,6 +29,14 @@ def declare(*endpoints, limits: dict = REQUESTS) -> None:
     """Name each endpoint after its function, with a finite concurrency limit."""
     for endpoint in endpoints:
         gr.api(endpoint, api_name=endpoint.__name__, **limits)
+
+
+def uploaded_path(upload) -> str | None:
+    """The server-side path of a file a client uploaded (Gradio moved it into its cache and
+    refuses a path it did not receive), or None."""
+    if upload is None:
+        return None
+    return str(upload["path"] if isinstance(upload, dict) else upload.path)
 
 
 def item_payload(item: Item | None) -> dict:
@@ -137,27 +146,29 @@ def register_jobs(ctx: AppContext) -> None:
     selection: {prompt_sets, annotators, since, until, min_agreement}. A refusal is one
     sentence and creates no job."""
 
-    def checked_request(method, base, reward, settings, selection, user_name: str):
+    def checked_request(method, base, reward, settings, selection, user_name: str, corpus=None):
         check_names(method=method, base=base, reward=reward)
         check_value("settings", settings, LIMITS.settings_chars)
         check_value("selection", selection, LIMITS.settings_chars)
-        return job_views.job_request(method, base, reward, settings, selection, user_name)
+        return job_views.job_request(method, base, reward, settings, selection, user_name, uploaded_path(corpus))
 
     def preview_job(method: str, base: str | None = None, reward: str | None = None, settings: dict | None = None,
-                    selection: dict | None = None, request: gr.Request = None) -> dict:
+                    selection: dict | None = None, corpus: FileData | None = None, request: gr.Request = None) -> dict:
         """Researchers: how many rows (pairs, rankings, prompts...) a job would train on,
-        without making it; the settings and data are checked as for submit_job."""
+        without making it; the settings and data are checked as for submit_job. `corpus`:
+        the text file of a method that trains on one (pretrain), `handle_file(path)` in gradio_client."""
         user = ctx.user(request, *STAFF)
         with user_error():
-            preview = ctx.jobs.preview(checked_request(method, base, reward, settings, selection, user.name))
+            preview = ctx.jobs.preview(checked_request(method, base, reward, settings, selection, user.name, corpus))
         return {**job_views.jsonable(preview), "message": job_views.preview_sentence(preview)}
 
     def submit_job(method: str, base: str | None = None, reward: str | None = None, settings: dict | None = None,
-                   selection: dict | None = None, request: gr.Request = None) -> dict:
-        """Researchers: queue a training job (the server runs one at a time); returns its status."""
+                   selection: dict | None = None, corpus: FileData | None = None, request: gr.Request = None) -> dict:
+        """Researchers: queue a training job (the server runs one at a time); returns its status.
+        `corpus` as for preview_job."""
         user = ctx.user(request, *STAFF)
         with user_error():
-            job_id = ctx.jobs.submit(checked_request(method, base, reward, settings, selection, user.name))
+            job_id = ctx.jobs.submit(checked_request(method, base, reward, settings, selection, user.name, corpus))
             return job_views.job_status(ctx.jobs, job_id)
 
     def job_status(job_id: int, log_lines: int = job_views.LOG_LINES, request: gr.Request = None) -> dict:

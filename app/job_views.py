@@ -150,8 +150,8 @@ def parse_more_settings(text: str | None) -> dict[str, Any]:
 def job_request(method_name: str, base: str | None, reward: str | None, settings: dict | None,
                 selection: dict | None, created_by: str, corpus: str | None = None) -> JobRequest:
     """A request as the tab and the API make it: a reward model only for the methods that
-    use one, a corpus file (an upload's path) only for those that train on one, empty
-    strings and empty lists meaning "not given"."""
+    use one, a corpus file (an upload's path: the service refuses it for a method that
+    trains on no corpus), empty strings and empty lists meaning "not given"."""
     spec = method(method_name)
     if settings is not None and not isinstance(settings, dict):
         raise SettingsError("settings must be a mapping of setting names to values, e.g. {\"max_steps\": 10}.")
@@ -159,7 +159,7 @@ def job_request(method_name: str, base: str | None, reward: str | None, settings
         raise SettingsError("selection must be a mapping, e.g. {\"prompt_sets\": [\"default\"]}.")
     chosen = {key: value for key, value in (selection or {}).items() if value not in (None, "", [])}
     return JobRequest(spec.name, base or None, (reward or None) if spec.needs_reward else None,
-                      dict(settings or {}), chosen, created_by, (corpus or None) if spec.data == "corpus" else None)
+                      dict(settings or {}), chosen, created_by, corpus or None)
 
 
 def preview_sentence(preview: dict) -> str:

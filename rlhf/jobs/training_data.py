@@ -166,8 +166,8 @@ def corpus_rows(spec: Method, corpus: str | None) -> pd.DataFrame:
     checked (rlhf.collect.formats.read_corpus_file); one sentence when there is none."""
     if not corpus or not str(corpus).strip():
         raise DataError(f"{spec.name} trains on a corpus file and none was given: name one with --corpus FILE"
-                        " (a .txt, JSONL with a text field, or Parquet with a text column), or upload it in the Train"
-                        " tab.")
+                        " (a .txt, JSONL with a text field, or Parquet with a text column), upload it in the Train"
+                        " tab, or send it as corpus=handle_file(PATH) to the API.")
     try:
         return read_corpus_file(corpus, LIMITS.corpus_bytes)[["document", "text"]]
     except FormatError as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app.tabs.train import progress_html
@@ -138,6 +138,24 @@ def test_a_researcher_previews_trains_and_finds_the_new_version(served):
     versions = {v["name"]: v for v in rita.predict(api_name="/list_models")}
     assert versions[f"dpo-{job_id}"]["status"] == "active" and versions["base"]["status"] == "archived"
     rita.predict("base", api_name="/promote_model")  # the browser test trains from base again
+
+
+def test_the_api_takes_a_pretraining_corpus_as_an_uploaded_file(served, tmp_path):
+    rita = client(served, "rita")
+    jobs_before = len(rita.predict(api_name="/list_jobs"))
+    preview = rita.predict("pretrain", corpus=handle_file(str(KILN_MANUAL)), api_name="/preview_job")
+    assert preview["rows"] == 1 and preview["data"] == "corpus"
+    assert preview["message"].startswith("The corpus kiln-manual.txt gives 1 document of")
+    assert preview["corpus"]["characters"] == len(KILN_MANUAL.read_text(encoding="utf-8"))
+    missing = refusal(lambda: rita.predict("pretrain", api_name="/preview_job"))
+    assert "pretrain trains on a corpus file and none was given" in missing and "handle_file" in missing
+    broken = tmp_path / "notes.jsonl"
+    broken.write_text('{"title": "no text here"}\n', encoding="utf-8")
+    said = refusal(lambda: rita.predict("pretrain", corpus=handle_file(str(broken)), api_name="/submit_job"))
+    assert "line 1: has no text field" in said and one_sentence(said), said
+    assert "leave the corpus out" in refusal(
+        lambda: rita.predict("dpo", corpus=handle_file(str(KILN_MANUAL)), api_name="/preview_job"))
+    assert len(rita.predict(api_name="/list_jobs")) == jobs_before
 
 
 def test_an_annotator_is_refused_on_every_job_endpoint(served):
