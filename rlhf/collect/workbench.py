@@ -4,7 +4,8 @@ A `Workbench` owns the open store of one home: it opens and initialises it, look
 rounds and comparisons up, and stores rankings. The rest it hands to the module of its
 concern, with the store and the lookups it needs: `sources` (where completions come from),
 `generation` (new comparisons), `ingest` (files brought in), `exports` (the rows of each
-export format) and `suggestions.score_table` (scores shown, not stored).
+export format), `composed_versions` (versions made without training) and
+`suggestions.score_table` (scores shown, not stored).
 
 Every operation that writes checks all of its input first and then writes in one
 transaction, so a refused operation leaves the store exactly as it was. Errors meant for
@@ -16,14 +17,13 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from rlhf.collect import formats, generation, ingest, sources as source_plans
+from rlhf.collect import composed_versions, formats, generation, ingest, sources as source_plans
 from rlhf.collect.exports import export_table
 from rlhf.collect.formats import FormatError
 from rlhf.collect.ingest import ToolImport
@@ -34,9 +34,6 @@ from rlhf.preference.messages import as_messages
 from rlhf.modeling.sampling import SamplingParams
 from rlhf.home import BASE_VERSION, Home, default_prompts
 from rlhf.modeling.default_model import DEFAULT_MODEL_NAME, ensure_default_model
-from rlhf.modeling import hard_prompt
-from rlhf.preference import combination
-from rlhf.preference.pairs import RANKINGS_OBJECTIVE
 from rlhf.modeling.model_cache import ModelCache
 from rlhf.preference.ranking import Ranking, parse_ranking
 from rlhf import versions
@@ -160,93 +157,18 @@ class Workbench:
         return versions.lookup(cur, self.home.root, name)
 
     def models(self) -> pd.DataFrame:
-        """Every version with its lineage; `system_prompt` and `template` are a prompt
-        version's texts ("" for others and where it has none); `objective` what a reward
-        version scores: the rankings, one rated dimension, or a combination's spec."""
-        frame = models.list_versions(self.store.cursor())
-        prompts_ = [self._prompt(path) for path in frame["path"]]
-        frame["system_prompt"] = [(p and p.system_prompt) or "" for p in prompts_]
-        frame["template"] = [(p and p.template) or "" for p in prompts_]
-        frame["objective"] = [self._objective(path) if kind == "reward" else ""
-                              for kind, path in zip(frame["kind"], frame["path"])]
-        return frame
-
-    def _objective(self, path: str) -> str:
-        directory = self.home.root / path
-        if combination.is_combination(directory):
-            return combination.read(directory)[0].canonical
-        from rlhf.modeling.loading import read_reward_info  # a reward version's reward.json
-
-        try:
-            return str(read_reward_info(directory).get("objective") or RANKINGS_OBJECTIVE)
-        except (OSError, ValueError):
-            return ""
+        """Every version with its lineage and what each holds (`composed_versions.describe`:
+        a prompt version's texts, a reward version's objective)."""
+        return composed_versions.describe(self.home.root, models.list_versions(self.store.cursor()))
 
     def add_reward_combination(self, name: str, spec: str) -> ModelVersion:
-        """Register `name`: a reward version that combines registered reward versions,
-        weighted or gated as Llama 2 did (`rlhf.preference.combination`'s syntax), with no
-        training; its parent is the first version it names. Bad input is refused in one
-        sentence with nothing written."""
-        name = hard_prompt.check_name(name)
-        parsed = combination.parse_combination(spec)
-        parts = {}
-        for component in parsed.components:
-            version = self.model_version(component).reward("each version of a combination")
-            if combination.is_combination(version.path):
-                raise WorkbenchError(f"{component} is itself a combination: name its reward versions instead.")
-            parts[component] = version
-        cur = self.store.cursor()
-        if models.get(cur, name) is not None:
-            raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
-        bases = {version.base_model for version in parts.values()}
-        if len(bases) > 1:
-            raise WorkbenchError(f"The versions of a combination must share a base model, not"
-                                 f" {', '.join(sorted(bases))}.")
-        directory = self.home.model_dir(name)
-        if directory.exists():
-            raise WorkbenchError(f"{directory} already exists; choose another name.")
-        combination.write(directory, parsed, {component: version.path for component, version in parts.items()})
-        first = parsed.components[0]
-        try:
-            with self.store.transaction() as cur:
-                models.register(cur, name, "reward", base_model=bases.pop(), method=combination.METHOD, parent=first,
-                                path=str(directory.relative_to(self.home.root)))
-        except Exception:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        return self.model_version(name)
-
-    def _prompt(self, path: str) -> hard_prompt.HardPrompt | None:
-        directory = self.home.root / path
-        return hard_prompt.read(directory) if hard_prompt.is_prompt_version(directory) else None
+        """`composed_versions.add_reward_combination`: reward versions combined, no training."""
+        return composed_versions.add_reward_combination(self, name, spec)
 
     def add_prompt_version(self, name: str, parent: str, system_prompt: str | None = None,
                            template: str | None = None) -> ModelVersion:
-        """Register `name`: the policy `parent`'s weights plus `system_prompt`, given before
-        every prompt it answers, and/or `template` around the user's prompt
-        (`rlhf.modeling.hard_prompt`); no training. Bad input is refused in one sentence
-        with nothing written."""
-        name = hard_prompt.check_name(name)
-        text, template = hard_prompt.check_prompt(system_prompt, template)
-        if not str(parent or "").strip():
-            raise WorkbenchError("Name the parent version whose weights the prompt version uses.")
-        source = self.model_version(str(parent).strip()).policy("the parent of a prompt version")
-        cur = self.store.cursor()
-        if models.get(cur, name) is not None:
-            raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
-        directory = self.home.model_dir(name)
-        if directory.exists():
-            raise WorkbenchError(f"{directory} already exists; choose another name.")
-        hard_prompt.write(directory, hard_prompt.HardPrompt(source.path.resolve(), text, template))
-        try:
-            with self.store.transaction() as cur:
-                base = models.get(cur, source.name)["base_model"]
-                models.register(cur, name, "policy", base_model=base, method=hard_prompt.METHOD, parent=source.name,
-                                path=str(directory.relative_to(self.home.root)))
-        except Exception:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        return self.model_version(name)
+        """`composed_versions.add_prompt_version`: a parent's weights with a system prompt or template."""
+        return composed_versions.add_prompt_version(self, name, parent, system_prompt, template)
 
     def promote(self, name: str) -> int:
         """Make a policy version the active one: the queue's new comparisons come from it,
