@@ -16,12 +16,10 @@ import json
 import multiprocessing.process
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach a
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads yield when the 2 cores are oversubscribed
 
 from helpers import RESEARCHER, register, save_perturbed_policy, save_reward_model  # noqa: E402
+from rlhf.bench.load import ended, free_port, started_server  # noqa: E402
 from rlhf.collect.annotation import Annotation  # noqa: E402
 from rlhf.collect.workbench import Workbench  # noqa: E402
 from rlhf.home import BASE_VERSION, Home  # noqa: E402
@@ -265,12 +264,6 @@ def evaluation_home(tmp_path_factory, tiny_model_dir) -> Home:
 RLHF = Path(sys.executable).with_name("rlhf")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def placeholder_model_dir(directory: Path) -> Path:
     """A base 'model' that is only a config: enough for `init` and for a server that never
     samples (queue ready_target 0), and no GGUF conversion (half a minute) to pay for it."""
@@ -312,35 +305,17 @@ class ServedWorkbench:
         self.port = free_port()
         with open(self.log_path, "a") as log:
             log.write(f"\n=== start {self.starts + 1} on port {self.port} ===\n")
-            log.flush()
-            self.process = subprocess.Popen(
-                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port), *self.serve_args],
-                stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"rlhf serve exited with {self.process.returncode}:\n{self.log()}")
-            try:  # the login page answers once Gradio is up
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"rlhf serve did not answer within {timeout} s:\n{self.log()}")
+        try:
+            self.process = started_server(
+                [str(RLHF), "serve", "--home", str(self.home.root), "--port", str(self.port), *self.serve_args],
+                f"http://127.0.0.1:{self.port}", self.log_path, timeout)
+        except RuntimeError as error:
+            raise AssertionError(f"rlhf serve: {error}:\n{self.log()}") from None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        if self.process is not None:
+            ended(self.process)
         self.process = None
 
     @contextmanager

@@ -77,19 +77,7 @@ class Server:
     def start(self, timeout: float = 180) -> float:
         """Start and wait until the page answers; returns the seconds that took."""
         started = time.monotonic()
-        with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=10) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError(f"the server did not answer within {timeout} s; see {self.log_path}")
+        self.process = started_server(self.command, self.url, self.log_path, timeout)
         self._sampler = threading.Thread(target=self._sample_cpu, args=(self.process.pid,), daemon=True)
         self._sampler.start()
         return time.monotonic() - started
@@ -115,13 +103,39 @@ class Server:
         return len(alive)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        if self.process is not None:
+            ended(self.process)
+
+
+def started_server(command: list[str], url: str, log_path: Path, timeout: float) -> subprocess.Popen:
+    """`command` (an `rlhf serve`) started with its output appended to `log_path`, once its
+    page at `url` answers; RuntimeError (the log named) when it exits or stays silent for
+    `timeout` s (then it is ended)."""
+    started = time.monotonic()
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(url + "/", timeout=10) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    ended(process)
+    raise RuntimeError(f"the server did not answer within {timeout} s; see {log_path}")
+
+
+def ended(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, and SIGKILL after `grace` s if it is still running; returns once it has ended."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)
 
 
 @dataclass

@@ -479,21 +479,29 @@ def longest_encoded(base: Path, frame: pd.DataFrame, completions: tuple[str, ...
                for text in texts)
 
 
+@pytest.fixture
+def built(monkeypatch) -> list:
+    """Every trainer config `plumbing.trainer_config` builds, in order."""
+    from rlhf.train import plumbing
+
+    configs = []
+    original = plumbing._built
+    monkeypatch.setattr(plumbing, "_built", lambda cls, values: configs.append(original(cls, values)) or configs[-1])
+    return configs
+
+
 @pytest.mark.parametrize("method", sorted(ROWS_FOR))
 def test_a_policy_job_recomputes_activations_that_would_not_fit(method, tmp_path, tiny_model_dir, tiny_reward_dir,
-                                                                 monkeypatch, caplog):
+                                                                 built, monkeypatch, caplog):
     """With (almost) no memory free, every policy trainer is built with activation checkpointing,
     for the micro-batch its data makes (batch x sequences per example x the longest, plus what
     GRPO samples), and still trains."""
     import logging
 
-    from rlhf.train import memory, plumbing
+    from rlhf.train import memory
 
     rows, completions, sequences = ROWS_FOR[method]
     frame = rows(6)
-    built = []
-    original = plumbing._built
-    monkeypatch.setattr(plumbing, "_built", lambda cls, values: built.append(original(cls, values)) or built[-1])
     monkeypatch.setattr(memory, "available_bytes", lambda: 1)
     with caplog.at_level(logging.INFO, logger="rlhf.train.common"):
         metrics, _ = run(method, parquet_round_trip(frame, tmp_path), tiny_model_dir, tmp_path / "model",
@@ -507,12 +515,9 @@ def test_a_policy_job_recomputes_activations_that_would_not_fit(method, tmp_path
     assert f"for {tokens} tokens a micro-batch" in line and "recomputed" in line
 
 
-def test_a_policy_job_keeps_activations_that_fit(tmp_path, tiny_model_dir, monkeypatch):
-    from rlhf.train import memory, plumbing
+def test_a_policy_job_keeps_activations_that_fit(tmp_path, tiny_model_dir, built, monkeypatch):
+    from rlhf.train import memory
 
-    built = []
-    original = plumbing._built
-    monkeypatch.setattr(plumbing, "_built", lambda cls, values: built.append(original(cls, values)) or built[-1])
     monkeypatch.setattr(memory, "available_bytes", lambda: 2**50)
     run("dpo", pair_rows(4), tiny_model_dir, tmp_path / "model", eval_fraction=0.0)
     assert [config.activation_checkpointing for config in built] == [False]
