@@ -28,7 +28,9 @@ def sequence_logprobs(model, generated: "Generated", temperature: float = 1.0, b
     `generated` holds left-padded prompts and responses (:func:`rlhf.modeling.generate.generate_tokens`);
     only the tokens of `response_mask` count. Position ids follow the attention mask as in
     `generate`, so left padding changes nothing; logits are divided by `temperature`. A
-    prompt-tuned (PEFT) model prepends its virtual tokens: only the last positions are read.
+    prompt-learning (PEFT soft prompt or prefix) model ignores position ids, so its rows are
+    batched only with rows of as much left padding, which is cut off: each row is read at
+    the positions it has alone. Its virtual tokens come first: only the last positions are read.
     """
     import torch
 
@@ -38,12 +40,11 @@ def sequence_logprobs(model, generated: "Generated", temperature: float = 1.0, b
         return torch.zeros(response_ids.shape[0])
     device = next(model.parameters()).device
     prompt_learning = bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
-    sums = []
+    sums = torch.zeros(response_ids.shape[0])
     with torch.inference_mode():
-        for start in range(0, response_ids.shape[0], batch_size):
-            rows = slice(start, start + batch_size)
-            input_ids = torch.cat([prompt_ids[rows], response_ids[rows]], dim=1).to(device)
-            mask = torch.cat([generated.prompt_mask[rows], generated.response_mask[rows]], dim=1).to(device)
+        for rows, padding in _batches(generated.prompt_mask, batch_size, by_padding=prompt_learning):
+            input_ids = torch.cat([prompt_ids[rows, padding:], response_ids[rows]], dim=1).to(device)
+            mask = torch.cat([generated.prompt_mask[rows, padding:], generated.response_mask[rows]], dim=1).to(device)
             extra: dict[str, Any] = {}
             if not prompt_learning:  # PEFT ignores position ids (with a warning) for soft prompts
                 extra["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -52,8 +53,26 @@ def sequence_logprobs(model, generated: "Generated", temperature: float = 1.0, b
             log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
             tokens = response_ids[rows].to(device)
             picked = torch.gather(log_probs, 2, tokens.unsqueeze(-1)).squeeze(-1)
-            sums.append((picked * generated.response_mask[rows].to(device)).sum(dim=1).cpu())
-    return torch.cat(sums)
+            sums[rows] = (picked * generated.response_mask[rows].to(device)).sum(dim=1).cpu()
+    return sums
+
+
+def _batches(prompt_mask: "torch.Tensor", batch_size: int, by_padding: bool) -> list[tuple["torch.Tensor", int]]:
+    """(row indices, left-padding columns to cut) of each batch: rows in order, none cut; or,
+    `by_padding`, rows of the same left padding together, that padding cut.
+
+    prompt_mask: [b, T], 1 on prompt tokens (right-aligned)"""
+    import torch
+
+    if not by_padding:
+        return [(torch.arange(start, min(start + batch_size, len(prompt_mask))), 0)
+                for start in range(0, len(prompt_mask), batch_size)]
+    padding = (prompt_mask == 0).sum(dim=1)
+    batches = []
+    for amount in padding.unique().tolist():
+        rows = torch.nonzero(padding == amount).flatten()
+        batches += [(rows[start:start + batch_size], int(amount)) for start in range(0, len(rows), batch_size)]
+    return batches
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

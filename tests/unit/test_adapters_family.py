@@ -94,6 +94,18 @@ def test_a_moved_adapter_changes_the_scores_and_saved_and_loaded_scores_the_same
     assert logprobs(loaded, tokenizer) == pytest.approx(moved, abs=1e-4)
 
 
+@pytest.mark.parametrize("adapter", ["prompt", *NEW])
+def test_a_batch_of_prompts_of_different_lengths_scores_as_each_alone(tiny_model_dir, adapter):
+    """PEFT ignores position ids for a soft prompt or a prefix, so a left-padded row would be
+    read at shifted positions: batched, the short prompt's answer must score as it does alone."""
+    tokenizer = loading.load_tokenizer(tiny_model_dir)
+    model = adapted(tiny_model_dir, adapter)
+    nudge(model)
+    together = completion_logprobs(model, tokenizer, PROMPTS, ANSWERS, batch_size=8)
+    alone = [completion_logprobs(model, tokenizer, [p], [a], batch_size=1)[0] for p, a in zip(PROMPTS, ANSWERS)]
+    assert together == pytest.approx(alone, abs=1e-4)
+
+
 @pytest.mark.parametrize("adapter", NEW)
 def test_a_moved_adapter_changes_what_is_generated(tiny_model_dir, adapter):
     """The first generated token's scores are the forward pass's last logits: for a prefix
