@@ -43,6 +43,10 @@ MIN_KL = 0.05
 # standard errors of a fair coin, 1/sqrt(n), exceed 0.5 for n < 4): no verdict from it.
 MIN_PAIRS = 4
 
+# A held-out accuracy this high is clear learning; a set of pairs too small to tell it from
+# 0.5 (two standard errors each way reach both) cannot say the job moved too little.
+CLEAR_ACCURACY = 0.75
+
 # A log-probability margin smaller than this (nats) is a tie: the job moved both alike.
 TIE = 1e-4
 
@@ -104,10 +108,17 @@ def within_noise(accuracy: float, pairs: int) -> bool:
     return abs(accuracy - 0.5) <= 2 * 0.5 / math.sqrt(pairs)
 
 
+def too_few_to_tell(accuracy: float, pairs: int) -> bool:
+    """Whether `pairs` pairs are too few to tell `accuracy` from a coin and from clear
+    learning (`CLEAR_ACCURACY`) alike: within two standard errors of both."""
+    return within_noise(accuracy, pairs) and accuracy + 2 * 0.5 / math.sqrt(pairs) >= CLEAR_ACCURACY
+
+
 def verdict(figures: Figures, method: str, max_kl: float, max_repetition: float) -> str | None:
     """One sentence when the job moved too far (KL above `max_kl`, repetition above
     `max_repetition`) or too little (held-out accuracy within noise of 0.5; where there is
-    no held-out accuracy, KL near 0), with what to try; None when neither."""
+    no held-out accuracy, KL near 0), with what to try; where the held-out pairs are too few
+    to tell chance from learning and the KL shows the job moved, that; None otherwise."""
     online = method in ("ppo", "grpo", "rloo")
     far = []
     if figures.kl is not None and figures.kl > max_kl:
@@ -131,6 +142,10 @@ def verdict(figures: Figures, method: str, max_kl: float, max_repetition: float)
                                                                   and figures.kl < 2 * figures.kl_stderr))
     if kl_flat and (little or not accuracy_known):
         little.append(f"its KL to the parent is {figures.kl:.3g} nats per completion, within noise of 0")
+    elif little and too_few_to_tell(figures.accuracy, figures.pairs) and figures.kl is not None:
+        return (f"Its held-out accuracy {figures.accuracy:.2f} on {figures.pairs} pairs is too few pairs to tell"
+                f" it from chance, and its KL to the parent ({figures.kl:.3g} nats per completion) says it moved:"
+                " judge it on more held-out rankings (a higher eval_fraction, or an evaluation in the Compare tab).")
     if little:
         longer = "max_steps" if online else "num_train_epochs"
         return (f"This job moved too little: {' and '.join(little)}; try a higher {longer} or learning_rate"

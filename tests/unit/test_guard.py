@@ -72,8 +72,19 @@ def test_a_job_that_moved_too_little_says_so_and_what_to_try():
     # a KL within two standard errors of 0 is noise, however large its mean
     noisy = verdict(Figures(kl=0.3, kl_stderr=0.2), "ppo", **LIMITS)
     assert "moved too little" in noisy and "max_steps" in noisy
-    # accuracy within noise alone is enough
+    # accuracy within noise alone is enough, where the pairs could have told learning apart
     assert "0.55 on 30 pairs" in verdict(Figures(accuracy=0.55, pairs=30, kl=2.0, kl_stderr=0.3), "kto", **LIMITS)
+
+
+def test_too_few_held_out_pairs_to_tell_chance_from_learning_is_said_as_that():
+    # the length rule's KTO cell at 60 comparisons: +26 points on the rule, 0.80 on 10 held-out pairs
+    # (two standard errors, 0.32, reach both 0.5 and 0.75), KL 3.5
+    said = verdict(Figures(accuracy=0.8, pairs=10, kl=3.5, kl_stderr=0.4), "kto", **LIMITS)
+    assert said.startswith("Its held-out accuracy 0.80 on 10 pairs is too few pairs to tell it from chance")
+    assert "3.5 nats" in said and "eval_fraction" in said and "moved too little" not in said
+    # with no movement to show either, it did move too little
+    assert verdict(Figures(accuracy=0.8, pairs=10, kl=0.01, kl_stderr=0.01), "kto", **LIMITS).startswith(
+        "This job moved too little:")
 
 
 def test_a_job_that_moved_clearly_and_within_bounds_says_nothing():
