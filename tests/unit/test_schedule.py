@@ -80,8 +80,9 @@ def test_settings_the_user_gave_always_win():
 def test_online_steps_pass_over_the_prompts_within_the_sample_bounds(method, prompts, per_step, per_prompt, steps):
     decided = schedule(prompts, method, "lora", per_step, samples_per_prompt=per_prompt, what="prompts")
     assert (decided.steps, decided.epochs) == (steps, None)
-    assert decided.settings == {"max_steps": steps, "learning_rate": 1e-4}
-    assert decided.reason.startswith(f"{prompts} prompts: {steps} steps of {per_step} samples, lr 1e-4 (")
+    rate, said = {"ppo": (1e-4, "1e-4"), "grpo": (5e-4, "5e-4"), "rloo": (5e-4, "5e-4")}[method]
+    assert decided.settings == {"max_steps": steps, "learning_rate": rate}
+    assert decided.reason.startswith(f"{prompts} prompts: {steps} steps of {per_step} samples, lr {said} (")
 
 
 def test_the_defaults_are_a_dataclass_with_help_and_can_be_changed():
