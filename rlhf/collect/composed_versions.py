@@ -8,54 +8,55 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pandas as pd
 
 from rlhf.errors import WorkbenchError
+from rlhf.home import Home
 from rlhf.modeling import hard_prompt
 from rlhf.preference import combination
 from rlhf.preference.pairs import RANKINGS_OBJECTIVE
 from rlhf.versions import ModelVersion
 from storage import models
+from storage.db import Store
 
-if TYPE_CHECKING:
-    from rlhf.collect.workbench import Workbench
+Lookup = Callable[[str], ModelVersion]   # a registered version by name (`Workbench.model_version`)
 
 
-def add_reward_combination(wb: "Workbench", name: str, spec: str) -> ModelVersion:
+def add_reward_combination(store: Store, home: Home, lookup: Lookup, name: str, spec: str) -> ModelVersion:
     """Register `name`: a reward version that combines registered reward versions (the
     syntax of `rlhf.preference.combination`); its parent is the first version it names."""
     name = hard_prompt.check_name(name)
     parsed = combination.parse_combination(spec)
     parts = {}
     for component in parsed.components:
-        version = wb.model_version(component).reward("each version of a combination")
+        version = lookup(component).reward("each version of a combination")
         if combination.is_combination(version.path):
             raise WorkbenchError(f"{component} is itself a combination: name its reward versions instead.")
         parts[component] = version
-    _require_new_name(wb, name)
+    _require_new_name(store, home, name)
     bases = {version.base_model for version in parts.values()}
     if len(bases) > 1:
         raise WorkbenchError(f"The versions of a combination must share a base model, not"
                              f" {', '.join(sorted(bases))}.")
     return _written_and_registered(
-        wb, name, "reward", bases.pop(), combination.METHOD, parsed.components[0],
+        store, home, lookup, name, "reward", bases.pop(), combination.METHOD, parsed.components[0],
         lambda directory: combination.write(directory, parsed, {c: v.path for c, v in parts.items()}))
 
 
-def add_prompt_version(wb: "Workbench", name: str, parent: str, system_prompt: str | None = None,
-                       template: str | None = None) -> ModelVersion:
+def add_prompt_version(store: Store, home: Home, lookup: Lookup, name: str, parent: str,
+                       system_prompt: str | None = None, template: str | None = None) -> ModelVersion:
     """Register `name`: the policy `parent`'s weights plus `system_prompt`, given before
     every prompt it answers, and/or `template` around the user's prompt."""
     name = hard_prompt.check_name(name)
     text, template = hard_prompt.check_prompt(system_prompt, template)
     if not str(parent or "").strip():
         raise WorkbenchError("Name the parent version whose weights the prompt version uses.")
-    source = wb.model_version(str(parent).strip()).policy("the parent of a prompt version")
-    _require_new_name(wb, name)
+    source = lookup(str(parent).strip()).policy("the parent of a prompt version")
+    _require_new_name(store, home, name)
     return _written_and_registered(
-        wb, name, "policy", source.base_model, hard_prompt.METHOD, source.name,
+        store, home, lookup, name, "policy", source.base_model, hard_prompt.METHOD, source.name,
         lambda directory: hard_prompt.write(directory, hard_prompt.HardPrompt(source.path.resolve(), text, template)))
 
 
@@ -72,25 +73,25 @@ def describe(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _require_new_name(wb: "Workbench", name: str) -> None:
-    if models.get(wb.store.cursor(), name) is not None:
+def _require_new_name(store: Store, home: Home, name: str) -> None:
+    if models.get(store.cursor(), name) is not None:
         raise WorkbenchError(f"There is already a model version '{name}'; choose another name.")
-    if wb.home.model_dir(name).exists():
-        raise WorkbenchError(f"{wb.home.model_dir(name)} already exists; choose another name.")
+    if home.model_dir(name).exists():
+        raise WorkbenchError(f"{home.model_dir(name)} already exists; choose another name.")
 
 
-def _written_and_registered(wb: "Workbench", name: str, kind: str, base_model: str, method: str, parent: str,
-                            write: Callable[[Path], object]) -> ModelVersion:
-    directory = wb.home.model_dir(name)
+def _written_and_registered(store: Store, home: Home, lookup: Lookup, name: str, kind: str, base_model: str,
+                            method: str, parent: str, write: Callable[[Path], object]) -> ModelVersion:
+    directory = home.model_dir(name)
     write(directory)
     try:
-        with wb.store.transaction() as cur:
+        with store.transaction() as cur:
             models.register(cur, name, kind, base_model=base_model, method=method, parent=parent,
-                            path=str(directory.relative_to(wb.home.root)))
+                            path=str(directory.relative_to(home.root)))
     except Exception:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return wb.model_version(name)
+    return lookup(name)
 
 
 def _prompt(directory: Path) -> hard_prompt.HardPrompt | None:

@@ -163,12 +163,13 @@ class Workbench:
 
     def add_reward_combination(self, name: str, spec: str) -> ModelVersion:
         """`composed_versions.add_reward_combination`: reward versions combined, no training."""
-        return composed_versions.add_reward_combination(self, name, spec)
+        return composed_versions.add_reward_combination(self.store, self.home, self.model_version, name, spec)
 
     def add_prompt_version(self, name: str, parent: str, system_prompt: str | None = None,
                            template: str | None = None) -> ModelVersion:
         """`composed_versions.add_prompt_version`: a parent's weights with a system prompt or template."""
-        return composed_versions.add_prompt_version(self, name, parent, system_prompt, template)
+        return composed_versions.add_prompt_version(self.store, self.home, self.model_version, name, parent,
+                                                  system_prompt, template)
 
     def promote(self, name: str) -> int:
         """Make a policy version the active one: the queue's new comparisons come from it,
